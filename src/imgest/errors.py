@@ -1,0 +1,210 @@
+"""The error hierarchy: every error knows its HTTP status, stable code and public message."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ImgestError(Exception):
+    """Base of every error imgest raises on purpose.
+
+    `code` is stable and machine-readable; `detail` is a human sentence safe to show a client.
+    """
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+    default_detail: ClassVar[str] = "The server failed to process the request."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+    def problem(self, instance: str | None = None) -> dict[str, object]:
+        """RFC 9457 problem+json body for this error."""
+        body: dict[str, object] = {
+            "type": f"https://imgest.dev/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            body["instance"] = instance
+        return body
+
+
+class ClientError(ImgestError):
+    """Something the client sent cannot be accepted (4xx)."""
+
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+    default_detail = "The request could not be accepted."
+
+
+# --- request shape -------------------------------------------------------------------------
+
+
+class NotMultipart(ClientError):
+    status = 415
+    code = "not_multipart"
+    title = "Not multipart/form-data"
+    default_detail = "Send the images as multipart/form-data with one or more file parts."
+
+
+class MalformedMultipart(ClientError):
+    status = 400
+    code = "malformed_multipart"
+    title = "Malformed multipart body"
+    default_detail = "The multipart/form-data body could not be parsed."
+
+
+class RequestTooLarge(ClientError):
+    status = 413
+    code = "request_too_large"
+    title = "Request too large"
+    default_detail = "The request body is larger than the server accepts."
+
+
+class FileTooLarge(ClientError):
+    status = 413
+    code = "file_too_large"
+    title = "File too large"
+    default_detail = "The file is larger than the server accepts."
+
+
+class FieldTooLarge(ClientError):
+    status = 413
+    code = "field_too_large"
+    title = "Text field too large"
+    default_detail = "A text field is larger than the server accepts."
+
+
+class TooManyFields(ClientError):
+    status = 422
+    code = "too_many_fields"
+    title = "Too many fields"
+    default_detail = "The request has more text fields than the server accepts."
+
+
+class TooManyFiles(ClientError):
+    status = 422
+    code = "too_many_files"
+    title = "Too many files"
+    default_detail = "The request has more file parts than the server accepts."
+
+
+class NoFiles(ClientError):
+    status = 422
+    code = "no_files"
+    title = "No files"
+    default_detail = "The request has no file part; send each image as a file part."
+
+
+class InvalidParameter(ClientError):
+    status = 422
+    code = "invalid_parameter"
+    title = "Invalid parameter"
+    default_detail = "A query or form parameter has an invalid value."
+
+
+# --- image content -------------------------------------------------------------------------
+
+
+class EmptyFile(ClientError):
+    status = 422
+    code = "empty_file"
+    title = "Empty file"
+    default_detail = "The file has no bytes."
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported image format"
+    default_detail = (
+        "The file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, BMP)."
+    )
+
+
+class ImageTooManyPixels(ClientError):
+    status = 422
+    code = "image_too_many_pixels"
+    title = "Image has too many pixels"
+    default_detail = "The image's dimensions exceed the server's pixel limit."
+
+
+class ImageTooManyFrames(ClientError):
+    status = 422
+    code = "image_too_many_frames"
+    title = "Image has too many frames"
+    default_detail = "The animated image has more frames than the server accepts."
+
+
+class ImageTruncated(ClientError):
+    status = 422
+    code = "image_truncated"
+    title = "Image truncated"
+    default_detail = "The image data ends before the image is complete."
+
+
+class ImageCorrupt(ClientError):
+    status = 422
+    code = "image_corrupt"
+    title = "Image corrupt"
+    default_detail = "The image data is corrupt and cannot be decoded."
+
+
+# --- lookups -------------------------------------------------------------------------------
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+    default_detail = "No such resource."
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    title = "Image not found"
+    default_detail = "No image with this id is stored."
+
+
+class PipelineNotFound(NotFound):
+    code = "pipeline_not_found"
+    title = "Pipeline not found"
+    default_detail = "No such pipeline, or no rendition of this image for it."
+
+
+# --- the server's own dependencies ---------------------------------------------------------
+
+
+class ServiceUnavailable(ImgestError):
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+    default_detail = "The service is temporarily unavailable; retry later."
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+    title = "Storage unavailable"
+    default_detail = "Blob storage is unavailable; nothing was stored. Retry later."
+
+
+class CatalogUnavailable(ServiceUnavailable):
+    code = "catalog_unavailable"
+    title = "Catalog unavailable"
+    default_detail = "The catalog database is unavailable; nothing was recorded. Retry later."
+
+
+class ModelUnavailable(ServiceUnavailable):
+    code = "model_unavailable"
+    title = "Model unavailable"
+    default_detail = "The scoring model is not loaded; retry later."
+
+
+class ConfigError(Exception):
+    """Invalid configuration found at start-up; the message names the bad key."""

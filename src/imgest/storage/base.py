@@ -1,0 +1,107 @@
+"""The BlobStore protocol every storage backend implements, and its typed errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+PutMode = Literal["create", "overwrite"]
+
+
+class StoreError(Exception):
+    """Base of storage errors."""
+
+
+class BlobNotFoundError(StoreError):
+    """No blob at this path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"blob not found: {path}")
+
+
+class BlobExistsError(StoreError):
+    """`put(mode="create")` found a blob already at this path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"blob already exists: {path}")
+
+
+class StoreUnavailableError(StoreError):
+    """The backend could not be reached or failed; the operation may be retried."""
+
+
+class InvalidPathError(StoreError, ValueError):
+    """The path is not a valid blob path (empty, absolute, `..`, backslash, NUL...)."""
+
+
+@dataclass(frozen=True)
+class BlobMeta:
+    """What `head` and `list` report about one blob."""
+
+    path: str
+    size: int
+    last_modified: datetime  # timezone-aware UTC
+    etag: str | None = None
+
+
+class BlobReader(Protocol):
+    """An open blob: its metadata and its bytes as a stream of chunks."""
+
+    meta: BlobMeta
+
+    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """Yield the blob's bytes in chunks; the stream is consumed once."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole blob (for small blobs)."""
+        ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """A small object-store surface (modelled on obstore): paths are `/`-separated keys."""
+
+    url: str
+
+    async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
+        """Store `data` at `path` durably before returning.
+
+        mode="create" raises BlobExistsError when something is there already.
+        """
+        ...
+
+    async def get(self, path: str) -> BlobReader:
+        """Open the blob at `path`; raises BlobNotFoundError."""
+        ...
+
+    async def head(self, path: str) -> BlobMeta:
+        """Metadata of the blob at `path`; raises BlobNotFoundError."""
+        ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[BlobMeta]:
+        """Every blob whose path starts with `prefix`, in no particular order."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """Remove the blob at `path`; deleting a missing blob is not an error."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+def validate_path(path: str) -> str:
+    """Return `path` if it is a safe relative blob key, else raise InvalidPathError."""
+    if not path or path.startswith("/") or path.endswith("/"):
+        raise InvalidPathError(f"invalid blob path: {path!r}")
+    if "\\" in path or "\x00" in path:
+        raise InvalidPathError(f"invalid blob path: {path!r}")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise InvalidPathError(f"invalid blob path: {path!r}")
+    return path
