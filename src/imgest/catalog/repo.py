@@ -1,0 +1,328 @@
+"""Catalog queries: record an image in one transaction, read, list with keyset pages, delete."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, and_, delete, exists, or_, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgest.catalog.db import make_engine, migrate
+from imgest.catalog.models import ImageRow, PredictionRow, RenditionRow, TagRow
+from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
+from imgest.errors import CatalogUnavailable, InvalidParameter
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """What `list_images` narrows the corpus to."""
+
+    label: str | None = None  # top-1 predicted label of any prediction
+    tag: str | None = None
+    since: datetime | None = None  # created_at >= since
+    until: datetime | None = None  # created_at < until
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of images and the cursor of the next page (None at the end)."""
+
+    items: list[ImageRecord]
+    next_cursor: str | None
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def encode_cursor(created_at: datetime, image_id: str) -> str:
+    """Opaque keyset cursor for the position after (created_at, id)."""
+    raw = f"{_utc(created_at).isoformat()}|{image_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of encode_cursor; a bad cursor is the client's error."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, image_id = raw.split("|", 1)
+        return _utc(datetime.fromisoformat(stamp)), image_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidParameter("The cursor is not one this server issued.") from None
+
+
+class Catalog:
+    """The catalog database. Methods are blocking; call them from a worker thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate_schema: bool = True) -> Catalog:
+        """Connect to `url` and (by default) apply pending migrations."""
+        engine = make_engine(url)
+        catalog = cls(engine)
+        if migrate_schema:
+            catalog._guard(lambda: migrate(engine))
+        return catalog
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _guard(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise CatalogUnavailable() from exc
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise CatalogUnavailable unless the database answers."""
+
+        def run() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        self._guard(run)
+
+    # -- writes ---------------------------------------------------------------------------
+    def add_image(self, record: ImageRecord) -> bool:
+        """Insert the image with its tags, renditions and predictions in one transaction.
+
+        Returns False (and writes nothing) when an image with this id is already recorded.
+        """
+
+        def run() -> bool:
+            with self._session() as session:
+                try:
+                    with session.begin():
+                        session.add(_image_row(record))
+                        session.flush()  # the images row first: a duplicate fails here
+                        session.add_all(TagRow(image_id=record.id, tag=t) for t in record.tags)
+                        session.add_all(_rendition_row(record.id, r) for r in record.renditions)
+                        session.add_all(
+                            _prediction_row(record.id, p) for p in record.predictions
+                        )
+                except IntegrityError:
+                    if self._exists(record.id):
+                        return False
+                    raise
+                return True
+
+        return self._guard(run)
+
+    def delete_image(self, image_id: str) -> ImageRecord | None:
+        """Remove the image's rows in one transaction; return what was removed (for its blobs)."""
+
+        def run() -> ImageRecord | None:
+            with self._session() as session, session.begin():
+                record = self._load(session, image_id)
+                if record is None:
+                    return None
+                for table in (TagRow, RenditionRow, PredictionRow):
+                    session.execute(delete(table).where(table.image_id == image_id))
+                session.execute(delete(ImageRow).where(ImageRow.id == image_id))
+                return record
+
+        return self._guard(run)
+
+    # -- reads ----------------------------------------------------------------------------
+    def _exists(self, image_id: str) -> bool:
+        with self._session() as session:
+            return session.execute(
+                select(exists().where(ImageRow.id == image_id))
+            ).scalar_one()
+
+    def get_image(self, image_id: str) -> ImageRecord | None:
+        """The image with everything derived from it, or None."""
+
+        def run() -> ImageRecord | None:
+            with self._session() as session:
+                return self._load(session, image_id)
+
+        return self._guard(run)
+
+    def list_images(
+        self, *, limit: int = 50, cursor: str | None = None, where: ImageFilter | None = None
+    ) -> Page:
+        """Newest first, keyset-paginated on (created_at, id)."""
+        where = where or ImageFilter()
+        after = decode_cursor(cursor) if cursor else None
+
+        def run() -> Page:
+            query = select(ImageRow)
+            if where.tag is not None:
+                query = query.where(
+                    exists().where(and_(TagRow.image_id == ImageRow.id, TagRow.tag == where.tag))
+                )
+            if where.label is not None:
+                query = query.where(
+                    exists().where(
+                        and_(
+                            PredictionRow.image_id == ImageRow.id,
+                            PredictionRow.top1_label == where.label,
+                        )
+                    )
+                )
+            if where.since is not None:
+                query = query.where(ImageRow.created_at >= _stored_time(where.since))
+            if where.until is not None:
+                query = query.where(ImageRow.created_at < _stored_time(where.until))
+            if after is not None:
+                stamp = _stored_time(after[0])
+                query = query.where(
+                    or_(
+                        ImageRow.created_at < stamp,
+                        and_(ImageRow.created_at == stamp, ImageRow.id < after[1]),
+                    )
+                )
+            query = query.order_by(ImageRow.created_at.desc(), ImageRow.id.desc()).limit(
+                limit + 1
+            )
+            with self._session() as session:
+                rows = list(session.execute(query).scalars())
+                more = len(rows) > limit
+                rows = rows[:limit]
+                items = self._hydrate(session, rows)
+            next_cursor = (
+                encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+            )
+            return Page(items=items, next_cursor=next_cursor)
+
+        return self._guard(run)
+
+    def _load(self, session: Session, image_id: str) -> ImageRecord | None:
+        row = session.get(ImageRow, image_id)
+        if row is None:
+            return None
+        return self._hydrate(session, [row])[0]
+
+    def _hydrate(self, session: Session, rows: Sequence[ImageRow]) -> list[ImageRecord]:
+        ids = [r.id for r in rows]
+        if not ids:
+            return []
+        tags: dict[str, list[str]] = {}
+        for t in session.execute(
+            select(TagRow).where(TagRow.image_id.in_(ids)).order_by(TagRow.tag)
+        ).scalars():
+            tags.setdefault(t.image_id, []).append(t.tag)
+        rends: dict[str, list[RenditionRecord]] = {}
+        for r in session.execute(
+            select(RenditionRow).where(RenditionRow.image_id.in_(ids))
+        ).scalars():
+            rends.setdefault(r.image_id, []).append(
+                RenditionRecord(
+                    pipeline=r.pipeline,
+                    pipeline_version=r.pipeline_version,
+                    path=r.path,
+                    width=r.width,
+                    height=r.height,
+                    content_type=r.content_type,
+                    bytes=r.bytes,
+                )
+            )
+        preds: dict[str, list[PredictionRecord]] = {}
+        for p in session.execute(
+            select(PredictionRow)
+            .where(PredictionRow.image_id.in_(ids))
+            .order_by(PredictionRow.id)
+        ).scalars():
+            preds.setdefault(p.image_id, []).append(
+                PredictionRecord(
+                    model=p.model,
+                    model_version=p.model_version,
+                    pipeline=p.pipeline,
+                    pipeline_version=p.pipeline_version,
+                    top=tuple(Label(**item) for item in p.top),
+                    created_at=_utc(p.created_at),
+                )
+            )
+        return [
+            ImageRecord(
+                id=r.id,
+                format=r.format,
+                content_type=r.content_type,
+                width=r.width,
+                height=r.height,
+                frames=r.frames,
+                bytes=r.bytes,
+                filename=r.filename,
+                original_path=r.original_path,
+                created_at=_utc(r.created_at),
+                fields=dict(r.fields),
+                tags=tuple(tags.get(r.id, ())),
+                renditions=tuple(rends.get(r.id, ())),
+                predictions=tuple(preds.get(r.id, ())),
+            )
+            for r in rows
+        ]
+
+
+def _stored_time(value: datetime) -> datetime:
+    # Always UTC: SQLite keeps the UTC wall time as text, PostgreSQL a real timestamptz.
+    return _utc(value)
+
+
+def _image_row(record: ImageRecord) -> ImageRow:
+    return ImageRow(
+        id=record.id,
+        format=record.format,
+        content_type=record.content_type,
+        width=record.width,
+        height=record.height,
+        frames=record.frames,
+        bytes=record.bytes,
+        filename=record.filename,
+        original_path=record.original_path,
+        fields=dict(record.fields),
+        created_at=_stored_time(record.created_at),
+    )
+
+
+def _rendition_row(image_id: str, r: RenditionRecord) -> RenditionRow:
+    return RenditionRow(
+        image_id=image_id,
+        pipeline=r.pipeline,
+        pipeline_version=r.pipeline_version,
+        path=r.path,
+        width=r.width,
+        height=r.height,
+        content_type=r.content_type,
+        bytes=r.bytes,
+    )
+
+
+def _prediction_row(image_id: str, p: PredictionRecord) -> PredictionRow:
+    top: list[dict[str, Any]] = [
+        {"label": x.label, "index": x.index, "score": x.score} for x in p.top
+    ]
+    return PredictionRow(
+        image_id=image_id,
+        model=p.model,
+        model_version=p.model_version,
+        pipeline=p.pipeline,
+        pipeline_version=p.pipeline_version,
+        top=top,
+        top1_label=p.top[0].label if p.top else "",
+        top1_score=p.top[0].score if p.top else 0.0,
+        created_at=_stored_time(p.created_at),
+    )

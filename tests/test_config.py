@@ -1,0 +1,77 @@
+"""Settings: defaults, environment, TOML file, validation messages, the generated reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imgest.config import Settings, load_settings
+from imgest.docs import settings_reference
+from imgest.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_defaults_are_embedded() -> None:
+    s = load_settings()
+    assert s.storage_url == "var/blobs"
+    assert s.catalog_url == "sqlite:///var/catalog.db"
+    assert s.max_file_bytes == 50 * 1024 * 1024
+    assert s.max_files == 32
+    assert s.max_pixels == 50_000_000
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+
+
+def test_environment_and_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "imgest.toml"
+    toml.write_text('max_files = 3\npipeline = "pad"\nbackground = [0, 0, 0]\n')
+    monkeypatch.setenv("IMGEST_CONFIG", str(toml))
+    monkeypatch.setenv("IMGEST_MAX_FILES", "7")
+    s = load_settings()
+    assert s.max_files == 7  # environment beats the file
+    assert s.pipeline == "pad" and s.background == (0, 0, 0)
+
+
+def test_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(ValueError):
+        s.max_files = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "named"),
+    [
+        ("IMGEST_MAX_FILES", "-1", "IMGEST_MAX_FILES"),
+        ("IMGEST_PORT", "http", "IMGEST_PORT"),
+        ("IMGEST_PIPELINE", "sepia", "IMGEST_PIPELINE"),
+        ("IMGEST_BACKGROUND", "[300, 0, 0]", "IMGEST_BACKGROUND"),
+    ],
+)
+def test_bad_values_name_the_key(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "imgest.toml"
+    toml.write_text("max_filez = 3\n")
+    monkeypatch.setenv("IMGEST_CONFIG", str(toml))
+    with pytest.raises(ConfigError, match="max_filez"):
+        load_settings()
+
+
+def test_missing_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMGEST_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="nope.toml"):
+        load_settings()
+
+
+def test_reference_doc_is_current() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert doc == settings_reference(), "run: imgest config --reference > docs/configuration.md"
+    for name in Settings.model_fields:
+        assert f"IMGEST_{name.upper()}" in doc
