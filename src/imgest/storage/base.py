@@ -54,11 +54,15 @@ class BlobReader(Protocol):
     meta: BlobMeta
 
     def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        """Yield the blob's bytes in chunks; the stream is consumed once."""
+        """Yield the blob's bytes in chunks; the stream is consumed once.
+
+        Chunks are non-empty and at most `chunk_size` bytes (so memory stays bounded);
+        a reader is consumed once: a second `stream()` or `read()` raises RuntimeError.
+        """
         ...
 
     async def read(self) -> bytes:
-        """The whole blob (for small blobs)."""
+        """The whole blob (for small blobs); consumes the reader like `stream()`."""
         ...
 
 
@@ -84,7 +88,11 @@ class BlobStore(Protocol):
         ...
 
     def list(self, prefix: str = "") -> AsyncIterator[BlobMeta]:
-        """Every blob whose path starts with `prefix`, in no particular order."""
+        """Every blob whose path starts with `prefix`, in no particular order.
+
+        `prefix` is a plain key prefix and may end mid-name (`"originals/a"`); see
+        `validate_prefix`.
+        """
         ...
 
     async def delete(self, path: str) -> None:
@@ -92,7 +100,10 @@ class BlobStore(Protocol):
         ...
 
     async def close(self) -> None:
-        """Release connections and files."""
+        """Release connections and files.
+
+        Idempotent; afterwards every operation raises StoreUnavailableError.
+        """
         ...
 
 
@@ -105,3 +116,18 @@ def validate_path(path: str) -> str:
     if any(part in ("", ".", "..") for part in path.split("/")):
         raise InvalidPathError(f"invalid blob path: {path!r}")
     return path
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return `prefix` if it is a safe key prefix for `list`, else raise InvalidPathError.
+
+    Every complete segment must be a valid path segment; the last one may be any start of a
+    name (`""`, `"."`, `"ab"`), since a prefix may end mid-name.
+    """
+    if not prefix:
+        return prefix
+    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
+        raise InvalidPathError(f"invalid blob prefix: {prefix!r}")
+    if any(part in ("", ".", "..") for part in prefix.split("/")[:-1]):
+        raise InvalidPathError(f"invalid blob prefix: {prefix!r}")
+    return prefix

@@ -1,0 +1,436 @@
+"""LocalStore: blobs as files under one directory, written atomically and durably.
+
+How a put works: the bytes go to a temp file (`.imgest-tmp-<random>`) in the target's own
+directory, are flushed with `os.fsync`, and the temp file then takes the blob's name at once:
+`os.replace` for mode="overwrite", `os.link` for mode="create" (atomic fail-if-exists), and
+the directory is fsynced. Readers and `list` therefore see either the old blob or the whole
+new one, never a part. A crashed writer leaves only a temp file, which `list` never reports
+and which is removed at start once older than `stale_temp_after` seconds.
+
+Safety: paths pass `validate_path`, and every directory below the root is opened relative to
+its parent with O_NOFOLLOW, so no operation follows a symlink inside the root (one pointing
+outside cannot be read or written through; symlinks are not blobs). Path segments starting
+with `.imgest-tmp-` are reserved. POSIX only (uses `dir_fd`).
+
+A local filesystem cannot hold both `a` and `a/b`; a put that would need that raises
+InvalidPathError (the content-addressed layout never does). Directories emptied by `delete`
+stay in place: removing them could race with a concurrent put into the same directory.
+
+`etag` is `<inode>-<size>-<mtime_ns>` in hex: each put makes a new inode while the previous
+version still exists, so consecutive versions always differ, even within one mtime tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import stat
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Self, TypeVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import anyio.to_thread
+
+from imgest.storage.base import (
+    BlobExistsError,
+    BlobMeta,
+    BlobNotFoundError,
+    InvalidPathError,
+    PutMode,
+    StoreUnavailableError,
+    validate_path,
+    validate_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".imgest-tmp-"
+
+_T = TypeVar("_T")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
+# O_NONBLOCK: opening a FIFO someone left in the tree must not hang; regular files ignore it.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a missing directory, a file where a directory should be, or a symlink look like.
+_NOT_A_DIR = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+def _utc(mtime_ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=mtime_ns // 1000)
+
+
+def _meta(path: str, st: os.stat_result) -> BlobMeta:
+    etag = f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+    return BlobMeta(path, st.st_size, _utc(st.st_mtime_ns), etag)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _open_subdir(parent: int, name: str, *, create: bool) -> int:
+    """Open directory `name` inside `parent` without following a symlink; maybe create it."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):  # a concurrent writer made it
+        os.mkdir(name, dir_fd=parent)
+    os.fsync(parent)  # the new entry must survive a crash as much as the blob itself
+    return os.open(name, _DIR_FLAGS, dir_fd=parent)
+
+
+def remove_stale_temps(root: Path, older_than: float) -> int:
+    """Delete temp files a crashed writer left anywhere under `root`; return how many."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for dirpath, _dirnames, filenames in os.walk(root):  # never follows symlinks
+        for name in filenames:
+            if not name.startswith(TEMP_PREFIX):
+                continue
+            full = os.path.join(dirpath, name)
+            try:
+                if os.lstat(full).st_mtime < cutoff:
+                    os.unlink(full)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError:
+                log.warning("could not remove stale temp file %s", full, exc_info=True)
+    if removed:
+        log.info("removed %d stale temp file(s) under %s", removed, root)
+    return removed
+
+
+class FileReader:
+    """A BlobReader over an open file descriptor.
+
+    The descriptor is opened by `get`, so the reader keeps the version it opened even if the
+    blob is deleted or replaced afterwards. It is closed when the stream ends or is closed,
+    after `read()`, or when the reader is garbage-collected unread.
+    """
+
+    def __init__(self, meta: BlobMeta, fd: int) -> None:
+        self.meta = meta
+        self._fd = fd
+        self._consumed = False
+        self._close = weakref.finalize(self, os.close, fd)
+
+    def _take(self) -> None:
+        if self._consumed:
+            raise RuntimeError(f"blob reader for {self.meta.path!r} was already consumed")
+        self._consumed = True
+
+    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """Yield the file's bytes in chunks of at most `chunk_size`, each read off the loop."""
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        self._take()
+        return self._chunks(chunk_size)
+
+    async def _chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await self._run(os.read, self._fd, chunk_size):
+                yield chunk
+        finally:
+            self._close()
+
+    async def read(self) -> bytes:
+        """The whole file."""
+        self._take()
+        try:
+            return await self._run(self._read_all)
+        finally:
+            self._close()
+
+    def _read_all(self) -> bytes:
+        chunks = []
+        while chunk := os.read(self._fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except OSError as exc:
+            raise StoreUnavailableError(f"reading {self.meta.path!r} failed: {exc}") from exc
+
+
+class LocalStore:
+    """A BlobStore on a local directory: one file per blob at its path under `root`."""
+
+    def __init__(self, root: Path, *, stale_temp_after: float = 900.0) -> None:
+        """Create `root` if needed and remove stale temp files under it (blocking I/O: start-up)."""
+        if stale_temp_after < 0:
+            raise ValueError(f"stale_temp_after must be >= 0, not {stale_temp_after}")
+        self.root = Path(root).resolve()
+        self.url = self.root.as_uri()
+        self.stale_temp_after = stale_temp_after
+        self._closed = False
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot create store root {self.root}: {exc}") from exc
+        remove_stale_temps(self.root, stale_temp_after)
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        """A store on the directory named by `file:///abs/path` (host empty or localhost)."""
+        parts = urlsplit(url)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise ValueError(f"not a local file URL (want file:///abs/path): {url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"file store URLs take no query or fragment: {url!r}")
+        path = Path(url2pathname(parts.path))
+        if not path.is_absolute() or path == Path("/"):
+            raise ValueError(f"file store URL must name an absolute directory: {url!r}")
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _parts(self, path: str) -> Sequence[str]:
+        parts = validate_path(path).split("/")
+        if any(part.startswith(TEMP_PREFIX) for part in parts):
+            raise InvalidPathError(f"blob path segments may not start with {TEMP_PREFIX!r}")
+        return parts
+
+    def _open_dir(self, parts: Sequence[str], *, create: bool) -> int:
+        """Open root/<parts...> as a directory fd, never following symlinks below root."""
+        try:
+            fd = os.open(self.root, _ROOT_FLAGS)
+        except OSError as exc:  # never "not found": a vanished root is an outage
+            raise StoreUnavailableError(f"cannot open store root {self.root}: {exc}") from exc
+        try:
+            for name in parts:
+                child = _open_subdir(fd, name, create=create)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    async def _run(self, what: str, fn: Callable[..., _T], *args: object) -> _T:
+        """Run blocking `fn` in a worker thread; an unexpected OSError means unavailable."""
+        if self._closed:
+            raise StoreUnavailableError(f"store {self.url} is closed")
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except OSError as exc:
+            raise StoreUnavailableError(f"{self!r}: {what} failed: {exc}") from exc
+
+    # --- BlobStore ---------------------------------------------------------------------
+
+    async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
+        """Write `data` to a temp file, fsync it, then give it the blob's name atomically."""
+        parts = self._parts(path)
+        if mode not in ("create", "overwrite"):
+            raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
+        return await self._run(f"put {path!r}", self._put, path, parts, data, mode)
+
+    def _put(self, path: str, parts: Sequence[str], data: bytes, mode: PutMode) -> BlobMeta:
+        *dirs, name = parts
+        try:
+            dfd = self._open_dir(dirs, create=True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise InvalidPathError(
+                    f"{path!r} passes through a file or a symlink in {self.root}"
+                ) from exc
+            raise
+        try:
+            self._check_not_dir(dfd, path, name)
+            tmp = TEMP_PREFIX + secrets.token_hex(8)
+            fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dfd)
+            try:
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                if mode == "overwrite":
+                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                else:
+                    try:
+                        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    except FileExistsError:
+                        raise BlobExistsError(path) from None
+                    finally:
+                        os.unlink(tmp, dir_fd=dfd)
+                os.fsync(dfd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dfd)
+                except FileNotFoundError:
+                    pass  # renamed into place or already removed
+                except OSError:
+                    log.warning("could not remove temp file %s", tmp, exc_info=True)
+                raise
+        except IsADirectoryError as exc:  # a directory appeared at the name meanwhile
+            raise InvalidPathError(f"{path!r} is a directory in {self.root}") from exc
+        finally:
+            os.close(dfd)
+        return _meta(path, st)  # same inode and mtime as the blob now at `path`
+
+    @staticmethod
+    def _check_not_dir(dfd: int, path: str, name: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidPathError(f"{path!r} is a directory (it holds other blobs)")
+
+    async def get(self, path: str) -> FileReader:
+        """Open the blob's file; the reader keeps that version even if it is replaced."""
+        parts = self._parts(path)
+        fd, st = await self._run(f"get {path!r}", self._open_file, path, parts)
+        return FileReader(_meta(path, st), fd)
+
+    def _open_file(self, path: str, parts: Sequence[str]) -> tuple[int, os.stat_result]:
+        *dirs, name = parts
+        try:
+            dfd = self._open_dir(dirs, create=False)
+        except OSError as exc:
+            if exc.errno in _NOT_A_DIR:
+                raise BlobNotFoundError(path) from None
+            raise
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno in _NOT_A_DIR:
+                raise BlobNotFoundError(path) from None
+            raise
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BlobNotFoundError(path)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st
+
+    async def head(self, path: str) -> BlobMeta:
+        """Size, mtime and etag of the blob's file."""
+        parts = self._parts(path)
+        return await self._run(f"head {path!r}", self._head, path, parts)
+
+    def _head(self, path: str, parts: Sequence[str]) -> BlobMeta:
+        st = self._lstat(parts)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise BlobNotFoundError(path)
+        return _meta(path, st)
+
+    def _lstat(self, parts: Sequence[str]) -> os.stat_result | None:
+        *dirs, name = parts
+        try:
+            dfd = self._open_dir(dirs, create=False)
+        except OSError as exc:
+            if exc.errno in _NOT_A_DIR:
+                return None
+            raise
+        try:
+            return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _NOT_A_DIR:
+                return None
+            raise
+        finally:
+            os.close(dfd)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobMeta]:
+        """Walk the tree below `prefix` one directory per worker-thread call."""
+        validate_prefix(prefix)
+        *start, first = prefix.split("/")
+        # Each entry: the directory's segments below root, and the name prefix its entries
+        # must have (only the start directory filters names; below it everything matches).
+        pending: list[tuple[tuple[str, ...], str]] = [(tuple(start), first)]
+        while pending:
+            dirs, name_prefix = pending.pop()
+            files, subdirs = await self._run(f"list {prefix!r}", self._scan, dirs, name_prefix)
+            for meta in files:
+                yield meta
+            pending.extend((sub, "") for sub in reversed(subdirs))
+
+    def _scan(
+        self, dirs: tuple[str, ...], name_prefix: str
+    ) -> tuple[Sequence[BlobMeta], Sequence[tuple[str, ...]]]:
+        """The blobs and subdirectories directly in root/<dirs> whose names match."""
+        files: list[BlobMeta] = []
+        subdirs: list[tuple[str, ...]] = []
+        try:
+            dfd = self._open_dir(dirs, create=False)
+        except OSError as exc:
+            if exc.errno in _NOT_A_DIR:
+                return files, subdirs
+            raise
+        try:
+            with os.scandir(dfd) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for entry in entries:
+                name = entry.name
+                if not name.startswith(name_prefix) or name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append((*dirs, name))
+                    elif entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        files.append(_meta("/".join((*dirs, name)), st))
+                except FileNotFoundError:
+                    pass  # deleted while we looked
+        finally:
+            os.close(dfd)
+        return files, subdirs
+
+    async def delete(self, path: str) -> None:
+        """Unlink the blob's file; a missing blob (or a directory there) is left as is."""
+        parts = self._parts(path)
+        await self._run(f"delete {path!r}", self._delete, parts)
+
+    def _delete(self, parts: Sequence[str]) -> None:
+        *dirs, name = parts
+        try:
+            dfd = self._open_dir(dirs, create=False)
+        except OSError as exc:
+            if exc.errno in _NOT_A_DIR:
+                return
+            raise
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=dfd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dfd)
+
+    async def remove_stale_temps(self) -> int:
+        """Remove temp files older than `stale_temp_after` (as at start); return how many."""
+        return await self._run(
+            "removing stale temp files", remove_stale_temps, self.root, self.stale_temp_after
+        )
+
+    async def close(self) -> None:
+        """Mark the store closed (it holds no open files between operations)."""
+        self._closed = True

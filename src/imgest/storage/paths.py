@@ -1,0 +1,42 @@
+"""The blob layout: where originals and renditions live in a store (content-addressed)."""
+
+from __future__ import annotations
+
+import re
+
+ORIGINALS_PREFIX = "originals/"
+RENDITIONS_PREFIX = "renditions/"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PIPELINE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_VERSION = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_EXT = re.compile(r"[a-z0-9]{1,10}")
+
+
+def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"invalid {what}: {value!r} (want {pattern.pattern})")
+    return value
+
+
+def _fanout(sha256_hex: str) -> str:
+    sha = _check(_SHA256, sha256_hex, "sha256 (64 lowercase hex digits)")
+    return f"{sha[:2]}/{sha[2:4]}/{sha}"
+
+
+def original_path(sha256_hex: str) -> str:
+    """`originals/ab/cd/<sha256>`: where the uploaded bytes with this SHA-256 are stored."""
+    return ORIGINALS_PREFIX + _fanout(sha256_hex)
+
+
+def rendition_prefix(pipeline_name: str, spec_version: str) -> str:
+    """`renditions/<pipeline>@<version>/`: the prefix of every rendition of one pipeline version."""
+    name = _check(_PIPELINE, pipeline_name, "pipeline name")
+    version = _check(_VERSION, spec_version, "pipeline spec version")
+    return f"{RENDITIONS_PREFIX}{name}@{version}/"
+
+
+def rendition_path(pipeline_name: str, spec_version: str, sha256_hex: str, ext: str) -> str:
+    """`renditions/<pipeline>@<version>/ab/cd/<sha256>.<ext>` (`ext` without the dot: "jpg")."""
+    extension = _check(_EXT, ext, "file extension (lowercase, without the dot)")
+    return f"{rendition_prefix(pipeline_name, spec_version)}{_fanout(sha256_hex)}.{extension}"

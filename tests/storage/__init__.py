@@ -1,0 +1,1 @@
+"""Tests of imgest.storage: the shared BlobStore contract and each backend."""

@@ -1,0 +1,502 @@
+"""LocalStore: the BlobStore contract, plus atomic durable writes and staying inside the root."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import stat
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from imgest.storage.base import (
+    BlobExistsError,
+    BlobNotFoundError,
+    InvalidPathError,
+    StoreUnavailableError,
+)
+from imgest.storage.local import TEMP_PREFIX, LocalStore
+
+from .contract import INVALID_PATHS, BlobStoreContract, listed, payload, read
+
+
+class TestLocalStoreContract(BlobStoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[LocalStore]:
+        store = LocalStore(tmp_path / "blobs")
+        yield store
+        await store.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "blobs"
+
+
+@pytest.fixture
+async def store(root: Path) -> AsyncIterator[LocalStore]:
+    store = LocalStore(root)
+    yield store
+    await store.close()
+
+
+def temp_files(root: Path) -> list[Path]:
+    """Every temp file under `root`."""
+    return sorted(p for p in root.rglob("*") if p.name.startswith(TEMP_PREFIX))
+
+
+@dataclass
+class Pause:
+    """Where a put stands: `reached` once it waits at its file fsync, `release` lets it go."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def pause_at_file_fsync(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pause]:
+    """Hold the next put at its file fsync until the test sets `release`.
+
+    The put's temp file then holds every byte but has not taken the blob's name yet: the
+    moment a non-atomic write would show a reader a partial or missing blob.
+    """
+    pause = Pause()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and not pause.reached.is_set():
+            pause.reached.set()
+            pause.release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    yield pause
+    pause.release.set()
+
+
+# --- layout and durability -----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_blob_is_a_file_at_its_path(store: LocalStore, root: Path) -> None:
+    data = payload(5000)
+    await store.put("originals/ab/cd/abcd", data)
+    assert (root / "originals" / "ab" / "cd" / "abcd").read_bytes() == data
+    assert store.url == root.resolve().as_uri()
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_blobs_survive_reopening_the_store(store: LocalStore, root: Path) -> None:
+    meta = await store.put("a/b", b"kept")
+    await store.close()
+    again = LocalStore(root)
+    assert await read(again, "a/b") == b"kept"
+    assert await again.head("a/b") == meta
+    assert await listed(again) == ["a/b"]
+
+
+@pytest.mark.anyio
+async def test_etag_changes_with_each_version_even_at_equal_size(store: LocalStore) -> None:
+    etags = {(await store.put("e", bytes([i]) * 100)).etag for i in range(20)}
+    assert len(etags) == 20
+
+
+@pytest.mark.anyio
+async def test_put_fsyncs_the_file_then_its_directory_off_the_loop(
+    store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        kind = "file" if stat.S_ISREG(os.fstat(fd).st_mode) else "dir"
+        calls.append((kind, threading.get_ident()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    await store.put("x/y/z", b"data")  # creates root/x and root/x/y: each parent is fsynced
+    kinds = [kind for kind, _ in calls]
+    assert kinds.count("file") == 1
+    assert kinds.count("dir") == 3
+    assert kinds.index("file") < len(kinds) - 1 and kinds[-1] == "dir"
+    assert threading.get_ident() not in {thread for _, thread in calls}
+
+    calls.clear()
+    await store.put("x/y/w", b"data", mode="create")  # directories exist now
+    assert [kind for kind, _ in calls] == ["file", "dir"]
+
+
+# --- atomicity -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_new_blob_being_written_is_invisible(
+    store: LocalStore, root: Path, pause_at_file_fsync: Pause
+) -> None:
+    pause = pause_at_file_fsync
+    data = payload(300_000)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.put, "new/blob", data)
+        try:
+            assert await anyio.to_thread.run_sync(pause.reached.wait, 10)
+            [temp] = temp_files(root)  # the write is really in progress...
+            assert temp.parent == root / "new"
+            assert temp.stat().st_size == len(data)
+            assert await listed(store) == []  # ...and nobody can see it
+            with pytest.raises(BlobNotFoundError):
+                await store.head("new/blob")
+            with pytest.raises(BlobNotFoundError):
+                await store.get("new/blob")
+            assert not (root / "new" / "blob").exists()
+        finally:
+            pause.release.set()
+    assert await read(store, "new/blob") == data
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_an_overwrite_in_progress_shows_the_old_blob(
+    store: LocalStore, root: Path, pause_at_file_fsync: Pause
+) -> None:
+    pause = pause_at_file_fsync
+    old, new = payload(1000, seed=1), payload(200_000, seed=2)
+    pause.reached.set()  # let this first put through unpaused
+    await store.put("blob", old)
+    pause.reached.clear()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.put, "blob", new)
+        try:
+            assert await anyio.to_thread.run_sync(pause.reached.wait, 10)
+            assert len(temp_files(root)) == 1
+            assert await listed(store) == ["blob"]
+            assert (await store.head("blob")).size == len(old)
+            assert await read(store, "blob") == old
+        finally:
+            pause.release.set()
+    assert await read(store, "blob") == new
+
+
+@pytest.mark.anyio
+async def test_no_temp_file_is_left_behind(store: LocalStore, root: Path) -> None:
+    await store.put("p", b"1", mode="create")
+    with pytest.raises(BlobExistsError):
+        await store.put("p", b"2", mode="create")
+    await store.put("p", b"3", mode="overwrite")
+    assert temp_files(root) == []
+    assert sorted(p.name for p in root.iterdir()) == ["p"]
+
+
+# --- temp files ----------------------------------------------------------------------
+
+
+def _leave_temp(path: Path, age: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"partial")
+    then = time.time() - age
+    os.utime(path, (then, then))
+
+
+@pytest.mark.anyio
+async def test_stale_temp_files_are_removed_at_start(root: Path) -> None:
+    stale = [root / f"{TEMP_PREFIX}top", root / "originals" / "ab" / "cd" / f"{TEMP_PREFIX}deep"]
+    fresh = root / "originals" / "ab" / f"{TEMP_PREFIX}fresh"
+    for path in stale:
+        _leave_temp(path, age=3600)
+    _leave_temp(fresh, age=0)
+    blob = root / "originals" / "ab" / "cd" / "blob"
+    blob.write_bytes(b"keep me")
+    os.utime(blob, (time.time() - 3600,) * 2)
+
+    store = LocalStore(root, stale_temp_after=60)
+    assert [p for p in stale if p.exists()] == []
+    assert fresh.exists()  # might be a live writer's
+    assert blob.read_bytes() == b"keep me"
+    assert await listed(store) == ["originals/ab/cd/blob"]
+
+    os.utime(fresh, (time.time() - 3600,) * 2)
+    assert await store.remove_stale_temps() == 1
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_temp_files_are_never_listed_nor_addressable(store: LocalStore, root: Path) -> None:
+    _leave_temp(root / "a" / f"{TEMP_PREFIX}123", age=0)
+    _leave_temp(root / f"{TEMP_PREFIX}456", age=0)
+    await store.put("a/real", b"x")
+    assert await listed(store) == ["a/real"]
+    assert await listed(store, "a/") == ["a/real"]
+    assert await listed(store, f"a/{TEMP_PREFIX}") == []
+    assert await listed(store, TEMP_PREFIX) == []
+    for path in (f"a/{TEMP_PREFIX}123", f"{TEMP_PREFIX}456", f"{TEMP_PREFIX}dir/blob"):
+        with pytest.raises(InvalidPathError):
+            await store.head(path)
+        with pytest.raises(InvalidPathError):
+            await store.put(path, b"x")
+        with pytest.raises(InvalidPathError):
+            await store.delete(path)
+    assert (root / "a" / f"{TEMP_PREFIX}123").exists()
+
+
+def test_stale_temp_after_must_not_be_negative(root: Path) -> None:
+    with pytest.raises(ValueError):
+        LocalStore(root, stale_temp_after=-1)
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_reader_survives_deletion_and_replacement(store: LocalStore) -> None:
+    old, new = payload(500_000, seed=1), payload(1000, seed=2)
+    await store.put("r", old)
+    deleted = await store.get("r")
+    replaced = await store.get("r")
+    await store.delete("r")
+    await store.put("r", new)
+    assert b"".join([c async for c in deleted.stream(64 * 1024)]) == old
+    assert await replaced.read() == old
+    assert await read(store, "r") == new
+
+
+@pytest.mark.anyio
+async def test_get_reads_the_file_chunk_by_chunk(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(1 << 20)
+    await store.put("big", data)
+    reader = await store.get("big")
+    sizes: list[int] = []
+    real_read = os.read
+
+    def read_chunk(fd: int, n: int) -> bytes:
+        sizes.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", read_chunk)
+    got = [chunk async for chunk in reader.stream(32 * 1024)]
+    assert b"".join(got) == data
+    assert len(sizes) >= 32 and max(sizes) <= 32 * 1024
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_readers_close_their_file(store: LocalStore) -> None:
+    await store.put("f", payload(300_000))
+    baseline = _open_fds()
+
+    assert len(await (await store.get("f")).read()) == 300_000
+    assert _open_fds() == baseline
+
+    reader = await store.get("f")
+    assert len(b"".join([c async for c in reader.stream()])) == 300_000
+    assert _open_fds() == baseline
+
+    stream = (await store.get("f")).stream(1000)
+    async for _ in stream:
+        break
+    assert _open_fds() == baseline + 1
+    await stream.aclose()  # type: ignore[attr-defined]  # an async generator underneath
+    assert _open_fds() == baseline
+
+    unread = await store.get("f")
+    assert _open_fds() == baseline + 1
+    del unread
+    gc.collect()
+    assert _open_fds() == baseline
+
+
+@pytest.mark.anyio
+async def test_a_fifo_is_not_a_blob_and_does_not_hang(store: LocalStore, root: Path) -> None:
+    os.mkfifo(root / "fifo")
+    with anyio.fail_after(5):
+        with pytest.raises(BlobNotFoundError):
+            await store.get("fifo")
+        with pytest.raises(BlobNotFoundError):
+            await store.head("fifo")
+    assert await listed(store) == []
+
+
+# --- staying inside the root ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", INVALID_PATHS)
+async def test_traversal_writes_nothing_outside_the_root(
+    store: LocalStore, tmp_path: Path, path: str
+) -> None:
+    with pytest.raises(InvalidPathError):
+        await store.put(path, b"escaped")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs"]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    return outside
+
+
+@pytest.mark.anyio
+async def test_a_symlinked_directory_is_not_followed(
+    store: LocalStore, root: Path, outside: Path
+) -> None:
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InvalidPathError):
+        await store.put("link/new", b"x")
+    with pytest.raises(InvalidPathError):
+        await store.put("link/deeper/new", b"x")
+    with pytest.raises(BlobNotFoundError):
+        await store.get("link/secret")
+    with pytest.raises(BlobNotFoundError):
+        await store.head("link/secret")
+    await store.delete("link/secret")
+    assert await listed(store) == []
+    assert await listed(store, "link/") == []
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert (outside / "secret").read_bytes() == b"secret"
+
+
+@pytest.mark.anyio
+async def test_a_symlinked_file_is_not_followed(
+    store: LocalStore, root: Path, outside: Path
+) -> None:
+    (root / "evil").symlink_to(outside / "secret")
+    with pytest.raises(BlobNotFoundError):
+        await store.get("evil")
+    with pytest.raises(BlobNotFoundError):
+        await store.head("evil")
+    assert await listed(store) == []
+    await store.put("evil", b"mine")  # replaces the link itself
+    assert await read(store, "evil") == b"mine"
+    assert not (root / "evil").is_symlink()
+    assert (outside / "secret").read_bytes() == b"secret"
+
+
+@pytest.mark.anyio
+async def test_a_blob_cannot_also_be_a_directory(store: LocalStore) -> None:
+    await store.put("a", b"file")
+    with pytest.raises(InvalidPathError):
+        await store.put("a/b", b"x")
+    await store.put("x/y", b"inner")
+    with pytest.raises(InvalidPathError):
+        await store.put("x", b"x")
+    with pytest.raises(InvalidPathError):
+        await store.put("x", b"x", mode="create")
+    with pytest.raises(BlobNotFoundError):
+        await store.get("x")
+    await store.delete("x")
+    assert await listed(store) == ["a", "x/y"]
+
+
+# --- failures ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_disk_full_is_unavailable_and_leaves_the_old_blob(
+    store: LocalStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put("full", b"old")
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            real_write(fd, bytes(data)[:10])  # a partial write, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    for mode in ("overwrite", "create"):
+        with pytest.raises(StoreUnavailableError) as got:
+            await store.put("full" if mode == "overwrite" else "other", payload(1000), mode=mode)
+        assert isinstance(got.value.__cause__, OSError)
+        assert got.value.__cause__.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert await read(store, "full") == b"old"
+    assert await listed(store) == ["full"]
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_permission_denied_is_unavailable(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def deny_temp(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if isinstance(path, str) and path.startswith(TEMP_PREFIX):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", deny_temp)
+    with pytest.raises(StoreUnavailableError) as got:
+        await store.put("p", b"x")
+    assert isinstance(got.value.__cause__, PermissionError)
+    monkeypatch.undo()
+    assert await listed(store) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+async def test_a_read_only_directory_is_unavailable(store: LocalStore, root: Path) -> None:
+    await store.put("ro/old", b"x")
+    (root / "ro").chmod(0o555)
+    try:
+        with pytest.raises(StoreUnavailableError) as got:
+            await store.put("ro/new", b"x")
+        assert isinstance(got.value.__cause__, PermissionError)
+    finally:
+        (root / "ro").chmod(0o755)
+
+
+@pytest.mark.anyio
+async def test_a_vanished_root_is_unavailable_not_empty(store: LocalStore, root: Path) -> None:
+    await store.put("p", b"x")
+    (root / "p").unlink()
+    root.rmdir()
+    with pytest.raises(StoreUnavailableError):
+        await store.get("p")
+    with pytest.raises(StoreUnavailableError):
+        await store.head("p")
+    with pytest.raises(StoreUnavailableError):
+        await listed(store)
+
+
+def test_a_root_that_is_a_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StoreUnavailableError):
+        LocalStore(tmp_path / "file")
+
+
+# --- URLs ----------------------------------------------------------------------------
+
+
+def test_from_url_opens_the_directory(tmp_path: Path) -> None:
+    root = tmp_path / "dir with space é"
+    store = LocalStore.from_url(root.as_uri())
+    assert store.root == root.resolve()
+    assert store.url == root.resolve().as_uri()
+    assert root.is_dir()
+    assert LocalStore.from_url(f"file://localhost{root}").root == root.resolve()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/x", "file://otherhost/x", "file:///tmp/x?mode=1", "file:///", "memory://"],
+)
+def test_from_url_refuses_other_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        LocalStore.from_url(url)
