@@ -1,0 +1,322 @@
+"""Decoding uploaded bytes to an sRGB RGB Pillow image: orientation, colour management, alpha.
+
+JPEGs are decoded at a reduced DCT scale (simplejpeg, or Pillow's draft for CMYK/YCCK) so a
+12 MP photo never exists at full size when a 224 px rendition is all that is wanted; other
+formats are decoded whole and box-reduced by an integer factor right away.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import simplejpeg
+from PIL import Image, ImageCms
+
+from imgest.errors import ImageCorrupt, ImageTooManyPixels, ImageTruncated, ImgestError
+from imgest.imaging.sniff import SWAPS_AXES, ImageInfo, jpeg_segments
+
+Size = tuple[int, int]
+RGB = tuple[int, int, int]
+Box = tuple[float, float, float, float]
+
+_PILLOW_FORMATS = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "gif": "GIF",
+    "tiff": "TIFF",
+    "bmp": "BMP",
+}
+# What each EXIF orientation needs to be shown upright (as in PIL.ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# Pillow's exceptions for bad input; anything here becomes ImageCorrupt or ImageTruncated.
+_DECODER_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    struct.error,
+    EOFError,
+    ZeroDivisionError,
+    IndexError,
+    KeyError,
+    TypeError,
+)
+_ICC_SPACES = {"RGB": "RGB ", "L": "GRAY", "CMYK": "CMYK"}
+# Where a point (x, y) of a w x h image lands after each transpose.
+_POINT_AFTER: dict[Image.Transpose, Callable[[float, float, int, int], tuple[float, float]]] = {
+    Image.Transpose.FLIP_LEFT_RIGHT: lambda x, y, w, h: (w - x, y),
+    Image.Transpose.FLIP_TOP_BOTTOM: lambda x, y, w, h: (x, h - y),
+    Image.Transpose.ROTATE_180: lambda x, y, w, h: (w - x, h - y),
+    Image.Transpose.TRANSPOSE: lambda x, y, w, h: (y, x),
+    Image.Transpose.ROTATE_90: lambda x, y, w, h: (y, w - x),
+    Image.Transpose.ROTATE_270: lambda x, y, w, h: (h - y, x),
+    Image.Transpose.TRANSVERSE: lambda x, y, w, h: (h - y, w - x),
+}
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and the exact region of it that holds the whole picture.
+
+    Scaling by a factor that does not divide the size (a 451 px JPEG at 1/2 is 225.5 px)
+    leaves a partly filled edge pixel; after EXIF orientation it may be on any side. Steps
+    that place crops use `content` so every orientation yields the same rendition.
+    """
+
+    image: Image.Image
+    content: Box
+
+
+def decode(
+    data: bytes,
+    info: ImageInfo,
+    *,
+    min_size: Size | None,
+    background: RGB = (255, 255, 255),
+) -> Image.Image:
+    """Decode to an upright sRGB "RGB" image at least `min_size` (w, h) when the original is.
+
+    `info` must come from `probe(data)` and have passed `limits.check`.
+    """
+    return decode_exact(data, info, min_size=min_size, background=background).image
+
+
+def decode_exact(
+    data: bytes,
+    info: ImageInfo,
+    *,
+    min_size: Size | None,
+    background: RGB = (255, 255, 255),
+) -> Decoded:
+    """decode(), also saying which sub-pixel region of the result is the picture."""
+    pillow_max = Image.MAX_IMAGE_PIXELS
+    if pillow_max is not None and info.pixels > pillow_max:
+        raise ImageTooManyPixels(
+            f"The image has {info.pixels} pixels; this server decodes at most {pillow_max}."
+        )
+    target = None
+    if min_size is not None:
+        target = (min_size[1], min_size[0]) if info.orientation in SWAPS_AXES else min_size
+        target = (max(1, target[0]), max(1, target[1]))
+    try:
+        if info.format == "jpeg":
+            img, icc = _load_jpeg(data, info, target)
+        else:
+            img, icc = _load_pillow(data, info)
+        scale = _dct_scale(info, img.size)
+        img = _normalise_mode(img)
+        img, factor = _shrink(img, target)
+        scale /= factor
+        content: Box = (0.0, 0.0, info.width * scale, info.height * scale)
+        img = _to_srgb(img, icc, background)
+        transpose = _UPRIGHT.get(info.orientation)
+        if transpose is None:
+            return Decoded(img, content)
+        moved = [_POINT_AFTER[transpose](x, y, *img.size) for x, y in _corners(content)]
+        xs, ys = [p[0] for p in moved], [p[1] for p in moved]
+        return Decoded(img.transpose(transpose), (min(xs), min(ys), max(xs), max(ys)))
+    except ImgestError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooManyPixels() from exc
+    except MemoryError as exc:
+        raise ImageTooManyPixels(
+            "The image needs more memory to decode than is available."
+        ) from exc
+    except _DECODER_ERRORS as exc:
+        if "truncated" in str(exc).lower() or isinstance(exc, EOFError):
+            raise ImageTruncated() from exc
+        raise ImageCorrupt() from exc
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _open(data: bytes, info: ImageInfo) -> Image.Image:
+    im = Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[info.format]])
+    # Our header reader and Pillow must agree, or the limits checked the wrong size.
+    if im.size != (info.width, info.height):
+        raise ImageCorrupt(
+            f"The image header is ambiguous ({info.width}x{info.height} or "
+            f"{im.size[0]}x{im.size[1]})."
+        )
+    return im
+
+
+def _load_pillow(data: bytes, info: ImageInfo) -> tuple[Image.Image, bytes | None]:
+    im = _open(data, info)
+    im.load()  # frame 0 of animations
+    icc = im.info.get("icc_profile")
+    return im, icc if isinstance(icc, bytes) and icc else None
+
+
+def _load_jpeg(
+    data: bytes, info: ImageInfo, target: Size | None
+) -> tuple[Image.Image, bytes | None]:
+    try:
+        segments, scan_start = jpeg_segments(data)
+    except (struct.error, IndexError) as exc:
+        raise ImageTruncated() from exc
+    # libjpeg only warns on a cut-off scan and fills the rest with grey; an EOI marker can
+    # only appear after the scan data if the file is whole (0xFF is byte-stuffed in scans).
+    if data.rfind(b"\xff\xd9", scan_start) < 0:  # rfind: EOI is normally at the end
+        raise ImageTruncated("The JPEG data ends before the image is complete.")
+    components = 0
+    icc_parts: dict[int, bytes] = {}
+    for marker, start, end in segments:
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and not components:
+            components = data[start + 5]
+        elif marker == 0xE2 and data[start : start + 12] == b"ICC_PROFILE\x00":
+            icc_parts.setdefault(data[start + 12], data[start + 14 : end])
+    icc = b"".join(icc_parts[k] for k in sorted(icc_parts)) or None
+
+    if components in (1, 3):
+        min_w, min_h = 0, 0  # full size
+        # Scale in the DCT only by 1/2 or more: a 7/8 or 3/4 decode saves little time, and its
+        # resampling phase depends on where the 8 px block grid falls, which EXIF-rotated
+        # copies of one photo do not share, so their renditions would differ more.
+        if target is not None and info.width >= 2 * target[0] and info.height >= 2 * target[1]:
+            min_w, min_h = target
+        colorspace = "GRAY" if components == 1 else "RGB"
+        # strict=False: the benign warnings real cameras trigger ("extraneous bytes before
+        # marker") must not fail an upload; truncation was ruled out above.
+        arr = simplejpeg.decode_jpeg(
+            data, colorspace=colorspace, min_width=min_w, min_height=min_h, strict=False
+        )
+        if components == 1:
+            arr = arr[:, :, 0]
+        return Image.fromarray(np.ascontiguousarray(arr)), icc
+
+    # CMYK / YCCK (Adobe): simplejpeg can't output them converted; Pillow draft scales too.
+    im = _open(data, info)
+    if target is not None:
+        im.draft(im.mode, target)
+    im.load()
+    return im, icc
+
+
+# --- pixels --------------------------------------------------------------------------------
+
+
+def _corners(box: Box) -> tuple[tuple[float, float], tuple[float, float]]:
+    return (box[0], box[1]), (box[2], box[3])
+
+
+def _dct_scale(info: ImageInfo, size: Size) -> float:
+    """The M/8 factor libjpeg decoded at, found from the sizes it rounded up to."""
+    width, height = size
+    for eighths in range(8, 0, -1):
+        if (
+            math.ceil(info.width * eighths / 8) == width
+            and math.ceil(info.height * eighths / 8) == height
+        ):
+            return eighths / 8
+    return width / info.width
+
+
+def _normalise_mode(im: Image.Image) -> Image.Image:
+    """Bring any Pillow mode to one of L, LA, RGB, RGBA, CMYK or LAB."""
+    mode = im.mode
+    has_trns = "transparency" in im.info
+    if mode in ("P", "PA"):
+        return im.convert("RGBA" if has_trns or mode == "PA" else "RGB")
+    if mode == "1":
+        return im.convert("L")
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_l(im)
+    if mode in ("La", "RGBa"):
+        return im.convert(mode[:-1] + "A")
+    if mode in ("RGBX", "YCbCr", "HSV"):
+        return im.convert("RGB")
+    if mode in ("L", "RGB") and has_trns:  # PNG tRNS colour key
+        return im.convert(mode + "A" if mode == "L" else "RGBA")
+    if mode in ("L", "LA", "RGB", "RGBA", "CMYK", "LAB"):
+        return im
+    return im.convert("RGB")
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float grey to 8-bit, by the range the mode implies."""
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        out = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+    elif im.mode == "F":
+        scale = 255.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 1.0
+        out = np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
+    else:  # "I": 32-bit signed; PNG and TIFF put 16-bit data here
+        peak = int(arr.max()) if arr.size else 0
+        clipped = np.clip(arr, 0, 65535)
+        out = (clipped >> 8 if peak > 255 else clipped).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def _shrink(im: Image.Image, target: Size | None) -> tuple[Image.Image, int]:
+    """Integer box reduction (sizes rounded up) while the result stays at least `target`."""
+    if target is None:
+        return im, 1
+    factor = min(im.width // target[0], im.height // target[1])
+    if factor < 2:
+        return im, 1
+    return im.reduce(factor), factor
+
+
+def _to_srgb(im: Image.Image, icc: bytes | None, background: RGB) -> Image.Image:
+    """Convert colours to sRGB and composite any alpha onto `background`."""
+    alpha = None
+    if im.mode in ("LA", "RGBA"):
+        alpha = im.getchannel("A")
+        im = im.convert(im.mode[:-1])
+    transform = _transform(icc, im.mode) if icc or im.mode == "LAB" else None
+    if transform is not None:
+        rgb = transform.apply(im)
+    else:
+        rgb = im if im.mode == "RGB" else im.convert("RGB")
+    if alpha is None:
+        return rgb
+    flat = Image.new("RGB", rgb.size, background)
+    flat.paste(rgb, mask=alpha)
+    return flat
+
+
+@lru_cache(maxsize=1)
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@lru_cache(maxsize=32)
+def _transform(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """A cached transform from the embedded profile (or CIELAB) to sRGB; None if unusable."""
+    try:
+        if mode == "LAB":
+            source = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
+        else:
+            assert icc is not None
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            # A profile for another colour space than the pixels is ignored, as browsers do.
+            if source.profile.xcolor_space != _ICC_SPACES.get(mode):
+                return None
+        return ImageCms.buildTransform(
+            source,
+            _srgb(),
+            mode,
+            "RGB",
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            # The 1-pixel cache makes a transform unsafe to share between threads.
+            flags=ImageCms.Flags.NOCACHE,
+        )
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return None  # a broken profile is ignored rather than failing the upload

@@ -1,0 +1,230 @@
+"""Named, versioned pipelines (decode + steps + JPEG output) and the renditions they render."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from imgest.imaging.decode import decode_exact
+from imgest.imaging.sniff import ImageInfo
+from imgest.imaging.steps import (
+    RUNTIME_PARAMS,
+    STEPS,
+    ResizeMode,
+    check_resize,
+    resize_min_input,
+)
+
+Size = tuple[int, int]
+RGB = tuple[int, int, int]
+ParamValue = str | int | float | bool | tuple[int, ...]
+Params = tuple[tuple[str, ParamValue], ...]
+StepSpec = tuple[str, Params]
+
+# Bump when decode() changes the pixels it delivers (orientation, colour, alpha, DCT scaling
+# policy): every pipeline's version changes with it, so old renditions are not mixed with new.
+RENDER_REVISION = 1
+JPEG_SUBSAMPLING = "4:4:4"  # chroma at full resolution: a 224 px rendition has none to spare
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A named list of steps with their parameters; `version` hashes everything but the name.
+
+    `steps` are stored canonically: sorted (key, value) tuples with every default filled in
+    and lists as tuples, so equal pipelines compare and hash equal (`build` takes Mappings).
+    """
+
+    name: str
+    steps: tuple[StepSpec, ...]
+    background: RGB = (255, 255, 255)  # transparent pixels are composited onto this
+    output: str = "jpeg"
+    quality: int = 90
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        steps: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        background: RGB = (255, 255, 255),
+        output: str = "jpeg",
+        quality: int = 90,
+    ) -> Pipeline:
+        """A pipeline from (step name, {param: value}) pairs, e.g. as read from config."""
+        canonical = tuple(_canonical_step(step, params) for step, params in steps)
+        return cls(name, canonical, background=background, output=output, quality=quality)
+
+    def __post_init__(self) -> None:
+        steps = tuple(_canonical_step(name, params) for name, params in self.steps)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "background", tuple(int(v) for v in self.background))
+        resizes = [params for name, params in steps if name == "resize"]
+        if len(resizes) != 1:
+            raise ValueError(f"pipeline {self.name!r} needs exactly one resize step")
+        if self.output != "jpeg":
+            raise ValueError(f"pipeline {self.name!r}: output must be 'jpeg'")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"pipeline {self.name!r}: quality must be in 1..100")
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Everything that determines the rendition's bytes, as plain JSON-able data."""
+        return {
+            "revision": RENDER_REVISION,
+            "background": list(self.background),
+            "steps": [
+                {"step": name, "params": {k: _jsonable(v) for k, v in params}}
+                for name, params in self.steps
+            ],
+            "output": {
+                "format": self.output,
+                "quality": self.quality,
+                "subsampling": JPEG_SUBSAMPLING,
+            },
+        }
+
+    @property
+    def version(self) -> str:
+        """First 12 hex digits of the SHA-256 of the canonical JSON spec."""
+        canonical = json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def size(self) -> Size:
+        """The rendition's (width, height)."""
+        size = self._resize_params()["size"]
+        assert isinstance(size, tuple)
+        return size[0], size[1]
+
+    def min_decode_size(self, width: int, height: int) -> Size:
+        """What decode() must at least deliver for an upright `width` x `height` original."""
+        params = self._resize_params()
+        mode, crop = cast(ResizeMode, params["mode"]), params["crop"]
+        assert isinstance(crop, float)
+        return resize_min_input(width, height, size=self.size, mode=mode, crop=crop)
+
+    def render(self, data: bytes, info: ImageInfo, *, background: RGB | None = None) -> Rendition:
+        """Decode `data` (already probed and checked) and run the steps.
+
+        `background` overrides the pipeline's for alpha compositing only. `version` does not
+        see it, so only a rendition made with the pipeline's own background may be stored
+        under that version.
+        """
+        width, height = info.oriented_size
+        decoded = decode_exact(
+            data,
+            info,
+            min_size=self.min_decode_size(width, height),
+            background=background or self.background,
+        )
+        img = decoded.image
+        for name, params in self.steps:
+            if name == "resize":
+                img = STEPS[name](img, content=decoded.content, **dict(params))
+            else:
+                img = STEPS[name](img, **dict(params))
+        return Rendition(img, quality=self.quality)
+
+    def _resize_params(self) -> dict[str, ParamValue]:
+        return next(dict(params) for name, params in self.steps if name == "resize")
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """A pipeline's output image, exactly `pipeline.size`, in RGB."""
+
+    image: Image.Image
+    quality: int = 90
+    content_type: str = field(default="image/jpeg", init=False)
+    extension: str = field(default="jpg", init=False)
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.image.height
+
+    def pixels(self) -> npt.NDArray[np.uint8]:
+        """A fresh, writable H x W x 3 uint8 array of the pixels."""
+        return np.array(self.image, dtype=np.uint8)
+
+    def encode(self) -> bytes:
+        """The image as a baseline JPEG at the pipeline's quality, 4:4:4."""
+        out = io.BytesIO()
+        self.image.save(out, "JPEG", quality=self.quality, subsampling=JPEG_SUBSAMPLING)
+        return out.getvalue()
+
+
+def builtin_pipelines(
+    size: Size = (224, 224),
+    crop: float = 0.875,
+    background: RGB = (255, 255, 255),
+) -> dict[str, Pipeline]:
+    """The built-in pipelines: "default" (centre crop), "stretch" and "pad"."""
+
+    def resize(mode: str) -> StepSpec:
+        params = {"size": size, "mode": mode, "crop": crop, "background": background}
+        return "resize", _canonical_params("resize", params)
+
+    return {
+        "default": Pipeline("default", (resize("crop"),), background=background),
+        "stretch": Pipeline("stretch", (resize("stretch"),), background=background),
+        "pad": Pipeline("pad", (resize("pad"),), background=background),
+    }
+
+
+def _canonical_step(name: str, params: Params | Mapping[str, Any]) -> StepSpec:
+    if name not in STEPS:
+        raise ValueError(f"unknown pipeline step {name!r}; known: {sorted(STEPS)}")
+    return name, _canonical_params(name, params)
+
+
+def _canonical_params(name: str, params: Params | Mapping[str, Any]) -> Params:
+    """Sorted (key, value) pairs with the step's defaults filled in and lists as tuples."""
+    given = dict(params.items() if isinstance(params, Mapping) else params)
+    signature = inspect.signature(STEPS[name])
+    merged: dict[str, ParamValue] = {}
+    for pname, param in signature.parameters.items():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or pname in RUNTIME_PARAMS:
+            continue
+        if pname in given:
+            value = given.pop(pname)
+            # 1 and 1.0 must not make two versions of one pipeline.
+            if isinstance(param.default, float) and isinstance(value, int):
+                value = float(value)
+            merged[pname] = _hashable(value)
+        elif param.default is not inspect.Parameter.empty:
+            merged[pname] = _hashable(param.default)
+        else:
+            raise ValueError(f"step {name!r} needs parameter {pname!r}")
+    if given:
+        raise ValueError(f"step {name!r} has no parameter(s) {sorted(given)}")
+    if name == "resize":
+        check_resize(**merged)  # type: ignore[arg-type]
+    return tuple(sorted(merged.items()))
+
+
+def _hashable(value: Any) -> ParamValue:
+    if isinstance(value, list | tuple):
+        return tuple(int(v) for v in value)
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"unsupported parameter value {value!r}")
+
+
+def _jsonable(value: ParamValue) -> Any:
+    return list(value) if isinstance(value, tuple) else value

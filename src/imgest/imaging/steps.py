@@ -1,0 +1,142 @@
+"""Pipeline steps: pure functions on RGB Pillow images, registered by name in STEPS.
+
+Each step takes the image plus keyword parameters and returns the image unchanged when it has
+nothing to do. Only `resize` changes geometry; `resize_min_input` says how large its input
+must be, which is what lets the decoder shrink JPEGs in the DCT.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+from PIL import Image, ImageOps
+
+Size = tuple[int, int]
+RGB = tuple[int, int, int]
+Box = tuple[float, float, float, float]
+ResizeMode = Literal["crop", "stretch", "pad"]
+Step = Callable[..., Image.Image]
+
+FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+RESIZE_MODES = ("crop", "stretch", "pad")
+# Keyword parameters a step gets from the renderer at run time, not from the pipeline spec.
+RUNTIME_PARAMS = frozenset({"content"})
+
+
+def resize(
+    img: Image.Image,
+    *,
+    size: Size,
+    mode: ResizeMode = "crop",
+    crop: float = 0.875,
+    filter: str = "bilinear",
+    background: RGB = (255, 255, 255),
+    content: Box | None = None,
+) -> Image.Image:
+    """Resize to exactly `size`: centre `crop` then scale, `stretch` to fit, or `pad` (letterbox).
+
+    crop: the largest box of the output's aspect ratio, times `crop` (0.875 = 224/256 of the
+    short side for a square output), centred, scaled to `size`. `content` is the sub-pixel
+    region of `img` that holds the picture (see decode.Decoded); default: all of it.
+    """
+    check_resize(size=size, mode=mode, crop=crop, filter=filter, background=background)
+    resample = FILTERS[filter]
+    out_w, out_h = size
+    x0, y0, x1, y1 = content if content is not None else (0.0, 0.0, img.width, img.height)
+    width, height = x1 - x0, y1 - y0
+    exact = content is None or content == (0, 0, img.width, img.height)
+    if exact and img.size == size and (mode != "crop" or crop == 1.0):
+        return img
+    if mode == "stretch":
+        return img.resize(size, resample, box=(x0, y0, x1, y1))
+    if mode == "crop":
+        box_w, box_h = _crop_box(width, height, size, crop)
+        left = x0 + (width - box_w) / 2
+        top = y0 + (height - box_h) / 2
+        # A fractional box straight into resize: no intermediate crop copy, no rounding shift.
+        return img.resize(size, resample, box=(left, top, left + box_w, top + box_h))
+    scale = min(out_w / width, out_h / height)
+    inner = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if inner == size:
+        return img.resize(size, resample, box=(x0, y0, x1, y1))
+    canvas = Image.new("RGB", size, background)
+    shrunk = img.resize(inner, resample, box=(x0, y0, x1, y1))
+    canvas.paste(shrunk, ((out_w - inner[0]) // 2, (out_h - inner[1]) // 2))
+    return canvas
+
+
+def resize_min_input(
+    width: int,
+    height: int,
+    *,
+    size: Size,
+    mode: ResizeMode = "crop",
+    crop: float = 0.875,
+) -> Size:
+    """The smallest (w, h), same aspect as `width` x `height`, that `resize` needs as input
+    to never upscale; capped at the original size."""
+    out_w, out_h = size
+    if mode == "stretch":
+        scale = max(out_w / width, out_h / height)
+    elif mode == "crop":
+        box_w, _ = _crop_box(width, height, size, crop)
+        scale = out_w / box_w
+    else:
+        scale = min(out_w / width, out_h / height)
+    scale = min(scale, 1.0)
+    # The epsilon keeps float noise (256.00000001) from asking for a pixel more.
+    return (
+        max(1, math.ceil(width * scale - 1e-6)),
+        max(1, math.ceil(height * scale - 1e-6)),
+    )
+
+
+def _crop_box(width: float, height: float, size: Size, crop: float) -> tuple[float, float]:
+    out_w, out_h = size
+    if width * out_h > height * out_w:  # wider than the output: height bounds the box
+        box_h = float(height)
+        box_w = height * out_w / out_h
+    else:
+        box_w = float(width)
+        box_h = width * out_h / out_w
+    return box_w * crop, box_h * crop
+
+
+def check_resize(*, size: Size, mode: str, crop: float, filter: str, background: RGB) -> None:
+    """Raise ValueError for resize parameters that can never work."""
+    if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+        raise ValueError(f"resize size must be two positive ints, got {size!r}")
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    if not 0.0 < crop <= 1.0:
+        raise ValueError(f"resize crop must be in (0, 1], got {crop!r}")
+    if filter not in FILTERS:
+        raise ValueError(f"resize filter must be one of {tuple(FILTERS)}, got {filter!r}")
+    if len(background) != 3 or not all(0 <= v <= 255 for v in background):
+        raise ValueError(f"resize background must be an RGB triple, got {background!r}")
+
+
+def grayscale(img: Image.Image) -> Image.Image:
+    """Grey values kept in three RGB channels (the model still wants 3 channels)."""
+    return img.convert("L").convert("RGB")
+
+
+def autocontrast(img: Image.Image, *, cutoff: float = 0.0) -> Image.Image:
+    """Stretch each channel's histogram to the full range, ignoring `cutoff` % at each end."""
+    return ImageOps.autocontrast(img, cutoff=cutoff)
+
+
+STEPS: dict[str, Step] = {
+    "resize": resize,
+    "grayscale": grayscale,
+    "autocontrast": autocontrast,
+}

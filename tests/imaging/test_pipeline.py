@@ -1,0 +1,260 @@
+"""Tests for imgest.imaging.pipeline: versioning, min decode size, rendering and renditions."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgest.errors import ImageTooManyPixels, ImgestError
+from imgest.imaging import decode as decode_module
+from imgest.imaging.limits import ImageLimits, check
+from imgest.imaging.pipeline import Pipeline, Rendition, builtin_pipelines
+from imgest.imaging.sniff import probe
+
+Diff = Callable[[Image.Image, Image.Image], float]
+
+
+def resize_pipeline(name: str = "p", **params: Any) -> Pipeline:
+    return Pipeline.build(name, [("resize", {"size": (224, 224), **params})])
+
+
+def service_flow(data: bytes, pipeline: Pipeline, limits: ImageLimits | None = None) -> Rendition:
+    info = probe(data)
+    check(info, limits or ImageLimits())
+    return pipeline.render(data, info)
+
+
+def test_builtin_pipelines() -> None:
+    pipelines = builtin_pipelines()
+    assert set(pipelines) == {"default", "stretch", "pad"}
+    for name, pipeline in pipelines.items():
+        assert pipeline.name == name
+        assert pipeline.size == (224, 224)
+        assert pipeline.output == "jpeg" and pipeline.quality == 90
+    assert len({p.version for p in pipelines.values()}) == 3
+    assert dict(pipelines["default"].steps[0][1])["mode"] == "crop"
+    assert dict(pipelines["default"].steps[0][1])["crop"] == 0.875
+
+
+def test_builtin_pipelines_take_size_crop_background() -> None:
+    pipeline = builtin_pipelines(size=(320, 240), crop=0.9, background=(0, 0, 0))["default"]
+    assert pipeline.size == (320, 240)
+    assert pipeline.background == (0, 0, 0)
+    assert dict(pipeline.steps[0][1])["crop"] == 0.9
+
+
+def test_spec_is_canonical_json() -> None:
+    spec = builtin_pipelines()["default"].spec
+    assert json.loads(json.dumps(spec)) == spec
+    assert spec["steps"][0]["step"] == "resize"
+    assert spec["output"] == {"format": "jpeg", "quality": 90, "subsampling": "4:4:4"}
+
+
+def test_version_is_stable() -> None:
+    a, b = builtin_pipelines()["default"], builtin_pipelines()["default"]
+    assert a.version == b.version
+    assert len(a.version) == 12 and int(a.version, 16) >= 0
+    assert a == b and hash(a) == hash(b)
+    # Defaults spelled out, reordered, as lists or with 1 for 1.0: the same pipeline.
+    spelled = Pipeline.build(
+        "default",
+        [
+            (
+                "resize",
+                {
+                    "filter": "bilinear",
+                    "background": [255, 255, 255],
+                    "size": [224, 224],
+                    "mode": "crop",
+                    "crop": 0.875,
+                },
+            ),
+        ],
+    )
+    assert spelled.version == a.version and spelled == a
+    assert resize_pipeline(crop=1).version == resize_pipeline(crop=1.0).version
+
+
+def test_name_does_not_change_the_version() -> None:
+    assert resize_pipeline("a").version == resize_pipeline("b").version
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"crop": 0.9},
+        {"filter": "lanczos"},
+        {"mode": "pad"},
+        {"size": (225, 224)},
+        {"background": (0, 0, 0)},
+    ],
+)
+def test_version_changes_with_any_parameter(change: dict[str, Any]) -> None:
+    assert resize_pipeline(**change).version != resize_pipeline().version
+
+
+def test_version_changes_with_output_background_and_steps() -> None:
+    base = resize_pipeline()
+    steps = base.steps
+    grey = ("grayscale", ())
+    assert Pipeline("p", steps, quality=85).version != base.version
+    assert Pipeline("p", steps, background=(0, 0, 0)).version != base.version
+    with_grey = Pipeline("p", (*steps, grey))
+    assert with_grey.version != base.version
+    assert Pipeline("p", (grey, *steps)).version != with_grey.version
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        (),
+        (("grayscale", {}),),
+        (("resize", {"size": (224, 224)}), ("resize", {"size": (112, 112)})),
+        (("blur", {}),),
+        (("resize", {}),),
+        (("resize", {"size": (224, 224), "colour": "red"}),),
+        (("resize", {"size": (224, 224), "mode": "zoom"}),),
+    ],
+)
+def test_invalid_pipelines_fail_at_construction(steps: Any) -> None:
+    with pytest.raises(ValueError):
+        Pipeline.build("bad", steps)
+
+
+def test_min_decode_size() -> None:
+    pipelines = builtin_pipelines()
+    assert pipelines["default"].min_decode_size(4000, 3000) == (342, 256)
+    assert pipelines["default"].min_decode_size(3000, 4000) == (256, 342)
+    assert pipelines["stretch"].min_decode_size(4000, 3000) == (299, 224)
+    assert pipelines["pad"].min_decode_size(4000, 3000) == (224, 168)
+
+
+def test_render_the_cat(read: Callable[[str], bytes]) -> None:
+    rendition = service_flow(read("cat.jpg"), builtin_pipelines()["default"])
+    assert rendition.image.mode == "RGB"
+    assert (rendition.width, rendition.height) == (224, 224)
+    pixels = rendition.pixels()
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    pixels[0, 0] = 0  # a copy: writable, and the rendition is unchanged
+    assert rendition.content_type == "image/jpeg" and rendition.extension == "jpg"
+    encoded = rendition.encode()
+    assert encoded[:3] == b"\xff\xd8\xff"
+    with Image.open(io.BytesIO(encoded)) as im:
+        assert im.size == (224, 224) and im.mode == "RGB"
+        assert np.abs(np.asarray(im, dtype=int) - rendition.pixels()).mean() < 3
+
+
+def test_render_matches_a_full_size_reference(
+    read: Callable[[str], bytes], cat: Image.Image, diff: Diff
+) -> None:
+    # Reference: full decode, exact centre crop of 0.875 of the short side, Lanczos.
+    side = 0.875 * 300
+    box = ((451 - side) / 2, (300 - side) / 2, (451 + side) / 2, (300 + side) / 2)
+    reference = cat.resize((224, 224), Image.Resampling.LANCZOS, box=box)
+    rendition = service_flow(read("cat.jpg"), builtin_pipelines()["default"])
+    assert diff(rendition.image, reference) < 2.5
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_every_exif_orientation_renders_the_same(
+    k: int, oriented_jpeg: Callable[..., bytes], diff: Diff
+) -> None:
+    pipeline = builtin_pipelines()["default"]
+    upright = service_flow(oriented_jpeg(1), pipeline)
+    assert diff(service_flow(oriented_jpeg(k), pipeline).image, upright.image) < 3.0
+
+
+@pytest.mark.parametrize("name", ["default", "stretch", "pad"])
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1), (2, 3), (4000, 30)])
+def test_extreme_aspect_ratios_render_exactly_224(
+    name: str, shape: tuple[int, int], encode: Any
+) -> None:
+    data = encode(Image.new("RGB", shape, (10, 200, 30)), "PNG")
+    rendition = service_flow(data, builtin_pipelines()[name])
+    assert rendition.image.size == (224, 224)
+
+
+def test_long_strip_is_a_clean_refusal_or_a_clean_rendition(encode: Any) -> None:
+    data = encode(Image.new("L", (1, 100_000), 128), "PNG")
+    with pytest.raises(ImageTooManyPixels):
+        service_flow(data, builtin_pipelines()["default"])
+    wide = service_flow(data, builtin_pipelines()["default"], ImageLimits(max_side=100_000))
+    assert wide.image.size == (224, 224)
+
+
+def test_big_jpeg_is_decoded_small(
+    big_jpeg: Callable[..., bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[tuple[int, int]] = []
+    real = decode_module.decode_exact
+
+    def spy(*args: Any, **kwargs: Any) -> decode_module.Decoded:
+        decoded = real(*args, **kwargs)
+        sizes.append(decoded.image.size)
+        return decoded
+
+    monkeypatch.setattr("imgest.imaging.pipeline.decode_exact", spy)
+    rendition = service_flow(big_jpeg(4000, 3000), builtin_pipelines()["default"])
+    assert rendition.image.size == (224, 224)
+    (decoded,) = sizes
+    assert decoded == (500, 375)  # the 1/8 DCT scale, still >= (342, 256)
+
+
+def test_background_fills_transparency(read: Callable[[str], bytes]) -> None:
+    data = read("cat-rgba.png")
+    pipeline = builtin_pipelines(background=(0, 0, 255))["stretch"]
+    corner = service_flow(data, pipeline).image.getpixel((0, 0))
+    assert corner == (0, 0, 255)
+    override = pipeline.render(data, probe(data), background=(255, 0, 0))
+    assert override.image.getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cat.jpg",
+        "cat-progressive.jpg",
+        "cat-gray.jpg",
+        "cat-cmyk.jpg",
+        "cat-prophoto.jpg",
+        "rocket.jpg",
+        "coffee.jpg",
+        "astronaut.jpg",
+        "cat.png",
+        "cat-rgba.png",
+        "cat-palette.png",
+        "cat-gray16.png",
+        "cat-la.png",
+        "cat.webp",
+        "cat-animated.gif",
+        "cat.tiff",
+        "cat.bmp",
+    ],
+)
+def test_every_sample_renders(name: str, read: Callable[[str], bytes]) -> None:
+    for pipeline in builtin_pipelines().values():
+        rendition = service_flow(read(name), pipeline)
+        assert rendition.image.size == (224, 224) and rendition.image.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bomb.png",
+        "cat-truncated.jpg",
+        "cat-truncated.png",
+        "not-image.txt",
+        "svg-named.jpg",
+        "pdf-named.png",
+    ],
+)
+def test_bad_samples_fail_with_imgest_errors(name: str, read: Callable[[str], bytes]) -> None:
+    with pytest.raises(ImgestError) as caught:
+        service_flow(read(name), builtin_pipelines()["default"])
+    assert 400 <= caught.value.status < 500
