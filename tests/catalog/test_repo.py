@@ -45,12 +45,25 @@ def make_record() -> Callable[..., ImageRecord]:
             fields={"description": f"image {n}", "device": ["a", "b"]},
             tags=tags,
             renditions=(
-                RenditionRecord("default", "v1", f"renditions/default@v1/{image_id}.jpg", 224,
-                                224, "image/jpeg", 5000),
+                RenditionRecord(
+                    "default",
+                    "v1",
+                    f"renditions/default@v1/{image_id}.jpg",
+                    224,
+                    224,
+                    "image/jpeg",
+                    5000,
+                ),
             ),
             predictions=(
-                PredictionRecord("m", "mv", "default", "v1",
-                                 (Label(label, 281, 0.9), Label("other", 1, 0.05)), at),
+                PredictionRecord(
+                    "m",
+                    "mv",
+                    "default",
+                    "v1",
+                    (Label(label, 281, 0.9), Label("other", 1, 0.05)),
+                    at,
+                ),
             ),
         )
 
@@ -127,7 +140,9 @@ def test_keyset_pages_cover_everything_once(
 def test_filters(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> None:
     catalog.add_image(make_record(1, at=T0, tags=("cats",), label="tabby"))
     catalog.add_image(make_record(2, at=T0 + timedelta(days=1), tags=("dogs",), label="beagle"))
-    catalog.add_image(make_record(3, at=T0 + timedelta(days=2), tags=("cats", "dogs"), label="tabby"))
+    catalog.add_image(
+        make_record(3, at=T0 + timedelta(days=2), tags=("cats", "dogs"), label="tabby")
+    )
 
     def ids(**kw: object) -> list[str]:
         return [r.filename for r in catalog.list_images(where=ImageFilter(**kw)).items]  # type: ignore[arg-type]
@@ -161,7 +176,9 @@ def test_unreachable_database_is_catalog_unavailable(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir()
     cat = Catalog.open(f"sqlite:///{tmp_path / 'ro' / 'c.db'}")
     cat.close()
-    broken = Catalog.open(f"sqlite:///{tmp_path / 'missing-dir' / 'x' / 'c.db'}", migrate_schema=False)
+    broken = Catalog.open(
+        f"sqlite:///{tmp_path / 'missing-dir' / 'x' / 'c.db'}", migrate_schema=False
+    )
     (tmp_path / "missing-dir" / "x").rmdir()
     with pytest.raises(CatalogUnavailable):
         broken.ping()

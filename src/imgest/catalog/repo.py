@@ -119,9 +119,7 @@ class Catalog:
                         session.flush()  # the images row first: a duplicate fails here
                         session.add_all(TagRow(image_id=record.id, tag=t) for t in record.tags)
                         session.add_all(_rendition_row(record.id, r) for r in record.renditions)
-                        session.add_all(
-                            _prediction_row(record.id, p) for p in record.predictions
-                        )
+                        session.add_all(_prediction_row(record.id, p) for p in record.predictions)
                 except IntegrityError:
                     if self._exists(record.id):
                         return False
@@ -148,9 +146,7 @@ class Catalog:
     # -- reads ----------------------------------------------------------------------------
     def _exists(self, image_id: str) -> bool:
         with self._session() as session:
-            return session.execute(
-                select(exists().where(ImageRow.id == image_id))
-            ).scalar_one()
+            return session.execute(select(exists().where(ImageRow.id == image_id))).scalar_one()
 
     def get_image(self, image_id: str) -> ImageRecord | None:
         """The image with everything derived from it, or None."""
@@ -195,17 +191,13 @@ class Catalog:
                         and_(ImageRow.created_at == stamp, ImageRow.id < after[1]),
                     )
                 )
-            query = query.order_by(ImageRow.created_at.desc(), ImageRow.id.desc()).limit(
-                limit + 1
-            )
+            query = query.order_by(ImageRow.created_at.desc(), ImageRow.id.desc()).limit(limit + 1)
             with self._session() as session:
                 rows = list(session.execute(query).scalars())
                 more = len(rows) > limit
                 rows = rows[:limit]
                 items = self._hydrate(session, rows)
-            next_cursor = (
-                encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-            )
+            next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
             return Page(items=items, next_cursor=next_cursor)
 
         return self._guard(run)
@@ -242,9 +234,7 @@ class Catalog:
             )
         preds: dict[str, list[PredictionRecord]] = {}
         for p in session.execute(
-            select(PredictionRow)
-            .where(PredictionRow.image_id.in_(ids))
-            .order_by(PredictionRow.id)
+            select(PredictionRow).where(PredictionRow.image_id.in_(ids)).order_by(PredictionRow.id)
         ).scalars():
             preds.setdefault(p.image_id, []).append(
                 PredictionRecord(

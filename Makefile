@@ -1,0 +1,54 @@
+# The two commands: `make run` (serve on embedded defaults) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXPORT_VENV := .venv-export
+# onnxruntime's Linux builds phone home unless told not to (see src/imgest/scoring/model.py).
+export ORT_DISABLE_TELEMETRY := 1
+
+.PHONY: run test lint typecheck pytest bench export-model clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(EXPORT_VENV)/.ready: scripts/setup_export_env.sh
+	bash scripts/setup_export_env.sh
+
+## Serve http://127.0.0.1:8000 with ./var/blobs, ./var/catalog.db and the bundled model.
+run: $(VENV)/.installed
+	mkdir -p var
+	$(BIN)/imgest serve
+
+## Lint, type-check and run every test (slow ones included).
+test: $(VENV)/.dev $(EXPORT_VENV)/.ready lint typecheck pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev
+	$(BIN)/pytest
+
+## Run the benchmarks and rewrite docs/benchmarks.md.
+bench: $(VENV)/.dev
+	$(BIN)/python bench/run.py
+
+## Re-export the bundled ONNX model from the PyTorch packages (needs torch==2.13.0 on disk).
+export-model: $(EXPORT_VENV)/.ready
+	$(EXPORT_VENV)/bin/python scripts/export_default_model.py
+	$(EXPORT_VENV)/bin/python scripts/export_default_model.py --check
+
+clean:
+	rm -rf $(VENV) $(EXPORT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,182 @@
+"""Read, list and delete stored images: metadata, original bytes, renditions."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from imgest.api.schemas import (
+    ImageOut,
+    ImagePage,
+    LabelOut,
+    Link,
+    PredictionOut,
+    Problem,
+    RenditionOut,
+)
+from imgest.catalog.records import ImageRecord
+from imgest.catalog.repo import ImageFilter
+from imgest.corpus import Corpus, OpenBlob
+from imgest.errors import ImageNotFound
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+_ID = re.compile(r"[0-9a-f]{64}")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such image or rendition."},
+    503: {"model": Problem, "description": "Storage or catalog unavailable."},
+}
+
+
+def image_id(raw: str) -> str:
+    """A valid image id (64 hex digits, lower case) or ImageNotFound."""
+    value = raw.lower()
+    if not _ID.fullmatch(value):
+        raise ImageNotFound("Image ids are 64 hexadecimal digits (the SHA-256 of the bytes).")
+    return value
+
+
+class Links:
+    """Builds the URLs a response points at."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    def original(self, image: str) -> str:
+        return f"{self.base}/v1/images/{image}/original"
+
+    def rendition(self, image: str, pipeline: str) -> str:
+        return f"{self.base}/v1/images/{image}/renditions/{pipeline}"
+
+
+def renditions_out(record: ImageRecord, links: Links) -> dict[str, RenditionOut]:
+    """One entry per pipeline name (the version served at that URL)."""
+    out: dict[str, RenditionOut] = {}
+    for r in record.renditions:
+        out[r.pipeline] = RenditionOut(
+            width=r.width,
+            height=r.height,
+            url=links.rendition(record.id, r.pipeline),
+            pipeline_version=r.pipeline_version,
+            bytes=r.bytes,
+            content_type=r.content_type,
+        )
+    return out
+
+
+def predictions_out(record: ImageRecord) -> list[PredictionOut]:
+    """The record's predictions as response objects."""
+    return [
+        PredictionOut(
+            model=p.model,
+            model_version=p.model_version,
+            pipeline=p.pipeline,
+            pipeline_version=p.pipeline_version,
+            top=[LabelOut(label=t.label, index=t.index, score=t.score) for t in p.top],
+            created_at=p.created_at,
+        )
+        for p in record.predictions
+    ]
+
+
+def image_out(record: ImageRecord, links: Links) -> ImageOut:
+    """The full JSON view of one image."""
+    return ImageOut(
+        id=record.id,
+        format=record.format,
+        content_type=record.content_type,
+        width=record.width,
+        height=record.height,
+        frames=record.frames,
+        bytes=record.bytes,
+        filename=record.filename,
+        created_at=record.created_at,
+        fields=record.fields,
+        tags=list(record.tags),
+        original=Link(url=links.original(record.id)),
+        renditions=renditions_out(record, links),
+        predictions=predictions_out(record),
+    )
+
+
+def _corpus(request: Request) -> Corpus:
+    corpus: Corpus = request.app.state.corpus
+    return corpus
+
+
+def _links(request: Request) -> Links:
+    links: Links = request.app.state.links
+    return links
+
+
+@router.get("", response_model=ImagePage, responses={422: {"model": Problem}})
+async def list_images(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="From next_cursor.")] = None,
+    label: Annotated[
+        str | None, Query(max_length=200, description="Top-1 predicted label.")
+    ] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    since: Annotated[datetime | None, Query(description="Uploaded at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Uploaded before (ISO 8601).")] = None,
+) -> ImagePage:
+    """Stored images, newest first, with keyset pagination and filters."""
+    page = await _corpus(request).list(
+        limit=limit,
+        cursor=cursor,
+        where=ImageFilter(label=label, tag=tag, since=since, until=until),
+    )
+    links = _links(request)
+    return ImagePage(items=[image_out(r, links) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{image}", response_model=ImageOut, responses=_ERRORS)
+async def get_image(request: Request, image: str) -> ImageOut:
+    """One image: metadata, fields, tags, renditions and every prediction."""
+    record = await _corpus(request).get(image_id(image))
+    return image_out(record, _links(request))
+
+
+def _blob_response(request: Request, blob: OpenBlob) -> Response:
+    headers = {
+        "ETag": blob.etag,
+        "Cache-Control": "private, max-age=31536000, immutable",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if blob.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    headers["Content-Length"] = str(blob.reader.meta.size)
+    return StreamingResponse(blob.reader.stream(), media_type=blob.content_type, headers=headers)
+
+
+_BLOB: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/*": {}}, "description": "The bytes."},
+    304: {"description": "Not modified (If-None-Match)."},
+    **_ERRORS,
+}
+
+
+@router.get("/{image}/original", response_class=Response, responses=_BLOB)
+async def get_original(request: Request, image: str) -> Response:
+    """The original bytes exactly as uploaded."""
+    blob = await _corpus(request).open_original(image_id(image))
+    return _blob_response(request, blob)
+
+
+@router.get("/{image}/renditions/{pipeline}", response_class=Response, responses=_BLOB)
+async def get_rendition(request: Request, image: str, pipeline: str) -> Response:
+    """A stored rendition (e.g. the 224x224 model input as JPEG)."""
+    blob = await _corpus(request).open_rendition(image_id(image), pipeline)
+    return _blob_response(request, blob)
+
+
+@router.delete("/{image}", status_code=204, response_class=Response, responses=_ERRORS)
+async def delete_image(request: Request, image: str) -> Response:
+    """Delete the image's catalog rows and blobs."""
+    await _corpus(request).delete(image_id(image))
+    return Response(status_code=204)

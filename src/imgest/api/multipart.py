@@ -1,0 +1,285 @@
+"""Streaming multipart/form-data reader: parts to memory under limits, hashed as they arrive.
+
+Nothing is spooled to disk (unlike Starlette's UploadFile): each file part is held in memory,
+bounded by the per-file and per-request limits, and its SHA-256 is computed chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from imgest.errors import (
+    ClientError,
+    EmptyFile,
+    FieldTooLarge,
+    FileTooLarge,
+    InvalidParameter,
+    MalformedMultipart,
+    NotMultipart,
+    RequestTooLarge,
+    TooManyFields,
+    TooManyFiles,
+)
+
+_MAX_FILENAME = 255
+_MAX_FIELD_NAME = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Byte and count caps applied while the body streams in."""
+
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_request_bytes: int = 200 * 1024 * 1024
+    max_files: int = 32
+    max_fields: int = 64
+    max_field_bytes: int = 16 * 1024
+    max_header_bytes: int = 16 * 1024
+
+
+@dataclass
+class FilePart:
+    """One received file part: its bytes, hash and size, or the reason it was refused."""
+
+    field_name: str
+    filename: str
+    content_type: str | None
+    data: bytes = b""
+    sha256: str = ""
+    size: int = 0
+    error: ClientError | None = None
+
+
+@dataclass
+class Form:
+    """A parsed request: file parts in arrival order and text fields as (name, value)."""
+
+    files: list[FilePart] = field(default_factory=list)
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+def clean_filename(raw: str) -> str:
+    """The client's filename reduced to a safe display name (no path, no control characters)."""
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _CONTROL.sub("", unicodedata.normalize("NFC", name)).strip()
+    if name in (".", ".."):
+        name = ""
+    return name[:_MAX_FILENAME]
+
+
+class _PartBuilder:
+    """Collects the callbacks of python-multipart's parser into parts."""
+
+    def __init__(self, limits: UploadLimits) -> None:
+        self.limits = limits
+        self.form = Form()
+        self.ended = False
+        self.error: ClientError | None = None
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._hash: hashlib._Hash | None = None
+        self._file: FilePart | None = None
+        self._field_name: str | None = None
+
+    # python-multipart callbacks -----------------------------------------------------------
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._header_bytes = 0
+        self._chunks = []
+        self._size = 0
+        self._hash = None
+        self._file = None
+        self._field_name = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+        self._count_header(end - start)
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+        self._count_header(end - start)
+
+    def on_header_end(self) -> None:
+        self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        disposition = self._headers.get(b"content-disposition")
+        if disposition is None:
+            raise MalformedMultipart("A multipart part has no Content-Disposition header.")
+        kind, options = parse_options_header(disposition)
+        if kind.lower() != b"form-data" or b"name" not in options:
+            raise MalformedMultipart(
+                "Each multipart part needs 'Content-Disposition: form-data; name=...'."
+            )
+        name = _decode_header(options[b"name"])[:_MAX_FIELD_NAME]
+        if b"filename" in options:
+            if len(self.form.files) >= self.limits.max_files:
+                raise TooManyFiles(f"The request has more than {self.limits.max_files} file parts.")
+            ctype = self._headers.get(b"content-type")
+            self._file = FilePart(
+                field_name=name,
+                filename=clean_filename(_decode_header(options[b"filename"])),
+                content_type=_decode_header(ctype)[:200] if ctype else None,
+            )
+            self._hash = hashlib.sha256()
+        else:
+            if len(self.form.fields) >= self.limits.max_fields:
+                raise TooManyFields(
+                    f"The request has more than {self.limits.max_fields} text fields."
+                )
+            self._field_name = name
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        n = end - start
+        if self._file is not None:
+            if self._file.error is not None:
+                return  # over the limit: keep parsing, drop the bytes
+            if self._size + n > self.limits.max_file_bytes:
+                self._file.error = FileTooLarge(
+                    f"{self._file.filename or 'The file'} is larger than the limit of "
+                    f"{self.limits.max_file_bytes} bytes."
+                )
+                self._chunks = []
+                self._size += n
+                return
+            chunk = data[start:end]
+            assert self._hash is not None
+            self._hash.update(chunk)
+            self._chunks.append(chunk)
+            self._size += n
+        else:
+            if self._size + n > self.limits.max_field_bytes:
+                raise FieldTooLarge(
+                    f"Text field {self._field_name!r} is larger than the limit of "
+                    f"{self.limits.max_field_bytes} bytes."
+                )
+            self._chunks.append(data[start:end])
+            self._size += n
+
+    def on_part_end(self) -> None:
+        if self._file is not None:
+            part = self._file
+            if part.error is None:
+                part.data = b"".join(self._chunks)
+                part.size = len(part.data)
+                assert self._hash is not None
+                part.sha256 = self._hash.hexdigest()
+                if part.size == 0:
+                    if not part.filename:
+                        # A browser sends an empty, nameless part for an unused file input.
+                        self._chunks = []
+                        return
+                    part.error = EmptyFile(f"{part.filename} has no bytes.")
+            else:
+                part.size = self._size
+            self.form.files.append(part)
+        elif self._field_name is not None:
+            raw = b"".join(self._chunks)
+            try:
+                value = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidParameter(
+                    f"Text field {self._field_name!r} is not valid UTF-8."
+                ) from None
+            self.form.fields.append((self._field_name, value))
+        self._chunks = []
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def _count_header(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise MalformedMultipart(
+                f"A multipart part's headers exceed {self.limits.max_header_bytes} bytes."
+            )
+
+
+def _decode_header(raw: bytes) -> str:
+    # Browsers send UTF-8 in quoted header parameters; anything else is read as Latin-1.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    """The boundary from a multipart/form-data Content-Type, or the 4xx explaining why not."""
+    if not content_type:
+        raise NotMultipart("The request has no Content-Type; send multipart/form-data.")
+    kind, options = parse_options_header(content_type)
+    if kind.lower() != b"multipart/form-data":
+        raise NotMultipart(f"Content-Type {kind.decode('latin-1')!r} is not multipart/form-data.")
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise MalformedMultipart("The multipart/form-data Content-Type has no boundary.")
+    if len(boundary) > 70 or not re.fullmatch(rb"[0-9A-Za-z'()+_,\-./:=? ]+", boundary):
+        raise MalformedMultipart("The multipart boundary is not valid (RFC 2046).")
+    return boundary
+
+
+async def read_form(
+    content_type: str | None,
+    content_length: str | None,
+    body: AsyncIterator[bytes],
+    limits: UploadLimits,
+) -> Form:
+    """Parse a multipart/form-data body as it streams in; raise the 4xx that explains a refusal."""
+    boundary = boundary_of(content_type)
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise MalformedMultipart("Content-Length is not a number.") from None
+        if declared > limits.max_request_bytes:
+            raise RequestTooLarge(
+                f"The body of {declared} bytes is larger than the limit of "
+                f"{limits.max_request_bytes} bytes."
+            )
+    builder = _PartBuilder(limits)
+    callbacks = {
+        name: getattr(builder, name)
+        for name in (
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_end",
+        )
+    }
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if received > limits.max_request_bytes:
+            raise RequestTooLarge(
+                f"The body is larger than the limit of {limits.max_request_bytes} bytes."
+            )
+        if builder.ended:
+            continue  # epilogue after the closing boundary is ignored (RFC 2046)
+        try:
+            parser.write(chunk)
+        except MultipartParseError as exc:
+            raise MalformedMultipart(f"The multipart body could not be parsed: {exc}.") from None
+    if not builder.ended:
+        raise MalformedMultipart(
+            "The multipart body ended before its closing boundary (truncated upload?)."
+        )
+    return builder.form

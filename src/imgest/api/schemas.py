@@ -1,0 +1,102 @@
+"""Response shapes of the HTTP API (they define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Link(BaseModel):
+    url: str
+
+
+class RenditionOut(BaseModel):
+    width: int
+    height: int
+    url: str
+    pipeline_version: str
+    bytes: int
+    content_type: str
+
+
+class LabelOut(BaseModel):
+    label: str
+    index: int
+    score: float
+
+
+class PredictionOut(BaseModel):
+    model: str
+    model_version: str
+    pipeline: str
+    pipeline_version: str
+    top: list[LabelOut]
+    created_at: datetime
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.")
+    detail: str = Field(description="A human sentence saying what was wrong.")
+    status: int = Field(description="The HTTP status this error has on its own.")
+
+
+class ImageOut(BaseModel):
+    id: str = Field(description="SHA-256 hex of the original bytes.")
+    format: str
+    content_type: str
+    width: int
+    height: int
+    frames: int
+    bytes: int
+    filename: str
+    created_at: datetime
+    fields: dict[str, str | list[str]]
+    tags: list[str]
+    original: Link
+    renditions: dict[str, RenditionOut]
+    predictions: list[PredictionOut]
+
+
+class UploadItemOut(BaseModel):
+    id: str | None = None
+    status: Literal["created", "existing", "rejected"]
+    filename: str
+    content_type: str | None = Field(default=None, description="Content-Type the client sent.")
+    format: str | None = Field(default=None, description="Format sniffed from the bytes.")
+    width: int | None = None
+    height: int | None = None
+    bytes: int
+    fields: dict[str, str | list[str]] = {}
+    tags: list[str] = []
+    original: Link | None = None
+    renditions: dict[str, RenditionOut] = {}
+    predictions: list[PredictionOut] = []
+    error: ErrorOut | None = None
+
+
+class UploadOut(BaseModel):
+    images: list[UploadItemOut]
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page.")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    instance: str | None = None
+    images: list[UploadItemOut] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}

@@ -1,0 +1,171 @@
+"""POST /v1/images: stream the multipart body, ingest each file, answer per file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from imgest.api.images import Links, predictions_out, renditions_out
+from imgest.api.multipart import Form, UploadLimits, read_form
+from imgest.api.problems import PROBLEM_JSON
+from imgest.api.schemas import ErrorOut, Link, Problem, UploadItemOut, UploadOut
+from imgest.errors import InvalidParameter, NoFiles
+from imgest.ingest import IngestResult, IngestService, Upload
+
+router = APIRouter(tags=["upload"])
+
+TAG_FIELDS = ("tag", "tags")
+MAX_TAGS = 100
+MAX_TAG_LENGTH = 100
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One or more image files (any field name with a filename).",
+                    },
+                    "tag": {
+                        "type": "string",
+                        "description": "Tags, repeated or comma-separated.",
+                    },
+                    "description": {"type": "string"},
+                },
+                "additionalProperties": {"type": "string"},
+            }
+        }
+    },
+}
+
+
+def split_fields(
+    pairs: Sequence[tuple[str, str]],
+) -> tuple[dict[str, str | list[str]], list[str]]:
+    """Text fields -> (fields stored with each image, tags); repeated names become lists."""
+    fields: dict[str, str | list[str]] = {}
+    tags: list[str] = []
+    for name, value in pairs:
+        if name in TAG_FIELDS:
+            for tag in value.split(","):
+                tag = tag.strip()
+                if not tag:
+                    continue
+                if len(tag) > MAX_TAG_LENGTH:
+                    raise InvalidParameter(f"A tag is longer than {MAX_TAG_LENGTH} characters.")
+                if tag not in tags:
+                    tags.append(tag)
+            continue
+        if name in fields:
+            previous = fields[name]
+            fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[name] = value
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameter(f"More than {MAX_TAGS} tags.")
+    return fields, tags
+
+
+def item_out(result: IngestResult, links: Links) -> UploadItemOut:
+    """One file's entry in the upload response."""
+    if result.record is None:
+        assert result.error is not None
+        return UploadItemOut(
+            status="rejected",
+            filename=result.filename,
+            content_type=result.content_type,
+            bytes=result.size,
+            error=ErrorOut(
+                code=result.error.code, detail=result.error.detail, status=result.error.status
+            ),
+        )
+    record = result.record
+    return UploadItemOut(
+        id=record.id,
+        status=result.status,
+        filename=result.filename,
+        content_type=result.content_type,
+        format=record.format,
+        width=record.width,
+        height=record.height,
+        bytes=record.bytes,
+        fields=record.fields,
+        tags=list(record.tags),
+        original=Link(url=links.original(record.id)),
+        renditions=renditions_out(record, links),
+        predictions=predictions_out(record),
+    )
+
+
+def _uploads(form: Form) -> list[Upload]:
+    return [
+        Upload(
+            data=p.data,
+            sha256=p.sha256,
+            filename=p.filename,
+            content_type=p.content_type,
+            size=p.size,
+            error=p.error,
+        )
+        for p in form.files
+    ]
+
+
+@router.post(
+    "/v1/images",
+    status_code=201,
+    response_model=UploadOut,
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={
+        200: {"model": UploadOut, "description": "Every file was already stored."},
+        207: {"model": UploadOut, "description": "Some files were rejected (see each error)."},
+        400: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        413: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        415: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        422: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        503: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+    },
+)
+async def upload_images(request: Request) -> Response:
+    """Upload one or more images (multipart/form-data) with text fields and tags.
+
+    Each file is hashed while it streams in, sniffed, size-checked from its header, normalized
+    in memory, stored (original + rendition), scored and recorded. 201 when something was
+    created, 200 when every file was already stored, 207 when some were rejected, and the
+    rejection's own 4xx (as problem+json with the per-file `images`) when all were.
+    """
+    limits: UploadLimits = request.app.state.upload_limits
+    service: IngestService = request.app.state.ingest
+    links: Links = request.app.state.links
+    form = await read_form(
+        request.headers.get("content-type"),
+        request.headers.get("content-length"),
+        request.stream(),
+        limits,
+    )
+    if not form.files:
+        raise NoFiles()
+    fields, tags = split_fields(form.fields)
+    results = await service.ingest_many(_uploads(form), fields, tags)
+    items = [item_out(r, links) for r in results]
+    body = UploadOut(images=items).model_dump(mode="json")
+    rejected = [r for r in results if r.status == "rejected"]
+    if len(rejected) == len(results):
+        first = rejected[0].error
+        assert first is not None
+        problem = first.problem(instance=request.url.path)
+        problem["images"] = body["images"]
+        return JSONResponse(problem, status_code=first.status, media_type=PROBLEM_JSON)
+    if rejected:
+        status = 207
+    elif any(r.status == "created" for r in results):
+        status = 201
+    else:
+        status = 200
+    return JSONResponse(body, status_code=status)

@@ -1,0 +1,101 @@
+"""The `imgest` command: a thin Typer layer over the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+import typer
+
+from imgest import __version__
+from imgest.config import Settings, load_settings
+from imgest.errors import ConfigError
+
+app = typer.Typer(
+    help="imgest: photo ingest for image-recognition networks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [IMGEST_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port [IMGEST_PORT].")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Serve the HTTP API (defaults: 127.0.0.1:8000, ./var/blobs, ./var/catalog.db)."""
+    import uvicorn
+
+    from imgest.app import create_app
+
+    settings = _settings(host=host, port=port, storage_url=storage, catalog_url=catalog)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def migrate(
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+    ] = None,
+) -> None:
+    """Apply catalog migrations (the server also does this at start-up)."""
+    from imgest.catalog.repo import Catalog
+
+    settings = _settings(catalog_url=catalog)
+    Catalog.open(settings.catalog_url).close()
+    typer.echo("catalog is up to date")
+
+
+@app.command()
+def config(
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Print the settings reference as Markdown.")
+    ] = False,
+) -> None:
+    """Print the effective settings as JSON (or the reference of every setting)."""
+    if reference:
+        from imgest.docs import settings_reference
+
+        typer.echo(settings_reference(), nl=False)
+        return
+    typer.echo(json.dumps(_settings().model_dump(mode="json"), indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="imgest")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,99 @@
+"""Reading the stored corpus: one image, its blobs, filtered pages; deleting an image."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from imgest.catalog.records import ImageRecord, RenditionRecord
+from imgest.catalog.repo import Catalog, ImageFilter, Page
+from imgest.errors import ImageNotFound, PipelineNotFound, StorageUnavailable
+from imgest.storage.base import BlobNotFoundError, BlobReader, BlobStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenBlob:
+    """A blob ready to stream, with what an HTTP response needs to describe it."""
+
+    reader: BlobReader
+    content_type: str
+    etag: str
+
+
+class Corpus:
+    """Read and delete access to stored images (catalog rows plus their blobs)."""
+
+    def __init__(self, *, store: BlobStore, catalog: Catalog, current_pipelines: dict[str, str]):
+        self.store = store
+        self.catalog = catalog
+        # pipeline name -> version rendered at ingest; served first when several exist
+        self.current_pipelines = current_pipelines
+
+    async def get(self, image_id: str) -> ImageRecord:
+        """The image, or ImageNotFound."""
+        record = await anyio.to_thread.run_sync(self.catalog.get_image, image_id)
+        if record is None:
+            raise ImageNotFound(f"No image with id {image_id} is stored.")
+        return record
+
+    async def exists(self, image_id: str) -> bool:
+        """Whether an image with this id is recorded."""
+        return await anyio.to_thread.run_sync(self.catalog.get_image, image_id) is not None
+
+    async def list(self, *, limit: int, cursor: str | None, where: ImageFilter) -> Page:
+        """One page of images, newest first."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.catalog.list_images(limit=limit, cursor=cursor, where=where)
+        )
+
+    async def open_original(self, image_id: str) -> OpenBlob:
+        """The original's exact bytes."""
+        record = await self.get(image_id)
+        reader = await self._open(record.original_path, image_id)
+        return OpenBlob(reader, record.content_type, f'"{record.id}"')
+
+    def rendition_of(self, record: ImageRecord, pipeline: str) -> RenditionRecord:
+        """The stored rendition of `record` for `pipeline` (its current version preferred)."""
+        candidates = [r for r in record.renditions if r.pipeline == pipeline]
+        if not candidates:
+            raise PipelineNotFound(f"Image {record.id} has no rendition for pipeline {pipeline!r}.")
+        current = self.current_pipelines.get(pipeline)
+        for r in candidates:
+            if r.pipeline_version == current:
+                return r
+        return candidates[-1]
+
+    async def open_rendition(self, image_id: str, pipeline: str) -> OpenBlob:
+        """A stored rendition's bytes."""
+        record = await self.get(image_id)
+        rendition = self.rendition_of(record, pipeline)
+        reader = await self._open(rendition.path, image_id)
+        return OpenBlob(
+            reader, rendition.content_type, f'"{record.id}-{rendition.pipeline_version}"'
+        )
+
+    async def delete(self, image_id: str) -> ImageRecord:
+        """Remove the catalog rows, then the blobs (a blob that fails to go is left for gc)."""
+        record = await anyio.to_thread.run_sync(self.catalog.delete_image, image_id)
+        if record is None:
+            raise ImageNotFound(f"No image with id {image_id} is stored.")
+        for path in record.blob_paths():
+            try:
+                await self.store.delete(path)
+            except StoreError:
+                log.warning("could not delete blob %s; gc will remove it", path, exc_info=True)
+        return record
+
+    async def _open(self, path: str, image_id: str) -> BlobReader:
+        try:
+            return await self.store.get(path)
+        except BlobNotFoundError:
+            # The catalog has the row but storage lost the blob: fsck reports this.
+            log.error("catalog row %s points at missing blob %s", image_id, path)
+            raise StorageUnavailable(f"The stored bytes of image {image_id} are missing.") from None
+        except StoreError as exc:
+            raise StorageUnavailable() from exc

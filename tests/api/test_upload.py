@@ -1,0 +1,344 @@
+"""POST /v1/images end to end in-process: created, existing, rejected, and what is stored."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy.exc import OperationalError
+
+from imgest.storage.base import StoreUnavailableError
+from imgest.storage.memory import MemoryStore
+
+CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def upload(client: TestClient, files: list[tuple[str, bytes]], **fields: Any) -> Any:
+    return client.post(
+        "/v1/images",
+        files=[("file", (name, data, "application/octet-stream")) for name, data in files],
+        data=fields,
+    )
+
+
+def blob_paths(client: TestClient) -> set[str]:
+    store = client.app.state.store  # type: ignore[attr-defined]
+    assert isinstance(store, MemoryStore)
+    return set(store._blobs)
+
+
+def test_cat_is_created_stored_and_scored(client: TestClient, data_dir: Path) -> None:
+    cat = (data_dir / "cat.jpg").read_bytes()
+    r = upload(client, [("cat.jpg", cat)], description="kitchen", tag="pets, cats")
+    assert r.status_code == 201, r.text
+    (img,) = r.json()["images"]
+    assert img["status"] == "created"
+    assert img["format"] == "jpeg" and img["bytes"] == len(cat)
+    assert img["fields"] == {"description": "kitchen"}
+    assert img["tags"] == ["pets", "cats"]
+    rend = img["renditions"]["default"]
+    assert (rend["width"], rend["height"]) == (224, 224)
+    (pred,) = img["predictions"]
+    assert len(pred["top"]) == 5
+    assert pred["top"][0]["index"] in CAT_CLASSES, pred["top"]
+    scores = [t["score"] for t in pred["top"]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+
+    original = client.get(img["original"]["url"])
+    assert original.status_code == 200
+    assert original.content == cat
+    assert original.headers["content-type"] == "image/jpeg"
+    assert original.headers["etag"] == f'"{img["id"]}"'
+    assert (
+        client.get(img["original"]["url"], headers={"If-None-Match": f'"{img["id"]}"'}).status_code
+        == 304
+    )
+
+    rendition = client.get(rend["url"])
+    assert rendition.status_code == 200 and rendition.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(rendition.content)).size == (224, 224)
+
+    meta = client.get(f"/v1/images/{img['id']}").json()
+    assert meta["predictions"] == img["predictions"]
+    assert meta["tags"] == ["cats", "pets"]  # stored sorted
+    assert blob_paths(client) == {
+        f"originals/{img['id'][:2]}/{img['id'][2:4]}/{img['id']}",
+        f"renditions/default@{rend['pipeline_version']}/{img['id'][:2]}/{img['id'][2:4]}/{img['id']}.jpg",
+    }
+
+
+def test_same_bytes_again_answer_existing_without_work(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = (data_dir / "cat.jpg").read_bytes()
+    first = upload(client, [("cat.jpg", cat)], description="kitchen").json()["images"][0]
+    before = blob_paths(client)
+    service = client.app.state.ingest  # type: ignore[attr-defined]
+
+    def no_decode(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a duplicate must not be decoded")
+
+    async def no_put(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a duplicate must not write a blob")
+
+    monkeypatch.setattr(service, "_render", no_decode)
+    monkeypatch.setattr(service.store, "put", no_put)
+    r = upload(client, [("renamed.jpg", cat)], description="other")
+    assert r.status_code == 200, r.text
+    again = r.json()["images"][0]
+    assert again["status"] == "existing" and again["id"] == first["id"]
+    assert again["fields"] == {"description": "kitchen"}  # what is stored, not what was sent
+    assert again["predictions"] == first["predictions"]
+    assert blob_paths(client) == before
+
+
+def test_same_file_twice_in_one_request(client: TestClient, data_dir: Path) -> None:
+    cat = (data_dir / "cat.jpg").read_bytes()
+    r = upload(client, [("a.jpg", cat), ("b.jpg", cat)])
+    assert r.status_code == 201, r.text
+    statuses = sorted(i["status"] for i in r.json()["images"])
+    assert statuses == ["created", "existing"]
+    assert client.get("/v1/images").json()["items"].__len__() == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cat.png",
+        "cat-rgba.png",
+        "cat-palette.png",
+        "cat-gray16.png",
+        "cat-la.png",
+        "cat.webp",
+        "cat-animated.gif",
+        "cat.tiff",
+        "cat.bmp",
+        "cat-gray.jpg",
+        "cat-cmyk.jpg",
+        "cat-progressive.jpg",
+        "cat-prophoto.jpg",
+    ],
+)
+def test_every_supported_kind_gives_a_224_rendition(
+    client: TestClient, data_dir: Path, name: str
+) -> None:
+    path = data_dir / name
+    if not path.exists():
+        pytest.fail(f"test data missing: {name}")
+    r = upload(client, [(name, path.read_bytes())])
+    assert r.status_code == 201, r.text
+    img = r.json()["images"][0]
+    assert img["renditions"]["default"]["width"] == 224
+    rendition = client.get(img["renditions"]["default"]["url"])
+    assert Image.open(io.BytesIO(rendition.content)).size == (224, 224)
+
+
+def test_format_is_sniffed_not_trusted(client: TestClient, data_dir: Path) -> None:
+    png = (data_dir / "cat.png").read_bytes()
+    r = client.post("/v1/images", files=[("file", ("photo.jpg", png, "image/jpeg"))])
+    assert r.status_code == 201, r.text
+    img = r.json()["images"][0]
+    assert img["format"] == "png" and img["content_type"] == "image/jpeg"
+    assert client.get(img["original"]["url"]).headers["content-type"] == "image/png"
+
+
+def problem(r: Any, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = r.json()
+    assert body["code"] == code and body["status"] == status
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("cat-truncated.jpg", 422, "image_truncated"),
+        ("cat-truncated.png", 422, "image_truncated"),
+        ("not-image.txt", 415, "unsupported_media_type"),
+        ("svg-named.jpg", 415, "unsupported_media_type"),
+        ("pdf-named.png", 415, "unsupported_media_type"),
+        ("bomb.png", 422, "image_too_many_pixels"),
+    ],
+)
+def test_bad_files(client: TestClient, data_dir: Path, name: str, status: int, code: str) -> None:
+    r = upload(client, [(name, (data_dir / name).read_bytes())])
+    body = problem(r, status, code)
+    (item,) = body["images"]
+    assert item["status"] == "rejected" and item["error"]["code"] == code
+    assert client.get("/v1/images").json()["items"] == []
+    assert blob_paths(client) == set()
+
+
+def test_zero_bytes(client: TestClient) -> None:
+    problem(upload(client, [("empty.jpg", b"")]), 422, "empty_file")
+
+
+def test_some_rejected_is_207(client: TestClient, data_dir: Path) -> None:
+    r = upload(
+        client,
+        [("cat.jpg", (data_dir / "cat.jpg").read_bytes()), ("x.txt", b"hello, not an image")],
+    )
+    assert r.status_code == 207, r.text
+    ok, bad = r.json()["images"]
+    assert ok["status"] == "created" and bad["status"] == "rejected"
+    assert bad["error"] == {
+        "code": "unsupported_media_type",
+        "detail": bad["error"]["detail"],
+        "status": 415,
+    }
+
+
+def test_too_many_pixels_is_checked_before_decode(make_client: Any, data_dir: Path) -> None:
+    client = make_client(max_pixels=100 * 100)
+    problem(
+        upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())]),
+        422,
+        "image_too_many_pixels",
+    )
+
+
+def test_file_too_large(make_client: Any, data_dir: Path) -> None:
+    client = make_client(max_file_bytes=1000)
+    problem(
+        upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())]), 413, "file_too_large"
+    )
+
+
+def test_request_too_large(make_client: Any, data_dir: Path) -> None:
+    client = make_client(max_request_bytes=5000)
+    problem(
+        upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())]), 413, "request_too_large"
+    )
+
+
+def test_too_many_files(make_client: Any) -> None:
+    client = make_client(max_files=2)
+    problem(upload(client, [(f"{i}.jpg", b"x") for i in range(3)]), 422, "too_many_files")
+
+
+def test_field_too_large(make_client: Any, data_dir: Path) -> None:
+    client = make_client(max_field_bytes=100)
+    r = upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())], description="d" * 101)
+    problem(r, 413, "field_too_large")
+
+
+def test_no_files(client: TestClient) -> None:
+    problem(
+        client.post("/v1/images", data={"description": "only text"}, files={}), 415, "not_multipart"
+    )  # httpx sends a urlencoded body when there are no files
+    body = b'--b\r\nContent-Disposition: form-data; name="d"\r\n\r\nx\r\n--b--\r\n'
+    r = client.post(
+        "/v1/images", content=body, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    problem(r, 422, "no_files")
+
+
+def test_missing_content_type(client: TestClient) -> None:
+    problem(client.post("/v1/images", content=b"\xff\xd8\xff"), 415, "not_multipart")
+
+
+def test_raw_image_body_is_not_multipart(client: TestClient, data_dir: Path) -> None:
+    r = client.post(
+        "/v1/images",
+        content=(data_dir / "cat.jpg").read_bytes(),
+        headers={"content-type": "image/jpeg"},
+    )
+    problem(r, 415, "not_multipart")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n"),
+        (
+            "multipart/form-data; boundary=abc",
+            b'--abc\r\nContent-Disposition: form-data; name="f"; filename="a.jpg"\r\n\r\nxx',
+        ),
+        (
+            "multipart/form-data; boundary=abc",
+            b'--zzz\r\nContent-Disposition: form-data; name="f"\r\n\r\nxx\r\n--zzz--\r\n',
+        ),
+        ("multipart/form-data; boundary=abc", b"garbage garbage garbage"),
+    ],
+    ids=["no-boundary-param", "truncated", "boundary-mismatch", "garbage"],
+)
+def test_malformed_multipart(client: TestClient, content_type: str, body: bytes) -> None:
+    r = client.post("/v1/images", content=body, headers={"content-type": content_type})
+    problem(r, 400, "malformed_multipart")
+
+
+def test_commit_failure_leaves_no_row(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure between the blob writes and the catalog commit: 503, no row, orphans only."""
+    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+    real_add = catalog.add_image
+    cat = (data_dir / "cat.jpg").read_bytes()
+
+    def broken(record: Any) -> bool:
+        def fail() -> bool:
+            raise OperationalError("INSERT", {}, Exception("database is gone"))
+
+        return bool(catalog._guard(fail))
+
+    monkeypatch.setattr(catalog, "add_image", broken)
+    problem(upload(client, [("cat.jpg", cat)]), 503, "catalog_unavailable")
+    assert client.get("/v1/images").json()["items"] == []
+    orphans = blob_paths(client)
+    assert len(orphans) == 2  # original + rendition, unreferenced: gc's job
+
+    monkeypatch.setattr(catalog, "add_image", real_add)
+    r = upload(client, [("cat.jpg", cat)])
+    assert r.status_code == 201, r.text  # the retry reuses the orphans
+    assert blob_paths(client) == orphans
+    assert client.get(r.json()["images"][0]["original"]["url"]).content == cat
+
+
+def test_storage_failure_is_503_and_records_nothing(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.app.state.store  # type: ignore[attr-defined]
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("connection refused")
+
+    monkeypatch.setattr(store, "put", down)
+    r = upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())])
+    problem(r, 503, "storage_unavailable")
+    assert r.headers["retry-after"]
+    assert client.get("/v1/images").json()["items"] == []
+
+
+def test_orientations_give_the_same_top1(client: TestClient, data_dir: Path) -> None:
+    """The cat saved with EXIF orientation 1..8 (pixels stored accordingly) scores alike."""
+    upright = Image.open(data_dir / "cat.jpg")
+    upright.load()
+    # For each orientation, the transform that stores the pixels so that viewers show them upright
+    inverse = {
+        1: None,
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }
+    top1 = set()
+    for k, op in inverse.items():
+        stored = upright if op is None else upright.transpose(op)
+        exif = Image.Exif()
+        exif[0x0112] = k
+        buf = io.BytesIO()
+        stored.save(buf, "JPEG", quality=92, exif=exif.tobytes())
+        r = upload(client, [(f"o{k}.jpg", buf.getvalue())])
+        assert r.status_code == 201, r.text
+        img = r.json()["images"][0]
+        top1.add(img["predictions"][0]["top"][0]["label"])
+    assert len(top1) == 1, top1

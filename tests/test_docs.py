@@ -1,0 +1,35 @@
+"""Docs are checked against code: every error code is documented with its status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgest import errors
+
+ROOT = Path(__file__).parent.parent
+
+
+def all_errors() -> list[type[errors.ImgestError]]:
+    found: list[type[errors.ImgestError]] = []
+    todo: list[type[errors.ImgestError]] = [errors.ImgestError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_code_is_in_the_api_doc() -> None:
+    doc = (ROOT / "docs" / "api.md").read_text()
+    for cls in all_errors():
+        if cls.code == "bad_request":
+            continue  # abstract base of client errors, never raised itself
+        assert f"| `{cls.code}` | {cls.status} |" in doc, f"{cls.code} ({cls.status}) undocumented"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```sh", 1)[1].split("```", 1)[0]
+    assert "make run" in first_block and "make test" in first_block
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci

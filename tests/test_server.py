@@ -1,0 +1,133 @@
+"""The real server process (`imgest serve`): the README's curl flow, TMPDIR stays empty."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+CAT_CLASSES = range(281, 286)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """`imgest serve` on loopback with its own var/ and an empty TMPDIR."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    var = tmp_path / "var"
+    port = free_port()
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmpdir),
+        "IMGEST_STORAGE_URL": str(var / "blobs"),
+        "IMGEST_CATALOG_URL": f"sqlite:///{var / 'catalog.db'}",
+        "IMGEST_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgest.cli", "serve", "--log-level", "warning"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"server did not become ready:\n{out}")
+        time.sleep(0.2)
+    try:
+        yield base, var, tmpdir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def count_files(root: Path) -> int:
+    return sum(1 for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_flow(server: tuple[str, Path, Path], data_dir: Path) -> None:
+    base, var, _ = server
+    cmd = [
+        "curl",
+        "-sS",
+        "-w",
+        "\\n%{http_code}",
+        "-F",
+        f"file=@{data_dir / 'cat.jpg'}",
+        "-F",
+        "description=kitchen",
+        f"{base}/v1/images",
+    ]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    body, status = first.rsplit("\n", 1)
+    assert status == "201", body
+    img = json.loads(body)["images"][0]
+    assert img["renditions"]["default"]["width"] == 224
+    assert img["predictions"][0]["top"][0]["index"] in CAT_CLASSES
+    blobs = count_files(var / "blobs")
+    assert blobs == 2
+
+    second = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    body, status = second.rsplit("\n", 1)
+    assert status == "200", body
+    assert json.loads(body)["images"][0]["status"] == "existing"
+    assert count_files(var / "blobs") == blobs
+
+
+def noise_jpeg(width: int, height: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=97)
+    return buf.getvalue()
+
+
+def test_large_uploads_never_touch_tmpdir(server: tuple[str, Path, Path]) -> None:
+    base, _, tmpdir = server
+    big = [noise_jpeg(4000, 3000, seed) for seed in range(3)]  # ~10 MB each, over any spool size
+    assert all(len(b) > 5_000_000 for b in big)
+    with httpx.Client(timeout=120) as http:
+        r = http.post(
+            f"{base}/v1/images",
+            files=[("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(big)],
+        )
+        assert r.status_code == 201, r.text
+        assert list(tmpdir.iterdir()) == []
+        for item, data in zip(r.json()["images"], big, strict=True):
+            assert http.get(f"{base}{item['original']['url']}").content == data
+    assert list(tmpdir.iterdir()) == []
