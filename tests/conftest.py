@@ -1,19 +1,86 @@
-"""Shared fixtures for the whole suite."""
+"""Shared fixtures for the whole suite: test data, encoders, EXIF-oriented photos."""
 
 from __future__ import annotations
 
+import io
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
+
+# Tests import onnxruntime too: keep its Linux telemetry off (see imgest/scoring/model.py).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DATA = Path(__file__).parent / "data"
+
+# The stored pixels for EXIF orientation k, given the upright image (EXIF 2.3, tag 0x0112):
+# a viewer applies the inverse of this to show the photo upright.
+STORED_FOR_ORIENTATION: dict[int, Callable[[Image.Image], Image.Image]] = {
+    1: lambda im: im.copy(),
+    2: lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    3: lambda im: im.transpose(Image.Transpose.ROTATE_180),
+    4: lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    5: lambda im: im.transpose(Image.Transpose.TRANSPOSE),
+    6: lambda im: im.transpose(Image.Transpose.ROTATE_90),  # shown after 90 deg clockwise
+    7: lambda im: im.transpose(Image.Transpose.TRANSVERSE),
+    8: lambda im: im.transpose(Image.Transpose.ROTATE_270),
+}
+
+
+@pytest.fixture(scope="session")
+def read(data_dir: Path) -> Callable[[str], bytes]:
+    """read(name) -> the bytes of tests/data/name."""
+
+    def _read(name: str) -> bytes:
+        return (data_dir / name).read_bytes()
+
+    return _read
+
+
+@pytest.fixture(scope="session")
+def encode() -> Callable[..., bytes]:
+    """encode(img, "PNG", **save_kwargs) -> bytes."""
+
+    def _encode(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
+        out = io.BytesIO()
+        img.save(out, fmt, **kwargs)
+        return out.getvalue()
+
+    return _encode
+
+
+@pytest.fixture(scope="session")
+def cat(data_dir: Path) -> Image.Image:
+    """The cat photo (cat.jpg, 451x300) as an RGB image."""
+    with Image.open(data_dir / "cat.jpg") as im:
+        return im.convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def oriented_jpeg(cat: Image.Image, encode: Callable[..., bytes]) -> Callable[..., bytes]:
+    """oriented_jpeg(k, img=cat) -> a JPEG that shows `img` upright once EXIF orientation k
+    is applied."""
+
+    def _make(k: int, img: Image.Image | None = None, fmt: str = "JPEG") -> bytes:
+        exif = Image.Exif()
+        exif[0x0112] = k
+        stored = STORED_FOR_ORIENTATION[k](img if img is not None else cat)
+        extra = {"quality": 95} if fmt == "JPEG" else {}
+        return encode(stored, fmt, exif=exif.tobytes(), **extra)
+
+    return _make
 
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """Async tests run on asyncio, the loop uvicorn serves imgest on."""
     return "asyncio"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """tests/data: real small images (see its README for sources and licences)."""
     return DATA

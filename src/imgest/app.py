@@ -81,7 +81,6 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             batcher=batcher,
             pipeline=pipeline,
             limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
-            background=settings.background,
             cpu=CapacityLimiter(settings.workers or cores),
         )
         app.state.corpus = Corpus(

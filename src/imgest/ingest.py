@@ -75,7 +75,6 @@ class IngestService:
         batcher: MicroBatcher,
         pipeline: Pipeline,
         limits: ImageLimits,
-        background: tuple[int, int, int],
         cpu: CapacityLimiter,
     ) -> None:
         self.store = store
@@ -83,7 +82,6 @@ class IngestService:
         self.batcher = batcher
         self.pipeline = pipeline
         self.limits = limits
-        self.background = background
         self.cpu = cpu
 
     async def ingest_many(
@@ -177,7 +175,7 @@ class IngestService:
         try:
             info = probe(data)
             check(info, self.limits)
-            rendition = self.pipeline.render(data, info, background=self.background)
+            rendition = self.pipeline.render(data, info)
             encoded = rendition.encode()
             pixels = rendition.pixels()
         except ImgestError:

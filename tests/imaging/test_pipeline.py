@@ -211,8 +211,9 @@ def test_background_fills_transparency(read: Callable[[str], bytes]) -> None:
     pipeline = builtin_pipelines(background=(0, 0, 255))["stretch"]
     corner = service_flow(data, pipeline).image.getpixel((0, 0))
     assert corner == (0, 0, 255)
-    override = pipeline.render(data, probe(data), background=(255, 0, 0))
-    assert override.image.getpixel((0, 0)) == (255, 0, 0)
+    red = builtin_pipelines(background=(255, 0, 0))["stretch"]
+    assert service_flow(data, red).image.getpixel((0, 0)) == (255, 0, 0)
+    assert red.version != pipeline.version
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from imgest.api.images import Links, predictions_out, renditions_out
+from imgest.api.images import Links, image_out
 from imgest.api.multipart import Form, UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON
-from imgest.api.schemas import ErrorOut, Link, Problem, UploadItemOut, UploadOut
+from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import InvalidParameter, NoFiles
 from imgest.ingest import IngestResult, IngestService, Upload
 
@@ -85,21 +85,14 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
                 code=result.error.code, detail=result.error.detail, status=result.error.status
             ),
         )
-    record = result.record
+    view = image_out(result.record, links).model_dump(
+        exclude={"content_type", "filename", "frames", "created_at"}
+    )
     return UploadItemOut(
-        id=record.id,
+        **view,
         status=result.status,
         filename=result.filename,
         content_type=result.content_type,
-        format=record.format,
-        width=record.width,
-        height=record.height,
-        bytes=record.bytes,
-        fields=record.fields,
-        tags=list(record.tags),
-        original=Link(url=links.original(record.id)),
-        renditions=renditions_out(record, links),
-        predictions=predictions_out(record),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -221,42 +222,23 @@ class Catalog:
         for r in session.execute(
             select(RenditionRow).where(RenditionRow.image_id.in_(ids))
         ).scalars():
-            rends.setdefault(r.image_id, []).append(
-                RenditionRecord(
-                    pipeline=r.pipeline,
-                    pipeline_version=r.pipeline_version,
-                    path=r.path,
-                    width=r.width,
-                    height=r.height,
-                    content_type=r.content_type,
-                    bytes=r.bytes,
-                )
-            )
+            rends.setdefault(r.image_id, []).append(_record(RenditionRecord, r))
         preds: dict[str, list[PredictionRecord]] = {}
         for p in session.execute(
             select(PredictionRow).where(PredictionRow.image_id.in_(ids)).order_by(PredictionRow.id)
         ).scalars():
             preds.setdefault(p.image_id, []).append(
-                PredictionRecord(
-                    model=p.model,
-                    model_version=p.model_version,
-                    pipeline=p.pipeline,
-                    pipeline_version=p.pipeline_version,
+                _record(
+                    PredictionRecord,
+                    p,
                     top=tuple(Label(**item) for item in p.top),
                     created_at=_utc(p.created_at),
                 )
             )
         return [
-            ImageRecord(
-                id=r.id,
-                format=r.format,
-                content_type=r.content_type,
-                width=r.width,
-                height=r.height,
-                frames=r.frames,
-                bytes=r.bytes,
-                filename=r.filename,
-                original_path=r.original_path,
+            _record(
+                ImageRecord,
+                r,
                 created_at=_utc(r.created_at),
                 fields=dict(r.fields),
                 tags=tuple(tags.get(r.id, ())),
@@ -267,51 +249,43 @@ class Catalog:
         ]
 
 
+R = TypeVar("R")
+
+
+def _record(cls: type[R], row: object, **computed: Any) -> R:
+    """A record dataclass from the row's same-named columns, plus computed fields."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in computed]  # type: ignore[arg-type]
+    return cls(**{n: getattr(row, n) for n in names}, **computed)
+
+
+def _row(cls: type[R], record: object, **computed: Any) -> R:
+    """A table row from the record's same-named fields, plus computed columns."""
+    columns = cls.__table__.columns.keys()  # type: ignore[attr-defined]
+    values = {c: getattr(record, c) for c in columns if c not in computed and hasattr(record, c)}
+    return cls(**values, **computed)
+
+
 def _stored_time(value: datetime) -> datetime:
     # Always UTC: SQLite keeps the UTC wall time as text, PostgreSQL a real timestamptz.
     return _utc(value)
 
 
 def _image_row(record: ImageRecord) -> ImageRow:
-    return ImageRow(
-        id=record.id,
-        format=record.format,
-        content_type=record.content_type,
-        width=record.width,
-        height=record.height,
-        frames=record.frames,
-        bytes=record.bytes,
-        filename=record.filename,
-        original_path=record.original_path,
-        fields=dict(record.fields),
-        created_at=_stored_time(record.created_at),
+    return _row(
+        ImageRow, record, fields=dict(record.fields), created_at=_stored_time(record.created_at)
     )
 
 
 def _rendition_row(image_id: str, r: RenditionRecord) -> RenditionRow:
-    return RenditionRow(
-        image_id=image_id,
-        pipeline=r.pipeline,
-        pipeline_version=r.pipeline_version,
-        path=r.path,
-        width=r.width,
-        height=r.height,
-        content_type=r.content_type,
-        bytes=r.bytes,
-    )
+    return _row(RenditionRow, r, image_id=image_id)
 
 
 def _prediction_row(image_id: str, p: PredictionRecord) -> PredictionRow:
-    top: list[dict[str, Any]] = [
-        {"label": x.label, "index": x.index, "score": x.score} for x in p.top
-    ]
-    return PredictionRow(
+    return _row(
+        PredictionRow,
+        p,
         image_id=image_id,
-        model=p.model,
-        model_version=p.model_version,
-        pipeline=p.pipeline,
-        pipeline_version=p.pipeline_version,
-        top=top,
+        top=[dataclasses.asdict(x) for x in p.top],
         top1_label=p.top[0].label if p.top else "",
         top1_score=p.top[0].score if p.top else 0.0,
         created_at=_stored_time(p.created_at),

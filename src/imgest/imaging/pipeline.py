@@ -113,19 +113,14 @@ class Pipeline:
         assert isinstance(crop, float)
         return resize_min_input(width, height, size=self.size, mode=mode, crop=crop)
 
-    def render(self, data: bytes, info: ImageInfo, *, background: RGB | None = None) -> Rendition:
-        """Decode `data` (already probed and checked) and run the steps.
-
-        `background` overrides the pipeline's for alpha compositing only. `version` does not
-        see it, so only a rendition made with the pipeline's own background may be stored
-        under that version.
-        """
+    def render(self, data: bytes, info: ImageInfo) -> Rendition:
+        """Decode `data` (already probed and checked) and run the steps."""
         width, height = info.oriented_size
         decoded = decode_exact(
             data,
             info,
             min_size=self.min_decode_size(width, height),
-            background=background or self.background,
+            background=self.background,
         )
         img = decoded.image
         for name, params in self.steps:
