@@ -105,7 +105,11 @@ from imgest.imaging.pipeline import builtin_pipelines
 from imgest.imaging.sniff import probe
 data = normalize.photo()
 pipeline = builtin_pipelines()["default"]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_kib():
+    # current (not peak) RSS: the peak so far includes start-up and would hide small growth
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+before = rss_kib()
 if sys.argv[1] == "naive":
     normalize.naive(data)
 else:
@@ -117,7 +121,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 
 
 def peak_rss_growth_mb(which: str) -> float:
-    """How much one conversion grows a fresh process's peak RSS (MB), imports excluded."""
+    """Peak RSS of a fresh process during one conversion minus its RSS just before (MB)."""
     script = _PEAK_SCRIPT.format(bench=str(ROOT / "bench"), src=str(ROOT / "src"))
     out = subprocess.run(
         [sys.executable, "-c", script, which], check=True, capture_output=True, text=True
