@@ -28,51 +28,74 @@ def free_port() -> int:
         return port
 
 
+class Server:
+    """`imgest serve` as a child process on loopback, with its own var/ and an empty TMPDIR."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmpdir = root / "tmp"
+        self.tmpdir.mkdir()
+        self.var = root / "var"
+        self.log = root / "server.log"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "TMPDIR": str(self.tmpdir),
+            "IMGEST_STORAGE_URL": str(self.var / "blobs"),
+            "IMGEST_CATALOG_URL": f"sqlite:///{self.var / 'catalog.db'}",
+            "IMGEST_PORT": str(self.port),
+        }
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "imgest.cli", "serve", "--log-level", "warning"],
+                env=env,
+                cwd=self.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"server did not become ready:\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
-    """`imgest serve` on loopback with its own var/ and an empty TMPDIR."""
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    var = tmp_path / "var"
-    port = free_port()
-    env = {
-        **os.environ,
-        "TMPDIR": str(tmpdir),
-        "IMGEST_STORAGE_URL": str(var / "blobs"),
-        "IMGEST_CATALOG_URL": f"sqlite:///{var / 'catalog.db'}",
-        "IMGEST_PORT": str(port),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgest.cli", "serve", "--log-level", "warning"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            pytest.fail(f"server did not become ready:\n{out}")
-        time.sleep(0.2)
+    """A started server: (base URL, its var/ folder, its TMPDIR)."""
+    proc = Server(tmp_path)
+    proc.start()
     try:
-        yield base, var, tmpdir
+        yield proc.base, proc.var, proc.tmpdir
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        proc.stop()
 
 
 def count_files(root: Path) -> int:
@@ -167,3 +190,63 @@ def test_big_uploads_do_not_stall_other_requests(server: tuple[str, Path, Path])
     assert len(latencies) >= 5
     print(f"healthz during big uploads: n={len(latencies)} max={max(latencies):.3f}s")
     assert max(latencies) < 0.12, latencies
+
+
+def test_kill_9_during_uploads_loses_no_acknowledged_image(tmp_path: Path, data_dir: Path) -> None:
+    """Every upload answered 2xx before a SIGKILL is there, byte-identical, after a restart."""
+    import threading
+
+    cat = Image.open(data_dir / "cat.jpg").convert("RGB")
+    srv = Server(tmp_path)
+    srv.start()
+    acked: dict[str, bytes] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def uploader(worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        with httpx.Client(timeout=30) as http:
+            n = 0
+            while not stop.is_set():
+                noisy = np.asarray(cat, dtype=np.int16) + rng.integers(-8, 9, (300, 451, 3))
+                buf = io.BytesIO()
+                Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG")
+                data = buf.getvalue()
+                try:
+                    r = http.post(
+                        f"{srv.base}/v1/images", files=[("file", (f"{worker}-{n}.jpg", data))]
+                    )
+                except httpx.TransportError:
+                    return  # the server is gone
+                n += 1
+                if r.status_code in (200, 201):
+                    with lock:
+                        acked[r.json()["images"][0]["id"]] = data
+
+    workers = [threading.Thread(target=uploader, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.kill()
+    stop.set()
+    for w in workers:
+        w.join()
+    assert len(acked) >= 20
+
+    srv.start()
+    try:
+        with httpx.Client(timeout=30) as http:
+            for image_id, data in acked.items():
+                r = http.get(f"{srv.base}/v1/images/{image_id}/original")
+                assert r.status_code == 200, image_id
+                assert r.content == data
+            # and no catalog row points at a missing blob
+            listed = http.get(f"{srv.base}/v1/images", params={"limit": 500}).json()["items"]
+            assert {i["id"] for i in listed} >= set(acked)
+            for item in listed:
+                for rendition in item["renditions"].values():
+                    assert http.get(f"{srv.base}{rendition['url']}").status_code == 200
+    finally:
+        srv.stop()

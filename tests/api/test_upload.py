@@ -328,3 +328,21 @@ def test_orientations_give_the_same_top1(
         assert (img["width"], img["height"]) == ((451, 300) if k < 5 else (300, 451))
         top1.add(img["predictions"][0]["top"][0]["label"])
     assert len(top1) == 1, top1
+
+
+def test_tags_are_split_deduplicated_and_checked(client: TestClient, data_dir: Path) -> None:
+    cat = (data_dir / "cat.jpg").read_bytes()
+    r = client.post(
+        "/v1/images",
+        files=[("file", ("cat.jpg", cat, "image/jpeg"))],
+        data={"tag": ["a, b", "b", " c ,,"], "tags": "d", "note": ["x", "y"]},
+    )
+    assert r.status_code == 201, r.text
+    img = r.json()["images"][0]
+    assert img["tags"] == ["a", "b", "c", "d"]
+    assert img["fields"] == {"note": ["x", "y"]}
+    for bad in ("t" * 101, "bell\x07"):
+        r = client.post(
+            "/v1/images", files=[("file", ("cat.jpg", cat, "image/jpeg"))], data={"tag": bad}
+        )
+        problem(r, 422, "invalid_parameter")

@@ -59,6 +59,8 @@ def split_fields(
                     continue
                 if len(tag) > MAX_TAG_LENGTH:
                     raise InvalidParameter(f"A tag is longer than {MAX_TAG_LENGTH} characters.")
+                if not tag.isprintable():
+                    raise InvalidParameter("A tag contains control characters.")
                 if tag not in tags:
                     tags.append(tag)
             continue
