@@ -1,0 +1,49 @@
+"""The `imgest` command: thin over the library, clear about bad configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+from typer.testing import CliRunner
+
+from imgest import __version__
+from imgest.cli import app
+from imgest.docs import settings_reference
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["version"])
+    assert result.exit_code == 0 and result.stdout.strip() == __version__
+
+
+def test_config_prints_effective_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGEST_MAX_FILES", "9")
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["max_files"] == 9
+
+
+def test_config_reference_is_the_doc() -> None:
+    result = runner.invoke(app, ["config", "--reference"])
+    assert result.exit_code == 0 and result.stdout == settings_reference()
+
+
+def test_bad_setting_exits_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGEST_PORT", "eighty")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "IMGEST_PORT" in result.stderr
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'catalog.db'}"
+    result = runner.invoke(app, ["migrate", "--catalog", url])
+    assert result.exit_code == 0, result.output
+    engine = create_engine(url)
+    assert "images" in inspect(engine).get_table_names()
+    engine.dispose()
