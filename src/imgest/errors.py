@@ -124,7 +124,8 @@ class UnsupportedMediaType(ClientError):
     code = "unsupported_media_type"
     title = "Unsupported image format"
     default_detail = (
-        "The file is not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, BMP)."
+        "The file is not an image in a supported format "
+        "(JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC/HEIF, AVIF)."
     )
 
 

@@ -122,6 +122,12 @@ def test_same_file_twice_in_one_request(client: TestClient, data_dir: Path) -> N
         "cat-cmyk.jpg",
         "cat-progressive.jpg",
         "cat-prophoto.jpg",
+        "cat.heic",
+        "cat-rotated.heic",
+        "cat-alpha.heic",
+        "cat-grid.heic",
+        "cat.avif",
+        "cat-rotated.avif",
     ],
 )
 def test_every_supported_kind_gives_a_224_rendition(

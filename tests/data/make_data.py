@@ -13,6 +13,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageCms, ImageDraw, ImageOps
 
 HERE = Path(__file__).resolve().parent
@@ -72,6 +73,46 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
         + _png_chunk(b"IDAT", rows)
         + _png_chunk(b"IEND", b"")
     )
+
+
+def mp4_header() -> bytes:
+    """The start of an MP4 video: ftyp (isom, mp42) and an empty moov and mdat."""
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(body)) + kind + body
+
+    ftyp = box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2avc1mp41mp42")
+    mvhd = box(b"mvhd", bytes(4) + bytes(8) + struct.pack(">II", 1000, 0) + bytes(80))
+    return ftyp + box(b"moov", mvhd) + box(b"mdat", b"")
+
+
+def forge_ispe(heif: bytes, width: int, height: int) -> bytes:
+    """`heif` with its only `ispe` property claiming width x height."""
+    at = heif.index(b"ispe")
+    assert heif.find(b"ispe", at + 4) < 0, "more than one ispe"
+    body = at + 4 + 4  # after the type and the FullBox version and flags
+    return heif[:body] + struct.pack(">II", width, height) + heif[body + 8 :]
+
+
+def heif_files(cat: Image.Image, small: Image.Image, rgba: Image.Image) -> None:
+    """HEIC with pillow-heif (libheif + x265), AVIF with Pillow's own plugin (libavif + aom)."""
+    pillow_heif.register_heif_opener()
+    small.save(HERE / "cat.heic", "HEIF", quality=80)
+    small.save(HERE / "cat.avif", "AVIF", quality=80)
+    # Stored turned a quarter, shown upright by `irot` (libheif writes it from the EXIF
+    # orientation, and keeps Orientation = 6 in the EXIF, as an iPhone portrait photo has).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = small.transpose(Image.Transpose.ROTATE_90)
+    stored.save(HERE / "cat-rotated.heic", "HEIF", quality=80, exif=exif.tobytes())
+    stored.save(HERE / "cat-rotated.avif", "AVIF", quality=80, exif=exif.tobytes())
+    rgba.save(HERE / "cat-alpha.heic", "HEIF", quality=80)
+    # The full cat in 128 px tiles: a grid image, as every iPhone photo is (in 512 px tiles).
+    cat.save(HERE / "cat-grid.heic", "HEIF", quality=60, tile_size=128)
+    heic = (HERE / "cat.heic").read_bytes()
+    (HERE / "cat-truncated.heic").write_bytes(heic[: len(heic) // 2])
+    (HERE / "cat-huge.heic").write_bytes(forge_ispe(heic, 100_000, 100_000))
+    (HERE / "mp4-named.heic").write_bytes(mp4_header())
 
 
 def derived() -> None:
@@ -139,6 +180,8 @@ def derived() -> None:
     (HERE / "cat-truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     png = (HERE / "cat.png").read_bytes()
     (HERE / "cat-truncated.png").write_bytes(png[: len(png) // 2])
+
+    heif_files(cat, small, rgba)
 
     (HERE / "bomb.png").write_bytes(bomb_png())
     (HERE / "not-image.txt").write_text("This is a plain text file, not an image.\n")

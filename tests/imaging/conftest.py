@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Registers pillow-heif's plugin, which the HEIF tests also use to encode (oriented_jpeg(k,
+# img, "HEIF") writes `irot`/`imir`, as Pillow's AVIF encoder does for "AVIF").
+import imgest.imaging.decode  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def small_cat(data_dir: Path) -> Image.Image:

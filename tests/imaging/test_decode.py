@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,10 @@ SAME_AS_SMALL_CAT = {
     "cat.webp": 4.0,
     "cat-cmyk.jpg": 4.0,
     "cat-prophoto.jpg": 3.0,
+    "cat.heic": 1.5,
+    "cat.avif": 2.5,
+    "cat-rotated.heic": 1.5,  # irot and EXIF Orientation 6: turned once, by irot
+    "cat-rotated.avif": 2.5,
 }
 
 
@@ -231,7 +236,7 @@ def test_min_size_larger_than_the_image_keeps_it(read: Callable[[str], bytes]) -
     assert decode(data, probe(data), min_size=(5000, 5000)).size == (451, 300)
 
 
-@pytest.mark.parametrize("name", ["cat-truncated.jpg", "cat-truncated.png"])
+@pytest.mark.parametrize("name", ["cat-truncated.jpg", "cat-truncated.png", "cat-truncated.heic"])
 def test_truncated_files(name: str, read: Callable[[str], bytes]) -> None:
     data = read(name)
     with pytest.raises(ImageTruncated):
@@ -311,6 +316,11 @@ FUZZ_FILES = [
     "cat-animated.gif",
     "cat.tiff",
     "cat.bmp",
+    "cat.heic",
+    "cat-grid.heic",
+    "cat-alpha.heic",
+    "cat.avif",
+    "cat-rotated.avif",
 ]
 
 
@@ -353,3 +363,112 @@ def test_small_reductions_decode_at_full_size(read: Callable[[str], bytes]) -> N
     data = read("cat.jpg")
     assert decode(data, probe(data), min_size=(385, 256)).size == (451, 300)
     assert decode(data, probe(data), min_size=(225, 150)).size == (226, 150)
+
+
+# --- HEIF / AVIF ---------------------------------------------------------------------------
+
+
+def test_heif_and_avif_have_their_own_plugins(read: Callable[[str], bytes]) -> None:
+    # pillow-heif is registered for HEIF only; AVIF stays with Pillow's libavif plugin.
+    with Image.open(io.BytesIO(read("cat.heic"))) as im:
+        assert im.format == "HEIF"
+    with Image.open(io.BytesIO(read("cat.avif"))) as im:
+        assert im.format == "AVIF" and type(im).__module__ == "PIL.AvifImagePlugin"
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+@pytest.mark.parametrize("k", range(1, 9))
+def test_irot_imir_are_applied_once(
+    fmt: str, k: int, oriented_jpeg: Callable[..., bytes], small_cat: Image.Image, diff: Diff
+) -> None:
+    data = oriented_jpeg(k, small_cat, fmt)
+    img = full(data)
+    assert img.size == small_cat.size
+    assert diff(img, small_cat) < 4.0
+    # Wrongly turned or mirrored, the cat is far off.
+    assert diff(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), small_cat) > 15.0
+
+
+@pytest.mark.parametrize("name", ["cat-rotated.heic", "cat-rotated.avif"])
+def test_min_size_of_a_rotated_heif_is_upright(name: str, read: Callable[[str], bytes]) -> None:
+    data = read(name)
+    decoded = decode_module.decode_exact(data, probe(data), min_size=(100, 70))
+    assert decoded.image.size == (113, 75)  # reduced by 2 from 225x150, upright
+    x0, y0, x1, y1 = decoded.content
+    # The half pixel is on the right when libheif turned it first, else where irot put it.
+    assert (x1 - x0, y1 - y0) == pytest.approx((112.5, 75.0))
+
+
+@pytest.mark.parametrize("background", [(255, 255, 255), (0, 0, 255)])
+def test_heif_alpha_is_composited(
+    background: tuple[int, int, int], read: Callable[[str], bytes], small_cat: Image.Image
+) -> None:
+    img = full(read("cat-alpha.heic"), background=background)
+    assert img.mode == "RGB"
+    # Lossy alpha: near the background in the transparent corner, the cat in the middle.
+    assert np.abs(np.asarray(img)[2, 2].astype(int) - background).max() <= 8
+    centre = np.asarray(img)[40, 112].astype(int)
+    assert np.abs(centre - np.asarray(small_cat)[40, 112]).max() < 30
+    band = np.asarray(img)[75, 112].astype(int)  # half transparent: between the two
+    assert np.abs(band - np.array(background)).max() > 20
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heif_icc_profile_is_converted_to_srgb(
+    fmt: str, read: Callable[[str], bytes], small_cat: Image.Image, encode: Any, diff: Diff
+) -> None:
+    # A wide-gamut profile, as iPhones embed Display P3: the pixels need converting.
+    from PIL import ImageCms
+
+    icc = read("ProPhotoRGB.icc")
+    prophoto = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    converted = ImageCms.profileToProfile(
+        small_cat, ImageCms.createProfile("sRGB"), prophoto, outputMode="RGB"
+    )
+    assert isinstance(converted, Image.Image)
+    data = encode(converted, fmt, quality=90, icc_profile=icc)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.info["icc_profile"] == icc
+        ignored = im.convert("RGB")
+    managed = full(data)
+    assert diff(ignored, small_cat) > 10.0
+    assert diff(managed, small_cat) < diff(ignored, small_cat) / 4
+
+
+def test_ten_bit_heif_becomes_eight_bit(small_cat: Image.Image, diff: Diff) -> None:
+    import pillow_heif
+
+    wide = np.asarray(small_cat, dtype=np.uint16) * 257  # full 16-bit range
+    heif = pillow_heif.from_bytes("RGB;16", small_cat.size, wide.astype("<u2").tobytes())
+    out = io.BytesIO()
+    heif.save(out, quality=90)
+    data = out.getvalue()
+    assert (
+        pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False).info["bit_depth"] == 10
+    )
+    img = full(data)
+    assert img.mode == "RGB" and diff(img, small_cat) < 2.0
+
+
+def test_heif_size_disagreeing_with_the_header_is_corrupt(read: Callable[[str], bytes]) -> None:
+    data = read("cat.heic")
+    with pytest.raises(ImageCorrupt):
+        decode(data, ImageInfo("heif", "image/heic", 224, 150, 1), min_size=None)
+
+
+def test_heif_grid_larger_than_its_ispe_is_corrupt(read: Callable[[str], bytes]) -> None:
+    # libheif reports the ispe size, decodes the grid's, and then refuses the difference.
+    data = read("cat-grid.heic")
+    idat = data.index(b"idat") + 4
+    forged = data[: idat + 4] + struct.pack(">HH", 452, 300) + data[idat + 8 :]
+    with pytest.raises(ImageCorrupt):
+        decode(forged, probe(forged), min_size=None)
+
+
+def test_libheif_security_limit_becomes_too_many_pixels(read: Callable[[str], bytes]) -> None:
+    # Past probe and limits (which would refuse it), libheif's own ceiling still holds.
+    data = read("cat-grid.heic")
+    idat = data.index(b"idat") + 4
+    forged = data[: idat + 4] + struct.pack(">HH", 60_000, 60_000) + data[idat + 8 :]
+    with pytest.raises(ImageTooManyPixels):
+        decode(forged, ImageInfo("heif", "image/heic", 451, 300, 1), min_size=None)

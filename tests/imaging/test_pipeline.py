@@ -16,6 +16,7 @@ from imgest.imaging import decode as decode_module
 from imgest.imaging.limits import ImageLimits, check
 from imgest.imaging.pipeline import Pipeline, Rendition, builtin_pipelines
 from imgest.imaging.sniff import probe
+from imgest.scoring.model import Model
 
 Diff = Callable[[Image.Image, Image.Image], float]
 
@@ -236,6 +237,12 @@ def test_background_fills_transparency(read: Callable[[str], bytes]) -> None:
         "cat-animated.gif",
         "cat.tiff",
         "cat.bmp",
+        "cat.heic",
+        "cat-rotated.heic",
+        "cat-alpha.heic",
+        "cat-grid.heic",
+        "cat.avif",
+        "cat-rotated.avif",
     ],
 )
 def test_every_sample_renders(name: str, read: Callable[[str], bytes]) -> None:
@@ -253,9 +260,37 @@ def test_every_sample_renders(name: str, read: Callable[[str], bytes]) -> None:
         "not-image.txt",
         "svg-named.jpg",
         "pdf-named.png",
+        "cat-truncated.heic",
+        "cat-huge.heic",
+        "mp4-named.heic",
     ],
 )
 def test_bad_samples_fail_with_imgest_errors(name: str, read: Callable[[str], bytes]) -> None:
     with pytest.raises(ImgestError) as caught:
         service_flow(read(name), builtin_pipelines()["default"])
     assert 400 <= caught.value.status < 500
+
+
+@pytest.mark.parametrize(
+    "name", ["cat.heic", "cat-rotated.heic", "cat-grid.heic", "cat.avif", "cat-rotated.avif"]
+)
+def test_heif_renders_upright_like_the_png(
+    name: str, read: Callable[[str], bytes], diff: Diff
+) -> None:
+    pipeline = builtin_pipelines()["default"]
+    reference = service_flow(read("cat.png" if "grid" not in name else "cat.jpg"), pipeline)
+    rendition = service_flow(read(name), pipeline)
+    assert rendition.image.size == (224, 224)
+    assert diff(rendition.image, reference.image) < 4.0
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return Model.bundled(threads=1)
+
+
+@pytest.mark.parametrize("name", ["cat.heic", "cat.avif", "cat-rotated.heic"])
+def test_heif_top1_is_a_cat(name: str, read: Callable[[str], bytes], model: Model) -> None:
+    pixels = service_flow(read(name), builtin_pipelines()["default"]).pixels()
+    top = model.top_k(model.predict(model.preprocess(pixels)[None])[0], 5)
+    assert top[0].index in range(281, 286), top  # ImageNet's five cat classes

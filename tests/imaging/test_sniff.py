@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from imgest.errors import EmptyFile, ImageCorrupt, ImageTruncated, UnsupportedMediaType
+from imgest.errors import (
+    EmptyFile,
+    ImageCorrupt,
+    ImageTooManyPixels,
+    ImageTruncated,
+    UnsupportedMediaType,
+)
 from imgest.imaging import sniff as sniff_module
+from imgest.imaging.limits import ImageLimits, check
 from imgest.imaging.sniff import ImageInfo, probe, sniff
 
 FILES = {
@@ -31,6 +39,15 @@ FILES = {
     "cat.tiff": ("tiff", "image/tiff", 225, 150, 1),
     "cat.bmp": ("bmp", "image/bmp", 225, 150, 1),
     "bomb.png": ("png", "image/png", 100_000, 100_000, 1),
+    "cat.avif": ("avif", "image/avif", 225, 150, 1),
+    "cat-grid.heic": ("heif", "image/heic", 451, 300, 1),
+}
+# HEIF made by libheif for an odd width: coded 226 px wide, cropped to 225 by `clap`.
+HEIF_FILES = {
+    "cat.heic": ("heif", "image/heic", 225, 150, 1, 1),
+    "cat-alpha.heic": ("heif", "image/heic", 225, 150, 1, 1),
+    "cat-rotated.heic": ("heif", "image/heic", 150, 225, 1, 6),
+    "cat-rotated.avif": ("avif", "image/avif", 150, 225, 1, 6),
 }
 NOT_IMAGES = {
     "text": b"hello, this is text\n",
@@ -41,6 +58,10 @@ NOT_IMAGES = {
     "bm-text": b"BMW is a car maker, not a bitmap header at all.",
     "riff-wav": b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 24,
     "ico": b"\x00\x00\x01\x00\x01\x00\x10\x10" + b"\x00" * 40,
+    "mp4": b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 40,
+    "mov": b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  " + b"\x00" * 40,
+    "cr3": b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom" + b"\x00" * 40,
+    "ftyp-too-short": b"\x00\x00\x00\x08ftypheic" + b"\x00" * 40,
 }
 
 
@@ -71,11 +92,13 @@ def test_probe_never_decodes_pixels(
         raise AssertionError("probe must not open the image with Pillow")
 
     monkeypatch.setattr(Image, "open", refuse)
-    for name in FILES:
+    for name in [*FILES, *HEIF_FILES]:
         probe(read(name))
 
 
-@pytest.mark.parametrize("name", ["not-image.txt", "svg-named.jpg", "pdf-named.png"])
+@pytest.mark.parametrize(
+    "name", ["not-image.txt", "svg-named.jpg", "pdf-named.png", "mp4-named.heic"]
+)
 def test_files_named_like_images_are_not_images(name: str, read: Callable[[str], bytes]) -> None:
     data = read(name)
     assert sniff(data) is None
@@ -106,6 +129,11 @@ def test_empty_file() -> None:
         ("cat.webp", 14),
         ("cat.tiff", 6),
         ("cat.bmp", 20),
+        ("cat.heic", 12),
+        ("cat.heic", 100),
+        ("cat.heic", 400),
+        ("cat.avif", 200),
+        ("cat-grid.heic", 700),
     ],
 )
 def test_header_cut_short_is_truncated(name: str, keep: int, read: Callable[[str], bytes]) -> None:
@@ -158,7 +186,7 @@ def test_invalid_orientation_reads_as_1(small_cat: Image.Image, encode: Any) -> 
 
 @pytest.mark.parametrize(
     ("fmt", "kwargs"),
-    [("PNG", {}), ("WEBP", {"lossless": True}), ("GIF", {}), ("TIFF", {})],
+    [("PNG", {}), ("WEBP", {"lossless": True}), ("GIF", {}), ("TIFF", {}), ("AVIF", {})],
 )
 def test_probe_counts_frames(
     fmt: str, kwargs: dict[str, Any], small_cat: Image.Image, encode: Any
@@ -176,5 +204,319 @@ def test_probe_is_cheap_on_big_headers() -> None:
     assert (info.width, info.height) == (65535, 65535)
 
 
-def test_formats_and_mimes_cover_the_six() -> None:
-    assert set(sniff_module.MIME_TYPES) == {"jpeg", "png", "webp", "gif", "tiff", "bmp"}
+def test_formats_and_mimes_cover_the_eight() -> None:
+    assert set(sniff_module.MIME_TYPES) == {
+        "jpeg",
+        "png",
+        "webp",
+        "gif",
+        "tiff",
+        "bmp",
+        "heif",
+        "avif",
+    }
+
+
+# --- HEIF / AVIF ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(HEIF_FILES))
+def test_probe_reads_heif_and_avif(name: str, read: Callable[[str], bytes]) -> None:
+    fmt, mime, width, height, frames, orientation = HEIF_FILES[name]
+    info = probe(read(name))
+    assert sniff(read(name)) == fmt
+    assert (info.format, info.mime, info.width, info.height) == (fmt, mime, width, height)
+    assert (info.frames, info.orientation) == (frames, orientation)
+    assert info.oriented_size == (225, 150)
+
+
+def test_clap_crop_is_the_size_and_the_coded_canvas_is_counted(
+    read: Callable[[str], bytes],
+) -> None:
+    info = probe(read("cat.heic"))
+    assert (info.width, info.height) == (225, 150)
+    assert info.canvas_pixels == 226 * 150 and info.pixels == 226 * 150
+
+
+@pytest.mark.parametrize("name", sorted(HEIF_FILES))
+def test_heif_upright_size_agrees_with_the_decoders(
+    name: str, read: Callable[[str], bytes]
+) -> None:
+    # libheif turns the picture itself; Pillow's AVIF plugin reports the stored size.
+    info = probe(read(name))
+    with Image.open(io.BytesIO(read(name))) as im:
+        expected = info.oriented_size if info.format == "heif" else (info.width, info.height)
+        assert im.size == expected
+        assert getattr(im, "n_frames", 1) == info.frames
+
+
+def test_heif_exif_orientation_is_not_read(read: Callable[[str], bytes]) -> None:
+    # cat-rotated.heic carries irot and, like iPhone photos, EXIF Orientation = 6 too.
+    data = read("cat-rotated.heic")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.info["original_orientation"] == 6
+    info = probe(data)
+    assert info.orientation == 6  # once, from irot: the pair would make 3 (upside down)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+@pytest.mark.parametrize("k", range(1, 9))
+def test_irot_imir_read_as_the_orientation_the_encoder_was_given(
+    fmt: str, k: int, oriented_jpeg: Callable[..., bytes], small_cat: Image.Image
+) -> None:
+    # libheif and libavif each turn EXIF orientation k into irot/imir; reading them back must
+    # give k, which also pins the imir axis convention the two libraries share.
+    info = probe(oriented_jpeg(k, small_cat, fmt))
+    assert info.orientation == k
+    assert info.oriented_size == (225, 150)
+
+
+@pytest.mark.parametrize(
+    ("brands", "fmt", "mime"),
+    [
+        ([b"heic", b"mif1", b"heic"], "heif", "image/heic"),
+        ([b"mif1", b"mif1", b"heic"], "heif", "image/heic"),
+        ([b"heix", b"mif1"], "heif", "image/heic"),
+        ([b"msf1", b"msf1", b"hevc"], "heif", "image/heic"),
+        ([b"mif1", b"mif1", b"miaf"], "heif", "image/heif"),
+        ([b"avif", b"mif1", b"miaf", b"MA1B"], "avif", "image/avif"),
+        ([b"avis", b"avis", b"msf1"], "avif", "image/avif"),
+        ([b"mif1", b"mif1", b"avif"], "avif", "image/avif"),
+        ([b"isom", b"isom", b"mp42"], None, None),
+        ([b"mp41", b"mp41", b"isom"], None, None),
+        ([b"M4A ", b"M4A ", b"mp42"], None, None),
+    ],
+)
+def test_sniff_reads_the_ftyp_brands(
+    brands: list[bytes], fmt: str | None, mime: str | None
+) -> None:
+    data = heif_file([ispe(64, 48)], brands=brands)
+    assert sniff(data) == fmt
+    if fmt is None:
+        with pytest.raises(UnsupportedMediaType):
+            probe(data)
+    else:
+        assert probe(data).mime == mime
+
+
+def test_mp4_video_is_unsupported(read: Callable[[str], bytes]) -> None:
+    data = read("mp4-named.heic")
+    assert data[4:12] == b"ftypisom"
+    assert sniff(data) is None
+    with pytest.raises(UnsupportedMediaType):
+        probe(data)
+
+
+def test_forged_huge_ispe_is_refused_before_decoding(read: Callable[[str], bytes]) -> None:
+    info = probe(read("cat-huge.heic"))
+    # The clap crop still says 225x150: the coded canvas is what the decoder would allocate.
+    assert (info.width, info.height) == (225, 150)
+    assert info.pixels == 100_000 * 100_000
+    with pytest.raises(ImageTooManyPixels):
+        check(info, ImageLimits())
+
+
+def test_forged_grid_sizes_are_refused(read: Callable[[str], bytes]) -> None:
+    data = read("cat-grid.heic")
+    # The grid item's own ispe: the size every reader reports.
+    at = data.index(struct.pack(">II", 451, 300))
+    forged = data[:at] + struct.pack(">II", 100_000, 100_000) + data[at + 8 :]
+    assert (probe(forged).width, probe(forged).height) == (100_000, 100_000)
+    with pytest.raises(ImageTooManyPixels):
+        check(probe(forged), ImageLimits())
+    # The grid descriptor (in idat) is what libheif allocates: it counts even if ispe is small.
+    idat = data.index(b"idat") + 4
+    assert data[idat + 4 : idat + 8] == struct.pack(">HH", 451, 300)
+    big = data[: idat + 4] + struct.pack(">HH", 60_000, 60_000) + data[idat + 8 :]
+    info = probe(big)
+    assert (info.width, info.height) == (451, 300) and info.pixels == 60_000 * 60_000
+    with pytest.raises(ImageTooManyPixels):
+        check(info, ImageLimits())
+
+
+def test_truncated_heif_is_found_from_the_item_locations(read: Callable[[str], bytes]) -> None:
+    data = read("cat-truncated.heic")
+    assert len(data) > 1000  # meta whole; the coded picture cut in half
+    with pytest.raises(ImageTruncated):
+        probe(data)
+    whole = read("cat.avif")
+    with pytest.raises(ImageTruncated):
+        probe(whole[:-1])
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.05, 0.1, 0.2, 0.5, 0.9, 0.999])
+def test_every_cut_of_a_heif_is_truncated(fraction: float, read: Callable[[str], bytes]) -> None:
+    for name in ("cat.heic", "cat-grid.heic", "cat.avif"):
+        data = read(name)
+        with pytest.raises(ImageTruncated):
+            probe(data[: int(len(data) * fraction)])
+
+
+# Hand-built ISOBMFF for the parser's edge cases.
+
+
+def box(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def full_box(kind: bytes, body: bytes, version: int = 0, flags: int = 0) -> bytes:
+    return box(kind, bytes([version]) + flags.to_bytes(3, "big") + body)
+
+
+def ispe(width: int, height: int) -> bytes:
+    return full_box(b"ispe", struct.pack(">II", width, height))
+
+
+def irot(angle: int) -> bytes:
+    return box(b"irot", bytes([angle]))
+
+
+def imir(axis: int) -> bytes:
+    return box(b"imir", bytes([axis]))
+
+
+def clap(width: int, height: int) -> bytes:
+    return box(b"clap", struct.pack(">IIIIiIiI", width, 1, height, 1, 0, 1, 0, 1))
+
+
+def heif_file(
+    props: list[bytes],
+    assoc: dict[int, list[int]] | None = None,
+    *,
+    brands: list[bytes] | None = None,
+    primary: int = 1,
+    handler: bytes = b"pict",
+    meta_extra: bytes = b"",
+    iprp_extra: bytes = b"",
+    after: bytes = b"",
+) -> bytes:
+    """ftyp + meta (hdlr, pitm, iprp) + `after`; `assoc` maps items to 1-based properties."""
+    brands = brands or [b"heic", b"mif1", b"heic"]
+    assoc = {1: list(range(1, len(props) + 1))} if assoc is None else assoc
+    ipma = struct.pack(">I", len(assoc)) + b"".join(
+        struct.pack(">HB", item, len(indices)) + bytes(indices) for item, indices in assoc.items()
+    )
+    meta = full_box(
+        b"meta",
+        full_box(b"hdlr", bytes(4) + handler + bytes(13))
+        + full_box(b"pitm", struct.pack(">H", primary))
+        + box(b"iprp", box(b"ipco", b"".join(props)) + full_box(b"ipma", ipma) + iprp_extra)
+        + meta_extra,
+    )
+    ftyp = box(b"ftyp", brands[0] + bytes(4) + b"".join(brands[1:]))
+    return ftyp + meta + after
+
+
+@pytest.mark.parametrize(
+    ("props", "orientation", "size"),
+    [
+        ([ispe(64, 48)], 1, (64, 48)),
+        ([ispe(64, 48), irot(1)], 8, (64, 48)),
+        ([ispe(64, 48), irot(2)], 3, (64, 48)),
+        ([ispe(64, 48), irot(3)], 6, (64, 48)),
+        ([ispe(64, 48), imir(0)], 4, (64, 48)),
+        ([ispe(64, 48), imir(1)], 2, (64, 48)),
+        ([ispe(64, 48), irot(1), imir(0)], 5, (64, 48)),  # MIAF order: rotate, then mirror
+        ([ispe(64, 48), irot(3), imir(1)], 5, (64, 48)),
+        ([ispe(64, 48), imir(0), irot(1)], 7, (64, 48)),  # the other order is another result
+        ([ispe(64, 48), clap(60, 40)], 1, (60, 40)),
+        ([ispe(64, 48), clap(60, 40), irot(1)], 8, (60, 40)),
+    ],
+)
+def test_transform_properties_apply_in_association_order(
+    props: list[bytes], orientation: int, size: tuple[int, int]
+) -> None:
+    info = probe(heif_file(props))
+    assert info.orientation == orientation
+    assert (info.width, info.height) == size
+    assert info.canvas_pixels == (64 * 48 if size != (64, 48) else 0)
+
+
+def test_avif_clap_is_not_applied() -> None:
+    # Pillow's AVIF plugin (libavif) delivers the uncropped picture, so probe must say so.
+    data = heif_file([ispe(64, 48), clap(60, 40)], brands=[b"avif", b"mif1"])
+    assert (probe(data).width, probe(data).height) == (64, 48)
+
+
+def test_unresolved_association_assumes_the_largest_ispe() -> None:
+    props = [ispe(64, 48), ispe(4000, 3000), ispe(500, 500), irot(1)]
+    for assoc in ({2: [1, 4]}, {1: [9, 10]}, {}):
+        info = probe(heif_file(props, assoc))
+        assert (info.width, info.height, info.orientation) == (4000, 3000, 1)
+    info = probe(heif_file(props, {1: [1, 4]}))
+    assert (info.width, info.height, info.orientation) == (64, 48, 8)
+
+
+def test_heif_without_a_size_or_meta_is_corrupt() -> None:
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([irot(1)]))
+    with pytest.raises(ImageCorrupt):
+        probe(box(b"ftyp", b"heic" + bytes(4) + b"mif1") + box(b"mdat", bytes(100)))
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([ispe(64, 48)], handler=b"mdir"))
+
+
+def test_zero_size_boxes_end_at_their_parent() -> None:
+    zero = struct.pack(">I4s", 0, b"free")
+    # Last in meta: runs to the end of meta. Last in the file: to the end of the file.
+    assert probe(heif_file([ispe(64, 48)], meta_extra=zero)).width == 64
+    assert probe(heif_file([ispe(64, 48)], after=zero + bytes(1000))).width == 64
+    # A zero-size box before meta swallows it: no image items.
+    ftyp = box(b"ftyp", b"heic" + bytes(4))
+    with pytest.raises(ImageCorrupt):
+        probe(ftyp + zero + heif_file([ispe(64, 48)])[len(ftyp) :])
+
+
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_box_smaller_than_its_header_is_corrupt(size: int) -> None:
+    bad = struct.pack(">I4s", size, b"free") + bytes(16)
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([ispe(64, 48)], meta_extra=bad))
+
+
+def test_box_running_past_its_parent_is_corrupt_and_past_the_file_truncated() -> None:
+    past = struct.pack(">I4s", 4000, b"free")
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([ispe(64, 48)], meta_extra=past, after=box(b"mdat", bytes(5000))))
+    with pytest.raises(ImageTruncated):  # meta is last: the file may just be cut short
+        probe(heif_file([ispe(64, 48)], meta_extra=past))
+    huge = struct.pack(">I4sQ", 1, b"mdat", 2**63)
+    ftyp = box(b"ftyp", b"heic" + bytes(4))
+    with pytest.raises(ImageTruncated):
+        probe(ftyp + huge + bytes(100))
+
+
+def test_many_boxes_are_refused_quickly() -> None:
+    start = time.perf_counter()
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([ispe(64, 48)], meta_extra=box(b"free") * 20_000))
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([ispe(64, 48)] * 20_000, {1: [1]}))
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("where", "table"),
+    [
+        ("iprp", full_box(b"ipma", struct.pack(">I", 0xFFFFFFFF) + bytes(20))),
+        ("iprp", full_box(b"ipma", struct.pack(">IHB", 1, 1, 200) + bytes(20))),
+        ("meta", full_box(b"iloc", bytes([0x44, 0x40]) + struct.pack(">H", 0xFFFF) + bytes(20))),
+        (
+            "meta",
+            full_box(b"iloc", bytes([0x44, 0x40]) + struct.pack(">HHHIH", 1, 1, 0, 0, 0xFFFF)),
+        ),
+        ("meta", full_box(b"iloc", bytes([0x33, 0x00]) + struct.pack(">H", 1) + bytes(20))),
+        ("meta", full_box(b"iinf", struct.pack(">H", 0xFFFF))),
+    ],
+)
+def test_entry_counts_larger_than_their_box_are_corrupt(where: str, table: bytes) -> None:
+    extra = {"meta_extra": table} if where == "meta" else {"iprp_extra": table}
+    with pytest.raises(ImageCorrupt):
+        probe(heif_file([ispe(64, 48)], **extra))
+
+
+def test_item_data_past_the_end_is_truncated() -> None:
+    # iloc version 0, 4-byte offsets and lengths: item 1 at offset 10000, 500 bytes.
+    iloc = full_box(b"iloc", bytes([0x44, 0x00]) + struct.pack(">HHHHII", 1, 1, 0, 1, 10_000, 500))
+    with pytest.raises(ImageTruncated):
+        probe(heif_file([ispe(64, 48)], meta_extra=iloc))

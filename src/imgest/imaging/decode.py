@@ -2,7 +2,8 @@
 
 JPEGs are decoded at a reduced DCT scale (simplejpeg, or Pillow's draft for CMYK/YCCK) so a
 12 MP photo never exists at full size when a 224 px rendition is all that is wanted; other
-formats are decoded whole and box-reduced by an integer factor right away.
+formats are decoded whole and box-reduced by an integer factor right away. HEIF (HEVC, through
+pillow-heif's libheif) and AVIF (AV1, Pillow's own plugin) have no reduced decode either.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import io
 import math
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
+import pillow_heif
 import simplejpeg
-from PIL import Image, ImageCms
+from PIL import AvifImagePlugin, Image, ImageCms
 
 from imgest.errors import ImageCorrupt, ImageTooManyPixels, ImageTruncated, ImgestError
 from imgest.imaging.sniff import SWAPS_AXES, ImageInfo, jpeg_segments
@@ -32,7 +34,22 @@ _PILLOW_FORMATS = {
     "gif": "GIF",
     "tiff": "TIFF",
     "bmp": "BMP",
+    "heif": "HEIF",  # pillow-heif's plugin, registered below for HEIF only
+    "avif": "AVIF",  # Pillow's own plugin (libavif)
 }
+# libheif applies `clap`, `irot` and `imir` while decoding, so it delivers the upright picture;
+# Pillow's AVIF plugin leaves the transforms to us, like EXIF orientation.
+_DECODER_ORIENTS = frozenset({"heif"})
+
+# pillow-heif 1.x decodes HEVC only (its libheif has no AV1 decoder), so registering it cannot
+# take AVIF away from Pillow's plugin; each format is opened by name anyway. Embedded
+# thumbnails, depth maps and auxiliary images are never used, so they are not even read.
+# One decoder thread, as for every other format: renders already run one per core.
+pillow_heif.register_heif_opener(
+    thumbnails=False, depth_images=False, aux_images=False, decode_threads=1
+)
+AvifImagePlugin.DEFAULT_MAX_THREADS = 1
+
 # What each EXIF orientation needs to be shown upright (as in PIL.ImageOps.exif_transpose).
 _UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -54,7 +71,10 @@ _DECODER_ERRORS = (
     IndexError,
     KeyError,
     TypeError,
+    RuntimeError,  # how pillow-heif and Pillow's AVIF plugin report most decoder failures
 )
+# How the decoders word running out of data (libjpeg/Pillow; libheif).
+_TRUNCATED = ("truncated", "end of file")
 _ICC_SPACES = {"RGB": "RGB ", "L": "GRAY", "CMYK": "CMYK"}
 # Where a point (x, y) of a w x h image lands after each transpose.
 _POINT_AFTER: dict[Image.Transpose, Callable[[float, float, int, int], tuple[float, float]]] = {
@@ -103,6 +123,9 @@ def decode_exact(
     background: RGB = (255, 255, 255),
 ) -> Decoded:
     """decode(), also saying which sub-pixel region of the result is the picture."""
+    if info.format in _DECODER_ORIENTS and info.orientation != 1:
+        width, height = info.oriented_size
+        info = replace(info, width=width, height=height, orientation=1)
     pillow_max = Image.MAX_IMAGE_PIXELS
     if pillow_max is not None and info.pixels > pillow_max:
         raise ImageTooManyPixels(
@@ -138,7 +161,10 @@ def decode_exact(
             "The image needs more memory to decode than is available."
         ) from exc
     except _DECODER_ERRORS as exc:
-        if "truncated" in str(exc).lower() or isinstance(exc, EOFError):
+        message = str(exc).lower()
+        if "security limit" in message:  # libheif's own ceilings on size and memory
+            raise ImageTooManyPixels() from exc
+        if any(cut in message for cut in _TRUNCATED) or isinstance(exc, EOFError):
             raise ImageTruncated() from exc
         raise ImageCorrupt() from exc
 
@@ -160,6 +186,8 @@ def _open(data: bytes, info: ImageInfo) -> Image.Image:
 def _load_pillow(data: bytes, info: ImageInfo) -> tuple[Image.Image, bytes | None]:
     im = _open(data, info)
     im.load()  # frame 0 of animations
+    if im.size != (info.width, info.height):  # libheif may only find out while decoding
+        raise ImageCorrupt("The decoded image does not have the size its header says.")
     icc = im.info.get("icc_profile")
     return im, icc if isinstance(icc, bytes) and icc else None
 

@@ -47,9 +47,11 @@ def check(info: ImageInfo, limits: ImageLimits) -> None:
             f"{limits.max_side} pixels."
         )
     if info.pixels > limits.max_pixels:
+        # A HEIF crop (`clap`) is applied after decoding the whole canvas: that is what counts.
+        cropped = " once cropped" if info.canvas_pixels else ""
         raise ImageTooManyPixels(
-            f"The image is {info.width}x{info.height} ({info.pixels} pixels); "
-            f"the limit is {limits.max_pixels} pixels."
+            f"The image is {info.width}x{info.height}{cropped} ({info.pixels} pixels to "
+            f"decode); the limit is {limits.max_pixels} pixels."
         )
     if info.frames > limits.max_frames:
         raise ImageTooManyFrames(

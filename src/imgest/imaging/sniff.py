@@ -1,7 +1,8 @@
-"""Image format sniffing and header probing: format, dimensions, frames and EXIF orientation.
+"""Image format sniffing and header probing: format, dimensions, frames and orientation.
 
 Everything here reads headers with `struct`; no pixel is decoded and no image library is
-touched, so the size limits in `limits` run before any decoder sees the bytes.
+touched, so the size limits in `limits` run before any decoder sees the bytes. HEIF and AVIF
+are ISOBMFF containers: their size and orientation come from the item properties in `meta`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from imgest.errors import EmptyFile, ImageCorrupt, ImageTruncated, UnsupportedMediaType
+from imgest.imaging import isobmff
 
 MIME_TYPES = {
     "jpeg": "image/jpeg",
@@ -18,6 +20,8 @@ MIME_TYPES = {
     "gif": "image/gif",
     "tiff": "image/tiff",
     "bmp": "image/bmp",
+    "heif": "image/heif",  # image/heic when the brands say HEVC (see heif_mime)
+    "avif": "image/avif",
 }
 FORMATS = tuple(MIME_TYPES)
 
@@ -29,19 +33,26 @@ SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What the header says: format, stored size, frame count and EXIF orientation."""
+    """What the header says: format, stored size, frame count and orientation.
+
+    For HEIF and AVIF, `orientation` is the EXIF value equivalent to the `irot`/`imir`
+    properties (their EXIF orientation tag is never used: the container's transform wins), and
+    `width` x `height` is the stored picture after any `clap` crop the decoder applies.
+    """
 
     format: str  # one of FORMATS
     mime: str
-    width: int  # as stored, before EXIF orientation
+    width: int  # as stored, before orientation
     height: int
     frames: int  # 1 for still images
     orientation: int = 1  # EXIF orientation 1-8; 1 when absent or invalid
+    # What the decoder allocates before cropping (HEIF `clap`), when more than width x height.
+    canvas_pixels: int = 0
 
     @property
     def pixels(self) -> int:
-        """Width times height of one frame."""
-        return self.width * self.height
+        """Pixels the decoder holds for one frame: width x height, or the uncropped canvas."""
+        return max(self.width * self.height, self.canvas_pixels)
 
     @property
     def oriented_size(self) -> tuple[int, int]:
@@ -69,6 +80,8 @@ def sniff(data: bytes) -> str | None:
         and struct.unpack_from("<I", data, 14)[0] in _BMP_HEADER_SIZES
     ):
         return "bmp"
+    if data[4:8] == b"ftyp":
+        return isobmff.image_format(data)
     return None
 
 
@@ -79,18 +92,22 @@ def probe(data: bytes) -> ImageInfo:
     fmt = sniff(data)
     if fmt is None:
         raise UnsupportedMediaType()
-    reader = _READERS[fmt]
+    canvas = 0
     try:
-        width, height, frames, orientation = reader(data)
+        if fmt in ("heif", "avif"):
+            width, height, frames, orientation, canvas = isobmff.read_header(data, fmt)
+        else:
+            width, height, frames, orientation = _READERS[fmt](data)
     except (struct.error, IndexError) as exc:
         raise ImageTruncated(f"The {fmt.upper()} header ends before it is complete.") from exc
     return ImageInfo(
         format=fmt,
-        mime=MIME_TYPES[fmt],
+        mime=isobmff.heif_mime(data) if fmt == "heif" else MIME_TYPES[fmt],
         width=width,
         height=height,
         frames=max(1, frames),
         orientation=orientation if 1 <= orientation <= 8 else 1,
+        canvas_pixels=canvas if canvas > width * height else 0,
     )
 
 
