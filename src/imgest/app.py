@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -29,15 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
-    """The streaming caps from settings."""
-    return UploadLimits(
-        max_file_bytes=settings.max_file_bytes,
-        max_request_bytes=settings.max_request_bytes,
-        max_files=settings.max_files,
-        max_fields=settings.max_fields,
-        max_field_bytes=settings.max_field_bytes,
-        max_header_bytes=settings.max_header_bytes,
-    )
+    """The streaming caps from settings (same names)."""
+    names = [f.name for f in dataclasses.fields(UploadLimits)]
+    return UploadLimits(**{name: getattr(settings, name) for name in names})
 
 
 def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:

@@ -27,6 +27,7 @@ from imgest.errors import (
     TooManyFields,
     TooManyFiles,
 )
+from imgest.ingest import Upload
 
 _MAX_FILENAME = 255
 _MAX_FIELD_NAME = 200
@@ -46,15 +47,11 @@ class UploadLimits:
 
 
 @dataclass
-class FilePart:
-    """One received file part: its bytes, hash and size, or the reason it was refused."""
+class _FilePart:
+    """A file part while it streams in."""
 
-    field_name: str
     filename: str
     content_type: str | None
-    data: bytes = b""
-    sha256: str = ""
-    size: int = 0
     error: ClientError | None = None
 
 
@@ -62,7 +59,7 @@ class FilePart:
 class Form:
     """A parsed request: file parts in arrival order and text fields as (name, value)."""
 
-    files: list[FilePart] = field(default_factory=list)
+    files: list[Upload] = field(default_factory=list)
     fields: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -90,7 +87,7 @@ class _PartBuilder:
         self._chunks: list[bytes] = []
         self._size = 0
         self._hash: hashlib._Hash | None = None
-        self._file: FilePart | None = None
+        self._file: _FilePart | None = None
         self._field_name: str | None = None
 
     # python-multipart callbacks -----------------------------------------------------------
@@ -130,8 +127,7 @@ class _PartBuilder:
             if len(self.form.files) >= self.limits.max_files:
                 raise TooManyFiles(f"The request has more than {self.limits.max_files} file parts.")
             ctype = self._headers.get(b"content-type")
-            self._file = FilePart(
-                field_name=name,
+            self._file = _FilePart(
                 filename=clean_filename(_decode_header(options[b"filename"])),
                 content_type=_decode_header(ctype)[:200] if ctype else None,
             )
@@ -173,20 +169,24 @@ class _PartBuilder:
     def on_part_end(self) -> None:
         if self._file is not None:
             part = self._file
-            if part.error is None:
-                part.data = b"".join(self._chunks)
-                part.size = len(part.data)
-                assert self._hash is not None
-                part.sha256 = self._hash.hexdigest()
-                if part.size == 0:
-                    if not part.filename:
-                        # A browser sends an empty, nameless part for an unused file input.
-                        self._chunks = []
-                        return
-                    part.error = EmptyFile(f"{part.filename} has no bytes.")
-            else:
-                part.size = self._size
-            self.form.files.append(part)
+            data = b"".join(self._chunks) if part.error is None else b""
+            if part.error is None and not data:
+                if not part.filename:
+                    # A browser sends an empty, nameless part for an unused file input.
+                    self._chunks = []
+                    return
+                part.error = EmptyFile(f"{part.filename} has no bytes.")
+            assert self._hash is not None
+            self.form.files.append(
+                Upload(
+                    data=data,
+                    sha256=self._hash.hexdigest() if part.error is None else "",
+                    filename=part.filename,
+                    content_type=part.content_type,
+                    size=self._size,
+                    error=part.error,
+                )
+            )
         elif self._field_name is not None:
             raw = b"".join(self._chunks)
             try:

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from imgest.api.images import Links, image_out
-from imgest.api.multipart import Form, UploadLimits, read_form
+from imgest.api.multipart import UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import InvalidParameter, NoFiles
-from imgest.ingest import IngestResult, IngestService, Upload
+from imgest.ingest import IngestResult, IngestService
 
 router = APIRouter(tags=["upload"])
 
@@ -98,20 +98,6 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
     )
 
 
-def _uploads(form: Form) -> list[Upload]:
-    return [
-        Upload(
-            data=p.data,
-            sha256=p.sha256,
-            filename=p.filename,
-            content_type=p.content_type,
-            size=p.size,
-            error=p.error,
-        )
-        for p in form.files
-    ]
-
-
 @router.post(
     "/v1/images",
     status_code=201,
@@ -147,7 +133,7 @@ async def upload_images(request: Request) -> Response:
     if not form.files:
         raise NoFiles()
     fields, tags = split_fields(form.fields)
-    results = await service.ingest_many(_uploads(form), fields, tags)
+    results = await service.ingest_many(form.files, fields, tags)
     items = [item_out(r, links) for r in results]
     body = UploadOut(images=items).model_dump(mode="json")
     rejected = [r for r in results if r.status == "rejected"]
