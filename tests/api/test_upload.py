@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -352,3 +353,20 @@ def test_tags_are_split_deduplicated_and_checked(client: TestClient, data_dir: P
             "/v1/images", files=[("file", ("cat.jpg", cat, "image/jpeg"))], data={"tag": bad}
         )
         problem(r, 422, "invalid_parameter")
+
+
+@pytest.mark.parametrize("pipeline", ["stretch", "pad"])
+def test_configured_pipeline_is_rendered_and_scored(
+    make_client: Any, data_dir: Path, pipeline: str
+) -> None:
+    client = make_client(pipeline=pipeline)
+    r = upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())])
+    assert r.status_code == 201, r.text
+    img = r.json()["images"][0]
+    assert list(img["renditions"]) == [pipeline]
+    assert img["predictions"][0]["pipeline"] == pipeline
+    rendition = client.get(img["renditions"][pipeline]["url"])
+    assert Image.open(io.BytesIO(rendition.content)).size == (224, 224)
+    if pipeline == "pad":  # the 451x300 cat letterboxed on white: top rows are background
+        top_row = Image.open(io.BytesIO(rendition.content)).crop((0, 0, 224, 10))
+        assert np.asarray(top_row.convert("L")).min() > 240
