@@ -1,6 +1,6 @@
 """Runs every benchmark module in bench/ and rewrites docs/benchmarks.md with the results.
 
-Usage: python bench/run.py [--repeats N] [--no-write]
+Usage: make bench, or .venv/bin/python bench/run.py [--repeats N] [--no-write]
 Each module in BENCHMARKS has run(repeats) -> dict and print_table(result); add one by name.
 """
 
@@ -108,7 +108,11 @@ def main() -> int:
         result = module.run(repeats=args.repeats)
         module.print_table(result)
         results.append(result)
-    command = "python bench/run.py" + (f" --repeats {args.repeats}" if args.repeats != 15 else "")
+    command = (
+        f".venv/bin/python bench/run.py --repeats {args.repeats}"
+        if args.repeats != 15
+        else "make bench  (= .venv/bin/python bench/run.py)"
+    )
     if not args.no_write:
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(markdown(results, command, machine()))
