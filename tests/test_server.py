@@ -250,3 +250,21 @@ def test_kill_9_during_uploads_loses_no_acknowledged_image(tmp_path: Path, data_
                     assert http.get(f"{srv.base}{rendition['url']}").status_code == 200
     finally:
         srv.stop()
+
+
+def test_client_vanishing_mid_body_is_not_a_server_error(server: tuple[str, Path, Path]) -> None:
+    base, var, _ = server
+    port = int(base.rsplit(":", 1)[1])
+    head = (
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="f"; filename="a.jpg"\r\n\r\n'
+    )
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head + b"\xff\xd8\xff" + b"x" * 5000)
+        time.sleep(0.1)
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    assert not (var / "blobs" / "originals").exists()
+    log = (var.parent / "server.log").read_text()
+    assert "unhandled error" not in log and "Traceback" not in log, log

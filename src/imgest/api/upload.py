@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
-from imgest.errors import InvalidParameter, NoFiles
+from imgest.errors import InvalidParameter, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 
 router = APIRouter(tags=["upload"])
@@ -124,12 +125,16 @@ async def upload_images(request: Request) -> Response:
     limits: UploadLimits = request.app.state.upload_limits
     service: IngestService = request.app.state.ingest
     links: Links = request.app.state.links
-    form = await read_form(
-        request.headers.get("content-type"),
-        request.headers.get("content-length"),
-        request.stream(),
-        limits,
-    )
+    try:
+        form = await read_form(
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+            request.stream(),
+            limits,
+        )
+    except ClientDisconnect:
+        # Nobody is left to answer; this keeps it out of the error log as a client fault.
+        raise MalformedMultipart("The client disconnected before the body was complete.") from None
     if not form.files:
         raise NoFiles()
     fields, tags = split_fields(form.fields)
