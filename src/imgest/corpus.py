@@ -40,10 +40,6 @@ class Corpus:
             raise ImageNotFound(f"No image with id {image_id} is stored.")
         return record
 
-    async def exists(self, image_id: str) -> bool:
-        """Whether an image with this id is recorded."""
-        return await anyio.to_thread.run_sync(self.catalog.get_image, image_id) is not None
-
     async def list(self, *, limit: int, cursor: str | None, where: ImageFilter) -> Page:
         """One page of images, newest first."""
         return await anyio.to_thread.run_sync(

@@ -18,7 +18,7 @@ from imgest.catalog.records import ImageRecord, PredictionRecord, RenditionRecor
 from imgest.catalog.repo import Catalog
 from imgest.errors import ClientError, ImageCorrupt, ImgestError, StorageUnavailable
 from imgest.imaging.limits import ImageLimits, check
-from imgest.imaging.pipeline import Pipeline
+from imgest.imaging.pipeline import Pipeline, Rendition
 from imgest.imaging.sniff import ImageInfo, probe
 from imgest.scoring.batcher import MicroBatcher
 from imgest.storage.base import BlobExistsError, BlobStore, StoreError
@@ -57,11 +57,8 @@ class IngestResult:
 class _Rendered:
     info: ImageInfo
     pixels: npt.NDArray[np.uint8]
+    rendition: Rendition
     encoded: bytes
-    width: int
-    height: int
-    content_type: str
-    extension: str
 
 
 class IngestService:
@@ -119,7 +116,7 @@ class IngestService:
 
         original = original_path(upload.sha256)
         rendition = rendition_path(
-            self.pipeline.name, self.pipeline.version, upload.sha256, rendered.extension
+            self.pipeline.name, self.pipeline.version, upload.sha256, rendered.rendition.extension
         )
         # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
         # never a catalog row that points at a missing blob.
@@ -148,9 +145,9 @@ class IngestService:
                     pipeline=self.pipeline.name,
                     pipeline_version=self.pipeline.version,
                     path=rendition,
-                    width=rendered.width,
-                    height=rendered.height,
-                    content_type=rendered.content_type,
+                    width=rendered.rendition.width,
+                    height=rendered.rendition.height,
+                    content_type=rendered.rendition.content_type,
                     bytes=len(rendered.encoded),
                 ),
             ),
@@ -183,15 +180,7 @@ class IngestService:
         except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
             log.warning("decoder failed on client input: %r", exc, exc_info=True)
             raise ImageCorrupt("The image could not be decoded.") from exc
-        return _Rendered(
-            info=info,
-            pixels=pixels,
-            encoded=encoded,
-            width=rendition.width,
-            height=rendition.height,
-            content_type=rendition.content_type,
-            extension=rendition.extension,
-        )
+        return _Rendered(info=info, pixels=pixels, rendition=rendition, encoded=encoded)
 
     async def _put(self, path: str, data: bytes) -> None:
         try:

@@ -79,7 +79,6 @@ class _PartBuilder:
         self.limits = limits
         self.form = Form()
         self.ended = False
-        self.error: ClientError | None = None
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgest.errors import ImgestError
+from imgest.errors import ImgestError, InvalidParameter
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,7 @@ def install(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()))
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        body = {
-            "type": "https://imgest.dev/problems/invalid_parameter",
-            "title": "Invalid parameter",
-            "status": 422,
-            "code": "invalid_parameter",
-            "detail": "; ".join(parts) or "Invalid request.",
-            "instance": request.url.path,
-        }
-        return JSONResponse(body, status_code=422, media_type=PROBLEM_JSON)
+        return problem_response(InvalidParameter("; ".join(parts) or None), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -79,12 +71,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {
-            "type": "https://imgest.dev/problems/internal_error",
-            "title": "Internal error",
-            "status": 500,
-            "code": "internal_error",
-            "detail": "The server failed to process the request; it has been logged.",
-            "instance": request.url.path,
-        }
-        return JSONResponse(body, status_code=500, media_type=PROBLEM_JSON)
+        return problem_response(
+            ImgestError("The server failed to process the request; it has been logged."),
+            request,
+        )

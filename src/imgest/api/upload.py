@@ -10,7 +10,7 @@ from starlette.requests import ClientDisconnect
 
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import UploadLimits, read_form
-from imgest.api.problems import PROBLEM_JSON
+from imgest.api.problems import PROBLEM_JSON, problem_response
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import InvalidParameter, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
@@ -145,9 +145,7 @@ async def upload_images(request: Request) -> Response:
     if len(rejected) == len(results):
         first = rejected[0].error
         assert first is not None
-        problem = first.problem(instance=request.url.path)
-        problem["images"] = body["images"]
-        return JSONResponse(problem, status_code=first.status, media_type=PROBLEM_JSON)
+        return problem_response(first, request, images=body["images"])
     if rejected:
         status = 207
     elif any(r.status == "created" for r in results):

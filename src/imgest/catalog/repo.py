@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -42,7 +41,8 @@ class Page:
 
 
 def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
+    # Every stored time is UTC: SQLite keeps the wall time as text and hands back naive
+    # datetimes, PostgreSQL a real timestamptz.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -91,11 +91,6 @@ class Catalog:
         except (OperationalError, DBAPIError) as exc:
             raise CatalogUnavailable() from exc
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions() as session:
-            yield session
-
     def ping(self) -> None:
         """Raise CatalogUnavailable unless the database answers."""
 
@@ -113,7 +108,7 @@ class Catalog:
         """
 
         def run() -> bool:
-            with self._session() as session:
+            with self._sessions() as session:
                 try:
                     with session.begin():
                         session.add(_image_row(record))
@@ -133,7 +128,7 @@ class Catalog:
         """Remove the image's rows in one transaction; return what was removed (for its blobs)."""
 
         def run() -> ImageRecord | None:
-            with self._session() as session, session.begin():
+            with self._sessions() as session, session.begin():
                 record = self._load(session, image_id)
                 if record is None:
                     return None
@@ -146,14 +141,14 @@ class Catalog:
 
     # -- reads ----------------------------------------------------------------------------
     def _exists(self, image_id: str) -> bool:
-        with self._session() as session:
+        with self._sessions() as session:
             return session.execute(select(exists().where(ImageRow.id == image_id))).scalar_one()
 
     def get_image(self, image_id: str) -> ImageRecord | None:
         """The image with everything derived from it, or None."""
 
         def run() -> ImageRecord | None:
-            with self._session() as session:
+            with self._sessions() as session:
                 return self._load(session, image_id)
 
         return self._guard(run)
@@ -181,11 +176,11 @@ class Catalog:
                     )
                 )
             if where.since is not None:
-                query = query.where(ImageRow.created_at >= _stored_time(where.since))
+                query = query.where(ImageRow.created_at >= _utc(where.since))
             if where.until is not None:
-                query = query.where(ImageRow.created_at < _stored_time(where.until))
+                query = query.where(ImageRow.created_at < _utc(where.until))
             if after is not None:
-                stamp = _stored_time(after[0])
+                stamp = _utc(after[0])
                 query = query.where(
                     or_(
                         ImageRow.created_at < stamp,
@@ -193,7 +188,7 @@ class Catalog:
                     )
                 )
             query = query.order_by(ImageRow.created_at.desc(), ImageRow.id.desc()).limit(limit + 1)
-            with self._session() as session:
+            with self._sessions() as session:
                 rows = list(session.execute(query).scalars())
                 more = len(rows) > limit
                 rows = rows[:limit]
@@ -265,15 +260,8 @@ def _row(cls: type[R], record: object, **computed: Any) -> R:
     return cls(**values, **computed)
 
 
-def _stored_time(value: datetime) -> datetime:
-    # Always UTC: SQLite keeps the UTC wall time as text, PostgreSQL a real timestamptz.
-    return _utc(value)
-
-
 def _image_row(record: ImageRecord) -> ImageRow:
-    return _row(
-        ImageRow, record, fields=dict(record.fields), created_at=_stored_time(record.created_at)
-    )
+    return _row(ImageRow, record, fields=dict(record.fields), created_at=_utc(record.created_at))
 
 
 def _rendition_row(image_id: str, r: RenditionRecord) -> RenditionRow:
@@ -288,5 +276,5 @@ def _prediction_row(image_id: str, p: PredictionRecord) -> PredictionRow:
         top=[dataclasses.asdict(x) for x in p.top],
         top1_label=p.top[0].label if p.top else "",
         top1_score=p.top[0].score if p.top else 0.0,
-        created_at=_stored_time(p.created_at),
+        created_at=_utc(p.created_at),
     )

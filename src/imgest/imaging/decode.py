@@ -21,7 +21,8 @@ import simplejpeg
 from PIL import AvifImagePlugin, Image, ImageCms
 
 from imgest.errors import ImageCorrupt, ImageTooManyPixels, ImageTruncated, ImgestError
-from imgest.imaging.sniff import SWAPS_AXES, ImageInfo, jpeg_segments
+from imgest.imaging.header import SWAPS_AXES
+from imgest.imaging.sniff import ImageInfo, jpeg_segments
 
 Size = tuple[int, int]
 RGB = tuple[int, int, int]

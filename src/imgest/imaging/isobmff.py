@@ -10,20 +10,8 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from imgest.errors import ImageCorrupt, ImageTruncated
-
-# EXIF orientations that swap width and height (the same set as sniff.SWAPS_AXES, which
-# imports this module and so cannot be imported here).
-_SWAPS_AXES = frozenset({5, 6, 7, 8})
-
-
-def _truncated(fmt: str) -> ImageTruncated:
-    return ImageTruncated(f"The {fmt} header ends before it is complete.")
-
-
-def _corrupt(fmt: str, why: str) -> ImageCorrupt:
-    return ImageCorrupt(f"The {fmt} header is invalid: {why}.")
-
+from imgest.errors import ImageTruncated
+from imgest.imaging.header import SWAPS_AXES, corrupt, truncated
 
 # Brands of HEVC-coded HEIF (image/heic), of AV1-coded AVIF, and of generic HEIF (MIAF)
 # structure whose items could hold either; ISO/IEC 23008-12 annex B, AVIF section 7.
@@ -106,7 +94,7 @@ class _Cursor:
 
     def uint(self, size: int) -> int:
         if self.pos + size > self.end:
-            raise _corrupt(self.fmt, f"the '{self.kind.decode('latin-1')}' box is too short")
+            raise corrupt(self.fmt, f"the '{self.kind.decode('latin-1')}' box is too short")
         value = int.from_bytes(self.data[self.pos : self.pos + size], "big")
         self.pos += size
         return value
@@ -115,7 +103,7 @@ class _Cursor:
         """An entry count, checked against the room left for entries of at least entry_size."""
         value = self.uint(size)
         if value > limit or value * entry_size > self.end - self.pos:
-            raise _corrupt(self.fmt, f"too many entries in '{self.kind.decode('latin-1')}'")
+            raise corrupt(self.fmt, f"too many entries in '{self.kind.decode('latin-1')}'")
         return value
 
 
@@ -133,7 +121,7 @@ class _Boxes:
                 return  # a few stray bytes after the last box
             self.left -= 1
             if self.left < 0:
-                raise _corrupt(self.fmt, f"more than {_MAX_BOXES} boxes")
+                raise corrupt(self.fmt, f"more than {_MAX_BOXES} boxes")
             size, kind = struct.unpack_from(">I4s", data, pos)
             header = 8
             if size == 1:
@@ -142,11 +130,11 @@ class _Boxes:
             elif size == 0:
                 size = end - pos  # "to the end of the file" (or of the parent)
             if size < header:
-                raise _corrupt(self.fmt, f"a box of {size} bytes")
+                raise corrupt(self.fmt, f"a box of {size} bytes")
             if pos + size > end:
                 if end == len(data):
-                    raise _truncated(self.fmt)
-                raise _corrupt(self.fmt, "a box runs past the end of its parent")
+                    raise truncated(self.fmt)
+                raise corrupt(self.fmt, "a box runs past the end of its parent")
             yield kind, pos + header, pos + size
             pos += size
 
@@ -174,7 +162,7 @@ def read_header(data: bytes, fmt: str) -> tuple[int, int, int, int, int]:
             raise
         # Cut short after `meta`: the item extents below tell whether pixels are missing.
     if meta is None:
-        raise _corrupt(label, "no 'meta' box with image items")
+        raise corrupt(label, "no 'meta' box with image items")
     info = _read_meta(boxes, *meta)
     for method, base, extents in info.locations.values():
         for offset, length in extents:
@@ -193,7 +181,7 @@ def read_header(data: bytes, fmt: str) -> tuple[int, int, int, int, int]:
         owned = []
         sizes = [values for kind, values in info.properties if kind == b"ispe"]
         if not sizes:
-            raise _corrupt(label, "no image size ('ispe')")
+            raise corrupt(label, "no image size ('ispe')")
     width, height = max(sizes, key=lambda wh: wh[0] * wh[1])
     canvas = width * height
     if info.item_types.get(info.primary) in (b"grid", b"iovl"):
@@ -213,7 +201,7 @@ def read_header(data: bytes, fmt: str) -> tuple[int, int, int, int, int]:
         elif kind == b"imir":
             matrix = _matmul(_MIRROR[values[0]], matrix)
     orientation = _ORIENTATION_OF[matrix]
-    if orientation in _SWAPS_AXES:  # report the stored size, as for EXIF orientation
+    if orientation in SWAPS_AXES:  # report the stored size, as for EXIF orientation
         width, height = height, width
     frames = _track_samples(boxes, *moov) if moov is not None else 1
     return width, height, frames, orientation, canvas
@@ -250,13 +238,13 @@ def _read_meta(boxes: _Boxes, start: int, end: int) -> _Meta:
                 if sub == b"ipco":
                     for prop, prop_body, prop_stop in boxes.walk(sub_body, sub_stop):
                         if len(meta.properties) >= _MAX_PROPERTIES:
-                            raise _corrupt(fmt, "too many item properties")
+                            raise corrupt(fmt, "too many item properties")
                         cursor = _Cursor(data, prop_body, prop_stop, fmt, prop)
                         meta.properties.append((prop, _read_property(prop, cursor)))
                 elif sub == b"ipma":
                     _read_ipma(_Cursor(data, sub_body, sub_stop, fmt, sub), meta)
     if handler != b"pict":
-        raise _corrupt(fmt, "the 'meta' box does not describe pictures")
+        raise corrupt(fmt, "the 'meta' box does not describe pictures")
     return meta._replace(primary=primary, idat=idat)
 
 
@@ -278,7 +266,7 @@ def _read_iloc(cur: _Cursor, meta: _Meta) -> None:
     sizes = cur.uint(1)
     base_size, index_size = sizes >> 4, (sizes & 15 if version in (1, 2) else 0)
     if any(size not in (0, 4, 8) for size in (offset_size, length_size, base_size, index_size)):
-        raise _corrupt(cur.fmt, "an 'iloc' field size other than 0, 4 or 8")
+        raise corrupt(cur.fmt, "an 'iloc' field size other than 0, 4 or 8")
     extent_size = max(1, offset_size + length_size + index_size)  # 1: never a free entry
     left = _MAX_ENTRIES  # extents of all items together
     for _ in range(cur.count(2 if version < 2 else 4, 6, _MAX_ENTRIES)):
@@ -328,7 +316,7 @@ def _derived_size(data: bytes, meta: _Meta, fmt: str) -> tuple[int, int]:
     elif method == 0:
         origin, limit = base, len(data)
     else:
-        raise _corrupt(fmt, f"the '{kind.decode('latin-1')}' descriptor cannot be located")
+        raise corrupt(fmt, f"the '{kind.decode('latin-1')}' descriptor cannot be located")
     blob = b""
     for offset, length in extents:
         if len(blob) >= 32:  # a descriptor's sizes are within its first 20 bytes
@@ -345,7 +333,7 @@ def _derived_size(data: bytes, meta: _Meta, fmt: str) -> tuple[int, int]:
 def _clap_side(numerator: int, denominator: int, fmt: str) -> int:
     """A clean-aperture side in whole pixels (libheif rounds a fraction to nearest)."""
     if denominator == 0 or numerator == 0:
-        raise _corrupt(fmt, "an empty or undefined clean aperture ('clap')")
+        raise corrupt(fmt, "an empty or undefined clean aperture ('clap')")
     return (2 * numerator + denominator) // (2 * denominator)
 
 

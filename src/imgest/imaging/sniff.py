@@ -10,8 +10,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from imgest.errors import EmptyFile, ImageCorrupt, ImageTruncated, UnsupportedMediaType
+from imgest.errors import EmptyFile, UnsupportedMediaType
 from imgest.imaging import isobmff
+from imgest.imaging.header import SWAPS_AXES, corrupt, truncated
 
 MIME_TYPES = {
     "jpeg": "image/jpeg",
@@ -27,8 +28,6 @@ FORMATS = tuple(MIME_TYPES)
 
 # BMP has a weak two-byte magic; also require one of the DIB header sizes Pillow reads.
 _BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
-# The orientations that swap width and height (transpose, rotate 90/270, transverse).
-SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def probe(data: bytes) -> ImageInfo:
         else:
             width, height, frames, orientation = _READERS[fmt](data)
     except (struct.error, IndexError) as exc:
-        raise ImageTruncated(f"The {fmt.upper()} header ends before it is complete.") from exc
+        raise truncated(fmt.upper()) from exc
     return ImageInfo(
         format=fmt,
         mime=isobmff.heif_mime(data) if fmt == "heif" else MIME_TYPES[fmt],
@@ -112,14 +111,6 @@ def probe(data: bytes) -> ImageInfo:
 
 
 _Header = tuple[int, int, int, int]  # width, height, frames, orientation
-
-
-def _truncated(fmt: str) -> ImageTruncated:
-    return ImageTruncated(f"The {fmt} header ends before it is complete.")
-
-
-def _corrupt(fmt: str, why: str) -> ImageCorrupt:
-    return ImageCorrupt(f"The {fmt} header is invalid: {why}.")
 
 
 # --- JPEG ----------------------------------------------------------------------------------
@@ -136,7 +127,7 @@ def jpeg_segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
     while True:
         # Markers may be preceded by any number of 0xFF fill bytes.
         if data[pos] != 0xFF:
-            raise _corrupt("JPEG", f"expected a marker at byte {pos}")
+            raise corrupt("JPEG", f"expected a marker at byte {pos}")
         while data[pos] == 0xFF:
             pos += 1
         marker = data[pos]
@@ -144,10 +135,10 @@ def jpeg_segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
         if marker in (0x01, *range(0xD0, 0xD8)):  # standalone: TEM, RSTn
             continue
         if marker == 0xD9:
-            raise _corrupt("JPEG", "the image ends before its first scan")
+            raise corrupt("JPEG", "the image ends before its first scan")
         (length,) = struct.unpack_from(">H", data, pos)
         if length < 2:
-            raise _corrupt("JPEG", "segment length below 2")
+            raise corrupt("JPEG", "segment length below 2")
         end = pos + length
         if end > size:
             raise struct.error("segment runs past the end of the data")
@@ -169,7 +160,7 @@ def _read_jpeg(data: bytes) -> _Header:
             exif_seen = True  # like Pillow, only the first Exif APP1 counts
             orientation = exif_orientation(data[start + 6 : end])
     if width < 0:
-        raise _corrupt("JPEG", "no frame header (SOF) before the first scan")
+        raise corrupt("JPEG", "no frame header (SOF) before the first scan")
     return width, height, 1, orientation
 
 
@@ -205,7 +196,7 @@ def _byte_order(tiff: bytes) -> str:
 def _read_png(data: bytes) -> _Header:
     (length,) = struct.unpack_from(">I", data, 8)
     if data[12:16] != b"IHDR" or length != 13:
-        raise _corrupt("PNG", "the first chunk is not IHDR")
+        raise corrupt("PNG", "the first chunk is not IHDR")
     width, height = struct.unpack_from(">II", data, 16)
     frames = 1
     orientation = 1
@@ -267,7 +258,7 @@ def _read_gif(data: bytes) -> _Header:
         else:
             break  # garbage after the last complete block: Pillow stops there too
     if frames == 0:
-        raise _truncated("GIF") if pos >= len(data) else _corrupt("GIF", "no image")
+        raise truncated("GIF") if pos >= len(data) else corrupt("GIF", "no image")
     return width, height, frames, 1
 
 
@@ -290,12 +281,12 @@ def _read_webp(data: bytes) -> _Header:
                 raise struct.error("VP8X chunk cut short")
         elif kind == b"VP8 " and width < 0:
             if data[body + 3 : body + 6] != b"\x9d\x01\x2a":
-                raise _corrupt("WebP", "bad VP8 start code")
+                raise corrupt("WebP", "bad VP8 start code")
             w, h = struct.unpack_from("<HH", data, body + 6)
             width, height = w & 0x3FFF, h & 0x3FFF
         elif kind == b"VP8L" and width < 0:
             if data[body] != 0x2F:
-                raise _corrupt("WebP", "bad VP8L signature")
+                raise corrupt("WebP", "bad VP8L signature")
             (bits,) = struct.unpack_from("<I", data, body + 1)
             width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         elif kind == b"ANMF":
@@ -305,8 +296,8 @@ def _read_webp(data: bytes) -> _Header:
         pos = body + length + (length & 1)
     if width < 0:
         if pos < len(data) or len(data) < end:
-            raise _truncated("WebP")
-        raise _corrupt("WebP", "no image chunk")
+            raise truncated("WebP")
+        raise corrupt("WebP", "no image chunk")
     return width, height, frames, orientation
 
 
@@ -353,7 +344,7 @@ def _read_tiff(data: bytes) -> _Header:
             break  # a cut-off IFD chain: count what is there
         (offset,) = struct.unpack_from(order + offset_fmt, data, next_at)
     if width < 0 or height < 0:
-        raise _corrupt("TIFF", "no ImageWidth/ImageLength in the first directory")
+        raise corrupt("TIFF", "no ImageWidth/ImageLength in the first directory")
     return width, height, frames, orientation
 
 

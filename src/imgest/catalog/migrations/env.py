@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from imgest.catalog.models import Base
 
@@ -11,16 +11,20 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def run_on(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        run_on(connection)
         return
     url = config.get_main_option("sqlalchemy.url")
     if context.is_offline_mode():
@@ -31,13 +35,7 @@ def run() -> None:
     assert url, "set sqlalchemy.url"
     engine = create_engine(url)
     with engine.connect() as conn:
-        context.configure(
-            connection=conn,
-            target_metadata=target_metadata,
-            render_as_batch=conn.dialect.name == "sqlite",
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        run_on(conn)
     engine.dispose()
 
 
