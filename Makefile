@@ -6,7 +6,7 @@ EXPORT_VENV := .venv-export
 # onnxruntime's Linux builds phone home unless told not to (see src/imgest/scoring/model.py).
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run test lint typecheck pytest bench export-model clean
+.PHONY: run test test-deps lint typecheck pytest bench export-model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ run: $(VENV)/.installed
 	$(BIN)/imgest serve
 
 ## Lint, type-check and run every test (slow ones included).
-test: $(VENV)/.dev $(EXPORT_VENV)/.ready lint typecheck pytest
+test: $(VENV)/.dev $(EXPORT_VENV)/.ready test-deps lint typecheck pytest
+
+## Install the real servers and tools the tests start (each script is idempotent).
+test-deps:
+	@for script in scripts/install/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench scripts

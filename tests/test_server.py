@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,73 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.services.imgest_server import Server
+
 CAT_CLASSES = range(281, 286)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Server:
-    """`imgest serve` as a child process on loopback, with its own var/ and an empty TMPDIR."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmpdir = root / "tmp"
-        self.tmpdir.mkdir()
-        self.var = root / "var"
-        self.log = root / "server.log"
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "TMPDIR": str(self.tmpdir),
-            "IMGEST_STORAGE_URL": str(self.var / "blobs"),
-            "IMGEST_CATALOG_URL": f"sqlite:///{self.var / 'catalog.db'}",
-            "IMGEST_PORT": str(self.port),
-        }
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "imgest.cli", "serve", "--log-level", "warning"],
-                env=env,
-                cwd=self.root,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"server did not become ready:\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture

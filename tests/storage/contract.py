@@ -22,7 +22,8 @@ runs against that backend. For example `tests/storage/test_azure.py` needs only:
 
 Backend-specific tests go in the same module, outside the subclass or in it. The async tests
 run on anyio's pytest plugin with the `anyio_backend` fixture from `tests/storage/conftest.py`
-(asyncio). Tests that need a remote service should skip when it is not reachable.
+(asyncio). A remote service is installed and started by the test setup (never skipped: a missing
+service fails the run).
 
 What the contract pins down beyond the protocol's signatures: chunks from `stream` are
 non-empty and at most `chunk_size` bytes; a reader is consumed once (RuntimeError after);

@@ -1,0 +1,97 @@
+"""`imgest serve` as a child process on loopback, with its own var/ and an empty TMPDIR."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_tcp(port: int, timeout: float = 60.0, host: str = "127.0.0.1") -> None:
+    """Block until something accepts connections on host:port, or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+            time.sleep(0.1)
+
+
+class Server:
+    """One `imgest serve` process; `env` adds or overrides IMGEST_* settings."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.tmpdir = root / "tmp"
+        self.tmpdir.mkdir(exist_ok=True)
+        self.var = root / "var"
+        self.log = root / "server.log"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start and wait until /readyz answers 200."""
+        env = {
+            **os.environ,
+            "TMPDIR": str(self.tmpdir),
+            "IMGEST_STORAGE_URL": str(self.var / "blobs"),
+            "IMGEST_CATALOG_URL": f"sqlite:///{self.var / 'catalog.db'}",
+            "IMGEST_PORT": str(self.port),
+            **self.extra_env,
+        }
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "imgest.cli", "serve", "--log-level", "warning"],
+                env=env,
+                cwd=self.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"server did not become ready:\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
