@@ -22,11 +22,11 @@ from imgest.errors import CatalogUnavailable, InvalidParameter
 T = TypeVar("T")
 
 
-class _Unset:
+class Unset:
     """Marks an update argument that was not given (None means "clear")."""
 
 
-UNSET = _Unset()
+UNSET = Unset()
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,9 @@ class Catalog:
         self,
         image_id: str,
         *,
-        label: str | _Unset | None = UNSET,
-        tags: Sequence[str] | _Unset = UNSET,
-        description: str | _Unset | None = UNSET,
+        label: str | Unset | None = UNSET,
+        tags: Sequence[str] | Unset = UNSET,
+        description: str | Unset | None = UNSET,
     ) -> ImageRecord | None:
         """Set the ground-truth label (None clears), replace the tags, or set/clear the
         `description` field, in one transaction; the updated record, or None if absent."""
@@ -186,16 +186,16 @@ class Catalog:
             row = session.get(ImageRow, image_id, with_for_update=True)
             if row is None:
                 return None
-            if not isinstance(label, _Unset):
+            if not isinstance(label, Unset):
                 row.label = label
-            if not isinstance(description, _Unset):
+            if not isinstance(description, Unset):
                 fields = dict(row.fields)
                 if description is None:
                     fields.pop("description", None)
                 else:
                     fields["description"] = description
                 row.fields = fields
-            if not isinstance(tags, _Unset):
+            if not isinstance(tags, Unset):
                 session.execute(delete(TagRow).where(TagRow.image_id == image_id))
                 session.add_all(TagRow(image_id=image_id, tag=t) for t in dict.fromkeys(tags))
             session.flush()

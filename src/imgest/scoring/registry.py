@@ -25,7 +25,8 @@ from imgest.catalog.models import ModelRow
 from imgest.catalog.repo import Catalog, _utc
 from imgest.errors import StorageUnavailable, UnknownModel
 from imgest.scoring.model import BUNDLED_DIR, InputSpec, Model, ModelSpec, read_model_dir
-from imgest.storage.base import BlobExistsError, BlobStore, StoreError
+from imgest.storage.base import BlobStore, StoreError
+from imgest.storage.once import put_once
 from imgest.storage.paths import model_path
 
 BUNDLED_PREFIX = "bundled:"
@@ -136,12 +137,7 @@ class ModelRegistry:
             await anyio.to_thread.run_sync(lambda: Model.from_bytes(data, spec, threads=1).check())
         version = hashlib.sha256(data).hexdigest()
         path = model_path(version)
-        try:
-            await self.store.put(path, data, mode="create")
-        except BlobExistsError:
-            pass  # content-addressed: the same bytes
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
+        await put_once(self.store, path, data)
         return await anyio.to_thread.run_sync(lambda: self._insert(spec, version, path, activate))
 
     async def add_bundled(self, directory: Path = BUNDLED_DIR) -> RegisteredModel:
