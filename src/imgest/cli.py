@@ -258,14 +258,17 @@ def pipelines_show(name: Annotated[str, typer.Argument(help="Pipeline name.")]) 
 
 
 def _pipelines() -> dict[str, Any]:
-    """Built-ins sized for the bundled model's input, plus the pipelines file."""
+    """Built-ins sized for the active model's input (as the server sizes them), plus the
+    pipelines file."""
     from imgest.imaging.pipelines import load_pipelines
-    from imgest.scoring.model import BUNDLED_DIR, read_model_dir
+
+    async def active(registry: Any) -> Any:
+        return registry.active()
 
     settings = _settings()
-    spec, _ = read_model_dir(settings.model_dir or BUNDLED_DIR)
+    spec = _with_registry(active).spec.input
     try:
-        return load_pipelines(settings, size=spec.input.size, crop=spec.input.crop)
+        return load_pipelines(settings, size=spec.size, crop=spec.crop)
     except ConfigError as exc:
         raise _fail(exc) from None
 
