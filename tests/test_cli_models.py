@@ -128,3 +128,9 @@ def test_label_one_image_and_from_csv(env: Path) -> None:
     code, out = run("label", ids[1], " ")
     assert code == 2 and "empty" in out
     catalog.close()
+
+
+def test_serve_refuses_an_unknown_pipeline(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGEST_PIPELINE", "sepia")
+    code, out = run("serve")
+    assert code == 2 and "IMGEST_PIPELINE" in out and "sepia" in out
