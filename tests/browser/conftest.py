@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize
+from playwright.sync_api import Browser, ConsoleMessage, Page, Response, ViewportSize
 
 from tests.services.chromium import browser
 from tests.services.imgest_server import Server
@@ -38,13 +38,32 @@ def artifacts() -> Path:
 
 
 def open_page(browser: Browser, viewport: ViewportSize) -> Iterator[Page]:
-    """A page in a fresh context of the given size; the context closes afterwards."""
+    """A page in a fresh context of the given size; the context closes afterwards.
+
+    Script errors, console errors (a Content-Security-Policy violation is one) and failed GETs
+    (a missing stylesheet, script or image) fail the test; a refused upload is no page fault.
+    """
     context = browser.new_context(viewport=viewport)
     context.set_default_timeout(30_000)
+    errors: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            errors.append(f"console: {msg.text}")
+
+    def on_response(response: Response) -> None:
+        if response.status >= 400 and response.request.method == "GET":
+            errors.append(f"GET {response.url} -> {response.status}")
+
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
+    page.on("console", on_console)
+    page.on("response", on_response)
     try:
-        yield context.new_page()
+        yield page
     finally:
         context.close()
+    assert not errors, "\n".join(errors)
 
 
 @pytest.fixture
