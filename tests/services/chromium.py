@@ -21,9 +21,10 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session; each test opens its own context."""
+    """One headless Chromium per test module (Playwright's loop ends with it); each test opens
+    its own context."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: run `make test-deps` (scripts/install/40-chromium.sh "

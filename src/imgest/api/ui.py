@@ -174,6 +174,7 @@ async def upload_page(request: Request) -> HTMLResponse:
         request,
         "upload.html",
         {
+            "pipeline": settings.pipeline,
             "max_file_bytes": settings.max_file_bytes,
             "max_files": settings.max_files,
             "formats": [f.upper() for f in FORMATS],

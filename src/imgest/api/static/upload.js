@@ -69,13 +69,14 @@
     entry.row.className = "result " + image.status;
     entry.state.textContent = image.status === "created" ? "Stored" : "Already stored";
     entry.progress.value = 100;
-    const renditions = Object.values(image.renditions || {});
-    if (renditions.length) {
+    const renditions = image.renditions || {};
+    const shown = renditions[form.dataset.pipeline] || Object.values(renditions)[0];
+    if (shown) {
       const img = el("img", {
-        src: renditions[0].url,
+        src: shown.url,
         alt: "Rendition of " + image.filename,
-        width: String(renditions[0].width),
-        height: String(renditions[0].height),
+        width: String(shown.width),
+        height: String(shown.height),
       });
       const link = el("a", { href: "/images/" + image.id, class: "thumb" }, [img]);
       entry.thumb.replaceWith(link);
