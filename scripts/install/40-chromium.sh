@@ -3,7 +3,7 @@
 # downloads a browser of its own).
 set -euo pipefail
 
-if [ -x /usr/bin/chromium ]; then
+if [ -x /usr/bin/chromium ] && dpkg -s fonts-dejavu-core >/dev/null 2>&1; then
     exit 0
 fi
 SUDO=""

@@ -208,3 +208,4 @@ def test_human_sizes() -> None:
     assert ui.human_bytes(50 * 1024 * 1024) == "50.0 MiB"
     assert ui.human_time("2026-11-25T21:41:07.123+00:00") == "2026-11-25 21:41 UTC"
     assert ui.human_time("2026-11-25T23:41:07+02:00") == "2026-11-25 21:41 UTC"
+    assert ui.human_time("2026-11-25T21:41:07", zone=False) == "2026-11-25 21:41"

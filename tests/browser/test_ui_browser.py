@@ -29,6 +29,22 @@ DROP_JS = """([selector, files]) => {
 }"""
 
 
+# Records every text each row's state line shows, by file name.
+RECORD_STATES_JS = """() => {
+  window.seenStates = {};
+  new MutationObserver(() => {
+    for (const row of document.querySelectorAll("#results > li")) {
+      const name = row.querySelector(".result-name").textContent;
+      const seen = (window.seenStates[name] ||= []);
+      const text = row.querySelector(".state").textContent;
+      if (seen[seen.length - 1] !== text) seen.push(text);
+    }
+  }).observe(document.getElementById("results"), {
+    subtree: true, childList: true, characterData: true,
+  });
+}"""
+
+
 def result_row(page: Page, filename: str) -> Locator:
     """The upload page's row for one file."""
     return page.locator("#results > li").filter(has=page.locator(".result-name", has_text=filename))
@@ -68,14 +84,21 @@ def test_upload_gallery_and_image_page(
     drop_files(page, [data_dir / "rocket.jpg"])
     expect(page.locator("#results > li")).to_have_count(3)
     expect(result_row(page, "rocket.jpg").locator(".state")).to_have_text("Waiting")
+    page.evaluate(RECORD_STATES_JS)
     page.get_by_role("button", name="Upload").click()
 
     for name in ("cat.jpg", "coffee.jpg", "rocket.jpg"):
         row = result_row(page, name)
         expect(row.locator(".state")).to_have_text("Stored")
+        expect(row.locator("progress")).to_have_js_property("value", 100)
         expect(row.locator(".top li")).to_have_count(5)
         assert natural_width(row.locator("img")) == 224
     expect(page.locator("#summary")).to_have_text("3 stored")
+    # Each row went through upload progress and processing before its result.
+    states = page.evaluate("window.seenStates")
+    for name in ("cat.jpg", "coffee.jpg", "rocket.jpg"):
+        seen = states[name]
+        assert "Uploading 100 %" in seen and seen[-2:] == ["Processing", "Stored"], seen
 
     # What the page shows is what the API stored for that image.
     cat_row = result_row(page, "cat.jpg")

@@ -66,11 +66,11 @@ def human_bytes(size: int) -> str:
     return f"{size / 1024 / 1024:.1f} MiB"
 
 
-def human_time(stamp: str) -> str:
-    """An ISO 8601 timestamp as 'YYYY-MM-DD HH:MM UTC'."""
+def human_time(stamp: str, zone: bool = True) -> str:
+    """An ISO 8601 timestamp as 'YYYY-MM-DD HH:MM UTC' (without ' UTC' if not `zone`)."""
     moment = datetime.fromisoformat(stamp)
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M UTC" if zone else "%Y-%m-%d %H:%M")
 
 
 templates.env.filters["bytes"] = human_bytes
