@@ -199,7 +199,7 @@ def test_rejected_file_is_reported_in_words(
     assert "photo.jpg" not in [i["filename"] for i in stored]
 
 
-def test_keyboard_only_upload(page: Page, server: Server, data_dir: Path) -> None:
+def test_keyboard_only_upload(page: Page, server: Server, data_dir: Path, artifacts: Path) -> None:
     page.goto(server.base + "/")
     file_input = page.get_by_label("choose files")
     expect(file_input).to_have_attribute("type", "file")
@@ -212,6 +212,7 @@ def test_keyboard_only_upload(page: Page, server: Server, data_dir: Path) -> Non
     # The drop zone shows that its (visually hidden) input has focus.
     outline = page.locator(".drop-label").evaluate("el => getComputedStyle(el).outlineStyle")
     assert outline == "solid"
+    page.screenshot(path=artifacts / "upload-keyboard-focus-desktop.png")
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
     chooser.value.set_files(data_dir / "cat-prophoto.jpg")
