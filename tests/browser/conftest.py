@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Response, ViewportSize
+from playwright.sync_api import Browser, ConsoleMessage, Page, Response, ViewportSize, expect
 
 from tests.services.chromium import browser
 from tests.services.imgest_server import Server
@@ -17,6 +17,9 @@ ROOT = Path(__file__).parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
 DESKTOP: ViewportSize = {"width": 1280, "height": 860}
 PHONE: ViewportSize = {"width": 390, "height": 844}
+
+# Uploads are decoded and scored on a shared 2-core machine: give assertions time to come true.
+expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(scope="module")
