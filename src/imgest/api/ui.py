@@ -176,7 +176,6 @@ async def upload_page(request: Request) -> HTMLResponse:
         {
             "pipeline": settings.pipeline,
             "max_file_bytes": settings.max_file_bytes,
-            "max_files": settings.max_files,
             "formats": [f.upper() for f in FORMATS],
         },
     )
@@ -242,6 +241,7 @@ async def image_page(request: Request, image: str) -> HTMLResponse:
         request,
         "image.html",
         {
+            "active": "gallery",  # an image page belongs to the gallery
             "image": view,
             "extra": extra,
             "previewable": view["format"] in BROWSER_FORMATS,
