@@ -13,7 +13,7 @@ from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 from imgest import __version__
-from imgest.api import health, images, problems, upload
+from imgest.api import health, images, problems, ui, upload
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
 from imgest.catalog.repo import Catalog
@@ -137,4 +137,5 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     app.include_router(upload.router)
     app.include_router(images.router)
     app.include_router(health.router)
+    ui.install(app)
     return app

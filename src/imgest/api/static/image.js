@@ -1,0 +1,51 @@
+// Image page: set the ground-truth label with PATCH /v1/images/{id} (only loaded when the
+// server has that route). Server messages only ever go into textContent.
+"use strict";
+
+(function () {
+  const form = document.getElementById("truth");
+  if (!form) return;
+  const input = document.getElementById("truth-label");
+  const status = document.getElementById("truth-status");
+  const shown = document.getElementById("truth-value");
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const label = input.value.trim();
+    status.textContent = "Saving…";
+    let response;
+    try {
+      response = await fetch(form.dataset.url, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ label: label || null }),
+      });
+    } catch (e) {
+      status.textContent = "Network error: the server could not be reached.";
+      return;
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (e) {
+      body = null;
+    }
+    if (!response.ok) {
+      status.textContent = body && body.title ? body.title + ": " + (body.detail || "") : "HTTP " + response.status;
+      return;
+    }
+    const value = body && "label" in body ? body.label : label;
+    shown.textContent = "";
+    if (value) {
+      const strong = document.createElement("strong");
+      strong.textContent = value;
+      shown.append(strong);
+    } else {
+      const none = document.createElement("span");
+      none.className = "muted";
+      none.textContent = "not set";
+      shown.append(none);
+    }
+    status.textContent = "Saved.";
+  });
+})();

@@ -1,0 +1,257 @@
+"""The web UI: upload page, gallery and image page (server-rendered templates, a little plain JS).
+
+The pages render the same JSON views the API answers with (`image_out`), so what the UI shows
+is what `GET /v1/images...` returns. Uploads go from the browser to `POST /v1/images`, one
+request per file (see static/upload.js).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.routing import Route
+
+from imgest import __version__
+from imgest.api.images import Links, image_id, image_out
+from imgest.catalog.repo import ImageFilter
+from imgest.config import Settings
+from imgest.corpus import Corpus
+from imgest.errors import ImgestError, InvalidParameter
+from imgest.imaging.sniff import FORMATS
+
+HERE = Path(__file__).parent
+STATIC_PATH = "/ui/static"
+PAGE_SIZE = 24
+# Formats a browser shows in an <img>; the others get a download link only.
+BROWSER_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "avif"})
+# Keys of the image JSON that the image page lays out itself; any other key is listed as is.
+SHOWN_KEYS = frozenset(
+    {
+        "id",
+        "format",
+        "content_type",
+        "width",
+        "height",
+        "frames",
+        "bytes",
+        "filename",
+        "created_at",
+        "fields",
+        "tags",
+        "original",
+        "renditions",
+        "predictions",
+        "label",
+    }
+)
+_MAX_QUERY = 200
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def human_bytes(size: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def human_time(stamp: str, zone: bool = True) -> str:
+    """An ISO 8601 timestamp as 'YYYY-MM-DD HH:MM UTC' (without ' UTC' if not `zone`)."""
+    moment = datetime.fromisoformat(stamp)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC" if zone else "%Y-%m-%d %H:%M")
+
+
+templates.env.filters["bytes"] = human_bytes
+templates.env.filters["when"] = human_time
+templates.env.filters["percent"] = lambda score: f"{100 * float(score):.1f} %"
+
+
+def content_security_policy(public_url: str) -> str:
+    """Same-origin only (plus the origin of `public_url`, which the image links point at)."""
+    origin = ""
+    if public_url:
+        parts = urlsplit(public_url)
+        origin = f" {parts.scheme}://{parts.netloc}"
+    return (
+        "default-src 'none'; "
+        f"img-src 'self' blob:{origin}; "
+        "style-src 'self'; "
+        "script-src 'self'; "
+        f"connect-src 'self'{origin}; "
+        "form-action 'self'; "
+        "base-uri 'none'; "
+        "frame-ancestors 'none'"
+    )
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    """Render a template with the headers every UI page carries."""
+    settings = _settings(request)
+    base = {
+        "static": STATIC_PATH,
+        "version": __version__,
+        "active": name.removesuffix(".html"),
+    }
+    response = templates.TemplateResponse(
+        request, name, {**base, **context}, status_code=status_code
+    )
+    response.headers["Content-Security-Policy"] = content_security_policy(settings.public_url)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _error_page(request: Request, error: ImgestError) -> HTMLResponse:
+    return _page(
+        request,
+        "error.html",
+        {"title": error.title, "detail": error.detail, "status": error.status},
+        status_code=error.status,
+    )
+
+
+def model_labels(request: Request) -> list[str]:
+    """The active model's class labels, sorted (suggestions for the label inputs)."""
+    labels: list[str] = request.app.state.batcher.model.labels
+    return sorted(set(labels))
+
+
+def has_route(request: Request, path: str, method: str) -> bool:
+    """Whether the app serves `method path` (the UI offers an action only if the API has it)."""
+    return any(
+        isinstance(route, Route) and route.path == path and method in (route.methods or ())
+        for route in request.app.routes
+    )
+
+
+def thumbnail(image: dict[str, Any], pipeline: str) -> dict[str, Any] | None:
+    """The rendition to show for an image: the configured pipeline's, else any."""
+    renditions: dict[str, dict[str, Any]] = image["renditions"]
+    if pipeline in renditions:
+        return renditions[pipeline]
+    return next(iter(renditions.values()), None)
+
+
+def parse_day(raw: str | None, name: str) -> date | None:
+    """A YYYY-MM-DD form value (empty means no filter)."""
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidParameter(f"{name} is not a date of the form YYYY-MM-DD.") from None
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC at the start of `day`."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def upload_page(request: Request) -> HTMLResponse:
+    """Upload several images with a description and tags; see each result."""
+    settings = _settings(request)
+    return _page(
+        request,
+        "upload.html",
+        {
+            "pipeline": settings.pipeline,
+            "max_file_bytes": settings.max_file_bytes,
+            "formats": [f.upper() for f in FORMATS],
+        },
+    )
+
+
+@router.get("/gallery", response_class=HTMLResponse)
+async def gallery_page(
+    request: Request,
+    label: Annotated[str, Query(max_length=_MAX_QUERY)] = "",
+    tag: Annotated[str, Query(max_length=_MAX_QUERY)] = "",
+    since: Annotated[str, Query(alias="from", max_length=_MAX_QUERY)] = "",
+    until: Annotated[str, Query(alias="to", max_length=_MAX_QUERY)] = "",
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> HTMLResponse:
+    """Stored images, newest first, filtered by top-1 label, tag and upload day (UTC)."""
+    filters = {"label": label.strip(), "tag": tag.strip(), "from": since, "to": until}
+    context: dict[str, Any] = {"filters": filters, "labels": model_labels(request)}
+    try:
+        first = parse_day(since, "From")
+        last = parse_day(until, "To")
+        where = ImageFilter(
+            label=filters["label"] or None,
+            tag=filters["tag"] or None,
+            since=day_start(first) if first else None,
+            until=day_start(last + timedelta(days=1)) if last else None,
+        )
+        corpus: Corpus = request.app.state.corpus
+        page = await corpus.list(limit=PAGE_SIZE, cursor=cursor or None, where=where)
+    except InvalidParameter as exc:
+        return _page(request, "gallery.html", {**context, "items": [], "problem": exc}, 422)
+    except ImgestError as exc:
+        return _error_page(request, exc)
+    links: Links = request.app.state.links
+    pipeline = _settings(request).pipeline
+    items = []
+    for record in page.items:
+        image = image_out(record, links).model_dump(mode="json")
+        items.append({"image": image, "thumb": thumbnail(image, pipeline)})
+    query = {k: v for k, v in filters.items() if v}
+    next_url = None
+    if page.next_cursor:
+        next_url = "/gallery?" + urlencode({**query, "cursor": page.next_cursor})
+    first_url = "/gallery?" + urlencode(query) if cursor else None
+    return _page(
+        request,
+        "gallery.html",
+        {**context, "items": items, "next_url": next_url, "first_url": first_url},
+    )
+
+
+@router.get("/images/{image}", response_class=HTMLResponse)
+async def image_page(request: Request, image: str) -> HTMLResponse:
+    """One image: original, renditions, every prediction, fields, tags, ground truth."""
+    corpus: Corpus = request.app.state.corpus
+    try:
+        record = await corpus.get(image_id(image))
+    except ImgestError as exc:
+        return _error_page(request, exc)
+    links: Links = request.app.state.links
+    view = image_out(record, links).model_dump(mode="json")
+    extra = {k: v for k, v in view.items() if k not in SHOWN_KEYS}
+    return _page(
+        request,
+        "image.html",
+        {
+            "active": "gallery",  # an image page belongs to the gallery
+            "image": view,
+            "extra": extra,
+            "previewable": view["format"] in BROWSER_FORMATS,
+            "can_patch": has_route(request, "/v1/images/{image}", "PATCH"),
+            "labels": model_labels(request),
+        },
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Serve the UI pages and their static files on `app`."""
+    app.include_router(router)
+    app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="ui-static")

@@ -1,0 +1,211 @@
+"""Web UI pages without a browser: content, escaping, headers, filters, pages, errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from imgest.api import ui
+from imgest.api.images import image_out
+
+
+def put(client: TestClient, path: Path, name: str | None = None, **fields: Any) -> dict[str, Any]:
+    files = [("file", (name or path.name, path.read_bytes(), "application/octet-stream"))]
+    r = client.post("/v1/images", files=files, data=fields)
+    assert r.status_code == 201, r.text
+    image: dict[str, Any] = r.json()["images"][0]
+    return image
+
+
+def cards(html: str) -> list[str]:
+    """The image ids linked from gallery cards, in page order."""
+    return re.findall(r'<a class="card-link" href="/images/([0-9a-f]{64})"', html)
+
+
+@pytest.mark.parametrize("path", ["/", "/gallery"])
+def test_pages_are_html_with_a_strict_policy(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    policy = r.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert '<meta name="viewport"' in r.text
+    for asset in re.findall(r'(?:href|src)="(/ui/static/[^"?]+)', r.text):
+        assert client.get(asset).status_code == 200, asset
+
+
+def test_public_url_origin_is_allowed_for_images(make_client: Any) -> None:
+    client = make_client(public_url="https://img.example.com/base")
+    policy = client.get("/").headers["content-security-policy"]
+    assert "img-src 'self' blob: https://img.example.com;" in policy
+
+
+def test_upload_page_labels_every_control(client: TestClient) -> None:
+    html = client.get("/").text
+    for control in ("files", "description", "tags"):
+        assert f'<label for="{control}"' in html
+        assert f'id="{control}"' in html
+    assert 'action="/v1/images"' in html  # without JS the form still posts to the API
+
+
+def test_ui_routes_stay_out_of_the_api_schema(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/" not in paths and "/gallery" not in paths and "/images/{image}" not in paths
+
+
+def test_untrusted_text_is_escaped(client: TestClient, data_dir: Path) -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    image = put(
+        client,
+        data_dir / "cat.jpg",
+        name=f"{hostile}.jpg",
+        description="<script>alert(2)</script>",
+        tags="<b>bold</b>",
+    )
+    for page in (client.get(f"/images/{image['id']}"), client.get("/gallery")):
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text
+        assert "<img src=x" not in page.text
+        assert "<b>bold" not in page.text
+    detail = client.get(f"/images/{image['id']}").text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in detail
+    assert "&lt;img src=x onerror=" in detail
+
+
+def test_gallery_filters(client: TestClient, data_dir: Path) -> None:
+    cat = put(client, data_dir / "cat.jpg", tags="pets")
+    coffee = put(client, data_dir / "coffee.jpg", tags="food")
+    assert cards(client.get("/gallery").text) == [coffee["id"], cat["id"]]
+    assert cards(client.get("/gallery", params={"tag": "pets"}).text) == [cat["id"]]
+    label = coffee["predictions"][0]["top"][0]["label"]
+    assert cards(client.get("/gallery", params={"label": label}).text) == [coffee["id"]]
+    day = cat["predictions"][0]["created_at"][:10]
+    same_day = {"from": day, "to": day}
+    assert len(cards(client.get("/gallery", params=same_day).text)) == 2
+    later = client.get("/gallery", params={"from": "2999-01-01"})
+    assert cards(later.text) == []
+    assert "No images match these filters" in later.text
+    earlier = client.get("/gallery", params={"to": "2000-01-01", "tag": "pets"})
+    assert cards(earlier.text) == []
+
+
+def test_gallery_offers_the_model_labels(client: TestClient) -> None:
+    html = client.get("/gallery").text
+    assert '<option value="tiger cat">' in html
+
+
+def test_gallery_pages_with_the_api_cursor(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui, "PAGE_SIZE", 2)
+    ids = [put(client, data_dir / n, tags="t")["id"] for n in ("cat.jpg", "coffee.jpg", "cat.png")]
+    first = client.get("/gallery", params={"tag": "t"}).text
+    assert cards(first) == ids[::-1][:2]
+    assert "First page" not in first
+    found = re.search(r'href="(/gallery\?[^"]+)" rel="next"', first)
+    assert found is not None
+    next_url = found.group(1).replace("&amp;", "&")
+    assert "tag=t" in next_url  # the filter survives paging
+    second = client.get(next_url).text
+    assert cards(second) == ids[:1]
+    assert 'rel="next"' not in second
+    assert "First page" in second
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "yesterday"}, "From is not a date of the form YYYY-MM-DD."),
+        ({"to": "2026-13-01"}, "To is not a date of the form YYYY-MM-DD."),
+        ({"cursor": "@@@"}, "The cursor is not one this server issued."),
+    ],
+)
+def test_gallery_explains_bad_input(
+    client: TestClient, params: dict[str, str], message: str
+) -> None:
+    r = client.get("/gallery", params=params)
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("text/html")
+    assert message in r.text
+    assert 'role="alert"' in r.text
+
+
+def test_image_page_shows_what_the_api_has(client: TestClient, data_dir: Path) -> None:
+    image = put(client, data_dir / "coffee.jpg", description="espresso bar", tags="food,drinks")
+    html = client.get(f"/images/{image['id']}").text
+    assert image["id"] in html
+    assert f'src="/v1/images/{image["id"]}/original"' in html
+    assert f'src="/v1/images/{image["id"]}/renditions/default"' in html
+    assert "espresso bar" in html and "#food" in html and "#drinks" in html
+    assert "600 \u00d7 400 px" in html
+    for prediction in image["predictions"]:
+        assert prediction["model"] in html
+        for top in prediction["top"]:
+            assert f'<span class="top-label">{top["label"]}</span>' in html
+    assert "not set" in html  # no ground-truth label yet
+    assert "Read-only here" in html  # this build has no PATCH route
+
+
+def test_image_page_lists_unknown_fields_and_the_label(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = put(client, data_dir / "cat.jpg")
+
+    class View:
+        def __init__(self, record: Any, links: Any) -> None:
+            self.inner = image_out(record, links)
+
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            return {**self.inner.model_dump(**kwargs), "label": "tabby", "quality": {"blur": 0.5}}
+
+    monkeypatch.setattr(ui, "image_out", View)
+    html = client.get(f"/images/{image['id']}").text
+    assert "<strong>tabby</strong>" in html
+    assert "<dt>quality</dt>" in html and "blur" in html
+
+
+def test_image_page_offers_the_label_form_when_patch_exists(
+    client: TestClient, data_dir: Path
+) -> None:
+    image = put(client, data_dir / "cat.jpg")
+
+    async def patch_image(image: str) -> dict[str, str]:
+        return {}
+
+    client.app.add_api_route("/v1/images/{image}", patch_image, methods=["PATCH"])  # type: ignore[attr-defined]
+    html = client.get(f"/images/{image['id']}").text
+    assert 'id="truth"' in html and f'data-url="/v1/images/{image["id"]}"' in html
+    assert "/ui/static/image.js" in html
+    assert "Read-only here" not in html
+
+
+def test_image_page_for_a_format_browsers_cannot_show(client: TestClient, data_dir: Path) -> None:
+    image = put(client, data_dir / "cat.tiff")
+    html = client.get(f"/images/{image['id']}").text
+    assert "Browsers do not show TIFF" in html
+    assert 'alt="Original of' not in html
+    assert f'href="/v1/images/{image["id"]}/original" download' in html
+
+
+@pytest.mark.parametrize("image", ["0" * 64, "not-an-id"])
+def test_missing_image_is_an_html_404(client: TestClient, image: str) -> None:
+    r = client.get(f"/images/{image}")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("text/html")
+    assert "Image not found" in r.text
+    assert "content-security-policy" in r.headers
+
+
+def test_human_sizes() -> None:
+    assert ui.human_bytes(512) == "512 B"
+    assert ui.human_bytes(1536) == "1.5 KiB"
+    assert ui.human_bytes(50 * 1024 * 1024) == "50.0 MiB"
+    assert ui.human_time("2026-11-25T21:41:07.123+00:00") == "2026-11-25 21:41 UTC"
+    assert ui.human_time("2026-11-25T23:41:07+02:00") == "2026-11-25 21:41 UTC"
+    assert ui.human_time("2026-11-25T21:41:07", zone=False) == "2026-11-25 21:41"
