@@ -1,88 +1,51 @@
-"""The image page's ground-truth form, against an app that has a PATCH route.
-
-This build has no `PATCH /v1/images/{id}` yet, so the test adds a small one to a real app served
-by uvicorn on loopback (in a thread): it checks what the page's script sends and shows.
-"""
+"""The image page's ground-truth form against the real `PATCH /v1/images/{id}`."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import Body, Request
 from playwright.sync_api import Page, expect
 
-from imgest.app import create_app
-from imgest.config import load_settings
-from imgest.errors import InvalidParameter
-from imgest.scoring.model import Model
-from tests.services.imgest_server import free_port, wait_for_tcp
+from tests.services.imgest_server import Server
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of an imgest app with a PATCH route that accepts the model's labels."""
-    root = tmp_path_factory.mktemp("label-app")
-    model = Model.bundled(threads=1)
-    app = create_app(
-        load_settings(storage_url="memory://", catalog_url=f"sqlite:///{root / 'c.db'}"),
-        model=model,
-    )
-    known = set(model.labels)
-
-    async def set_label(
-        request: Request, image: str, label: str | None = Body(embed=True)
-    ) -> dict[str, Any]:
-        if label is not None and label not in known:
-            raise InvalidParameter(f"{label!r} is not a label of the model.")
-        return {"id": image, "label": label}
-
-    app.add_api_route("/v1/images/{image}", set_label, methods=["PATCH"])
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
-    )
-    thread = threading.Thread(target=server.run, name="label-app")
-    thread.start()
-    try:
-        wait_for_tcp(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 def test_ground_truth_form_sends_patch_and_shows_the_answer(
-    page: Page, base: str, data_dir: Path
+    page: Page, server: Server, data_dir: Path
 ) -> None:
-    files = {"file": ("cat.jpg", (data_dir / "cat.jpg").read_bytes(), "image/jpeg")}
-    image = httpx.post(base + "/v1/images", files=files).json()["images"][0]
-    page.goto(f"{base}/images/{image['id']}")
+    files = {"file": ("coffee.jpg", (data_dir / "coffee.jpg").read_bytes(), "image/jpeg")}
+    image = httpx.post(server.base + "/v1/images", files=files, timeout=60).json()["images"][0]
+    page.goto(f"{server.base}/images/{image['id']}")
     expect(page.locator("#truth-value")).to_have_text("not set")
 
     field = page.get_by_label("Set label")
-    field.fill("tabby, tabby cat")
+    field.fill("espresso")
     with page.expect_request(lambda r: r.method == "PATCH") as sent:
         page.get_by_role("button", name="Save").click()
-    assert sent.value.post_data_json == {"label": "tabby, tabby cat"}
+    assert sent.value.post_data_json == {"label": "espresso"}
     expect(page.locator("#truth-status")).to_have_text("Saved.")
-    expect(page.locator("#truth-value")).to_have_text("tabby, tabby cat")
+    expect(page.locator("#truth-value")).to_have_text("espresso")
+    stored = httpx.get(f"{server.base}/v1/images/{image['id']}", timeout=30).json()
+    assert stored["label"] == "espresso"
 
-    field.fill("<b>not a label</b>")
+    # Ground truth may be any printable text (a class the model does not know yet included);
+    # markup in it is shown as text.
+    field.fill("<b>latte art</b>")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#truth-value")).to_have_text("<b>latte art</b>")
+    expect(page.locator("#truth-value b")).to_have_count(0)
+
+    field.fill("tab\there")  # a control character: the server refuses it, in words
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#truth-status")).to_have_text(
-        "Invalid parameter: '<b>not a label</b>' is not a label of the model."
+        "Invalid label: A label must not contain control characters."
     )
-    expect(page.locator("#truth-value")).to_have_text("tabby, tabby cat")
-    expect(page.locator("#truth-status b")).to_have_count(0)  # shown as text, not markup
+    expect(page.locator("#truth-value")).to_have_text("<b>latte art</b>")
 
     field.fill("")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#truth-value")).to_have_text("not set")
+    assert httpx.get(f"{server.base}/v1/images/{image['id']}", timeout=30).json()["label"] is None

@@ -16,7 +16,6 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.routing import Route
 
 from imgest import __version__
 from imgest.api.images import Links, image_id, image_out
@@ -135,14 +134,6 @@ def model_labels(request: Request) -> list[str]:
     return sorted(set(labels))
 
 
-def has_route(request: Request, path: str, method: str) -> bool:
-    """Whether the app serves `method path` (the UI offers an action only if the API has it)."""
-    return any(
-        isinstance(route, Route) and route.path == path and method in (route.methods or ())
-        for route in request.app.routes
-    )
-
-
 def thumbnail(image: dict[str, Any], pipeline: str) -> dict[str, Any] | None:
     """The rendition to show for an image: the configured pipeline's, else any."""
     renditions: dict[str, dict[str, Any]] = image["renditions"]
@@ -245,7 +236,6 @@ async def image_page(request: Request, image: str) -> HTMLResponse:
             "image": view,
             "extra": extra,
             "previewable": view["format"] in BROWSER_FORMATS,
-            "can_patch": has_route(request, "/v1/images/{image}", "PATCH"),
             "labels": model_labels(request),
         },
     )
