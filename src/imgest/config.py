@@ -98,6 +98,19 @@ class Settings(BaseSettings):
         0, ge=0, description="onnxruntime intra-op threads; 0 means one per CPU core."
     )
 
+    # --- idempotency keys (issue 5) -----------------------------------------------------------
+    idempotency_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long an Idempotency-Key and its stored response are kept, seconds.",
+    )
+    idempotency_lock_s: float = Field(
+        600.0,
+        gt=0,
+        description="After this many seconds a request still marked in flight under an "
+        "Idempotency-Key (its process died) no longer blocks a retry with that key.",
+    )
+
     @field_validator("pipeline")
     @classmethod
     def _known_pipeline(cls, value: str) -> str:

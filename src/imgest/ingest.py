@@ -53,6 +53,15 @@ class IngestResult:
     error: ClientError | None = None
 
 
+@dataclass
+class IngestCounters:
+    """Work done since start-up: what a test or a dashboard counts to catch double work."""
+
+    files: int = 0  # files that reached ingest (not replays, not refused requests)
+    renders: int = 0  # decode + pipeline + encode runs
+    created: int = 0  # images recorded by this process
+
+
 @dataclass(frozen=True)
 class _Rendered:
     info: ImageInfo
@@ -80,6 +89,7 @@ class IngestService:
         self.pipeline = pipeline
         self.limits = limits
         self.cpu = cpu
+        self.counters = IngestCounters()
 
     async def ingest_many(
         self,
@@ -104,11 +114,13 @@ class IngestService:
         self, upload: Upload, fields: dict[str, str | list[str]], tags: Sequence[str]
     ) -> IngestResult:
         """Store, score and record one file, or say why not."""
+        self.counters.files += 1
         if upload.error is not None:
             return self._rejected(upload, upload.error)
         existing = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
         if existing is not None:
             return self._result("existing", upload, existing)
+        self.counters.renders += 1
         try:
             rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
         except ClientError as exc:
@@ -166,6 +178,7 @@ class IngestService:
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             return self._result("existing", upload, stored or record)
+        self.counters.created += 1
         return self._result("created", upload, record)
 
     def _render(self, data: bytes) -> _Rendered:

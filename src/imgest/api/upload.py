@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
-from imgest.api.multipart import UploadLimits, read_form
+from imgest.api.multipart import Form, UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
-from imgest.errors import InvalidParameter, MalformedMultipart, NoFiles
+from imgest.errors import ClientError, InvalidParameter, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 
 router = APIRouter(tags=["upload"])
@@ -108,23 +110,36 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
         200: {"model": UploadOut, "description": "Every file was already stored."},
         207: {"model": UploadOut, "description": "Some files were rejected (see each error)."},
         400: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        409: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         413: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         415: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         422: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         503: {"model": Problem, "content": {PROBLEM_JSON: {}}},
     },
 )
-async def upload_images(request: Request) -> Response:
+async def upload_images(
+    request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER,
+            description="A unique key per logical upload (e.g. a UUID): a retry with the same "
+            "key and content gets the first response again without new work.",
+        ),
+    ] = None,
+) -> Response:
     """Upload one or more images (multipart/form-data) with text fields and tags.
 
     Each file is hashed while it streams in, sniffed, size-checked from its header, normalized
     in memory, stored (original + rendition), scored and recorded. 201 when something was
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
+    With `Idempotency-Key`, a repeat of the same request answers the stored first response
+    (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content, 409
+    `idempotency_key_in_flight` while the first request is still processed.
     """
+    key = parse_key(idempotency_key)
     limits: UploadLimits = request.app.state.upload_limits
-    service: IngestService = request.app.state.ingest
-    links: Links = request.app.state.links
     try:
         form = await read_form(
             request.headers.get("content-type"),
@@ -137,6 +152,24 @@ async def upload_images(request: Request) -> Response:
         raise MalformedMultipart("The client disconnected before the body was complete.") from None
     if not form.files:
         raise NoFiles()
+    if key is None:
+        return await ingest_form(request, form)
+    gate: IdempotencyGate = request.app.state.idempotency
+
+    async def work() -> Response:
+        try:
+            return await ingest_form(request, form)
+        except ClientError as exc:  # a final answer: stored and replayed like any other
+            return problem_response(exc, request)
+
+    # Keys are per principal once API keys exist; without auth everyone shares "".
+    return await gate.run("", key, form, work)
+
+
+async def ingest_form(request: Request, form: Form) -> Response:
+    """Ingest every file of a parsed form and build the per-file answer."""
+    service: IngestService = request.app.state.ingest
+    links: Links = request.app.state.links
     fields, tags = split_fields(form.fields)
     results = await service.ingest_many(form.files, fields, tags)
     items = [item_out(r, links) for r in results]
