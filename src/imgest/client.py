@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import anyio.to_thread
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -539,7 +540,7 @@ class AsyncClient(_Requests):
         skip_existing: bool = False,
     ) -> UploadResult:
         """Upload one file; see `Client.upload`."""
-        file = read_source(source, filename)
+        file = await anyio.to_thread.run_sync(read_source, source, filename)  # read + hash
         if skip_existing and await self.exists(file.sha256):
             return self._skipped(file)
         build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
