@@ -98,7 +98,7 @@ def version() -> None:
 UrlOption = Annotated[
     str | None,
     typer.Option(
-        "--url", envvar="IMGEST_URL", help="Server base URL [default: http://127.0.0.1:8000]."
+        "--url", envvar="IMGEST_URL", help="Server base URL (default http://127.0.0.1:8000)."
     ),
 ]
 ApiKeyOption = Annotated[
@@ -166,7 +166,10 @@ def import_folder(
     ] = False,
     ext: Annotated[
         str | None,
-        typer.Option(help="Comma-separated extensions to send [default: common image types]."),
+        typer.Option(
+            help="Comma-separated extensions to send "
+            "(default: jpg,jpeg,png,webp,gif,tif,tiff,bmp,heic,heif,avif)."
+        ),
     ] = None,
     tag: TagOption = None,
     description: DescriptionOption = None,
