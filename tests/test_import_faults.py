@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from PIL import Image
 
 from tests.services.fault_proxy import FAULTS, FaultProxy, Faults
 from tests.services.imgest_server import Server
+from tests.test_bulk import summary_counts
 
 N_IMAGES = 200
 SOURCES = ("cat.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
@@ -94,11 +94,6 @@ def run_import(folder: Path, url: str, *extra: str) -> subprocess.CompletedProce
         timeout=240,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
     )
-
-
-def summary_counts(table: str) -> dict[str, int]:
-    rows = re.findall(r"^\s*(created|existing|rejected|failed)\s+(\d+)\s*$", table, re.M)
-    return {name: int(n) for name, n in rows}
 
 
 def test_import_through_faults_stores_each_image_once(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from imgest.api.idempotency import fingerprint
 from imgest.api.multipart import Form
 from imgest.app import create_app
-from imgest.catalog.idempotency import IdempotencyKeys, StoredResponse
 from imgest.catalog.models import IdempotencyRow
 from imgest.catalog.repo import Catalog
 from imgest.config import load_settings
@@ -172,29 +171,6 @@ def test_keys_expire_and_are_purged(
     gate._last_purge = 0.0  # the next request runs the lazy purge
     assert post(client, read("rocket.jpg"), "k-9").status_code == 201
     assert key_rows(client) == 1  # k-8 purged, k-9 stored
-
-
-def test_claims_on_the_catalog(tmp_path: Path) -> None:
-    catalog = Catalog.open(f"sqlite:///{tmp_path / 'c.db'}")
-    keys = IdempotencyKeys(catalog, ttl=timedelta(hours=24), lock=timedelta(minutes=10))
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    assert keys.claim("", "k", "f1", t0).outcome == "acquired"
-    assert keys.claim("", "k", "f1", t0).outcome == "in_flight"
-    assert keys.claim("", "k", "f2", t0).outcome == "mismatch"
-    assert keys.claim("alice", "k", "f2", t0).outcome == "acquired"  # keys are per principal
-    # The owner died: after the lock time the same request may take the key over.
-    later = t0 + timedelta(minutes=11)
-    assert keys.claim("", "k", "f2", later).outcome == "mismatch"
-    assert keys.claim("", "k", "f1", later).outcome == "acquired"
-    keys.complete("", "k", StoredResponse(201, "application/json", b"{}"))
-    replay = keys.claim("", "k", "f1", later)
-    assert replay.outcome == "replay" and replay.response == StoredResponse(
-        201, "application/json", b"{}"
-    )
-    keys.release("", "k")  # only unfinished keys are released
-    assert keys.claim("", "k", "f1", later).outcome == "replay"
-    assert keys.purge(t0 + timedelta(hours=25)) == 2
-    catalog.close()
 
 
 def test_replicas_share_keys(tmp_path: Path, model: Model, read: Callable[[str], bytes]) -> None:
