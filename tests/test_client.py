@@ -23,6 +23,7 @@ from imgest.client import (
 )
 from tests.services.fault_proxy import FaultProxy, Faults
 from tests.services.imgest_server import Server, free_port
+from tests.test_bulk import ground_truth
 
 FAST = RetryPolicy(attempts=4, max_time=20, initial=0.01, max_wait=0.1, jitter=0.01)
 
@@ -70,7 +71,8 @@ def test_upload_read_list_download(server: Server, read: Callable[[str], bytes])
 
         image = client.get(first.id)
         assert image.width == 451 and image.renditions["default"].width == 224
-        assert client.get(hashlib.sha256(coffee).hexdigest()).fields == {"label": "coffee mug"}
+        stored = client.get(hashlib.sha256(coffee).hexdigest()).model_dump(mode="json")
+        assert ground_truth(stored) == "coffee mug"
         listed = client.list_images(page_size=1)
         assert next(listed).id == hashlib.sha256(rocket).hexdigest()  # newest first, lazily
         assert len(list(client.list_images(page_size=2))) >= 3
