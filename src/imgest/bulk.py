@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from imgest.client import ApiError, AsyncClient, ImgestClientError, UploadResult
 
@@ -41,25 +42,20 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one job: the server's result, or why it failed on the way."""
+    """What happened to one job (kept small: a run may cover a million files)."""
 
     job: Job
-    result: UploadResult | None = None
-    failure: str | None = None  # no answer, or a request-level error, after the retries
+    status: Literal["created", "existing", "rejected", "failed"]
+    reason: str = ""  # why it was rejected or failed
+    image_id: str | None = None
+    sent: bool = True  # False when found by hash and never uploaded
 
-    @property
-    def status(self) -> str:
-        """created, existing, rejected or failed."""
-        return self.result.status if self.result is not None else "failed"
-
-    @property
-    def reason(self) -> str:
-        """Why a file was rejected or failed (empty otherwise)."""
-        if self.failure is not None:
-            return self.failure
-        if self.result is not None and self.result.error is not None:
-            return f"{self.result.error.code}: {self.result.error.detail}"
-        return ""
+    @classmethod
+    def of(cls, job: Job, result: UploadResult) -> Outcome:
+        """The outcome of a server answer (or of a skip by hash)."""
+        error = result.error
+        reason = f"{error.code}: {error.detail}" if error is not None else ""
+        return cls(job, result.status, reason, result.id, result.sent)
 
 
 @dataclass
@@ -75,7 +71,7 @@ class Summary:
     @property
     def skipped(self) -> int:
         """Existing files whose bytes were never sent (found by hash first)."""
-        return sum(1 for o in self.outcomes if o.result is not None and not o.result.sent)
+        return sum(1 for o in self.outcomes if o.status == "existing" and not o.sent)
 
     @property
     def ok(self) -> bool:
@@ -157,9 +153,9 @@ async def _send(
             skip_existing=skip_existing,
         )
     except ApiError as exc:
-        return Outcome(job, failure=f"{exc.code}: {exc.detail}")
+        return Outcome(job, "failed", f"{exc.code}: {exc.detail}")
     except ImgestClientError as exc:
-        return Outcome(job, failure=str(exc))
+        return Outcome(job, "failed", str(exc))
     except OSError as exc:
-        return Outcome(job, failure=f"cannot read: {exc.strerror or exc}")
-    return Outcome(job, result=result)
+        return Outcome(job, "failed", f"cannot read: {exc.strerror or exc}")
+    return Outcome.of(job, result)
