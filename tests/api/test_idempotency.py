@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import func, select
 
 from imgest.api.idempotency import fingerprint
@@ -187,3 +190,23 @@ def test_replicas_share_keys(tmp_path: Path, model: Model, read: Callable[[str],
         assert (second.status_code, second.content) == (201, first.content)
         assert second.headers["idempotent-replayed"] == "true"
         assert counters(b)["files"] == 0
+
+
+def test_concurrent_retries_with_one_key_do_the_work_once(
+    client: TestClient, encode: Callable[..., bytes]
+) -> None:
+    rng = np.random.default_rng(3)
+    big = encode(Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)), "JPEG")
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: post(client, big, "same-key"), range(6)))
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {201, 409}, [a.text for a in answers]
+    fresh = [a for a in answers if a.status_code == 201 and "idempotent-replayed" not in a.headers]
+    assert len(fresh) == 1
+    for a in answers:
+        if a.status_code == 409:
+            assert a.json()["code"] == "idempotency_key_in_flight"
+        else:
+            assert a.content == fresh[0].content
+    print("statuses of 6 concurrent tries:", statuses)
+    assert counters(client)["files"] == 1
