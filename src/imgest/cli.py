@@ -216,9 +216,13 @@ def _bulk(
 ) -> None:
     import asyncio
 
-    from imgest import bulk
-    from imgest.client import AsyncClient, RetryPolicy
-    from imgest.console import progress, render_summary
+    try:
+        from imgest import bulk
+        from imgest.client import AsyncClient, RetryPolicy
+        from imgest.console import progress, render_summary
+    except ImportError as exc:  # httpx, tenacity and rich come with the `client` extra
+        typer.echo(f"imgest: {exc.name} is missing: pip install 'imgest[client]'", err=True)
+        raise typer.Exit(2) from None
 
     retry = RetryPolicy(attempts=policy[0], initial=policy[1])
 
