@@ -100,13 +100,16 @@ def test_big_uploads_do_not_stall_other_requests(server: tuple[str, Path, Path])
     big = [noise_jpeg(8000, 5600, seed, quality=90) for seed in range(3)]
     done = threading.Event()
     statuses: list[int] = []
+    durations: list[float] = []
 
     def send() -> None:
         with httpx.Client(timeout=120) as http:
             for data in big:
+                started = time.monotonic()
                 r = http.post(
                     f"{base}/v1/images", files=[("file", ("big.jpg", data, "image/jpeg"))]
                 )
+                durations.append(time.monotonic() - started)
                 statuses.append(r.status_code)
         done.set()
 
@@ -123,7 +126,9 @@ def test_big_uploads_do_not_stall_other_requests(server: tuple[str, Path, Path])
     assert statuses == [201] * len(big)
     assert len(latencies) >= 5
     print(f"healthz during big uploads: n={len(latencies)} max={max(latencies):.3f}s")
-    assert max(latencies) < 0.12, latencies
+    # Relative, not absolute, so a loaded machine does not fail it: a render on the loop would
+    # stall /healthz for about half of an upload's time (the render is most of the request).
+    assert max(latencies) < 0.35 * min(durations), (latencies, durations)
 
 
 def test_kill_9_during_uploads_loses_no_acknowledged_image(tmp_path: Path, data_dir: Path) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import anyio.to_thread
 from anyio import CapacityLimiter
@@ -14,8 +15,10 @@ from fastapi import FastAPI
 
 from imgest import __version__
 from imgest.api import health, images, problems, ui, upload
+from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
+from imgest.catalog.idempotency import IdempotencyKeys
 from imgest.catalog.repo import Catalog
 from imgest.config import Settings
 from imgest.corpus import Corpus
@@ -105,6 +108,13 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             pipeline=pipeline,
             limits=limits,
             cpu=cpu,
+        )
+        app.state.idempotency = IdempotencyGate(
+            IdempotencyKeys(
+                catalog,
+                ttl=timedelta(seconds=settings.idempotency_ttl_s),
+                lock=timedelta(seconds=settings.idempotency_lock_s),
+            )
         )
         app.state.corpus = Corpus(
             store=store, catalog=catalog, pipelines=configured, limits=limits, cpu=cpu

@@ -117,6 +117,19 @@ class Settings(BaseSettings):
         "re-reading the registry (so `imgest models activate` reaches every replica).",
     )
 
+    # --- idempotency keys (issue 5) -----------------------------------------------------------
+    idempotency_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long an Idempotency-Key and its stored response are kept, seconds.",
+    )
+    idempotency_lock_s: float = Field(
+        600.0,
+        gt=0,
+        description="After this many seconds a request still marked in flight under an "
+        "Idempotency-Key (its process died) no longer blocks a retry with that key.",
+    )
+
     @field_validator("background")
     @classmethod
     def _rgb(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:

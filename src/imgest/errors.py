@@ -207,6 +207,39 @@ class ModelUnavailable(ServiceUnavailable):
     default_detail = "The scoring model is not loaded; retry later."
 
 
+# --- idempotency keys (issue 5) -----------------------------------------------------------
+
+
+class IdempotencyKeyInvalid(ClientError):
+    status = 400
+    code = "idempotency_key_invalid"
+    title = "Invalid Idempotency-Key"
+    default_detail = (
+        "The Idempotency-Key header must be 1 to 255 printable ASCII characters "
+        "(optionally a quoted string)."
+    )
+
+
+class IdempotencyKeyReused(ClientError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused"
+    default_detail = (
+        "This Idempotency-Key was already used for a different request; "
+        "use a new key for new content."
+    )
+
+
+class IdempotencyKeyInFlight(ClientError):
+    status = 409
+    code = "idempotency_key_in_flight"
+    title = "Request with this Idempotency-Key in progress"
+    default_detail = (
+        "A request with this Idempotency-Key is still being processed; retry in a moment "
+        "to get its response."
+    )
+
+
 class ConfigError(Exception):
     """Invalid configuration found at start-up; the message names the bad key."""
 

@@ -53,6 +53,15 @@ class IngestResult:
     error: ClientError | None = None
 
 
+@dataclass
+class IngestCounters:
+    """Work done since start-up: what a test or a dashboard counts to catch double work."""
+
+    files: int = 0  # files that reached ingest (not replays, not refused requests)
+    renders: int = 0  # decode + pipeline + encode runs
+    created: int = 0  # images recorded by this process
+
+
 class IngestService:
     """Turns uploaded bytes into a stored, scored, catalogued image."""
 
@@ -72,6 +81,7 @@ class IngestService:
         self.pipeline = pipeline
         self.limits = limits
         self.cpu = cpu
+        self.counters = IngestCounters()
 
     async def scorer(self, model: str | None = None) -> MicroBatcher:
         """The batcher of `model` (NAME[@VERSION]; None: the active model), checked against
@@ -124,11 +134,13 @@ class IngestService:
         label: str | None = None,
     ) -> IngestResult:
         """Store, score and record one file, or say why not."""
+        self.counters.files += 1
         if upload.error is not None:
             return self._rejected(upload, upload.error)
         existing = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
         if existing is not None:
             return self._result("existing", upload, existing)
+        self.counters.renders += 1
         try:
             rendered = await anyio.to_thread.run_sync(
                 render, upload.data, self.pipeline, self.limits, limiter=self.cpu
@@ -179,6 +191,7 @@ class IngestService:
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             return self._result("existing", upload, stored or record)
+        self.counters.created += 1
         return self._result("created", upload, record)
 
     @staticmethod

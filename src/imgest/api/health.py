@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from imgest.api.schemas import Health
+from imgest.api.schemas import Health, Ready
 from imgest.catalog.repo import Catalog
 from imgest.errors import ImgestError
 from imgest.scoring.scorers import Scorers
@@ -23,7 +26,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
 async def readyz(request: Request) -> JSONResponse:
     """Storage, catalog and model all answer; 503 names the ones that don't."""
     state = request.app.state
@@ -33,7 +36,7 @@ async def readyz(request: Request) -> JSONResponse:
         "model": _model(state.scorers),
     }
     ok = all(v == "ok" for v in checks.values())
-    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    body = Ready(status="ok" if ok else "unavailable", checks=checks, counters=_counters(state))
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
@@ -53,6 +56,12 @@ async def _catalog(catalog: Catalog) -> str:
     except ImgestError as exc:
         return f"unavailable: {exc.code}"
     return "ok"
+
+
+def _counters(state: Any) -> dict[str, int]:
+    counters = dataclasses.asdict(state.ingest.counters)
+    counters["idempotent_replays"] = state.idempotency.replays
+    return counters
 
 
 def _model(scorers: Scorers) -> str:

@@ -138,11 +138,33 @@ async def list_images(
     return ImagePage(items=[image_out(r, links) for r in page.items], next_cursor=page.next_cursor)
 
 
+ORIGINAL_LENGTH = "Imgest-Original-Length"
+ORIGINAL_TYPE = "Imgest-Original-Type"
+
+
+def _image_response(record: ImageRecord, links: Links) -> Response:
+    # One builder for GET and HEAD, so HEAD's Content-Length is exactly GET's body length.
+    body = image_out(record, links).model_dump_json().encode()
+    headers = {ORIGINAL_LENGTH: str(record.bytes), ORIGINAL_TYPE: record.content_type}
+    return Response(body, media_type="application/json", headers=headers)
+
+
 @router.get("/{image}", response_model=ImageOut, responses=_ERRORS)
-async def get_image(request: Request, image: str) -> ImageOut:
+async def get_image(request: Request, image: str) -> Response:
     """One image: metadata, fields, tags, renditions and every prediction."""
     record = await _corpus(request).get(image_id(image))
-    return image_out(record, _links(request))
+    return _image_response(record, _links(request))
+
+
+@router.head("/{image}", response_class=Response, responses=_ERRORS)
+async def head_image(request: Request, image: str) -> Response:
+    """Is this image (by SHA-256 of its bytes) stored? 200 or 404, no body.
+
+    A client hashes a file locally and asks here first, to skip sending bytes the server
+    already has. `Imgest-Original-Length` and `Imgest-Original-Type` describe the original.
+    """
+    record = await _corpus(request).get(image_id(image))
+    return _image_response(record, _links(request))
 
 
 def _blob_response(request: Request, blob: OpenBlob) -> Response:
@@ -154,6 +176,8 @@ def _blob_response(request: Request, blob: OpenBlob) -> Response:
     if blob.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(blob.reader.meta.size)
+    if request.method == "HEAD":  # the headers only: never read the bytes
+        return Response(status_code=200, headers=headers, media_type=blob.content_type)
     return StreamingResponse(blob.reader.stream(), media_type=blob.content_type, headers=headers)
 
 
@@ -169,6 +193,12 @@ async def get_original(request: Request, image: str) -> Response:
     """The original bytes exactly as uploaded."""
     blob = await _corpus(request).open_original(image_id(image))
     return _blob_response(request, blob)
+
+
+@router.head("/{image}/original", response_class=Response, responses=_BLOB)
+async def head_original(request: Request, image: str) -> Response:
+    """The original's headers (Content-Length, Content-Type, ETag) without its bytes."""
+    return await get_original(request, image)
 
 
 @router.get("/{image}/renditions/{pipeline}", response_class=Response, responses=_BLOB)
@@ -192,6 +222,12 @@ async def patch_image(request: Request, image: str, patch: ImagePatch) -> ImageO
         changes["description"] = patch.description
     record = await _corpus(request).update(image_id(image), **changes)
     return image_out(record, _links(request))
+
+
+@router.head("/{image}/renditions/{pipeline}", response_class=Response, responses=_BLOB)
+async def head_rendition(request: Request, image: str, pipeline: str) -> Response:
+    """A rendition's headers without its bytes."""
+    return await get_rendition(request, image, pipeline)
 
 
 @router.delete("/{image}", status_code=204, response_class=Response, responses=_ERRORS)

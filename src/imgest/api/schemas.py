@@ -114,3 +114,11 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+
+
+class Ready(Health):
+    counters: dict[str, int] = Field(
+        default={},
+        description="Work done by this process since start-up (files ingested, renders, "
+        "images created, idempotent replays).",
+    )

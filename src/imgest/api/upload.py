@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
-from imgest.api.multipart import UploadLimits, read_form
+from imgest.api.multipart import Form, UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
-from imgest.errors import InvalidLabel, MalformedMultipart, NoFiles
+from imgest.errors import ClientError, InvalidLabel, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 from imgest.labels import check_label, check_tags
+from imgest.scoring.batcher import MicroBatcher
 
 router = APIRouter(tags=["upload"])
 
@@ -109,6 +111,7 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
         200: {"model": UploadOut, "description": "Every file was already stored."},
         207: {"model": UploadOut, "description": "Some files were rejected (see each error)."},
         400: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        409: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         413: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         415: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         422: {"model": Problem, "content": {PROBLEM_JSON: {}}},
@@ -121,6 +124,14 @@ async def upload_images(
         str | None,
         Query(max_length=200, description="Score with NAME[@VERSION] instead of the active model."),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER,
+            description="A unique key per logical upload (e.g. a UUID): a retry with the same "
+            "key and content gets the first response again without new work.",
+        ),
+    ] = None,
 ) -> Response:
     """Upload one or more images (multipart/form-data) with text fields, tags and a label.
 
@@ -128,10 +139,13 @@ async def upload_images(
     in memory, stored (original + rendition), scored and recorded. 201 when something was
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
+    With `Idempotency-Key`, a repeat of the same request answers the stored first response
+    (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content, 409
+    `idempotency_key_in_flight` while the first request is still processed.
     """
+    key = parse_key(idempotency_key)
     limits: UploadLimits = request.app.state.upload_limits
     service: IngestService = request.app.state.ingest
-    links: Links = request.app.state.links
     scorer = await service.scorer(model)  # an unknown model is refused before the body is read
     try:
         form = await read_form(
@@ -145,6 +159,24 @@ async def upload_images(
         raise MalformedMultipart("The client disconnected before the body was complete.") from None
     if not form.files:
         raise NoFiles()
+    if key is None:
+        return await ingest_form(request, form, scorer)
+    gate: IdempotencyGate = request.app.state.idempotency
+
+    async def work() -> Response:
+        try:
+            return await ingest_form(request, form, scorer)
+        except ClientError as exc:  # a final answer: stored and replayed like any other
+            return problem_response(exc, request)
+
+    # Keys are per principal once API keys exist; without auth everyone shares "".
+    return await gate.run("", key, form, work)
+
+
+async def ingest_form(request: Request, form: Form, scorer: MicroBatcher) -> Response:
+    """Ingest every file of a parsed form with `scorer` and build the per-file answer."""
+    service: IngestService = request.app.state.ingest
+    links: Links = request.app.state.links
     fields, tags, label = split_fields(form.fields)
     results = await service.ingest_many(form.files, fields, tags, scorer=scorer, label=label)
     items = [item_out(r, links) for r in results]

@@ -1,0 +1,161 @@
+"""Bulk upload: find image files, derive tags and labels from folders, upload concurrently.
+
+The library under `imgest upload` and `imgest import`: each file is hashed locally and
+skipped when the server already has its bytes (HEAD by SHA-256), otherwise uploaded with its
+own Idempotency-Key and the client's retries. Nothing here prints; the CLI renders progress
+and the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from imgest.client import ApiError, AsyncClient, ImgestClientError, UploadResult
+
+DEFAULT_EXTENSIONS = (
+    "jpg",
+    "jpeg",
+    "png",
+    "webp",
+    "gif",
+    "tif",
+    "tiff",
+    "bmp",
+    "heic",
+    "heif",
+    "avif",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to send, with the metadata it gets."""
+
+    path: Path
+    tags: tuple[str, ...] = ()
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one job (kept small: a run may cover a million files)."""
+
+    job: Job
+    status: Literal["created", "existing", "rejected", "failed"]
+    reason: str = ""  # why it was rejected or failed
+    image_id: str | None = None
+    sent: bool = True  # False when found by hash and never uploaded
+
+    @classmethod
+    def of(cls, job: Job, result: UploadResult) -> Outcome:
+        """The outcome of a server answer (or of a skip by hash)."""
+        error = result.error
+        reason = f"{error.code}: {error.detail}" if error is not None else ""
+        return cls(job, result.status, reason, result.id, result.sent)
+
+
+@dataclass
+class Summary:
+    """Every outcome, with the counts a person reads at the end."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        """How many files ended with `status`."""
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def skipped(self) -> int:
+        """Existing files whose bytes were never sent (found by hash first)."""
+        return sum(1 for o in self.outcomes if o.status == "existing" and not o.sent)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing was rejected and nothing failed."""
+        return self.count("rejected") == 0 and self.count("failed") == 0
+
+    def counts(self) -> dict[str, int]:
+        """created / existing / rejected / failed / skipped, for display or JSON."""
+        names = ("created", "existing", "rejected", "failed")
+        return {**{n: self.count(n) for n in names}, "skipped": self.skipped}
+
+
+def find_images(root: Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[Path]:
+    """Image files under `root` (recursive, sorted), by extension; hidden entries skipped."""
+    wanted = {e.lower().lstrip(".") for e in extensions}
+    found = []
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix.lower().lstrip(".") in wanted:
+            found.append(path)
+    return sorted(found)
+
+
+def folder_jobs(
+    root: Path,
+    paths: Sequence[Path],
+    *,
+    tags: Sequence[str] = (),
+    tags_from_folders: bool = False,
+    label_from_folder: bool = False,
+) -> list[Job]:
+    """Jobs for files under `root`: folder names (relative to root) as tags and/or label."""
+    jobs = []
+    for path in paths:
+        folders = path.parent.relative_to(root).parts
+        job_tags = list(tags)
+        if tags_from_folders:
+            job_tags += [f for f in folders if f not in job_tags]
+        label = folders[-1] if label_from_folder and folders else None
+        jobs.append(Job(path, tuple(job_tags), label))
+    return jobs
+
+
+async def run(
+    client: AsyncClient,
+    jobs: Sequence[Job],
+    *,
+    concurrency: int = 4,
+    description: str | None = None,
+    skip_existing: bool = True,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> Summary:
+    """Send every job with at most `concurrency` in flight; outcomes in job order."""
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    todo = iter(enumerate(jobs))
+
+    async def worker() -> None:
+        for index, job in todo:  # workers share one iterator: each job is taken once
+            outcome = await _send(client, job, description, skip_existing)
+            outcomes[index] = outcome
+            if on_done is not None:
+                on_done(outcome)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return Summary([o for o in outcomes if o is not None])
+
+
+async def _send(
+    client: AsyncClient, job: Job, description: str | None, skip_existing: bool
+) -> Outcome:
+    try:
+        result = await client.upload(
+            job.path,
+            description=description,
+            tags=job.tags,
+            label=job.label,
+            skip_existing=skip_existing,
+        )
+    except ApiError as exc:
+        return Outcome(job, "failed", f"{exc.code}: {exc.detail}")
+    except ImgestClientError as exc:
+        return Outcome(job, "failed", str(exc))
+    except OSError as exc:
+        return Outcome(job, "failed", f"cannot read: {exc.strerror or exc}")
+    return Outcome.of(job, result)

@@ -1,0 +1,610 @@
+"""The Python client (httpx, sync and async): upload with retries, read, list, download.
+
+Every upload carries its own `Idempotency-Key` (a UUID made once per file and reused on each
+retry), so a retry after a lost answer gets the first answer back instead of doing the work
+again. Connection errors, 429, 502, 503, 504 and 409 `idempotency_key_in_flight` are retried
+with exponential backoff and jitter (tenacity), waiting what `Retry-After` says when the server
+says it, within a bounded number of attempts and a bounded total time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import mimetypes
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import anyio.to_thread
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from imgest import __version__
+from imgest.api.schemas import ErrorOut, ImageOut, ImagePage, UploadItemOut
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+API_KEY_ENV = "IMGEST_API_KEY"
+URL_ENV = "IMGEST_URL"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+Image = ImageOut  # what the API answers for one image (GET /v1/images/{id})
+Source = str | os.PathLike[str] | bytes | IO[bytes]
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class ImgestClientError(Exception):
+    """Base of everything the client raises."""
+
+
+class ApiError(ImgestClientError):
+    """The server answered with an error (problem+json); `code` is its stable error code."""
+
+    def __init__(self, status: int, code: str, detail: str, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.problem = problem
+        super().__init__(f"{status} {code}: {detail}")
+
+
+class NotFound(ApiError):
+    """404: no such image or rendition."""
+
+
+class Unavailable(ApiError):
+    """429 or 5xx after every retry: the server is overloaded or a dependency is down."""
+
+
+class ConnectionFailed(ImgestClientError):
+    """No answer (connection refused, reset or timed out) after every retry."""
+
+
+class _RetryableAnswer(Exception):
+    """A 429/5xx/409-in-flight answer, raised inside the retry loop."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.retry_after = retry_after(response)
+        super().__init__(f"HTTP {response.status_code}")
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    """The typed exception for an error response."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    code = str(problem.get("code") or f"http_{response.status_code}")
+    detail = str(problem.get("detail") or response.reason_phrase)
+    status = response.status_code
+    cls = NotFound if status == 404 else Unavailable if status in RETRY_STATUSES else ApiError
+    return cls(status, code, detail, problem)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _should_retry(response: httpx.Response) -> bool:
+    if response.status_code in RETRY_STATUSES:
+        return True
+    if response.status_code == 409:  # the first try is still being processed: ask again
+        try:
+            return bool(response.json().get("code") == "idempotency_key_in_flight")
+        except (ValueError, AttributeError):
+            return False
+    return False
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: bounded attempts and total time, exponential backoff with jitter."""
+
+    attempts: int = 8
+    max_time: float = 120.0  # seconds from the first try; no retry would start after this
+    initial: float = 0.5  # first backoff, seconds; doubles each time
+    max_wait: float = 30.0  # longest backoff (Retry-After is honoured even when longer)
+    jitter: float = 0.5  # up to this many random seconds added to each backoff
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What became of one file: created, existing or rejected (with the server's reason)."""
+
+    status: Literal["created", "existing", "rejected"]
+    id: str  # SHA-256 of the bytes, computed locally
+    filename: str
+    size: int
+    item: UploadItemOut | None = None  # the server's answer for the file (None when skipped)
+    error: ErrorOut | None = None
+    sent: bool = True  # False when a HEAD found the bytes stored and nothing was uploaded
+    replayed: bool = False  # the answer was the stored one of an earlier try (same key)
+
+
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    filename: str
+    sha256: str
+    content_type: str
+
+
+def read_source(source: Source, filename: str | None = None) -> _File:
+    """Bytes, name, hash and media type of a path, bytes or binary file object."""
+    if isinstance(source, bytes):
+        data, name = source, filename or "upload"
+    elif isinstance(source, str | os.PathLike):
+        path = Path(source)
+        data, name = path.read_bytes(), filename or path.name
+    else:
+        data = source.read()
+        name = filename or Path(str(getattr(source, "name", "upload"))).name
+    ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return _File(data, name, hashlib.sha256(data).hexdigest(), ctype)
+
+
+def form_fields(
+    description: str | None,
+    tags: Iterable[str],
+    label: str | None,
+    fields: Mapping[str, str] | None,
+) -> list[tuple[str, str]]:
+    """The text fields of an upload, in a stable order."""
+    out = list((fields or {}).items())
+    if description is not None:
+        out.append(("description", description))
+    if label is not None:
+        out.append(("label", label))
+    out.extend(("tag", t) for t in tags)
+    return out
+
+
+@dataclass
+class _Options:
+    base_url: str
+    api_key: str | None
+    retry: RetryPolicy
+    timeout: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _options(
+    url: str | None, api_key: str | None, retry: RetryPolicy | None, timeout: float
+) -> _Options:
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    headers = {"User-Agent": f"imgest-client/{__version__}"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return _Options(
+        base_url=(url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/"),
+        api_key=key,
+        retry=retry or RetryPolicy(),
+        timeout=timeout,
+        headers=headers,
+    )
+
+
+class _Requests:
+    """What the sync and async clients share: request building, retry rules, answer parsing."""
+
+    options: _Options
+
+    def _retry_args(self) -> dict[str, Any]:
+        policy = self.options.retry
+        backoff = wait_exponential(multiplier=policy.initial, max=policy.max_wait) + wait_random(
+            0, policy.jitter
+        )
+
+        def wait(state: RetryCallState) -> float:
+            assert state.outcome is not None
+            error = state.outcome.exception()
+            if isinstance(error, _RetryableAnswer) and error.retry_after is not None:
+                return error.retry_after
+            return float(backoff(state))
+
+        def before_sleep(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            log.info(
+                "retrying in %.2fs after attempt %d: %s",
+                state.next_action.sleep,
+                state.attempt_number,
+                state.outcome.exception(),
+            )
+
+        return {
+            "retry": retry_if_exception_type((httpx.TransportError, _RetryableAnswer)),
+            "stop": stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_time),
+            "wait": wait,
+            "before_sleep": before_sleep,
+            "reraise": True,
+        }
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        if _should_retry(response):
+            raise _RetryableAnswer(response)
+        return response
+
+    @staticmethod
+    def _final(error: BaseException) -> ImgestClientError:
+        if isinstance(error, _RetryableAnswer):
+            return api_error(error.response)
+        return ConnectionFailed(f"no answer from the server after retries: {error!r}")
+
+    def _upload_request(
+        self, http: httpx.Client | httpx.AsyncClient, file: _File, fields: list[tuple[str, str]]
+    ) -> Callable[[], httpx.Request]:
+        # One key per file, made once: every retry of this file sends the same key.
+        key = str(uuid.uuid4())
+
+        def build() -> httpx.Request:
+            return http.build_request(
+                "POST",
+                "/v1/images",
+                files=[("file", (file.filename, file.data, file.content_type))],
+                data=_multi(fields),
+                headers={"Idempotency-Key": key},
+            )
+
+        return build
+
+    @staticmethod
+    def _upload_result(response: httpx.Response, file: _File) -> UploadResult:
+        try:
+            body = response.json()
+        except ValueError:
+            raise api_error(response) from None
+        items = body.get("images") if isinstance(body, dict) else None
+        if not response.is_success and not items:
+            raise api_error(response)
+        assert isinstance(items, list) and items, "an upload answer lists its images"
+        item = UploadItemOut.model_validate(items[0])
+        return UploadResult(
+            status=item.status,
+            id=file.sha256,
+            filename=file.filename,
+            size=len(file.data),
+            item=item,
+            error=item.error,
+            replayed=response.headers.get("idempotent-replayed") == "true",
+        )
+
+    @staticmethod
+    def _skipped(file: _File) -> UploadResult:
+        return UploadResult(
+            status="existing",
+            id=file.sha256,
+            filename=file.filename,
+            size=len(file.data),
+            sent=False,
+        )
+
+    @staticmethod
+    def _exists(response: httpx.Response) -> bool:
+        if response.status_code == 404:
+            return False
+        if not response.is_success:
+            raise api_error(response)
+        return True
+
+    @staticmethod
+    def _ok(response: httpx.Response) -> httpx.Response:
+        if not response.is_success:
+            raise api_error(response)
+        return response
+
+    @staticmethod
+    def _list_params(
+        limit: int, cursor: str | None, filters: Mapping[str, str | datetime | None]
+    ) -> dict[str, str | int]:
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        for name, value in filters.items():
+            if value is not None:
+                params[name] = value.isoformat() if isinstance(value, datetime) else value
+        return params
+
+
+def _multi(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
+    # httpx takes repeated form fields as lists
+    out: dict[str, list[str]] = {}
+    for name, value in fields:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def _rendition_path(image_id: str, pipeline: str | None) -> str:
+    if pipeline is None:
+        return f"/v1/images/{image_id}/original"
+    return f"/v1/images/{image_id}/renditions/{pipeline}"
+
+
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+class Client(_Requests):
+    """Synchronous client. Use as a context manager, or call `close()`.
+
+    `url` defaults to `$IMGEST_URL` or http://127.0.0.1:8000; `api_key` to `$IMGEST_API_KEY`
+    (sent as `Authorization: Bearer`).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.options = _options(url, api_key, retry, timeout)
+        self.http = httpx.Client(
+            base_url=self.options.base_url,
+            headers=self.options.headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+    def _send(self, build: Callable[[], httpx.Request]) -> httpx.Response:
+        try:
+            for attempt in Retrying(**self._retry_args()):
+                with attempt:
+                    return self._check(self.http.send(build()))
+        except (httpx.TransportError, _RetryableAnswer) as exc:
+            raise self._final(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def upload(
+        self,
+        source: Source,
+        *,
+        filename: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] = (),
+        label: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        skip_existing: bool = False,
+    ) -> UploadResult:
+        """Upload one file (path, bytes or binary file object) with its metadata.
+
+        With `skip_existing`, ask first (HEAD by the local SHA-256) and send nothing if the
+        server has these bytes already. A rejected file is a result, not an exception.
+        """
+        file = read_source(source, filename)
+        if skip_existing and self.exists(file.sha256):
+            return self._skipped(file)
+        build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
+        return self._upload_result(self._send(build), file)
+
+    def exists(self, image_id: str) -> bool:
+        """Whether an image with this id (the SHA-256 of its bytes) is stored."""
+        path = f"/v1/images/{image_id}"
+        return self._exists(self._send(lambda: self.http.build_request("HEAD", path)))
+
+    def get(self, image_id: str) -> Image:
+        """One image's metadata, renditions and predictions."""
+        path = f"/v1/images/{image_id}"
+        response = self._ok(self._send(lambda: self.http.build_request("GET", path)))
+        return Image.model_validate_json(response.content)
+
+    def page(
+        self, *, limit: int = 100, cursor: str | None = None, **filters: str | datetime | None
+    ) -> ImagePage:
+        """One page of images, newest first (filters: label, tag, since, until)."""
+        params = self._list_params(limit, cursor, filters)
+        build = lambda: self.http.build_request("GET", "/v1/images", params=params)  # noqa: E731
+        return ImagePage.model_validate_json(self._ok(self._send(build)).content)
+
+    def list_images(
+        self, *, page_size: int = 100, **filters: str | datetime | None
+    ) -> Iterator[Image]:
+        """Every matching image, newest first, fetching pages lazily through the cursor."""
+        cursor: str | None = None
+        while True:
+            page = self.page(limit=page_size, cursor=cursor, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def download(self, image_id: str, *, pipeline: str | None = None) -> bytes:
+        """The original's bytes (or those of the rendition of `pipeline`)."""
+        path = _rendition_path(image_id, pipeline)
+        return self._ok(self._send(lambda: self.http.build_request("GET", path))).content
+
+    def download_to(
+        self, image_id: str, dest: str | os.PathLike[str], *, pipeline: str | None = None
+    ) -> Path:
+        """Stream the original (or a rendition) to `dest` (via `dest.part`, then renamed)."""
+        path = _rendition_path(image_id, pipeline)
+        target = Path(dest)
+        try:
+            for attempt in Retrying(**self._retry_args()):
+                with attempt:
+                    response = self.http.send(self.http.build_request("GET", path), stream=True)
+                    try:
+                        if not response.is_success:
+                            response.read()
+                            self._ok(self._check(response))
+                        with _part(target).open("wb") as out:
+                            for chunk in response.iter_bytes():
+                                out.write(chunk)
+                    finally:
+                        response.close()
+        except (httpx.TransportError, _RetryableAnswer) as exc:
+            raise self._final(exc) from exc
+        _part(target).replace(target)
+        return target
+
+
+class AsyncClient(_Requests):
+    """Asynchronous client (same methods as `Client`, awaited). Use `async with`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 16,
+    ) -> None:
+        self.options = _options(url, api_key, retry, timeout)
+        self.http = httpx.AsyncClient(
+            base_url=self.options.base_url,
+            headers=self.options.headers,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.http.aclose()
+
+    async def _send(self, build: Callable[[], httpx.Request]) -> httpx.Response:
+        try:
+            async for attempt in AsyncRetrying(**self._retry_args()):
+                with attempt:
+                    return self._check(await self.http.send(build()))
+        except (httpx.TransportError, _RetryableAnswer) as exc:
+            raise self._final(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def upload(
+        self,
+        source: Source,
+        *,
+        filename: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] = (),
+        label: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        skip_existing: bool = False,
+    ) -> UploadResult:
+        """Upload one file; see `Client.upload`."""
+        file = await anyio.to_thread.run_sync(read_source, source, filename)  # read + hash
+        if skip_existing and await self.exists(file.sha256):
+            return self._skipped(file)
+        build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
+        return self._upload_result(await self._send(build), file)
+
+    async def exists(self, image_id: str) -> bool:
+        """Whether an image with this id (the SHA-256 of its bytes) is stored."""
+        path = f"/v1/images/{image_id}"
+        return self._exists(await self._send(lambda: self.http.build_request("HEAD", path)))
+
+    async def get(self, image_id: str) -> Image:
+        """One image's metadata, renditions and predictions."""
+        path = f"/v1/images/{image_id}"
+        response = self._ok(await self._send(lambda: self.http.build_request("GET", path)))
+        return Image.model_validate_json(response.content)
+
+    async def page(
+        self, *, limit: int = 100, cursor: str | None = None, **filters: str | datetime | None
+    ) -> ImagePage:
+        """One page of images, newest first (filters: label, tag, since, until)."""
+        params = self._list_params(limit, cursor, filters)
+        build = lambda: self.http.build_request("GET", "/v1/images", params=params)  # noqa: E731
+        return ImagePage.model_validate_json(self._ok(await self._send(build)).content)
+
+    async def list_images(
+        self, *, page_size: int = 100, **filters: str | datetime | None
+    ) -> AsyncIterator[Image]:
+        """Every matching image, newest first, fetching pages lazily through the cursor."""
+        cursor: str | None = None
+        while True:
+            page = await self.page(limit=page_size, cursor=cursor, **filters)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def download(self, image_id: str, *, pipeline: str | None = None) -> bytes:
+        """The original's bytes (or those of the rendition of `pipeline`)."""
+        path = _rendition_path(image_id, pipeline)
+        response = await self._send(lambda: self.http.build_request("GET", path))
+        return self._ok(response).content
+
+    async def download_to(
+        self, image_id: str, dest: str | os.PathLike[str], *, pipeline: str | None = None
+    ) -> Path:
+        """Stream the original (or a rendition) to `dest` (via `dest.part`, then renamed)."""
+        path = _rendition_path(image_id, pipeline)
+        target = Path(dest)
+        try:
+            async for attempt in AsyncRetrying(**self._retry_args()):
+                with attempt:
+                    request = self.http.build_request("GET", path)
+                    response = await self.http.send(request, stream=True)
+                    try:
+                        if not response.is_success:
+                            await response.aread()
+                            self._ok(self._check(response))
+                        with _part(target).open("wb") as out:
+                            async for chunk in response.aiter_bytes():
+                                out.write(chunk)
+                    finally:
+                        await response.aclose()
+        except (httpx.TransportError, _RetryableAnswer) as exc:
+            raise self._final(exc) from exc
+        _part(target).replace(target)
+        return target

@@ -1,0 +1,90 @@
+"""Terminal output of the CLI's bulk commands: a progress bar with rate, the summary table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from imgest.bulk import Outcome, Summary
+
+MAX_LISTED = 50  # rejected/failed files listed by name; the rest are counted
+
+
+class _Rate(ProgressColumn):
+    """Files per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} files/s" if speed else "- files/s", style="progress.data.speed")
+
+
+@contextmanager
+def progress(total: int) -> Iterator[Callable[[Outcome], None]]:
+    """A progress bar on stderr; yields the callback that advances it by one outcome."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    with bar:
+        task = bar.add_task("uploading", total=total)
+
+        def advance(outcome: Outcome) -> None:
+            bar.advance(task)
+
+        yield advance
+
+
+def render_summary(summary: Summary, *, as_json: bool = False) -> None:
+    """Print the counts (and each rejected or failed file with its reason) to stdout."""
+    console = Console(soft_wrap=True)
+    problems = [o for o in summary.outcomes if o.status in ("rejected", "failed")]
+    if as_json:
+        body = {
+            **summary.counts(),
+            "problems": [
+                {"path": str(o.job.path), "status": o.status, "reason": o.reason} for o in problems
+            ],
+        }
+        console.print_json(json.dumps(body))
+        return
+    counts = Table(title="imgest upload summary", show_header=True, box=None)
+    counts.add_column("status")
+    counts.add_column("files", justify="right")
+    c = summary.counts()
+    counts.add_row("created", str(c["created"]))
+    counts.add_row("existing", str(c["existing"]))
+    counts.add_row("  of which skipped by hash", str(c["skipped"]))
+    counts.add_row("rejected", str(c["rejected"]), style="red" if c["rejected"] else None)
+    counts.add_row("failed", str(c["failed"]), style="red" if c["failed"] else None)
+    console.print(counts)
+    if not problems:
+        return
+    listing = Table(title="rejected and failed files", show_header=True, box=None)
+    listing.add_column("file", overflow="fold")
+    listing.add_column("status")
+    listing.add_column("reason", overflow="fold")
+    for o in problems[:MAX_LISTED]:
+        listing.add_row(str(o.job.path), o.status, o.reason)
+    console.print(listing)
+    if len(problems) > MAX_LISTED:
+        console.print(f"... and {len(problems) - MAX_LISTED} more")

@@ -1,0 +1,139 @@
+"""imgest.bulk and the `imgest upload` / `imgest import` commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from imgest.bulk import find_images, folder_jobs
+from tests.services.imgest_server import Server, free_port
+
+
+def make_tree(root: Path, data_dir: Path) -> None:
+    for rel, src in {
+        "pets/cats/cat.jpg": "cat.jpg",
+        "pets/cat.png": "cat.png",
+        "food/coffee.JPG": "coffee.jpg",
+        "rocket.jpg": "rocket.jpg",
+        "docs/notes.txt": "not-image.txt",
+        ".cache/hidden.jpg": "cat-gray.jpg",
+        "pets/.hidden.jpg": "cat-gray.jpg",
+    }.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((data_dir / src).read_bytes())
+
+
+def test_find_images_filters_by_extension_and_skips_hidden(tmp_path: Path, data_dir: Path) -> None:
+    make_tree(tmp_path, data_dir)
+    names = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
+    assert names == ["food/coffee.JPG", "pets/cat.png", "pets/cats/cat.jpg", "rocket.jpg"]
+    only_png = find_images(tmp_path, ["png"])
+    assert [p.name for p in only_png] == ["cat.png"]
+    assert [p.name for p in find_images(tmp_path, [".TXT"])] == ["notes.txt"]
+
+
+def test_folder_jobs_tags_and_labels(tmp_path: Path, data_dir: Path) -> None:
+    make_tree(tmp_path, data_dir)
+    jobs = folder_jobs(
+        tmp_path,
+        find_images(tmp_path),
+        tags=["batch1", "pets"],
+        tags_from_folders=True,
+        label_from_folder=True,
+    )
+    got = {j.path.name: (j.tags, j.label) for j in jobs}
+    assert got == {
+        "coffee.JPG": (("batch1", "pets", "food"), "food"),
+        "cat.png": (("batch1", "pets"), "pets"),
+        "cat.jpg": (("batch1", "pets", "cats"), "cats"),
+        "rocket.jpg": (("batch1", "pets"), None),
+    }
+    plain = folder_jobs(tmp_path, find_images(tmp_path))
+    assert all(j.tags == () and j.label is None for j in plain)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("bulk-server"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def imgest(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgest.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+
+
+def ground_truth(item: dict[str, Any]) -> str | None:
+    """The label sent with `--label-from-folder`: a field today, its own member once the
+    server stores ground truth (issue 4); nothing else may land in the fields."""
+    fields = dict(item["fields"])
+    label = fields.pop("label", None) or item.get("label")
+    assert fields == {}, item["fields"]
+    return label
+
+
+def summary_counts(table: str) -> dict[str, int]:
+    """The counts from the summary table the CLI prints."""
+    rows = re.findall(r"^\s*(created|existing|rejected|failed)\s+(\d+)\s*$", table, re.M)
+    return {name: int(n) for name, n in rows}
+
+
+def test_import_command(server: Server, tmp_path: Path, data_dir: Path) -> None:
+    make_tree(tmp_path, data_dir)
+    first = imgest(
+        "import", str(tmp_path), "--url", server.base, "--tags-from-folders", "--label-from-folder"
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert summary_counts(first.stdout) == {"created": 4, "existing": 0, "rejected": 0, "failed": 0}
+    again = imgest("import", str(tmp_path), "--url", server.base, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {
+        "created": 0,
+        "existing": 4,
+        "rejected": 0,
+        "failed": 0,
+        "skipped": 4,
+        "problems": [],
+    }
+    items = httpx.get(f"{server.base}/v1/images", params={"tag": "cats"}).json()["items"]
+    assert [i["filename"] for i in items] == ["cat.jpg"]
+    assert ground_truth(items[0]) == "cats"
+    assert sorted(items[0]["tags"]) == ["cats", "pets"]
+
+
+def test_upload_command_reports_rejections(server: Server, tmp_path: Path, data_dir: Path) -> None:
+    bad = tmp_path / "fake.jpg"
+    bad.write_bytes((data_dir / "not-image.txt").read_bytes())
+    done = imgest(
+        "upload", str(data_dir / "astronaut.jpg"), str(bad), "--url", server.base, "--tag", "x"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "fake.jpg" in done.stdout and "unsupported_media_type" in done.stdout
+    assert summary_counts(done.stdout) == {
+        "created": 1,
+        "existing": 0,
+        "rejected": 1,
+        "failed": 0,
+    }
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    failed = imgest("upload", str(data_dir / "cat.jpg"), "--url", nobody, "--retries", "2")
+    assert failed.returncode == 1
+    assert summary_counts(failed.stdout)["failed"] == 1
+    assert "no answer from the server" in failed.stdout

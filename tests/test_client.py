@@ -1,0 +1,224 @@
+"""imgest.client against a real `imgest serve` (and the fault proxy in front of it)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from imgest.client import (
+    AsyncClient,
+    Client,
+    ConnectionFailed,
+    NotFound,
+    RetryPolicy,
+    Unavailable,
+    retry_after,
+)
+from tests.services.fault_proxy import FaultProxy, Faults
+from tests.services.imgest_server import Server, free_port
+from tests.test_bulk import ground_truth
+
+FAST = RetryPolicy(attempts=4, max_time=20, initial=0.01, max_wait=0.1, jitter=0.01)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("client-server"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def proxy(server: Server) -> Iterator[Callable[..., FaultProxy]]:
+    started: list[FaultProxy] = []
+
+    def make(script: list[str], retry_after: str = "0") -> FaultProxy:
+        p = FaultProxy(server.port, faults=Faults(retry_after=retry_after), script=script)
+        p.start()
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def files_ingested(server: Server) -> int:
+    value: int = httpx.get(f"{server.base}/readyz").json()["counters"]["files"]
+    return value
+
+
+def test_upload_read_list_download(server: Server, read: Callable[[str], bytes]) -> None:
+    cat, coffee, rocket = read("cat.jpg"), read("coffee.jpg"), read("rocket.jpg")
+    with Client(server.base, retry=FAST) as client:
+        first = client.upload(
+            io.BytesIO(cat), filename="cat.jpg", description="kitchen", tags=["pets", "indoor"]
+        )
+        assert first.status == "created" and first.sent and not first.replayed
+        assert first.id == hashlib.sha256(cat).hexdigest()
+        assert first.item is not None and sorted(first.item.tags) == ["indoor", "pets"]
+        assert first.item.fields == {"description": "kitchen"}
+        client.upload(coffee, filename="coffee.jpg", label="coffee mug")
+        client.upload(rocket, filename="rocket.jpg")
+
+        image = client.get(first.id)
+        assert image.width == 451 and image.renditions["default"].width == 224
+        stored = client.get(hashlib.sha256(coffee).hexdigest()).model_dump(mode="json")
+        assert ground_truth(stored) == "coffee mug"
+        listed = client.list_images(page_size=1)
+        assert next(listed).id == hashlib.sha256(rocket).hexdigest()  # newest first, lazily
+        assert len(list(client.list_images(page_size=2))) >= 3
+        assert [i.id for i in client.list_images(tag="pets")] == [first.id]
+
+        assert client.download(first.id) == cat
+        rendition = client.download(first.id, pipeline="default")
+        assert rendition[:2] == b"\xff\xd8" and len(rendition) == image.renditions["default"].bytes
+
+        assert client.exists(first.id)
+        assert not client.exists("0" * 64)
+        with pytest.raises(NotFound) as missing:
+            client.get("0" * 64)
+        assert missing.value.code == "image_not_found" and missing.value.status == 404
+
+
+def test_download_to_a_path_and_upload_from_a_path(
+    server: Server, data_dir: Path, tmp_path: Path
+) -> None:
+    with Client(server.base, retry=FAST) as client:
+        result = client.upload(data_dir / "astronaut.jpg")
+        assert result.filename == "astronaut.jpg" and result.status in ("created", "existing")
+        target = client.download_to(result.id, tmp_path / "copy.jpg")
+        assert target.read_bytes() == (data_dir / "astronaut.jpg").read_bytes()
+        assert not (tmp_path / "copy.jpg.part").exists()
+        with pytest.raises(NotFound):
+            client.download_to("0" * 64, tmp_path / "none.jpg")
+
+
+def test_rejected_file_is_a_result(server: Server, read: Callable[[str], bytes]) -> None:
+    with Client(server.base, retry=FAST) as client:
+        result = client.upload(read("not-image.txt"), filename="notes.jpg")
+    assert result.status == "rejected"
+    assert result.error is not None and result.error.code == "unsupported_media_type"
+
+
+def test_skip_existing_sends_no_bytes(
+    server: Server, read: Callable[[str], bytes], proxy: Callable[..., FaultProxy]
+) -> None:
+    p = proxy([])
+    with Client(p.url, retry=FAST) as client:
+        client.upload(read("cat.jpg"), filename="cat.jpg")
+        skipped = client.upload(read("cat.jpg"), filename="cat.jpg", skip_existing=True)
+    assert skipped.status == "existing" and not skipped.sent
+    assert [s.method for s in p.seen] == ["POST", "HEAD"]
+
+
+def test_retry_honours_retry_after(
+    server: Server, read: Callable[[str], bytes], proxy: Callable[..., FaultProxy]
+) -> None:
+    p = proxy(["503"], retry_after="1")
+    started = time.monotonic()
+    with Client(p.url, retry=FAST) as client:  # its own backoff would be ~0.01 s
+        result = client.upload(read("coffee.jpg"), filename="coffee.jpg")
+    assert time.monotonic() - started >= 1.0
+    assert result.status in ("created", "existing")
+    assert [s.fault for s in p.seen] == ["503", "pass"]
+
+
+def test_lost_answer_is_replayed_not_redone(
+    server: Server,
+    read: Callable[[str], bytes],
+    proxy: Callable[..., FaultProxy],
+    encode: Callable[..., bytes],
+    cat: object,
+) -> None:
+
+    assert isinstance(cat, Image.Image)
+    fresh = encode(cat.rotate(7), "JPEG")
+    p = proxy(["drop_response", "cut_response"])
+    before = files_ingested(server)
+    with Client(p.url, retry=FAST) as client:
+        result = client.upload(fresh, filename="fresh.jpg")
+    assert result.status == "created" and result.replayed
+    assert [s.fault for s in p.seen] == ["drop_response", "cut_response", "pass"]
+    assert files_ingested(server) == before + 1
+
+
+def test_retries_are_bounded(
+    server: Server, read: Callable[[str], bytes], proxy: Callable[..., FaultProxy]
+) -> None:
+    p = proxy(["503"] * 10)
+    with Client(p.url, retry=FAST) as client, pytest.raises(Unavailable) as failed:
+        client.upload(read("cat.jpg"))
+    assert failed.value.code == "service_unavailable" and failed.value.status == 503
+    assert len(p.seen) == FAST.attempts
+
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", retry=FAST) as client,
+        pytest.raises(ConnectionFailed),
+    ):
+        client.get("0" * 64)
+
+
+def test_retry_after_forms() -> None:
+    def answer(value: str) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": value})
+
+    assert retry_after(answer("3")) == 3.0
+    assert retry_after(answer("Thu, 01 Jan 1970 00:00:00 GMT")) == 0.0
+    assert retry_after(answer("soon")) is None
+    assert retry_after(httpx.Response(503)) is None
+
+
+def test_api_key_from_argument_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(404, json={"code": "image_not_found", "detail": "no"})
+
+    transport = httpx.MockTransport(handler)
+    with Client("http://imgest.test", api_key="s3cret", transport=transport) as client:
+        assert not client.exists("0" * 64)
+    monkeypatch.setenv("IMGEST_API_KEY", "from-env")
+    with Client("http://imgest.test", transport=transport) as client:
+        assert not client.exists("0" * 64)
+    monkeypatch.delenv("IMGEST_API_KEY")
+    with Client("http://imgest.test", transport=transport) as client:
+        assert not client.exists("0" * 64)
+    assert seen == ["Bearer s3cret", "Bearer from-env", None]
+
+
+@pytest.mark.anyio
+async def test_async_client(
+    server: Server,
+    proxy: Callable[..., FaultProxy],
+    tmp_path: Path,
+    encode: Callable[..., bytes],
+    cat: Image.Image,
+) -> None:
+    p = proxy(["drop_request", "503", "cut_response"])
+    rocket = encode(cat.rotate(13), "JPEG")  # bytes no other test uploads
+    async with AsyncClient(p.url, retry=FAST) as client:
+        result = await client.upload(rocket, filename="rocket.jpg", tags=["space"])
+        assert result.status == "created" and result.replayed
+        assert result.id == hashlib.sha256(rocket).hexdigest()
+        assert [s.fault for s in p.seen][:3] == ["drop_request", "503", "cut_response"]
+        assert await client.exists(result.id)
+        assert (await client.get(result.id)).id == result.id
+        ids = [i.id async for i in client.list_images(page_size=1, tag="space")]
+        assert ids == [result.id]
+        assert await client.download(result.id) == rocket
+        path = await client.download_to(result.id, tmp_path / "r.jpg", pipeline="default")
+        assert path.read_bytes()[:2] == b"\xff\xd8"
+        again = await client.upload(rocket, filename="rocket.jpg", skip_existing=True)
+        assert again.status == "existing" and not again.sent
+        with pytest.raises(NotFound):
+            await client.get("f" * 64)
