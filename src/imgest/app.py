@@ -7,32 +7,47 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from imgest import __version__
-from imgest.api import health, images, problems, upload
+from imgest.admission import Admission, AdmissionLimits
+from imgest.api import auth, health, images, metrics, problems, upload
+from imgest.api.body import BodyTimeouts
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
+from imgest.api.observe import RequestObserver
+from imgest.catalog.keys import KeyStore
 from imgest.catalog.repo import Catalog
 from imgest.config import Settings
 from imgest.corpus import Corpus
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import builtin_pipelines
 from imgest.ingest import IngestService
+from imgest.metrics import Gauges, Metrics
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.model import BUNDLED_DIR, Model
 from imgest.storage.registry import open_store
+from imgest.storage.timeout import TimeoutStore
 
 log = logging.getLogger(__name__)
+
+L = TypeVar("L")
+
+
+def from_settings(cls: type[L], settings: Settings) -> L:
+    """A limits dataclass filled from the settings of the same names."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: getattr(settings, name) for name in names})
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
     """The streaming caps from settings (same names)."""
-    names = [f.name for f in dataclasses.fields(UploadLimits)]
-    return UploadLimits(**{name: getattr(settings, name) for name in names})
+    return from_settings(UploadLimits, settings)
 
 
 def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
@@ -47,7 +62,11 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
         store = await anyio.to_thread.run_sync(open_store, settings.storage_url)
-        catalog = await anyio.to_thread.run_sync(lambda: Catalog.open(settings.catalog_url))
+        # The services see a store whose every call is bounded (a hung backend -> 503).
+        bounded = TimeoutStore(store, settings.storage_timeout_s)
+        catalog = await anyio.to_thread.run_sync(
+            lambda: Catalog.open(settings.catalog_url, timeout_s=settings.catalog_timeout_s)
+        )
         scorer = model
         if scorer is None:
             scorer = await anyio.to_thread.run_sync(
@@ -64,22 +83,26 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             max_wait=settings.batch_max_wait_ms / 1000.0,
         )
         await batcher.start()
-        app.state.settings = settings
         app.state.store = store
         app.state.catalog = catalog
         app.state.batcher = batcher
         app.state.links = Links(settings.public_url)
         app.state.upload_limits = upload_limits(settings)
         app.state.ingest = IngestService(
-            store=store,
+            store=bounded,
             catalog=catalog,
             batcher=batcher,
             pipeline=pipeline,
             limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
             cpu=CapacityLimiter(settings.workers or cores),
+            metrics=app.state.metrics,
         )
+        app.state.keys = KeyStore(catalog)
+        app.state.admission = Admission(from_settings(AdmissionLimits, settings))
+        app.state.body_timeouts = from_settings(BodyTimeouts, settings)
+        app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, batcher)
         app.state.corpus = Corpus(
-            store=store, catalog=catalog, current_pipelines={pipeline.name: pipeline.version}
+            store=bounded, catalog=catalog, current_pipelines={pipeline.name: pipeline.version}
         )
         log.info(
             "imgest %s ready: storage=%s catalog=%s model=%s@%s pipeline=%s@%s",
@@ -94,6 +117,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.metrics.gauges = None
             await batcher.stop()
             await store.close()
             catalog.close()
@@ -105,7 +129,36 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    app.include_router(upload.router)
-    app.include_router(images.router)
+    # Security and observability (issue 6): settings and metrics exist before start-up, so
+    # the auth dependency, problem answers and middleware can read them from the first request.
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    guarded = [Depends(auth.by_method)]
+    app.include_router(upload.router, dependencies=guarded)
+    app.include_router(images.router, dependencies=guarded)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "ETag"],
+            max_age=600,
+        )
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app
+
+
+def live_gauges(admission: Admission, ingest: IngestService, batcher: MicroBatcher) -> Gauges:
+    """What /metrics reads at scrape time from the running services."""
+    return Gauges(
+        active_uploads=lambda: admission.active,
+        queued_uploads=lambda: admission.queued,
+        inflight_bytes=lambda: admission.inflight_bytes,
+        cpu_busy=lambda: int(ingest.cpu.borrowed_tokens),
+        cpu_waiting=lambda: ingest.cpu.statistics().tasks_waiting,
+        scoring_queue=lambda: batcher.depth,
+        batch_sizes=lambda: dict(batcher.stats.sizes),
+    )

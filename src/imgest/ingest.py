@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from imgest.errors import ClientError, ImageCorrupt, ImgestError, StorageUnavail
 from imgest.imaging.limits import ImageLimits, check
 from imgest.imaging.pipeline import Pipeline, Rendition
 from imgest.imaging.sniff import ImageInfo, probe
+from imgest.metrics import Metrics
 from imgest.scoring.batcher import MicroBatcher
 from imgest.storage.base import BlobExistsError, BlobStore, StoreError
 from imgest.storage.paths import original_path, rendition_path
@@ -73,7 +75,9 @@ class IngestService:
         pipeline: Pipeline,
         limits: ImageLimits,
         cpu: CapacityLimiter,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.catalog = catalog
         self.batcher = batcher
@@ -120,11 +124,13 @@ class IngestService:
         )
         # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
         # never a catalog row that points at a missing blob.
-        await asyncio.gather(
-            self._put(original, upload.data),
-            self._put(rendition, rendered.encoded),
-        )
-        top = await self.batcher.score(rendered.pixels)
+        with self.metrics.store_seconds.time():
+            await asyncio.gather(
+                self._put(original, upload.data),
+                self._put(rendition, rendered.encoded),
+            )
+        with self.metrics.score_seconds.time():
+            top = await self.batcher.score(rendered.pixels)
         now = datetime.now(UTC)
         model = self.batcher.model
         record = ImageRecord(
@@ -169,6 +175,7 @@ class IngestService:
         return self._result("created", upload, record)
 
     def _render(self, data: bytes) -> _Rendered:
+        started = time.perf_counter()
         try:
             info = probe(data)
             check(info, self.limits)
@@ -180,6 +187,8 @@ class IngestService:
         except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
             log.warning("decoder failed on client input: %r", exc, exc_info=True)
             raise ImageCorrupt("The image could not be decoded.") from exc
+        finally:
+            self.metrics.render_seconds.observe(time.perf_counter() - started)
         return _Rendered(info=info, pixels=pixels, rendition=rendition, encoded=encoded)
 
     async def _put(self, path: str, data: bytes) -> None:

@@ -8,12 +8,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from imgest.admission import Admission
+from imgest.api.body import timed_body
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import InvalidParameter, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
+from imgest.metrics import Metrics
 
 router = APIRouter(tags=["upload"])
 
@@ -99,6 +102,34 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
     )
 
 
+def body_reservation(content_length: str | None, limits: UploadLimits) -> int:
+    """Bytes an upload reserves while active: its declared size, else the request cap."""
+    try:
+        declared = int(content_length) if content_length is not None else -1
+    except ValueError:
+        declared = -1  # read_form refuses it; reserve as if unknown
+    if declared < 0:
+        return limits.max_request_bytes
+    return min(declared, limits.max_request_bytes)
+
+
+def client_of(request: Request) -> str:
+    """Who an upload counts against: its API key, else its address."""
+    key = getattr(request.state, "api_key", None)
+    if key is not None:
+        return f"key:{key.id}"
+    return f"addr:{request.client.host if request.client else '?'}"
+
+
+def count_results(metrics: Metrics, results: Sequence[IngestResult]) -> None:
+    """Per-file outcomes and newly stored bytes into the metrics."""
+    for r in results:
+        code = r.error.code if r.error is not None else ""
+        metrics.files.labels(status=r.status, code=code).inc()
+        if r.status == "created":
+            metrics.ingested_bytes.inc(r.size)
+
+
 @router.post(
     "/v1/images",
     status_code=201,
@@ -108,9 +139,11 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
         200: {"model": UploadOut, "description": "Every file was already stored."},
         207: {"model": UploadOut, "description": "Some files were rejected (see each error)."},
         400: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        408: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         413: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         415: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         422: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        429: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         503: {"model": Problem, "content": {PROBLEM_JSON: {}}},
     },
 )
@@ -122,23 +155,33 @@ async def upload_images(request: Request) -> Response:
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
     """
-    limits: UploadLimits = request.app.state.upload_limits
-    service: IngestService = request.app.state.ingest
-    links: Links = request.app.state.links
-    try:
-        form = await read_form(
-            request.headers.get("content-type"),
-            request.headers.get("content-length"),
-            request.stream(),
-            limits,
-        )
-    except ClientDisconnect:
-        # Nobody is left to answer; this keeps it out of the error log as a client fault.
-        raise MalformedMultipart("The client disconnected before the body was complete.") from None
-    if not form.files:
-        raise NoFiles()
-    fields, tags = split_fields(form.fields)
-    results = await service.ingest_many(form.files, fields, tags)
+    state = request.app.state
+    limits: UploadLimits = state.upload_limits
+    admission: Admission = state.admission
+    metrics: Metrics = state.metrics
+    content_length = request.headers.get("content-length")
+    reserve = body_reservation(content_length, limits)
+    async with admission.slot(client_of(request), reserve):
+        try:
+            form = await read_form(
+                request.headers.get("content-type"),
+                content_length,
+                timed_body(request.stream(), state.body_timeouts, metrics.body_bytes.inc),
+                limits,
+            )
+        except ClientDisconnect:
+            # Nobody is left to answer; this keeps it out of the error log as a client fault.
+            raise MalformedMultipart(
+                "The client disconnected before the body was complete."
+            ) from None
+        if not form.files:
+            raise NoFiles()
+        fields, tags = split_fields(form.fields)
+        service: IngestService = state.ingest
+        results = await service.ingest_many(form.files, fields, tags)
+        del form  # the bodies: let them go before the response is built
+    count_results(metrics, results)
+    links: Links = state.links
     items = [item_out(r, links) for r in results]
     body = UploadOut(images=items).model_dump(mode="json")
     rejected = [r for r in results if r.status == "rejected"]

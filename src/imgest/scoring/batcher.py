@@ -62,6 +62,11 @@ class MicroBatcher:
         """Whether the batching loop is accepting work."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def depth(self) -> int:
+        """Images waiting to be scored (for the queue-depth gauge)."""
+        return self._queue.qsize()
+
     async def start(self) -> None:
         """Start the batching loop on the running event loop."""
         if self._task is None:
