@@ -11,7 +11,7 @@ from pythonjsonlogger.json import JsonFormatter
 REQUEST_ID: ContextVar[str] = ContextVar("imgest_request_id", default="-")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+JSON_FIELDS = "%(levelname)s %(name)s %(message)s %(request_id)s"
 
 
 class RequestIdFilter(logging.Filter):
@@ -19,15 +19,17 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate
         return True
 
 
 def formatter(fmt: Literal["text", "json"]) -> logging.Formatter:
-    """The formatter for `fmt`; JSON names its keys time, level, logger, message."""
+    """The formatter for `fmt`; JSON names its keys time (ISO 8601 UTC), level, logger, message."""
     if fmt == "json":
         return JsonFormatter(
             JSON_FIELDS,
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",
         )
     return logging.Formatter(TEXT_FORMAT)
 
