@@ -70,7 +70,7 @@ def _batch_histogram(sizes: Mapping[int, int]) -> HistogramMetricFamily:
     """The batcher's size counts as a cumulative histogram."""
     buckets = []
     for bound in BATCH_BUCKETS:
-        buckets.append((str(bound), sum(n for size, n in sizes.items() if size <= bound)))
+        buckets.append((str(float(bound)), sum(n for size, n in sizes.items() if size <= bound)))
     buckets.append(("+Inf", sum(sizes.values())))
     total = sum(size * n for size, n in sizes.items())
     return HistogramMetricFamily(

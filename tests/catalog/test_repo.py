@@ -183,3 +183,31 @@ def test_unreachable_database_is_catalog_unavailable(tmp_path: Path) -> None:
     with pytest.raises(CatalogUnavailable):
         broken.ping()
     broken.close()
+
+
+def test_a_locked_database_is_unavailable_within_the_timeout(tmp_path: Path) -> None:
+    """The catalog timeout bounds waiting for another writer's lock (SQLite busy timeout)."""
+    import sqlite3
+    import time
+
+    from sqlalchemy import text
+
+    from imgest.errors import CatalogUnavailable
+
+    def write() -> None:
+        with catalog.session() as session, session.begin():
+            session.execute(text("CREATE TABLE scratch (x INTEGER)"))
+
+    path = tmp_path / "locked.db"
+    catalog = Catalog.open(f"sqlite:///{path}", timeout_s=0.3)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(CatalogUnavailable):
+            catalog.guard(write)
+        assert time.monotonic() - started < 5
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        catalog.close()
