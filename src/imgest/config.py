@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="GET /metrics: open to all, admin (needs the admin scope when auth is on) "
         "or off (404).",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or "
+        "networks, * for any); the client address then comes from the proxy.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or one JSON object per line."
     )

@@ -98,6 +98,8 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
         access_log=False,  # imgest.api.observe writes the access log (route, status, time)
         http=header_timeout_protocol(settings.header_timeout_s),
         timeout_keep_alive=settings.keep_alive_timeout_s,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
         **uvicorn_options,
     )
