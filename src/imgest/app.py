@@ -58,7 +58,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cores = os.cpu_count() or 1
+        cpu_threads = settings.workers or os.cpu_count() or 1
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
         store = await anyio.to_thread.run_sync(open_store, settings.storage_url)
@@ -94,11 +94,16 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             batcher=batcher,
             pipeline=pipeline,
             limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
-            cpu=CapacityLimiter(settings.workers or cores),
+            cpu=CapacityLimiter(cpu_threads),
             metrics=app.state.metrics,
         )
         app.state.keys = KeyStore(catalog)
-        app.state.admission = Admission(from_settings(AdmissionLimits, settings))
+        admission = from_settings(AdmissionLimits, settings)
+        if not admission.max_active_uploads:
+            # More active uploads than decode threads only add memory (bodies held in RAM
+            # while they wait for a thread), not throughput; two per thread overlaps I/O.
+            admission = dataclasses.replace(admission, max_active_uploads=2 * cpu_threads)
+        app.state.admission = Admission(admission)
         app.state.body_timeouts = from_settings(BodyTimeouts, settings)
         app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, batcher)
         app.state.corpus = Corpus(

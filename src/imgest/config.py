@@ -128,7 +128,10 @@ class Settings(BaseSettings):
         "text", description="Log lines as text, or one JSON object per line."
     )
     max_active_uploads: int = Field(
-        16, gt=0, description="Upload requests reading their body or processing at once."
+        0,
+        ge=0,
+        description="Upload requests reading their body or processing at once; 0 means twice "
+        "the decode threads (`workers`), enough to keep them busy.",
     )
     max_queued_uploads: int = Field(
         64,
