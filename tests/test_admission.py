@@ -127,3 +127,10 @@ async def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
     release.set()
     await holder
     assert (gate.active, gate.inflight_bytes) == (0, 0)
+
+
+def test_automatic_active_slots_are_twice_the_decode_threads() -> None:
+    assert AdmissionLimits().resolved(cpu_threads=3).max_active_uploads == 6
+    assert AdmissionLimits(max_active_uploads=5).resolved(cpu_threads=3).max_active_uploads == 5
+    with pytest.raises(ValueError, match="resolve"):
+        Admission(AdmissionLimits())

@@ -11,6 +11,7 @@ let in, whatever its size, so the budget never makes a valid request impossible.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,11 +26,21 @@ from imgest.errors import RateLimited, ServerBusy
 class AdmissionLimits:
     """The caps (see the settings of the same names)."""
 
-    max_active_uploads: int = 16
+    max_active_uploads: int = 0  # 0: twice the decode threads (see `resolved`)
     max_queued_uploads: int = 64
     max_inflight_bytes: int = 128 * 1024 * 1024
     max_uploads_per_client: int = 0  # 0: no per-client cap
     queue_timeout_s: float = 30.0
+
+    def resolved(self, cpu_threads: int) -> AdmissionLimits:
+        """These limits with an automatic `max_active_uploads` made concrete.
+
+        More active uploads than decode threads add memory (bodies held while they wait for
+        a thread), not throughput; two per thread keeps them busy while others read bodies.
+        """
+        if self.max_active_uploads:
+            return self
+        return dataclasses.replace(self, max_active_uploads=2 * cpu_threads)
 
 
 @dataclass
@@ -42,6 +53,8 @@ class Admission:
     """Grants upload slots in arrival order under the count and byte limits."""
 
     def __init__(self, limits: AdmissionLimits) -> None:
+        if limits.max_active_uploads < 1:
+            raise ValueError("resolve max_active_uploads first (AdmissionLimits.resolved)")
         self.limits = limits
         self.active = 0
         self.inflight_bytes = 0

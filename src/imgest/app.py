@@ -98,11 +98,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             metrics=app.state.metrics,
         )
         app.state.keys = KeyStore(catalog)
-        admission = from_settings(AdmissionLimits, settings)
-        if not admission.max_active_uploads:
-            # More active uploads than decode threads only add memory (bodies held in RAM
-            # while they wait for a thread), not throughput; two per thread overlaps I/O.
-            admission = dataclasses.replace(admission, max_active_uploads=2 * cpu_threads)
+        admission = from_settings(AdmissionLimits, settings).resolved(cpu_threads)
         app.state.admission = Admission(admission)
         app.state.body_timeouts = from_settings(BodyTimeouts, settings)
         app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, batcher)
