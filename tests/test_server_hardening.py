@@ -173,16 +173,24 @@ def test_a_stalled_body_gets_408_in_time_and_the_server_stays_responsive(
     hardened: Hardened,
 ) -> None:
     body = multipart("stall.jpg", b"\xff\xd8" + b"x" * 1000)
-    conn = open_upload(hardened.port, hardened.tokens[3], len(body))
-    conn.send(body[:40])  # a few bytes, then nothing
-    started = time.monotonic()
-    assert httpx.get(f"{hardened.server.base}/healthz", timeout=2).status_code == 200
-    response = conn.getresponse()
-    elapsed = time.monotonic() - started
-    assert response.status == 408
-    assert json.loads(response.read())["code"] == "request_timeout"
-    assert elapsed < 4.0  # the idle timeout is 1 s
-    conn.close()
+    head = (
+        "POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {hardened.tokens[3]}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=10) as sock:
+        sock.sendall(head.encode() + body[:40])  # a few bytes, then nothing
+        started = time.monotonic()
+        assert httpx.get(f"{hardened.server.base}/healthz", timeout=2).status_code == 200
+        response = read_response(sock)
+        elapsed = time.monotonic() - started
+        assert response.status == 408
+        assert response.getheader("connection") == "close"
+        assert json.loads(response.read())["code"] == "request_timeout"
+        assert elapsed < 4.0  # the idle timeout is 1 s
+        sock.settimeout(2.0)  # well under the 5 s keep-alive timeout
+        assert sock.recv(1) == b""  # the server hung up instead of waiting for the rest
     assert httpx.get(f"{hardened.server.base}/healthz", timeout=2).status_code == 200
 
 

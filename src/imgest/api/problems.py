@@ -40,11 +40,13 @@ def problem_response(
 
 
 def problem_headers(error: ImgestError, request: Request | None) -> dict[str, str]:
-    """Retry-After on 429/503, the Bearer challenge (RFC 6750) on 401."""
+    """Retry-After on 429/503, the Bearer challenge (RFC 6750) on 401, close after 408."""
     headers: dict[str, str] = {}
     if error.status in (429, 503):
         settings = getattr(request.app.state, "settings", None) if request is not None else None
         headers["Retry-After"] = str(settings.retry_after_s if settings is not None else 5)
+    if error.status == 408:
+        headers["Connection"] = "close"  # the rest of a stalled body is not worth waiting for
     if isinstance(error, InvalidToken):
         headers["WWW-Authenticate"] = 'Bearer realm="imgest", error="invalid_token"'
     elif isinstance(error, Unauthorized):
