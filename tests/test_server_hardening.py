@@ -230,6 +230,22 @@ def test_slow_headers_are_cut_off(hardened: Hardened) -> None:
     assert httpx.get(f"{hardened.server.base}/healthz", timeout=2).status_code == 200
 
 
+def test_slow_headers_of_a_second_request_on_a_kept_alive_connection_are_cut_off(
+    hardened: Hardened,
+) -> None:
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = read_response(sock)
+        assert first.status == 200
+        first.read()
+        time.sleep(0.8)  # most of a header timeout spent idle: the clock restarts per request
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert sock.recv(1024) == b""
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+
+
 def test_json_logs_carry_request_ids_and_no_secrets(
     hardened: Hardened, read: Callable[[str], bytes]
 ) -> None:
