@@ -266,7 +266,10 @@ def test_json_logs_carry_request_ids_and_no_secrets(
     generated = denied.headers["x-request-id"]
     assert generated != "bad id!" and len(generated) == 32
 
-    wait_until(lambda: "req-upload-42" in hardened.server.log.read_text())
+    # The access line is written just after the answer is sent: wait for both lines.
+    wait_until(
+        lambda: all(i in hardened.server.log.read_text() for i in ("req-upload-42", generated))
+    )
     text = hardened.server.log.read_text()
     assert token not in text
     assert token.rsplit("_", 1)[1] not in text  # the secret part alone
