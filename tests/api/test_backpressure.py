@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -62,3 +63,24 @@ async def test_a_trickle_is_a_408_once_the_grace_period_is_over() -> None:
     # With no minimum rate, the same trickle is accepted.
     trickle = chunks(*[step for _ in range(20) for step in (b"x", 0.05)])
     assert len(await drain(timed_body(trickle, BodyTimeouts(0.2, 0)))) == 20
+
+
+def test_a_hung_store_answers_503_in_time(client: TestClient, read: Callable[[str], bytes]) -> None:
+    from imgest.storage.base import BlobMeta, PutMode
+    from imgest.storage.memory import MemoryStore
+    from imgest.storage.timeout import TimeoutStore
+
+    class HungStore(MemoryStore):
+        async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+    ingest = client.app.state.ingest  # type: ignore[attr-defined]
+    ingest.store = TimeoutStore(HungStore(), seconds=0.3)
+    started = time.monotonic()
+    r = client.post("/v1/images", files=[("file", ("a.jpg", read("cat.jpg"), "image/jpeg"))])
+    assert r.status_code == 503
+    assert r.json()["code"] == "storage_unavailable"
+    assert r.headers["retry-after"] == "2"
+    assert time.monotonic() - started < 5
+    assert client.get("/v1/images").json()["items"] == []  # nothing recorded
