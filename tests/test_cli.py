@@ -47,3 +47,97 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     engine = create_engine(url)
     assert "images" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    from imgest.catalog.keys import KeyStore
+    from imgest.catalog.repo import Catalog
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    created = runner.invoke(
+        app,
+        [
+            "keys",
+            "create",
+            "--scope",
+            "upload",
+            "--scope",
+            "read",
+            "--name",
+            "phone",
+            "--catalog",
+            url,
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[-1]
+    key_id = token.split("_")[1]
+    listed = runner.invoke(app, ["keys", "list", "--catalog", url])
+    assert listed.exit_code == 0
+    row = listed.stdout.strip().split("\t")
+    assert (row[0], row[1], row[3], row[4]) == (key_id, "upload,read", "active", "phone")
+    assert token not in listed.stdout and token.rsplit("_", 1)[1] not in listed.stdout
+
+    catalog = Catalog.open(url)
+    try:
+        assert KeyStore(catalog).verify(token) is not None
+        revoked = runner.invoke(app, ["keys", "revoke", key_id, "--catalog", url])
+        assert revoked.exit_code == 0, revoked.output
+        assert KeyStore(catalog).verify(token) is None
+    finally:
+        catalog.close()
+    assert "active" not in runner.invoke(app, ["keys", "list", "--catalog", url]).stdout
+    again = runner.invoke(app, ["keys", "revoke", key_id, "--catalog", url])
+    assert again.exit_code == 1 and "no active key" in again.stderr
+
+
+def test_keys_create_refuses_unknown_scopes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    result = runner.invoke(app, ["keys", "create", "--scope", "write", "--catalog", url])
+    assert result.exit_code == 2 and "unknown scope 'write'" in result.stderr
+
+
+@pytest.fixture
+def no_binding(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """uvicorn.run replaced: these tests check the decision, never bind an address."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("imgest.logs.configure", lambda fmt, level: None)
+    return calls
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.com"])
+def test_serve_refuses_a_public_address_with_auth_off(
+    host: str, no_binding: list[dict[str, object]]
+) -> None:
+    result = runner.invoke(app, ["serve", "--host", host])
+    assert result.exit_code == 2
+    assert "refusing to bind" in result.stderr and "--insecure" in result.stderr
+    assert no_binding == []
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--host", "0.0.0.0", "--insecure"], {}),
+        (["--host", "0.0.0.0"], {"IMGEST_INSECURE": "1"}),
+        (["--host", "0.0.0.0"], {"IMGEST_AUTH": "keys"}),
+        (["--host", "127.0.0.2"], {}),
+        (["--host", "::1"], {}),
+        (["--host", "localhost"], {}),
+    ],
+)
+def test_serve_binds_when_allowed(
+    args: list[str],
+    env: dict[str, str],
+    no_binding: list[dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["serve", *args])
+    assert result.exit_code == 0, result.output
+    assert no_binding[0]["host"] == args[1]
+    assert no_binding[0]["timeout_keep_alive"] == 5

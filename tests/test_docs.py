@@ -33,3 +33,21 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make run" in first_block and "make test" in first_block
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_security_page_lists_every_limit_with_its_default() -> None:
+    from imgest.config import Settings
+    from imgest.docs import LIMIT_SETTINGS, limits_table
+
+    page = (ROOT / "docs" / "security.md").read_text()
+    assert limits_table() in page, (
+        "docs/security.md's limits table is stale: paste the output of "
+        "`python -c 'from imgest.docs import limits_table; print(limits_table())'`"
+    )
+    for name in Settings.model_fields:
+        if name.startswith("max_") or name.endswith("_timeout_s"):
+            assert name in LIMIT_SETTINGS, f"{name} is a limit: add it to LIMIT_SETTINGS"
+
+
+def test_readme_links_the_security_page() -> None:
+    assert "(docs/security.md)" in (ROOT / "README.md").read_text()

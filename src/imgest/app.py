@@ -5,20 +5,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from imgest import __version__
-from imgest.api import health, images, problems, ui, upload
+from imgest.admission import Admission, AdmissionLimits
+from imgest.api import auth, health, images, metrics, problems, ui, upload
+from imgest.api.body import BodyTimeouts
 from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
+from imgest.api.observe import RequestObserver
 from imgest.catalog.idempotency import IdempotencyKeys
+from imgest.catalog.keys import KeyStore
 from imgest.catalog.repo import Catalog
 from imgest.config import Settings
 from imgest.corpus import Corpus
@@ -27,19 +34,28 @@ from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.imaging.pipelines import load_pipelines
 from imgest.ingest import IngestService
+from imgest.metrics import Gauges, Metrics
 from imgest.scoring.model import Model
 from imgest.scoring.registry import ModelRegistry
 from imgest.scoring.scorers import Scorers
 from imgest.storage.base import BlobStore
 from imgest.storage.registry import open_store
+from imgest.storage.timeout import TimeoutStore
 
 log = logging.getLogger(__name__)
+
+L = TypeVar("L")
+
+
+def from_settings(cls: type[L], settings: Settings) -> L:
+    """A limits dataclass filled from the settings of the same names."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: getattr(settings, name) for name in names})
 
 
 def upload_limits(settings: Settings) -> UploadLimits:
     """The streaming caps from settings (same names)."""
-    names = [f.name for f in dataclasses.fields(UploadLimits)]
-    return UploadLimits(**{name: getattr(settings, name) for name in names})
+    return from_settings(UploadLimits, settings)
 
 
 async def _scoring(
@@ -86,15 +102,18 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cores = os.cpu_count() or 1
+        cpu_threads = settings.workers or os.cpu_count() or 1
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
         store = await anyio.to_thread.run_sync(open_store, settings.storage_url)
-        catalog = await anyio.to_thread.run_sync(lambda: Catalog.open(settings.catalog_url))
+        # The services see a store whose every call is bounded (a hung backend -> 503).
+        bounded = TimeoutStore(store, settings.storage_timeout_s)
+        catalog = await anyio.to_thread.run_sync(
+            lambda: Catalog.open(settings.catalog_url, timeout_s=settings.catalog_timeout_s)
+        )
         scorers, pipeline, configured = await _scoring(settings, catalog, store, model)
         limits = ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames)
-        cpu = CapacityLimiter(settings.workers or cores)
-        app.state.settings = settings
+        cpu = CapacityLimiter(cpu_threads)
         app.state.store = store
         app.state.catalog = catalog
         app.state.scorers = scorers
@@ -102,12 +121,13 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         app.state.links = Links(settings.public_url)
         app.state.upload_limits = upload_limits(settings)
         app.state.ingest = IngestService(
-            store=store,
+            store=bounded,
             catalog=catalog,
             scorers=scorers,
             pipeline=pipeline,
             limits=limits,
             cpu=cpu,
+            metrics=app.state.metrics,
         )
         app.state.idempotency = IdempotencyGate(
             IdempotencyKeys(
@@ -116,8 +136,13 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
                 lock=timedelta(seconds=settings.idempotency_lock_s),
             )
         )
+        app.state.keys = KeyStore(catalog)
+        admission = from_settings(AdmissionLimits, settings).resolved(cpu_threads)
+        app.state.admission = Admission(admission)
+        app.state.body_timeouts = from_settings(BodyTimeouts, settings)
+        app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, scorers)
         app.state.corpus = Corpus(
-            store=store, catalog=catalog, pipelines=configured, limits=limits, cpu=cpu
+            store=bounded, catalog=catalog, pipelines=configured, limits=limits, cpu=cpu
         )
         scorer = app.state.batcher.model
         log.info(
@@ -133,6 +158,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.metrics.gauges = None
             await scorers.stop()
             await store.close()
             catalog.close()
@@ -144,8 +170,47 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    app.include_router(upload.router)
-    app.include_router(images.router)
+    # Settings and metrics exist before start-up, so the auth dependency, problem answers
+    # and middleware can read them from the first request.
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    guarded = [Depends(auth.by_method)]
+    app.include_router(upload.router, dependencies=guarded)
+    app.include_router(images.router, dependencies=guarded)
     app.include_router(health.router)
-    ui.install(app)
+    app.include_router(metrics.router)
+    if settings.auth == "off":
+        # The pages read the catalog server-side and a browser has no way to send a bearer
+        # key, so with API keys on the web UI is not served at all rather than served open.
+        ui.install(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+            expose_headers=["X-Request-ID", "Retry-After", "ETag", "Idempotent-Replayed"],
+            max_age=600,
+        )
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app
+
+
+def live_gauges(admission: Admission, ingest: IngestService, scorers: Scorers) -> Gauges:
+    """What /metrics reads at scrape time from the running services."""
+
+    def batch_sizes() -> Counter[int]:
+        total: Counter[int] = Counter()
+        for stats in scorers.batch_stats().values():
+            total.update(stats.sizes)
+        return total
+
+    return Gauges(
+        active_uploads=lambda: admission.active,
+        queued_uploads=lambda: admission.queued,
+        inflight_bytes=lambda: admission.inflight_bytes,
+        cpu_busy=lambda: int(ingest.cpu.borrowed_tokens),
+        cpu_waiting=lambda: ingest.cpu.statistics().tasks_waiting,
+        scoring_queue=lambda: sum(s.queued for s in scorers.batch_stats().values()),
+        batch_sizes=batch_sizes,
+    )

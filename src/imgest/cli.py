@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -15,6 +14,9 @@ from imgest.config import Settings, load_settings
 from imgest.errors import ConfigError, ImgestError
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from imgest.catalog.keys import KeyStore
 
 app = typer.Typer(
     help="imgest: photo ingest for image-recognition networks.",
@@ -42,28 +44,26 @@ def serve(
         str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback address with auth off [IMGEST_INSECURE].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (defaults: 127.0.0.1:8000, ./var/blobs, ./var/catalog.db)."""
-    import uvicorn
+    from imgest.server import serve as run_server
 
-    from imgest.app import create_app
-
-    settings = _settings(host=host, port=port, storage_url=storage, catalog_url=catalog)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    settings = _settings(
+        host=host, port=port, storage_url=storage, catalog_url=catalog, insecure=insecure
     )
     try:
-        asgi = create_app(settings)
+        run_server(settings, log_level=log_level)
     except ConfigError as exc:
         typer.echo(f"imgest: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
-        asgi,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-    )
 
 
 @app.command()
@@ -467,6 +467,75 @@ def _bulk(
     render_summary(summary, as_json=json_out)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+# --- API keys (issue 6) ----------------------------------------------------------------------
+keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed in the catalog).")
+app.add_typer(keys_app, name="keys")
+
+CatalogOption = Annotated[
+    str | None, typer.Option("--catalog", help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+]
+
+
+def _key_store(catalog: str | None) -> KeyStore:
+    from imgest.catalog.keys import KeyStore
+    from imgest.catalog.repo import Catalog
+
+    settings = _settings(catalog_url=catalog)
+    return KeyStore(Catalog.open(settings.catalog_url, timeout_s=settings.catalog_timeout_s))
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="upload, read or admin; repeat for several.")
+    ],
+    name: Annotated[str, typer.Option(help="A label for the key (who or what uses it).")] = "",
+    catalog: CatalogOption = None,
+) -> None:
+    """Create a key and print its token ONCE (only a hash is kept)."""
+    store = _key_store(catalog)
+    try:
+        new = store.create(scope, name=name)
+    except ValueError as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        store.catalog.close()
+    typer.echo(f"created key {new.key.id} ({', '.join(new.key.scopes)}); its token, shown once:")
+    typer.echo(new.token)
+
+
+@keys_app.command("list")
+def keys_list(catalog: CatalogOption = None) -> None:
+    """List keys: id, scopes, name, created, revoked (never the secret)."""
+    store = _key_store(catalog)
+    try:
+        keys = store.list()
+    finally:
+        store.catalog.close()
+    for key in keys:
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "active"
+        created = key.created_at.isoformat(timespec="seconds")
+        typer.echo(f"{key.id}\t{','.join(key.scopes)}\t{created}\t{revoked}\t{key.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key id (from `keys list`).")],
+    catalog: CatalogOption = None,
+) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    store = _key_store(catalog)
+    try:
+        revoked = store.revoke(key_id)
+    finally:
+        store.catalog.close()
+    if not revoked:
+        typer.echo(f"imgest: no active key {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked key {key_id}")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -128,6 +128,91 @@ class Settings(BaseSettings):
         gt=0,
         description="After this many seconds a request still marked in flight under an "
         "Idempotency-Key (its process died) no longer blocks a retry with that key.",
+    )
+    # --- security, backpressure, timeouts, observability (issue 6) ---------------------------
+    auth: Literal["off", "keys"] = Field(
+        "off",
+        description="off: no authentication (loopback only unless `insecure`); keys: every "
+        "/v1 request needs `Authorization: Bearer <key>` with the route's scope "
+        "(see docs/security.md).",
+    )
+    insecure: bool = Field(
+        False,
+        description="Allow `imgest serve` to bind a non-loopback address with auth off.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (),
+        description='Origins allowed by CORS, e.g. ["https://app.example.com"]; empty: no '
+        "CORS headers.",
+    )
+    metrics: Literal["open", "admin", "off"] = Field(
+        "open",
+        description="GET /metrics: open to all, admin (needs the admin scope when auth is on) "
+        "or off (404).",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or "
+        "networks, * for any); the client address then comes from the proxy.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line."
+    )
+    max_active_uploads: int = Field(
+        0,
+        ge=0,
+        description="Upload requests reading their body or processing at once; 0 means twice "
+        "the decode threads (`workers`), enough to keep them busy.",
+    )
+    max_queued_uploads: int = Field(
+        64,
+        ge=0,
+        description="Upload requests waiting for a slot; beyond it: 503 server_busy at once.",
+    )
+    max_inflight_bytes: int = Field(
+        128 * MiB,
+        gt=0,
+        description="Body bytes (Content-Length; max_request_bytes when chunked) of the active "
+        "uploads together; one upload alone is always let in.",
+    )
+    max_uploads_per_client: int = Field(
+        0,
+        ge=0,
+        description="Uploads one client (API key, else address) may have active or queued; "
+        "beyond it: 429 rate_limited. 0: no per-client cap.",
+    )
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for an upload slot before 503 server_busy."
+    )
+    retry_after_s: int = Field(
+        2, ge=0, description="Retry-After (seconds) sent with 429 and 503 answers."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time to receive a request's headers before the connection closes.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, gt=0, description="Idle keep-alive connections close after this many seconds."
+    )
+    body_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for the next chunk of an upload body before 408.",
+    )
+    body_min_bytes_per_s: int = Field(
+        1024,
+        ge=0,
+        description="Slowest average upload rate accepted once a body has taken "
+        "body_idle_timeout_s; slower: 408. 0: no minimum.",
+    )
+    storage_timeout_s: float = Field(
+        30.0, gt=0, description="Longest blob-store call before 503 storage_unavailable."
+    )
+    catalog_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Catalog connect timeout and SQLite busy / PostgreSQL statement timeout.",
     )
 
     @field_validator("background")

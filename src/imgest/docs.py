@@ -28,3 +28,50 @@ def settings_reference() -> str:
             f"| `{name}` | `IMGEST_{name.upper()}` | `{shown}` | {field.description or ''} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# --- the limits table of docs/security.md (issue 6) -----------------------------------------
+LIMIT_SETTINGS = (
+    "max_file_bytes",
+    "max_request_bytes",
+    "max_files",
+    "max_fields",
+    "max_field_bytes",
+    "max_header_bytes",
+    "max_pixels",
+    "max_frames",
+    "max_active_uploads",
+    "max_queued_uploads",
+    "max_inflight_bytes",
+    "max_uploads_per_client",
+    "queue_timeout_s",
+    "retry_after_s",
+    "header_timeout_s",
+    "keep_alive_timeout_s",
+    "body_idle_timeout_s",
+    "body_min_bytes_per_s",
+    "storage_timeout_s",
+    "catalog_timeout_s",
+    "workers",
+    "batch_max_size",
+)
+
+
+def _human(name: str, value: object) -> str:
+    if isinstance(value, int) and name.endswith("_bytes") and value >= 1024:
+        for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+            if value % size == 0:
+                return f"{value // size} {unit}"
+    if isinstance(value, float) and name.endswith("_s"):
+        return f"{value:g} s"
+    return json.dumps(value)
+
+
+def limits_table() -> str:
+    """Markdown table of every limit and timeout with its default (docs/security.md)."""
+    lines = ["| setting | default | what it bounds |", "|---|---|---|"]
+    for name in LIMIT_SETTINGS:
+        field = Settings.model_fields[name]
+        default = _human(name, field.default)
+        lines.append(f"| `IMGEST_{name.upper()}` | {default} | {field.description or ''} |")
+    return "\n".join(lines) + "\n"

@@ -240,6 +240,53 @@ class IdempotencyKeyInFlight(ClientError):
     )
 
 
+# --- auth, backpressure and timeouts (issue 6) ----------------------------------------------
+
+
+class Unauthorized(ClientError):
+    """No usable credentials; answered with `WWW-Authenticate: Bearer`."""
+
+    status = 401
+    code = "auth_required"
+    title = "Authentication required"
+    default_detail = "Send an API key as 'Authorization: Bearer <key>'."
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+    title = "Invalid API key"
+    default_detail = "The API key is unknown, malformed or revoked."
+
+
+class InsufficientScope(ClientError):
+    status = 403
+    code = "insufficient_scope"
+    title = "Insufficient scope"
+    default_detail = "The API key lacks the scope this request needs."
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
+    title = "Request timeout"
+    default_detail = "The request body arrived too slowly; send it again faster."
+
+
+class RateLimited(ClientError):
+    """Per-client cap reached; answered with `Retry-After`."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+    default_detail = "This client has too many uploads in progress; retry later."
+
+
+class ServerBusy(ServiceUnavailable):
+    code = "server_busy"
+    title = "Server busy"
+    default_detail = "The server has too many uploads in progress; retry later."
+
+
 class ConfigError(Exception):
     """Invalid configuration found at start-up; the message names the bad key."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ from imgest.catalog.repo import Catalog
 from imgest.errors import ClientError, ModelPipelineMismatch
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
-from imgest.rendering import render, rendition_record_of
+from imgest.metrics import Metrics
+from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.scorers import Scorers
 from imgest.storage.base import BlobStore
@@ -74,7 +76,9 @@ class IngestService:
         pipeline: Pipeline,
         limits: ImageLimits,
         cpu: CapacityLimiter,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.catalog = catalog
         self.scorers = scorers
@@ -142,9 +146,7 @@ class IngestService:
             return self._result("existing", upload, existing)
         self.counters.renders += 1
         try:
-            rendered = await anyio.to_thread.run_sync(
-                render, upload.data, self.pipeline, self.limits, limiter=self.cpu
-            )
+            rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
         except ClientError as exc:
             return self._rejected(upload, exc)
 
@@ -154,11 +156,13 @@ class IngestService:
         )
         # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
         # never a catalog row that points at a missing blob.
-        await asyncio.gather(
-            put_once(self.store, original, upload.data),
-            put_once(self.store, rendition, rendered.encoded),
-        )
-        top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
+        with self.metrics.store_seconds.time():
+            await asyncio.gather(
+                put_once(self.store, original, upload.data),
+                put_once(self.store, rendition, rendered.encoded),
+            )
+        with self.metrics.score_seconds.time():
+            top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
         now = datetime.now(UTC)
         model = scorer.model
         record = ImageRecord(
@@ -193,6 +197,14 @@ class IngestService:
             return self._result("existing", upload, stored or record)
         self.counters.created += 1
         return self._result("created", upload, record)
+
+    def _render(self, data: bytes) -> Rendered:
+        """Decode + pipeline + encode (in a worker thread), timed for /metrics."""
+        started = time.perf_counter()
+        try:
+            return render(data, self.pipeline, self.limits)
+        finally:
+            self.metrics.render_seconds.observe(time.perf_counter() - started)
 
     @staticmethod
     def _result(status: Status, upload: Upload, record: ImageRecord) -> IngestResult:

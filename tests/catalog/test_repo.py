@@ -241,3 +241,31 @@ def test_label_and_update(catalog: Catalog, make_record: MakeRecord) -> None:
     assert updated is not None and "description" not in updated.fields
     assert updated.tags == ("b", "c")  # untouched when not given
     assert catalog.update_image("0" * 64, label="x") is None
+
+
+def test_a_locked_database_is_unavailable_within_the_timeout(tmp_path: Path) -> None:
+    """The catalog timeout bounds waiting for another writer's lock (SQLite busy timeout)."""
+    import sqlite3
+    import time
+
+    from sqlalchemy import text
+
+    from imgest.errors import CatalogUnavailable
+
+    def write() -> None:
+        with catalog.session() as session, session.begin():
+            session.execute(text("CREATE TABLE scratch (x INTEGER)"))
+
+    path = tmp_path / "locked.db"
+    catalog = Catalog.open(f"sqlite:///{path}", timeout_s=0.3)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(CatalogUnavailable):
+            catalog.guard(write)
+        assert time.monotonic() - started < 5
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        catalog.close()

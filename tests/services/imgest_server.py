@@ -37,7 +37,9 @@ def wait_for_tcp(port: int, timeout: float = 60.0, host: str = "127.0.0.1") -> N
 class Server:
     """One `imgest serve` process; `env` adds or overrides IMGEST_* settings."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str] | None = None, log_level: str = "warning"
+    ) -> None:
         self.root = root
         self.tmpdir = root / "tmp"
         self.tmpdir.mkdir(exist_ok=True)
@@ -46,6 +48,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
+        self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
@@ -60,7 +63,7 @@ class Server:
         }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "imgest.cli", "serve", "--log-level", "warning"],
+                [sys.executable, "-m", "imgest.cli", "serve", "--log-level", self.log_level],
                 env=env,
                 cwd=self.root,
                 stdout=log,

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgest.errors import ImgestError, InvalidParameter
+from imgest.errors import ImgestError, InvalidParameter, InvalidToken, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,36 @@ def problem_response(
     """The problem+json response for `error` (extension members in `extra`)."""
     body = error.problem(instance=request.url.path if request is not None else None)
     body.update(extra)
-    headers = {"Retry-After": "5"} if error.status == 503 else None
-    return JSONResponse(body, status_code=error.status, media_type=PROBLEM_JSON, headers=headers)
+    if request is not None:
+        count_problem(request, error.code)
+    return JSONResponse(
+        body,
+        status_code=error.status,
+        media_type=PROBLEM_JSON,
+        headers=problem_headers(error, request),
+    )
+
+
+def problem_headers(error: ImgestError, request: Request | None) -> dict[str, str]:
+    """Retry-After on 429/503, the Bearer challenge (RFC 6750) on 401, close after 408."""
+    headers: dict[str, str] = {}
+    if error.status in (429, 503):
+        settings = getattr(request.app.state, "settings", None) if request is not None else None
+        headers["Retry-After"] = str(settings.retry_after_s if settings is not None else 5)
+    if error.status == 408:
+        headers["Connection"] = "close"  # the rest of a stalled body is not worth waiting for
+    if isinstance(error, InvalidToken):
+        headers["WWW-Authenticate"] = 'Bearer realm="imgest", error="invalid_token"'
+    elif isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="imgest"'
+    return headers
+
+
+def count_problem(request: Request, code: str) -> None:
+    """Count a refusal by code in the app's metrics (when it has them)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.problems.labels(code=code).inc()
 
 
 def install(app: FastAPI) -> None:
@@ -53,6 +81,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
+        count_problem(request, code)
         body = {
             "type": f"https://imgest.dev/problems/{code}",
             "title": title,

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from imgest.admission import Admission
+from imgest.api.body import timed_body
 from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import Form, UploadLimits, read_form
@@ -17,6 +19,7 @@ from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import ClientError, InvalidLabel, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 from imgest.labels import check_label, check_tags
+from imgest.metrics import Metrics
 from imgest.scoring.batcher import MicroBatcher
 
 router = APIRouter(tags=["upload"])
@@ -102,6 +105,34 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
     )
 
 
+def body_reservation(content_length: str | None, limits: UploadLimits) -> int:
+    """Bytes an upload reserves while active: its declared size, else the request cap."""
+    try:
+        declared = int(content_length) if content_length is not None else -1
+    except ValueError:
+        declared = -1  # read_form refuses it; reserve as if unknown
+    if declared < 0:
+        return limits.max_request_bytes
+    return min(declared, limits.max_request_bytes)
+
+
+def client_of(request: Request) -> str:
+    """Who an upload counts against: its API key, else its address."""
+    key = getattr(request.state, "api_key", None)
+    if key is not None:
+        return f"key:{key.id}"
+    return f"addr:{request.client.host if request.client else '?'}"
+
+
+def count_results(metrics: Metrics, results: Sequence[IngestResult]) -> None:
+    """Per-file outcomes and newly stored bytes into the metrics."""
+    for r in results:
+        code = r.error.code if r.error is not None else ""
+        metrics.files.labels(status=r.status, code=code).inc()
+        if r.status == "created":
+            metrics.ingested_bytes.inc(r.size)
+
+
 @router.post(
     "/v1/images",
     status_code=201,
@@ -111,10 +142,12 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
         200: {"model": UploadOut, "description": "Every file was already stored."},
         207: {"model": UploadOut, "description": "Some files were rejected (see each error)."},
         400: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        408: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         409: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         413: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         415: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         422: {"model": Problem, "content": {PROBLEM_JSON: {}}},
+        429: {"model": Problem, "content": {PROBLEM_JSON: {}}},
         503: {"model": Problem, "content": {PROBLEM_JSON: {}}},
     },
 )
@@ -144,41 +177,53 @@ async def upload_images(
     `idempotency_key_in_flight` while the first request is still processed.
     """
     key = parse_key(idempotency_key)
-    limits: UploadLimits = request.app.state.upload_limits
-    service: IngestService = request.app.state.ingest
+    state = request.app.state
+    limits: UploadLimits = state.upload_limits
+    admission: Admission = state.admission
+    metrics: Metrics = state.metrics
+    service: IngestService = state.ingest
     scorer = await service.scorer(model)  # an unknown model is refused before the body is read
-    try:
-        form = await read_form(
-            request.headers.get("content-type"),
-            request.headers.get("content-length"),
-            request.stream(),
-            limits,
-        )
-    except ClientDisconnect:
-        # Nobody is left to answer; this keeps it out of the error log as a client fault.
-        raise MalformedMultipart("The client disconnected before the body was complete.") from None
-    if not form.files:
-        raise NoFiles()
-    if key is None:
-        return await ingest_form(request, form, scorer)
-    gate: IdempotencyGate = request.app.state.idempotency
-
-    async def work() -> Response:
+    content_length = request.headers.get("content-length")
+    reserve = body_reservation(content_length, limits)
+    async with admission.slot(client_of(request), reserve):
         try:
+            form = await read_form(
+                request.headers.get("content-type"),
+                content_length,
+                timed_body(request.stream(), state.body_timeouts, metrics.body_bytes.inc),
+                limits,
+            )
+        except ClientDisconnect:
+            # Nobody is left to answer; this keeps it out of the error log as a client fault.
+            raise MalformedMultipart(
+                "The client disconnected before the body was complete."
+            ) from None
+        if not form.files:
+            raise NoFiles()
+        if key is None:
             return await ingest_form(request, form, scorer)
-        except ClientError as exc:  # a final answer: stored and replayed like any other
-            return problem_response(exc, request)
+        gate: IdempotencyGate = state.idempotency
 
-    # Keys are per principal once API keys exist; without auth everyone shares "".
-    return await gate.run("", key, form, work)
+        async def work() -> Response:
+            try:
+                return await ingest_form(request, form, scorer)
+            except ClientError as exc:  # a final answer: stored and replayed like any other
+                return problem_response(exc, request)
+
+        # Keys are scoped to the API key that sent them ("" with auth off).
+        api_key = getattr(request.state, "api_key", None)
+        return await gate.run(api_key.id if api_key is not None else "", key, form, work)
 
 
 async def ingest_form(request: Request, form: Form, scorer: MicroBatcher) -> Response:
     """Ingest every file of a parsed form with `scorer` and build the per-file answer."""
-    service: IngestService = request.app.state.ingest
-    links: Links = request.app.state.links
+    state = request.app.state
+    service: IngestService = state.ingest
     fields, tags, label = split_fields(form.fields)
     results = await service.ingest_many(form.files, fields, tags, scorer=scorer, label=label)
+    form.files.clear()  # the bodies: let them go before the response is built
+    count_results(state.metrics, results)
+    links: Links = state.links
     items = [item_out(r, links) for r in results]
     body = UploadOut(images=items).model_dump(mode="json")
     rejected = [r for r in results if r.status == "rejected"]

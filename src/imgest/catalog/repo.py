@@ -77,9 +77,9 @@ class Catalog:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str, *, migrate_schema: bool = True) -> Catalog:
+    def open(cls, url: str, *, migrate_schema: bool = True, timeout_s: float = 30.0) -> Catalog:
         """Connect to `url` and (by default) apply pending migrations."""
-        engine = make_engine(url)
+        engine = make_engine(url, timeout_s=timeout_s)
         catalog = cls(engine)
         if migrate_schema:
             catalog._guard(lambda: migrate(engine))
@@ -90,6 +90,14 @@ class Catalog:
         self.engine.dispose()
 
     # -- helpers -------------------------------------------------------------------------
+    def session(self) -> Session:
+        """A new ORM session, for catalog modules beside this one (e.g. API keys)."""
+        return self._sessions()
+
+    def guard(self, fn: Callable[[], T]) -> T:
+        """Run `fn`; a database that fails or does not answer raises CatalogUnavailable."""
+        return self._guard(fn)
+
     def _guard(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
