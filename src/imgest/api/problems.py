@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgest.errors import ImgestError, InvalidParameter
@@ -34,7 +37,8 @@ def problem_response(
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn exceptions into problem+json."""
+    """Register the handlers that turn exceptions into problem+json, and document them."""
+    document(app)
 
     @app.exception_handler(ImgestError)
     async def _imgest(request: Request, exc: ImgestError) -> JSONResponse:
@@ -53,6 +57,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names only the first route that matched the path; list them all.
+            headers["Allow"] = ", ".join(_methods_for(app, request.url.path))
         body = {
             "type": f"https://imgest.dev/problems/{code}",
             "title": title,
@@ -65,7 +73,7 @@ def install(app: FastAPI) -> None:
             body,
             status_code=exc.status_code,
             media_type=PROBLEM_JSON,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)
@@ -75,3 +83,37 @@ def install(app: FastAPI) -> None:
             ImgestError("The server failed to process the request; it has been logged."),
             request,
         )
+
+
+def _methods_for(app: FastAPI, path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI say what the handlers send: every 4xx/5xx is problem+json."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    _problem_responses(operation.get("responses", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_responses(responses: dict[str, Any]) -> None:
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for status, response in responses.items():
+        if status[:1] in ("4", "5"):
+            response["content"] = {PROBLEM_JSON: problem}
+            if status == "422":
+                response["description"] = "The request or an image in it was refused."
