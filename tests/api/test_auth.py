@@ -122,9 +122,17 @@ def test_metrics_access_modes(make_client: Callable[..., TestClient]) -> None:
     assert make_client(metrics="off").get("/metrics").status_code == 404
 
 
-def test_openapi_documents_bearer_auth(client: TestClient) -> None:
-    schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
-    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+def test_openapi_documents_bearer_auth_only_when_it_is_on(
+    client: TestClient, secured: TestClient
+) -> None:
+    on = secured.get("/openapi.json").json()
+    assert on["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    upload = on["paths"]["/v1/images"]["post"]
+    assert upload["security"] and "401" in upload["responses"]
+    off = client.get("/openapi.json").json()
+    assert "securitySchemes" not in off.get("components", {})
+    upload = off["paths"]["/v1/images"]["post"]
+    assert "security" not in upload and "401" not in upload["responses"]
 
 
 def test_cors_is_off_by_default(client: TestClient) -> None:

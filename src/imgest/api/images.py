@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from imgest.api.schemas import (
     ImageOut,
@@ -28,6 +29,17 @@ from imgest.labels import check_label, check_tags
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 _ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _iso8601(value: object) -> object:
+    # pydantic also takes numbers as Unix times; the API documents ISO 8601 and means it.
+    if isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an ISO 8601 date or date-time, e.g. 2026-11-25T10:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso8601)]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such image or rendition."},
     503: {"model": Problem, "description": "Storage or catalog unavailable."},
@@ -125,8 +137,10 @@ async def list_images(
         str | None, Query(max_length=200, description="Top-1 predicted label.")
     ] = None,
     tag: Annotated[str | None, Query(max_length=100)] = None,
-    since: Annotated[datetime | None, Query(description="Uploaded at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Uploaded before (ISO 8601).")] = None,
+    since: Annotated[
+        IsoDateTime | None, Query(description="Uploaded at or after (ISO 8601).")
+    ] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Uploaded before (ISO 8601).")] = None,
 ) -> ImagePage:
     """Stored images, newest first, with keyset pagination and filters."""
     page = await _corpus(request).list(

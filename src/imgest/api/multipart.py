@@ -220,7 +220,10 @@ def boundary_of(content_type: str | None) -> bytes:
     """The boundary from a multipart/form-data Content-Type, or the 4xx explaining why not."""
     if not content_type:
         raise NotMultipart("The request has no Content-Type; send multipart/form-data.")
-    kind, options = parse_options_header(content_type)
+    try:
+        kind, options = parse_options_header(content_type)
+    except UnicodeEncodeError:  # HTTP headers are latin-1; only an in-process caller gets here
+        raise MalformedMultipart("The Content-Type header is not latin-1 text.") from None
     if kind.lower() != b"multipart/form-data":
         raise NotMultipart(f"Content-Type {kind.decode('latin-1')!r} is not multipart/form-data.")
     boundary = options.get(b"boundary")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imgest.api.routes import methods_for
 from imgest.errors import ImgestError, InvalidParameter, InvalidToken, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -16,6 +19,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 _HTTP_CODES = {
+    400: ("bad_request", "Bad request"),  # e.g. a JSON body that does not parse
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
     406: ("not_acceptable", "Not acceptable"),
@@ -62,7 +66,8 @@ def count_problem(request: Request, code: str) -> None:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn exceptions into problem+json."""
+    """Register the handlers that turn exceptions into problem+json, and document them."""
+    document(app)
 
     @app.exception_handler(ImgestError)
     async def _imgest(request: Request, exc: ImgestError) -> JSONResponse:
@@ -82,6 +87,10 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
         count_problem(request, code)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405 and (methods := methods_for(app, request.url.path)):
+            # Starlette's Allow names only the first route that matched the path; list them all.
+            headers["Allow"] = ", ".join(methods)
         body = {
             "type": f"https://imgest.dev/problems/{code}",
             "title": title,
@@ -94,7 +103,7 @@ def install(app: FastAPI) -> None:
             body,
             status_code=exc.status_code,
             media_type=PROBLEM_JSON,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)
@@ -104,3 +113,45 @@ def install(app: FastAPI) -> None:
             ImgestError("The server failed to process the request; it has been logged."),
             request,
         )
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI say what the handlers send: every 4xx/5xx is problem+json, a body
+    that does not parse is a 400, and credentials are documented only when auth is on."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            auth_on = getattr(app.state, "settings", None) is not None and (
+                app.state.settings.auth != "off"
+            )
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    if "requestBody" in operation:  # a body that does not parse is a 400
+                        responses.setdefault("400", {"description": "Malformed request body."})
+                    if not auth_on:  # this server asks for no credentials: say so
+                        operation.pop("security", None)
+                        for status in ("401", "403"):
+                            responses.pop(status, None)
+                    elif "security" in operation:
+                        responses.setdefault("401", {"description": "No or an invalid API key."})
+                        responses.setdefault("403", {"description": "The key lacks the scope."})
+                    _problem_responses(responses)
+            if not auth_on:
+                schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_responses(responses: dict[str, Any]) -> None:
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for status, response in responses.items():
+        if status[:1] in ("4", "5"):
+            response["content"] = {PROBLEM_JSON: problem}
+            if status == "422":
+                response["description"] = "The request or an image in it was refused."

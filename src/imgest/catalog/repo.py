@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from imgest.catalog.records import ImageRecord, Label, PredictionRecord, Renditi
 from imgest.errors import CatalogUnavailable, InvalidParameter
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Unset:
@@ -104,6 +107,7 @@ class Catalog:
         except IntegrityError:
             raise
         except (OperationalError, DBAPIError) as exc:
+            log.warning("catalog error: %s", exc.orig if exc.orig is not None else exc)
             raise CatalogUnavailable() from exc
 
     def transact(self, fn: Callable[[Session], T]) -> T:
