@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
+from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient
 
 from imgest.storage.azure import AzureStore
 from imgest.storage.base import BlobExistsError, signed_url
 from imgest.storage.registry import open_store
-from tests.services.azurite import Azurite
+from tests.services.azurite import ACCOUNT, KEY, Azurite
 
 from .contract import BlobStoreContract, payload, read
 
@@ -140,3 +142,30 @@ async def test_a_container_removed_under_a_running_store_is_made_again(
         await service.delete_container(store.url.split("?")[0].removeprefix("azure://"))
     await store.put("after", b"2", mode="create")
     assert await read(store, "after") == b"2"
+
+
+@pytest.mark.anyio
+async def test_account_key_from_the_environment(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_KEY", KEY)
+    endpoint = quote(azurite.blob_endpoint, safe="")
+    store = open_store(f"azure://{azurite.new_container()}?account={ACCOUNT}&endpoint={endpoint}")
+    assert isinstance(store, AzureStore)
+    try:
+        await store.put("k", b"env key")
+        assert await read(store, "k") == b"env key"
+        assert await signed_url(store, "k", timedelta(minutes=1)) is not None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_an_account_without_a_key_uses_azure_ad(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
+    store = AzureStore.from_url("azure://photos?account=myacct")
+    try:
+        assert isinstance(store._credential, DefaultAzureCredential)
+        assert store.url == "azure://photos?account=myacct"
+    finally:
+        await store.close()
