@@ -106,7 +106,7 @@ async def test_connection_string_url(azurite: Azurite, monkeypatch: pytest.Monke
 
 
 def test_the_url_never_shows_the_key(azurite: Azurite) -> None:
-    store = open_store(azurite.url_for("c"))
+    store = open_store(azurite.url_for("photos"))
     assert "key" not in store.url and "Eby8" not in store.url
     assert "Eby8" not in repr(store)
 
@@ -115,10 +115,14 @@ def test_the_url_never_shows_the_key(azurite: Azurite) -> None:
     "url",
     [
         "azure://",
-        "azure://c?account=a&nonsense=1",
+        "azure://photos?account=a&nonsense=1",
         "azure://user:pw@c?account=a",
-        "azure://c/../x?account=a",
-        "azure://c?account=a&account=b",
+        "azure://photos/../x?account=a",
+        "azure://photos?account=a&account=b",
+        "azure://Photos?account=a",
+        "azure://ab?account=a",
+        "azure://a--b?account=a",
+        "azure://-ab?account=a",
     ],
 )
 def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:
@@ -130,7 +134,7 @@ def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:
 def test_no_credentials_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
     with pytest.raises(ValueError, match="account"):
-        AzureStore.from_url("azure://c")
+        AzureStore.from_url("azure://photos")
 
 
 @pytest.mark.anyio

@@ -130,20 +130,23 @@ async def test_virtual_hosted_addressing(
 
 
 def test_open_store_and_the_url_never_shows_the_secret(radosgw: Radosgw) -> None:
-    store = open_store(radosgw.url_for("b-1", "p/q"))
+    store = open_store(radosgw.url_for("bkt-1", "p/q"))
     assert isinstance(store, S3Store)
     assert SECRET_KEY not in store.url and SECRET_KEY not in repr(store)
-    assert store.url == f"s3://b-1/p/q?endpoint={radosgw.endpoint}&region=us-east-1"
+    assert store.url == f"s3://bkt-1/p/q?endpoint={radosgw.endpoint}&region=us-east-1"
 
 
 @pytest.mark.parametrize(
     "url",
     [
         "s3://",
-        "s3://b?nonsense=1",
-        "s3://b?addressing=sideways",
-        "s3://key:secret@b",
-        "s3://b/a//c",
+        "s3://bkt?nonsense=1",
+        "s3://bkt?addressing=sideways",
+        "s3://key:secret@bkt",
+        "s3://bkt/a//c",
+        "s3://b",
+        "s3://Bucket",
+        "s3://bucket-",
     ],
 )
 def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:

@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import random
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,8 @@ from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, ru
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+# Azure's container naming rules: 3-63 of a-z, 0-9 and single dashes, no dash at either end.
+_CONTAINER = re.compile(r"(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*")
 
 
 class QuickRetry(ExponentialRetry):
@@ -138,7 +141,7 @@ class AzureStore:
     @classmethod
     def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
         """A store for `azure://<container>[/<prefix>]?...` (see the module docstring)."""
-        parts = parse_remote_url(url, "azure")
+        parts = parse_remote_url(url, "azure", _CONTAINER)
         opts = parts.options(options or StoreOptions())
         conn = parts.pop("connection_string")
         account = parts.pop("account")

@@ -44,13 +44,18 @@ class RemoteUrl:
             raise ValueError(f"unknown {self.scheme}:// store parameter(s): {names}")
 
 
-def parse_remote_url(url: str, scheme: str) -> RemoteUrl:
-    """Split a remote store URL; ValueError (without the URL, which may hold a key) if bad."""
+def parse_remote_url(url: str, scheme: str, container: re.Pattern[str]) -> RemoteUrl:
+    """Split a remote store URL; ValueError (without the URL, which may hold a key) if bad.
+
+    `container` is the pattern a container or bucket name must match.
+    """
     parts = urlsplit(url)
     if parts.scheme.lower() != scheme or parts.fragment or not parts.netloc:
         raise ValueError(f"not a {scheme} store URL (want {scheme}://<container>[/<prefix>]?...)")
     if "@" in parts.netloc or ":" in parts.netloc:
         raise ValueError(f"{scheme}:// URLs name credentials in the query, not before the host")
+    if not container.fullmatch(parts.netloc):
+        raise ValueError(f"invalid container or bucket name in the {scheme}:// URL")
     prefix = unquote(parts.path).strip("/")
     bad_segment = any(p in (".", "..") for p in prefix.split("/"))
     if (prefix and not _PREFIX.fullmatch(prefix)) or bad_segment:

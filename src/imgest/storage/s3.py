@@ -29,6 +29,7 @@ be handed out as SigV4 presigned GET URLs (`signed_url`).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 MiB = 1024 * 1024
+# S3's bucket naming rules (the DNS-compatible ones): 3-63 of a-z, 0-9, dots and dashes.
+_BUCKET = re.compile(r"(?=.{3,63}$)[a-z0-9][a-z0-9.-]*[a-z0-9]")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _NETWORK = (BotoCoreError, OSError, urllib3.exceptions.HTTPError)
@@ -119,7 +122,7 @@ class S3Store:
     @classmethod
     def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
         """A store for `s3://<bucket>[/<prefix>]?...` (see the module docstring)."""
-        parts = parse_remote_url(url, "s3")
+        parts = parse_remote_url(url, "s3", _BUCKET)
         opts = parts.options(options or StoreOptions())
         endpoint = parts.pop("endpoint")
         region = parts.pop("region")
