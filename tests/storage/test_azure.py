@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import quote
@@ -173,3 +174,31 @@ async def test_an_account_without_a_key_uses_azure_ad(monkeypatch: pytest.Monkey
         assert store.url == "azure://photos?account=myacct"
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_large_blob_is_committed_as_blocks_without_a_second_copy(
+    azurite: Azurite,
+) -> None:
+    container = azurite.new_container()
+    store = AzureStore.from_url(azurite.url_for(container))  # default sizes: 1 MiB blocks
+    data = payload(16 * 1024 * 1024 + 1, seed=11)
+    try:
+        await store.put("warm", b"x")  # container made, connections open
+        tracemalloc.start()
+        try:
+            await store.put("originals/big", data, mode="create")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # Four 1 MiB block copies in flight at most (about 5 MiB seen): a second copy of the
+        # blob would be 16 MiB.
+        assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for 16 MiB"
+        assert await read(store, "originals/big") == data
+    finally:
+        await store.close()
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        blob = service.get_blob_client(container, "originals/big")
+        committed, uncommitted = await blob.get_block_list("committed")
+    assert len(committed) == 17 and not uncommitted
+    assert {block.size for block in committed[:-1]} == {1024 * 1024}

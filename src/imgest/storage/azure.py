@@ -15,7 +15,7 @@ error messages never carry a key or a connection string.
 Writes: a blob up to `single_put_bytes` (1 MiB) is one Put Blob; a larger one is staged as
 blocks of `block_bytes` (1 MiB) cut from the caller's buffer, four in flight at a time (so at
 most four blocks are copied at once, never the whole blob), then committed with Put Block List.
-1 MiB is the largest body aiohttp sends without a warning (the SDK buffers each body whole).
+1 MiB is the largest body aiohttp takes as bytes without a warning.
 mode="create" sends `If-None-Match: *` on the Put Blob or on the commit, so the service
 refuses atomically. Block ids are random per upload: two writers of one name never commit
 each other's blocks.
@@ -28,7 +28,6 @@ with a user delegation key when the store authenticates with Azure AD.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import os
 import random
@@ -261,9 +260,7 @@ class AzureStore:
         try:
             if len(data) <= self.single_put_bytes:
                 # overwrite=False is the SDK's If-None-Match: * on Put Blob.
-                done = await blob.upload_blob(
-                    io.BytesIO(data), length=len(data), overwrite=mode == "overwrite"
-                )
+                done = await blob.upload_blob(data, length=len(data), overwrite=mode == "overwrite")
             else:
                 blocks = await self._stage_blocks(blob, data)
                 done = await blob.commit_block_list(blocks, **condition)
@@ -288,7 +285,7 @@ class AzureStore:
         def stage(i: int, start: int) -> Callable[[], Awaitable[None]]:
             async def job() -> None:  # runs holding a slot: few slices are copied at once
                 chunk = bytes(view[start : start + self.block_bytes])
-                await blob.stage_block(block_id(i), io.BytesIO(chunk), length=len(chunk))
+                await blob.stage_block(block_id(i), chunk, length=len(chunk))
 
             return job
 

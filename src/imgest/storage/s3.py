@@ -12,8 +12,8 @@ URL: `s3://<bucket>[/<key prefix>]?<parameters>`:
 - `timeout=<s>`, `retries=<n>` override the settings. `store.url` never shows the secret.
 
 Writes: a blob up to `multipart_bytes` (8 MiB) is one PutObject; a larger one is a multipart
-upload of `part_bytes` (8 MiB) parts cut from the caller's buffer, four in flight (at most four
-parts copied at once, never the whole blob); a failed multipart upload is aborted.
+upload of `part_bytes` (8 MiB) parts, four in flight, each read straight from the caller's
+buffer (a `ViewReader`: no part is copied whole); a failed multipart upload is aborted.
 mode="create" sends `If-None-Match: *`, which makes PutObject atomic create-only (AWS S3, and
 radosgw since long before 16). On a multipart upload the header goes on the completion, where
 AWS S3 honours it atomically; radosgw 16 (what the tests run) ignores it there, so the store
@@ -28,6 +28,7 @@ be handed out as SigV4 presigned GET URLs (`signed_url`).
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
@@ -77,6 +78,44 @@ def _session() -> boto3.session.Session:
         if not _sessions:
             _sessions.append(boto3.session.Session())
         return _sessions[0]
+
+
+class ViewReader(io.RawIOBase):
+    """A seekable read-only file over a slice of the caller's buffer: a part body, not a copy.
+
+    botocore reads it in pieces (to hash it for SigV4, then to send it) and seeks back in
+    between and on a retry; only those pieces are ever copied.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Copy the next bytes into `buffer`."""
+        n = max(0, min(len(buffer), len(self._view) - self._pos))
+        buffer[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to `offset` from the start, the current position or the end."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
 
 
 def _code(exc: ClientError) -> str:
@@ -268,8 +307,8 @@ class S3Store:
         etags: dict[int, str] = {}
 
         def send(number: int, start: int) -> Callable[[], Awaitable[None]]:
-            async def job() -> None:  # runs holding a slot: few slices are copied at once
-                body = bytes(view[start : start + self.part_bytes])
+            async def job() -> None:
+                body = ViewReader(view[start : start + self.part_bytes])
                 part = await self._call(
                     what,
                     self._client.upload_part,
