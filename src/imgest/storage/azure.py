@@ -120,7 +120,7 @@ class AzureStore:
     ) -> None:
         """Use `service` (already configured with credentials, timeouts and retries)."""
         if not 0 < block_bytes <= MiB or not 0 <= single_put_bytes <= MiB or parallel_blocks < 1:
-            # aiohttp warns on (and the SDK buffers) bodies over 1 MiB
+            # aiohttp warns when handed a bytes body over 1 MiB
             raise ValueError("want 0 < block_bytes <= 1 MiB, 0 <= single_put_bytes <= 1 MiB")
         self.url = url
         self.prefix = prefix

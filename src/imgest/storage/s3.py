@@ -183,10 +183,6 @@ class S3Store:
             read_timeout=opts.timeout_s,
             retries={"total_max_attempts": opts.retries + 1, "mode": "standard"},
             max_pool_connections=32,
-            # Checksums only where the API demands them: radosgw 16 refuses the newer
-            # aws-chunked trailers; SigV4 already signs each body's SHA-256.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
         )
         session = _session()
         with _session_lock:  # a boto3 session is not thread-safe; its clients are
