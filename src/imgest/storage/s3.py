@@ -14,8 +14,8 @@ URL: `s3://<bucket>[/<key prefix>]?<parameters>`:
 Writes: a blob up to `multipart_bytes` (8 MiB) is one PutObject; a larger one is a multipart
 upload of `part_bytes` (8 MiB) parts, four in flight, each read straight from the caller's
 buffer (a `ViewReader`: no part is copied whole); a failed multipart upload is aborted.
-mode="create" sends `If-None-Match: *`, which makes PutObject atomic create-only (AWS S3, and
-radosgw since long before 16). On a multipart upload the header goes on the completion, where
+mode="create" sends `If-None-Match: *`, which makes PutObject atomic create-only (AWS S3; on
+radosgw 16 the contract's 20 racing creators leave exactly one winner). On a multipart upload the header goes on the completion, where
 AWS S3 honours it atomically; radosgw 16 (what the tests run) ignores it there, so the store
 also checks with HEAD before uploading, and two creators of one large blob racing inside that
 window may both succeed, the later completion winning. For content-addressed blobs both write
