@@ -15,12 +15,13 @@ Writes: a blob up to `multipart_bytes` (8 MiB) is one PutObject; a larger one is
 upload of `part_bytes` (8 MiB) parts, four in flight, each read straight from the caller's
 buffer (a `ViewReader`: no part is copied whole); a failed multipart upload is aborted.
 mode="create" sends `If-None-Match: *`, which makes PutObject atomic create-only (AWS S3; on
-radosgw 16 the contract's 20 racing creators leave exactly one winner). On a multipart upload the header goes on the completion, where
-AWS S3 honours it atomically; radosgw 16 (what the tests run) ignores it there, so the store
-also checks with HEAD before uploading, and two creators of one large blob racing inside that
-window may both succeed, the later completion winning. For content-addressed blobs both write
-the same bytes, so nothing is lost; callers that need strict create-only for large blobs on
-such servers should raise `multipart_bytes` (a PutObject may be up to 5 GiB).
+radosgw 16 the contract's 20 racing creators leave exactly one winner). On a multipart upload
+the header goes on the completion, where AWS S3 honours it atomically; radosgw 16 (what the
+tests run) ignores it there, so the store also checks with HEAD before uploading, and two
+creators of one large blob racing inside that window may both succeed, the later completion
+winning. For content-addressed blobs both write the same bytes, so nothing is lost; callers that
+need strict create-only for large blobs on such servers should raise `multipart_bytes` (a
+PutObject may be up to 5 GiB).
 
 The bucket is created (private: no ACL is sent) on the first write if it is missing. Reads can
 be handed out as SigV4 presigned GET URLs (`signed_url`).
