@@ -12,7 +12,7 @@ import pytest
 from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient
 
-from imgest.storage.azure import AzureStore
+from imgest.storage.azure import AzureStore, QuickRetry
 from imgest.storage.base import BlobExistsError, signed_url
 from imgest.storage.registry import open_store
 from tests.services.azurite import ACCOUNT, KEY, Azurite
@@ -202,3 +202,10 @@ async def test_a_large_blob_is_committed_as_blocks_without_a_second_copy(
         committed, uncommitted = await blob.get_block_list("committed")
     assert len(committed) == 17 and not uncommitted
     assert {block.size for block in committed[:-1]} == {1024 * 1024}
+
+
+def test_retries_back_off_quickly_and_capped() -> None:
+    policy = QuickRetry(retry_total=3)
+    waits = [policy.get_backoff_time({"count": n}) for n in range(1, 8)]
+    assert 0.18 < waits[0] <= 0.25 and 0.37 < waits[1] <= 0.5 and 0.75 <= waits[2] <= 1.0
+    assert all(w <= 4.0 for w in waits)

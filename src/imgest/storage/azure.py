@@ -88,8 +88,8 @@ class QuickRetry(ExponentialRetry):
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         """Seconds before the next try."""
-        count = max(int(settings.get("count", 0)), 0)
-        return float(min(4.0, 0.25 * 2**count) * random.uniform(0.75, 1.0))
+        retry = max(int(settings.get("count", 1)), 1)  # the SDK counts the retry before waiting
+        return float(min(4.0, 0.25 * 2 ** (retry - 1)) * random.uniform(0.75, 1.0))
 
 
 def _meta(path: str, props: BlobProperties) -> BlobMeta:
