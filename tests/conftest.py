@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
+# Real services, each a session fixture that starts on first use (tests/services/).
+from tests.services.azurite import azurite
+from tests.services.radosgw import radosgw
+
 # Tests import onnxruntime too: keep its Linux telemetry off (see imgest/scoring/model.py).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+__all__ = ["azurite", "radosgw"]
 
 DATA = Path(__file__).parent / "data"
 

@@ -141,3 +141,13 @@ def test_serve_binds_when_allowed(
     assert result.exit_code == 0, result.output
     assert no_binding[0]["host"] == args[1]
     assert no_binding[0]["timeout_keep_alive"] == 5
+
+
+def test_config_hides_storage_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "azure://photos?account=acct&key=c2VjcmV0a2V5%2F%2B%3D&endpoint=http%3A%2F%2Fh%2Fa"
+    monkeypatch.setenv("IMGEST_STORAGE_URL", url)
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0
+    shown = json.loads(result.stdout)["storage_url"]
+    assert "c2VjcmV0" not in shown and "key=***" in shown
+    assert "account=acct" in shown and "endpoint=http://h/a" in shown

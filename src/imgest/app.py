@@ -38,7 +38,7 @@ from imgest.metrics import Gauges, Metrics
 from imgest.scoring.model import Model
 from imgest.scoring.registry import ModelRegistry
 from imgest.scoring.scorers import Scorers
-from imgest.storage.base import BlobStore
+from imgest.storage.base import BlobStore, StoreOptions
 from imgest.storage.registry import open_store
 from imgest.storage.timeout import TimeoutStore
 
@@ -105,7 +105,12 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         cpu_threads = settings.workers or os.cpu_count() or 1
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
-        store = await anyio.to_thread.run_sync(open_store, settings.storage_url)
+        store_options = StoreOptions(
+            timeout_s=settings.storage_timeout_s, retries=settings.storage_retries
+        )
+        store = await anyio.to_thread.run_sync(
+            lambda: open_store(settings.storage_url, options=store_options)
+        )
         # The services see a store whose every call is bounded (a hung backend -> 503).
         bounded = TimeoutStore(store, settings.storage_timeout_s)
         catalog = await anyio.to_thread.run_sync(
@@ -142,7 +147,12 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         app.state.body_timeouts = from_settings(BodyTimeouts, settings)
         app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, scorers)
         app.state.corpus = Corpus(
-            store=bounded, catalog=catalog, pipelines=configured, limits=limits, cpu=cpu
+            store=bounded,
+            catalog=catalog,
+            pipelines=configured,
+            limits=limits,
+            cpu=cpu,
+            signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
         )
         scorer = app.state.batcher.model
         log.info(

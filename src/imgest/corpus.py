@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio.to_thread
 from anyio import CapacityLimiter
@@ -17,7 +18,13 @@ from imgest.errors import ImageNotFound, PipelineNotFound, StorageUnavailable
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import render, rendition_record_of
-from imgest.storage.base import BlobNotFoundError, BlobReader, BlobStore, StoreError
+from imgest.storage.base import (
+    BlobNotFoundError,
+    BlobReader,
+    BlobStore,
+    StoreError,
+    signed_url,
+)
 from imgest.storage.once import put_once
 from imgest.storage.paths import rendition_path
 
@@ -44,12 +51,14 @@ class Corpus:
         pipelines: Mapping[str, Pipeline],
         limits: ImageLimits,
         cpu: CapacityLimiter,
+        signed_url_ttl: timedelta = timedelta(minutes=5),
     ):
         self.store = store
         self.catalog = catalog
         self.pipelines = pipelines  # the configured ones: renditions are made on demand
         self.limits = limits
         self.cpu = cpu  # shared with ingest: on-demand rendering competes for the same cores
+        self.signed_url_ttl = signed_url_ttl
 
     async def get(self, image_id: str) -> ImageRecord:
         """The image, or ImageNotFound."""
@@ -128,6 +137,24 @@ class Corpus:
         if record is None:
             raise ImageNotFound(f"No image with id {image_id} is stored.")
         return record
+
+    async def original_url(self, image_id: str) -> str | None:
+        """A short-lived signed URL of the original, or None when the store cannot sign."""
+        record = await self.get(image_id)
+        return await self._sign(record.original_path, record.content_type)
+
+    async def rendition_url(self, image_id: str, pipeline: str) -> str | None:
+        """A short-lived signed URL of a rendition, or None when the store cannot sign."""
+        rendition = await self.rendition_of(await self.get(image_id), pipeline)
+        return await self._sign(rendition.path, rendition.content_type)
+
+    async def _sign(self, path: str, content_type: str) -> str | None:
+        try:
+            return await signed_url(
+                self.store, path, self.signed_url_ttl, content_type=content_type
+            )
+        except StoreError as exc:
+            raise StorageUnavailable() from exc
 
     async def delete(self, image_id: str) -> ImageRecord:
         """Remove the catalog rows, then the blobs (a blob that fails to go is left for gc)."""

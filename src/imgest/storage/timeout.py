@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
 from typing import TypeVar
 
 import anyio
 
-from imgest.storage.base import BlobMeta, BlobReader, BlobStore, PutMode, StoreUnavailableError
+from imgest.storage.base import (
+    BlobMeta,
+    BlobReader,
+    BlobStore,
+    PutMode,
+    StoreUnavailableError,
+    signed_url,
+)
 
 T = TypeVar("T")
 
@@ -74,6 +82,13 @@ class TimeoutStore:
 
     async def delete(self, path: str) -> None:
         await bounded(self.seconds, f"delete {path}", self.inner.delete(path))
+
+    async def signed_url(
+        self, path: str, expires: timedelta, *, content_type: str | None = None
+    ) -> str | None:
+        """The inner store's signed URL (None when it cannot sign)."""
+        call = signed_url(self.inner, path, expires, content_type=content_type)
+        return await bounded(self.seconds, f"sign {path}", call)
 
     async def close(self) -> None:
         await bounded(self.seconds, "close", self.inner.close())
