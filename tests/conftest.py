@@ -16,6 +16,9 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 DATA = Path(__file__).parent / "data"
 
+# Real backing services, each started by a session fixture on first use (tests/services/).
+pytest_plugins = ["tests.services.postgres"]
+
 # The stored pixels for EXIF orientation k, given the upright image (EXIF 2.3, tag 0x0112):
 # a viewer applies the inverse of this to show the photo upright.
 STORED_FOR_ORIENTATION: dict[int, Callable[[Image.Image], Image.Image]] = {

@@ -16,6 +16,7 @@ from imgest import __version__
 from imgest.api import health, images, problems, upload
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
+from imgest.catalog.db import CatalogOptions
 from imgest.catalog.repo import Catalog
 from imgest.config import Settings
 from imgest.corpus import Corpus
@@ -35,6 +36,19 @@ def upload_limits(settings: Settings) -> UploadLimits:
     return UploadLimits(**{name: getattr(settings, name) for name in names})
 
 
+def catalog_options(settings: Settings) -> CatalogOptions:
+    """The catalog connection settings (`catalog_<name>` in settings)."""
+    names = [f.name for f in dataclasses.fields(CatalogOptions)]
+    return CatalogOptions(**{name: getattr(settings, f"catalog_{name}") for name in names})
+
+
+def open_catalog(settings: Settings, *, migrate_schema: bool = True) -> Catalog:
+    """The catalog that settings name, with their connection settings."""
+    return Catalog.open(
+        settings.catalog_url, options=catalog_options(settings), migrate_schema=migrate_schema
+    )
+
+
 def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     """The ASGI app; resources open at start-up and close at shutdown.
 
@@ -47,7 +61,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
         store = await anyio.to_thread.run_sync(open_store, settings.storage_url)
-        catalog = await anyio.to_thread.run_sync(lambda: Catalog.open(settings.catalog_url))
+        catalog = await anyio.to_thread.run_sync(lambda: open_catalog(settings))
         scorer = model
         if scorer is None:
             scorer = await anyio.to_thread.run_sync(

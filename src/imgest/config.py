@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     )
     catalog_url: str = Field(
         "sqlite:///var/catalog.db",
-        description="SQLAlchemy URL of the catalog database (SQLite by default).",
+        description="SQLAlchemy URL of the catalog database: sqlite:///path (default) or "
+        "postgresql://user:password@host:5432/db (psycopg 3, the `postgres` extra).",
     )
     model_dir: Path | None = Field(
         None,
@@ -96,6 +97,29 @@ class Settings(BaseSettings):
     )
     inference_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads; 0 means one per CPU core."
+    )
+
+    # --- catalog database (issue 3) ---------------------------------------------------------
+    catalog_connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="PostgreSQL: longest wait to connect, seconds (whole, at least 2); "
+        "a down database answers 503 catalog_unavailable after at most this long.",
+    )
+    catalog_statement_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="PostgreSQL: longest one statement may run, seconds; 0 means no limit "
+        "(migrations never have one).",
+    )
+    catalog_pool_size: int = Field(
+        5, ge=1, description="PostgreSQL: connections each process keeps open."
+    )
+    catalog_pool_max_overflow: int = Field(
+        10, ge=0, description="PostgreSQL: extra connections a process may open under load."
+    )
+    catalog_pool_timeout_s: float = Field(
+        10.0, gt=0, description="PostgreSQL: longest wait for a free pooled connection, seconds."
     )
 
     @field_validator("pipeline")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,7 @@ from imgest.imaging.limits import ImageLimits, check
 from imgest.imaging.pipeline import Pipeline, Rendition
 from imgest.imaging.sniff import ImageInfo, probe
 from imgest.scoring.batcher import MicroBatcher
-from imgest.storage.base import BlobExistsError, BlobStore, StoreError
+from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
 from imgest.storage.paths import original_path, rendition_path
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,10 @@ class IngestService:
         rendition = rendition_path(
             self.pipeline.name, self.pipeline.version, upload.sha256, rendered.rendition.extension
         )
+        blobs = {original: upload.data, rendition: rendered.encoded}
         # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
         # never a catalog row that points at a missing blob.
-        await asyncio.gather(
-            self._put(original, upload.data),
-            self._put(rendition, rendered.encoded),
-        )
+        await asyncio.gather(*(self._put(path, data) for path, data in blobs.items()))
         top = await self.batcher.score(rendered.pixels)
         now = datetime.now(UTC)
         model = self.batcher.model
@@ -162,7 +161,9 @@ class IngestService:
                 ),
             ),
         )
-        created = await anyio.to_thread.run_sync(self.catalog.add_image, record)
+        created = await anyio.to_thread.run_sync(
+            self.catalog.add_image, record, lambda: self._ensure_stored(blobs)
+        )
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             return self._result("existing", upload, stored or record)
@@ -183,12 +184,25 @@ class IngestService:
         return _Rendered(info=info, pixels=pixels, rendition=rendition, encoded=encoded)
 
     async def _put(self, path: str, data: bytes) -> None:
+        # Overwrite, not create: content-addressed, so the bytes are the same, and a fresh
+        # last-modified time keeps gc's grace period from removing a blob an upload relies on
+        # (an orphan of the same bytes from an earlier, unfinished try may be old).
         try:
-            await self.store.put(path, data, mode="create")
-        except BlobExistsError:
-            pass  # content-addressed: what is there is these bytes (an earlier, unfinished try)
+            await self.store.put(path, data, mode="overwrite")
         except StoreError as exc:
             raise StorageUnavailable() from exc
+
+    def _ensure_stored(self, blobs: dict[str, bytes]) -> None:
+        """Under the image's catalog lock (worker thread): store again any blob a concurrent
+        delete or gc removed after our put, before the row that references it commits."""
+        for path, data in blobs.items():
+            try:
+                anyio.from_thread.run(self.store.head, path)
+            except BlobNotFoundError:
+                log.info("blob %s went away before its row committed; storing it again", path)
+                anyio.from_thread.run(self._put, path, data)
+            except StoreError as exc:
+                raise StorageUnavailable() from exc
 
     @staticmethod
     def _result(status: Status, upload: Upload, record: ImageRecord) -> IngestResult:

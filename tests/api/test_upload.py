@@ -289,7 +289,7 @@ def test_commit_failure_leaves_no_row(
     real_add = catalog.add_image
     cat = (data_dir / "cat.jpg").read_bytes()
 
-    def broken(record: Any) -> bool:
+    def broken(record: Any, verify: Any = None) -> bool:
         def fail() -> bool:
             raise OperationalError("INSERT", {}, Exception("database is gone"))
 

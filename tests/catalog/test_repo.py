@@ -1,85 +1,38 @@
-"""Catalog: migrations, one-transaction records, duplicates, keyset pages, filters, delete."""
+"""Catalog: migrations, one-transaction records, duplicates, keyset pages, filters, delete.
+
+Each test runs on SQLite and on PostgreSQL (the `catalog_url` fixture in conftest.py).
+"""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
+from imgest.catalog.records import ImageRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.errors import CatalogUnavailable, InvalidParameter
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def make_record() -> Callable[..., ImageRecord]:
-    def make(
-        n: int, *, at: datetime = T0, tags: tuple[str, ...] = (), label: str = "tabby"
-    ) -> ImageRecord:
-        image_id = hashlib.sha256(str(n).encode()).hexdigest()
-        return ImageRecord(
-            id=image_id,
-            format="jpeg",
-            content_type="image/jpeg",
-            width=640,
-            height=480,
-            frames=1,
-            bytes=1000 + n,
-            filename=f"{n}.jpg",
-            original_path=f"originals/{image_id[:2]}/{image_id[2:4]}/{image_id}",
-            created_at=at,
-            fields={"description": f"image {n}", "device": ["a", "b"]},
-            tags=tags,
-            renditions=(
-                RenditionRecord(
-                    "default",
-                    "v1",
-                    f"renditions/default@v1/{image_id}.jpg",
-                    224,
-                    224,
-                    "image/jpeg",
-                    5000,
-                ),
-            ),
-            predictions=(
-                PredictionRecord(
-                    "m",
-                    "mv",
-                    "default",
-                    "v1",
-                    (Label(label, 281, 0.9), Label("other", 1, 0.05)),
-                    at,
-                ),
-            ),
-        )
-
-    return make
+from tests.catalog.conftest import T0
 
 
 def test_migrations_create_schema(catalog: Catalog) -> None:
     tables = set(inspect(catalog.engine).get_table_names())
     assert {"images", "image_tags", "renditions", "predictions", "alembic_version"} <= tables
     with catalog.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        if catalog.engine.dialect.name == "sqlite":
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        else:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "30s"
 
 
-def test_reopen_is_idempotent(tmp_path: Path, make_record: Callable[..., ImageRecord]) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_reopen_is_idempotent(catalog_url: str, make_record: Callable[..., ImageRecord]) -> None:
+    url = catalog_url
     first = Catalog.open(url)
     first.add_image(make_record(1))
     first.close()
@@ -172,7 +125,7 @@ def test_delete(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> No
             assert conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 0
 
 
-def test_unreachable_database_is_catalog_unavailable(tmp_path: Path) -> None:
+def test_unreachable_sqlite_database_is_catalog_unavailable(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir()
     cat = Catalog.open(f"sqlite:///{tmp_path / 'ro' / 'c.db'}")
     cat.close()
@@ -182,4 +135,17 @@ def test_unreachable_database_is_catalog_unavailable(tmp_path: Path) -> None:
     (tmp_path / "missing-dir" / "x").rmdir()
     with pytest.raises(CatalogUnavailable):
         broken.ping()
+    broken.close()
+
+
+def test_unreachable_postgresql_is_catalog_unavailable_quickly() -> None:
+    """Nothing listens on the port: refused at once, not after the connect timeout."""
+    from tests.services.imgest_server import free_port
+
+    url = f"postgresql://imgest@127.0.0.1:{free_port()}/imgest"
+    broken = Catalog.open(url, migrate_schema=False)
+    started = time.monotonic()
+    with pytest.raises(CatalogUnavailable):
+        broken.ping()
+    assert time.monotonic() - started < 5
     broken.close()

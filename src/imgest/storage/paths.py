@@ -13,6 +13,13 @@ _VERSION = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _EXT = re.compile(r"[a-z0-9]{1,10}")
 
 
+# Either layout, capturing the image id (the SHA-256 of the original).
+_BLOB = re.compile(
+    r"originals/[0-9a-f]{2}/[0-9a-f]{2}/(?P<o>[0-9a-f]{64})"
+    r"|renditions/[^/]+/[0-9a-f]{2}/[0-9a-f]{2}/(?P<r>[0-9a-f]{64})\.[a-z0-9]{1,10}"
+)
+
+
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ValueError(f"invalid {what}: {value!r} (want {pattern.pattern})")
@@ -40,3 +47,12 @@ def rendition_path(pipeline_name: str, spec_version: str, sha256_hex: str, ext: 
     """`renditions/<pipeline>@<version>/ab/cd/<sha256>.<ext>` (`ext` without the dot: "jpg")."""
     extension = _check(_EXT, ext, "file extension (lowercase, without the dot)")
     return f"{rendition_prefix(pipeline_name, spec_version)}{_fanout(sha256_hex)}.{extension}"
+
+
+def image_id_of(path: str) -> str | None:
+    """The image id (SHA-256) a layout path belongs to, or None for a path outside the layout."""
+    match = _BLOB.fullmatch(path)
+    if match is None:
+        return None
+    sha: str = match["o"] or match["r"]
+    return sha if f"/{_fanout(sha)}" in path else None
