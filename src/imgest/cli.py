@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from imgest import __version__
 from imgest.config import Settings, load_settings
-from imgest.errors import ConfigError
+from imgest.errors import ConfigError, ImgestError
+
+if TYPE_CHECKING:
+    from imgest.catalog.repo import Catalog
+    from imgest.storage.base import BlobMeta, BlobStore
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="imgest: photo ingest for image-recognition networks.",
@@ -90,6 +97,114 @@ def config(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+# --- maintenance jobs (issue 3) ---------------------------------------------------------
+
+_STORAGE_OPTION = typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+_CATALOG_OPTION = typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+EXIT_UNAVAILABLE = 3
+
+
+def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T]]) -> T:
+    """Open the store and catalog that settings name, run `job` on them, close both."""
+    import anyio
+
+    from imgest.app import open_catalog
+    from imgest.storage.base import StoreError
+    from imgest.storage.registry import open_store
+
+    async def main() -> T:
+        store = open_store(settings.storage_url)
+        catalog = open_catalog(settings, migrate_schema=False)
+        try:
+            return await job(store, catalog)
+        finally:
+            await store.close()
+            catalog.close()
+
+    try:
+        return anyio.run(main)
+    except (ImgestError, StoreError) as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+@app.command()
+def gc(
+    grace: Annotated[
+        str, typer.Option(help="Keep unreferenced blobs younger than this (90s, 30m, 1h, 2d).")
+    ] = "1h",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage: Annotated[str | None, _STORAGE_OPTION] = None,
+    catalog: Annotated[str | None, _CATALOG_OPTION] = None,
+) -> None:
+    """Delete blobs no catalog row references that are older than the grace period."""
+    from imgest.jobs import gc as job
+
+    try:
+        grace_period = job.parse_duration(grace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+
+    def listed(meta: BlobMeta) -> None:
+        if not as_json:
+            verb = "would delete" if dry_run else "deleted"
+            typer.echo(f"{verb} {meta.path} ({meta.size} bytes)")
+
+    report = _run_job(
+        settings,
+        lambda store, cat: job.run(
+            store, cat, grace=grace_period, dry_run=dry_run, on_delete=listed
+        ),
+    )
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"scanned {report.scanned} blobs ({report.scanned_bytes} bytes): "
+        f"{report.referenced} referenced, {report.young} unreferenced within the grace period, "
+        f"{report.unrecognized} outside the layout; {verb} {report.deleted} "
+        f"({report.deleted_bytes} bytes)" + (f", {report.failed} failed" if report.failed else "")
+    )
+
+
+@app.command()
+def fsck(
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also hash every original against its id.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage: Annotated[str | None, _STORAGE_OPTION] = None,
+    catalog: Annotated[str | None, _CATALOG_OPTION] = None,
+) -> None:
+    """Check every catalog row's blobs exist (and with --deep, hash right); exit 1 on problems."""
+    from imgest.jobs import fsck as job
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+
+    def found(problem: job.Problem) -> None:
+        if not as_json:
+            typer.echo(
+                f"{problem.kind}: {problem.path} (image {problem.image_id}): {problem.detail}"
+            )
+
+    report = _run_job(settings, lambda store, cat: job.run(store, cat, deep=deep, on_problem=found))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(
+            f"checked {report.images} images, {report.blobs} blobs"
+            + (f", hashed {report.bytes_hashed} bytes" if deep else "")
+            + f": {len(report.problems)} problem(s)"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:
