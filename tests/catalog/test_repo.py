@@ -149,3 +149,12 @@ def test_unreachable_postgresql_is_catalog_unavailable_quickly() -> None:
         broken.ping()
     assert time.monotonic() - started < 5
     broken.close()
+
+
+def test_hostile_text_roundtrips(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> None:
+    """NUL, quotes and astral characters in fields: PostgreSQL's text types refuse NUL."""
+    rec = make_record(1, tags=("ünïcode", "🐈"))
+    odd = {"a\x00b": "x\x00y", "quote": "'\"; DROP TABLE images; --", "emoji": ["🐈", "\u2028"]}
+    rec = ImageRecord(**{**rec.__dict__, "fields": odd, "filename": "ä%00b.jpg"})
+    assert catalog.add_image(rec)
+    assert catalog.get_image(rec.id) == rec
