@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL 15 cluster on 127.0.0.1 for the session, and a fresh database per test.
 
-The server binaries come from the Debian packages (`scripts/install/20-postgresql.sh`, run by
+The server binaries come from the Debian packages (`scripts/install/40-postgresql.sh`, run by
 `make test-deps`); `IMGEST_TEST_PG_BIN` may name another bin directory. PostgreSQL refuses to
 run as root, so under root every server command runs as the `postgres` user in a directory
 that user owns. Durability settings are off (fsync, synchronous_commit): the cluster is thrown
@@ -41,7 +41,7 @@ def find_bin() -> Path:
     pytest.fail(
         "PostgreSQL server binaries (initdb, pg_ctl) not found in "
         f"{', '.join(c for c in candidates if c)}; run `make test-deps` "
-        "(scripts/install/20-postgresql.sh) or set IMGEST_TEST_PG_BIN"
+        "(scripts/install/40-postgresql.sh) or set IMGEST_TEST_PG_BIN"
     )
 
 
