@@ -11,13 +11,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
+# Real services, each a session fixture that starts on first use (tests/services/).
+from tests.services.azurite import azurite
+from tests.services.postgres import pg_url, postgres
+from tests.services.radosgw import radosgw
+
 # Tests import onnxruntime too: keep its Linux telemetry off (see imgest/scoring/model.py).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-DATA = Path(__file__).parent / "data"
+__all__ = ["azurite", "pg_url", "postgres", "radosgw"]
 
-# Real backing services, each started by a session fixture on first use (tests/services/).
-pytest_plugins = ["tests.services.postgres"]
+DATA = Path(__file__).parent / "data"
 
 # The stored pixels for EXIF orientation k, given the upright image (EXIF 2.3, tag 0x0112):
 # a viewer applies the inverse of this to show the photo upright.

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import anyio.to_thread
 from anyio import CapacityLimiter
@@ -25,6 +26,7 @@ from imgest.imaging.pipeline import builtin_pipelines
 from imgest.ingest import IngestService
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.model import BUNDLED_DIR, Model
+from imgest.storage.base import StoreOptions
 from imgest.storage.registry import open_store
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ def upload_limits(settings: Settings) -> UploadLimits:
     """The streaming caps from settings (same names)."""
     names = [f.name for f in dataclasses.fields(UploadLimits)]
     return UploadLimits(**{name: getattr(settings, name) for name in names})
+
+
+def store_options(settings: Settings) -> StoreOptions:
+    """The remote-store request settings."""
+    return StoreOptions(timeout_s=settings.storage_timeout_s, retries=settings.storage_retries)
 
 
 def catalog_options(settings: Settings) -> CatalogOptions:
@@ -60,7 +67,9 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         cores = os.cpu_count() or 1
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
-        store = await anyio.to_thread.run_sync(open_store, settings.storage_url)
+        store = await anyio.to_thread.run_sync(
+            lambda: open_store(settings.storage_url, options=store_options(settings))
+        )
         catalog = await anyio.to_thread.run_sync(lambda: open_catalog(settings))
         scorer = model
         if scorer is None:
@@ -93,7 +102,10 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             cpu=CapacityLimiter(settings.workers or cores),
         )
         app.state.corpus = Corpus(
-            store=store, catalog=catalog, current_pipelines={pipeline.name: pipeline.version}
+            store=store,
+            catalog=catalog,
+            current_pipelines={pipeline.name: pipeline.version},
+            signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
         )
         log.info(
             "imgest %s ready: storage=%s catalog=%s model=%s@%s pipeline=%s@%s",

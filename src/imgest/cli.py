@@ -110,12 +110,12 @@ def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T
     """Open the store and catalog that settings name, run `job` on them, close both."""
     import anyio
 
-    from imgest.app import open_catalog
+    from imgest.app import open_catalog, store_options
     from imgest.storage.base import StoreError
     from imgest.storage.registry import open_store
 
     async def main() -> T:
-        store = open_store(settings.storage_url)
+        store = open_store(settings.storage_url, options=store_options(settings))
         catalog = open_catalog(settings, migrate_schema=False)
         try:
             return await job(store, catalog)

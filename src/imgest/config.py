@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     # --- where things live ------------------------------------------------------------------
     storage_url: str = Field(
         "var/blobs",
-        description="Blob store: a directory path or file:///abs/path (local), or memory://.",
+        description="Blob store: a directory path or file:///abs/path (local), memory://, "
+        "azure://<container>[/<prefix>]?... or s3://<bucket>[/<prefix>]?... "
+        "(see docs/storage.md).",
     )
     catalog_url: str = Field(
         "sqlite:///var/catalog.db",
@@ -120,6 +122,29 @@ class Settings(BaseSettings):
     )
     catalog_pool_timeout_s: float = Field(
         10.0, gt=0, description="PostgreSQL: longest wait for a free pooled connection, seconds."
+    )
+
+    # --- storage backends (issue 3) -------------------------------------------------------
+    storage_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Azure/S3: longest wait for one request to connect (at most 10 s) or to "
+        "send more bytes, seconds; a URL's timeout= parameter overrides it.",
+    )
+    storage_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Azure/S3: retries of a failed request (connection error, timeout, 5xx), "
+        "with jittered exponential backoff; a URL's retries= parameter overrides it.",
+    )
+    signed_url_ttl_s: int = Field(
+        300,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Lifetime of the SAS/presigned URL that ?redirect=true sends clients to, "
+        "seconds (Azure and S3 stores; others serve the bytes themselves).",
     )
 
     @field_validator("pipeline")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio.from_thread
 import anyio.to_thread
@@ -11,7 +12,13 @@ import anyio.to_thread
 from imgest.catalog.records import ImageRecord, RenditionRecord
 from imgest.catalog.repo import Catalog, ImageFilter, Page
 from imgest.errors import ImageNotFound, PipelineNotFound, StorageUnavailable
-from imgest.storage.base import BlobNotFoundError, BlobReader, BlobStore, StoreError
+from imgest.storage.base import (
+    BlobNotFoundError,
+    BlobReader,
+    BlobStore,
+    StoreError,
+    signed_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +35,19 @@ class OpenBlob:
 class Corpus:
     """Read and delete access to stored images (catalog rows plus their blobs)."""
 
-    def __init__(self, *, store: BlobStore, catalog: Catalog, current_pipelines: dict[str, str]):
+    def __init__(
+        self,
+        *,
+        store: BlobStore,
+        catalog: Catalog,
+        current_pipelines: dict[str, str],
+        signed_url_ttl: timedelta = timedelta(minutes=5),
+    ):
         self.store = store
         self.catalog = catalog
         # pipeline name -> version rendered at ingest; served first when several exist
         self.current_pipelines = current_pipelines
+        self.signed_url_ttl = signed_url_ttl
 
     async def get(self, image_id: str) -> ImageRecord:
         """The image, or ImageNotFound."""
@@ -72,6 +87,24 @@ class Corpus:
         return OpenBlob(
             reader, rendition.content_type, f'"{record.id}-{rendition.pipeline_version}"'
         )
+
+    async def original_url(self, image_id: str) -> str | None:
+        """A short-lived signed URL of the original, or None when the store cannot sign."""
+        record = await self.get(image_id)
+        return await self._sign(record.original_path, record.content_type)
+
+    async def rendition_url(self, image_id: str, pipeline: str) -> str | None:
+        """A short-lived signed URL of a rendition, or None when the store cannot sign."""
+        rendition = self.rendition_of(await self.get(image_id), pipeline)
+        return await self._sign(rendition.path, rendition.content_type)
+
+    async def _sign(self, path: str, content_type: str) -> str | None:
+        try:
+            return await signed_url(
+                self.store, path, self.signed_url_ttl, content_type=content_type
+            )
+        except StoreError as exc:
+            raise StorageUnavailable() from exc
 
     async def delete(self, image_id: str) -> ImageRecord:
         """Remove the catalog rows and then the blobs, under the image's catalog lock.

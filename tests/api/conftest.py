@@ -24,11 +24,11 @@ def make_client(tmp_path: Path, model: Model) -> Iterator[Callable[..., TestClie
     opened: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        settings = load_settings(
-            storage_url="memory://",
-            catalog_url=f"sqlite:///{tmp_path / f'catalog{len(opened)}.db'}",
-            **overrides,
-        )
+        defaults = {
+            "storage_url": "memory://",
+            "catalog_url": f"sqlite:///{tmp_path / f'catalog{len(opened)}.db'}",
+        }
+        settings = load_settings(**{**defaults, **overrides})
         client = TestClient(create_app(settings, model=model), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, EntryPoints, entry_points
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import pytest
 
 from imgest.storage import registry
+from imgest.storage.azure import AzureStore
+from imgest.storage.base import StoreOptions
 from imgest.storage.local import LocalStore
 from imgest.storage.memory import MemoryStore
 from imgest.storage.registry import ENTRY_POINT_GROUP, open_store
+from imgest.storage.s3 import S3Store
 
 
 class ThirdPartyStore(MemoryStore):
@@ -54,6 +57,31 @@ def test_builtin_backends_register_through_entry_points() -> None:
     found = {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert found["memory"] is MemoryStore
     assert found["file"] is LocalStore
+    assert found["azure"] is AzureStore
+    assert found["s3"] is S3Store
+
+
+class OptionsStore(MemoryStore):
+    """A plugin whose from_url takes the network options."""
+
+    seen: ClassVar[list[StoreOptions | None]] = []
+
+    @classmethod
+    def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
+        cls.seen.append(options)
+        return cls()
+
+
+def test_options_reach_backends_that_take_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    ep = EntryPoint("opts", f"{__name__}:OptionsStore", ENTRY_POINT_GROUP)
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    monkeypatch.setattr(registry, "entry_points", lambda *, group: EntryPoints([*installed, ep]))
+    options = StoreOptions(timeout_s=2.5, retries=1)
+    open_store("opts://x", options=options)
+    open_store("opts://x")
+    assert OptionsStore.seen == [options, None]
+    # A backend without the keyword still opens when options are given.
+    assert isinstance(open_store("memory://", options=options), MemoryStore)
 
 
 @pytest.mark.parametrize("url", ["memory://", "memory:", "MEMORY://"])
@@ -92,9 +120,9 @@ def test_relative_path_is_relative_to_the_working_directory(
 
 def test_unknown_scheme_names_it_and_the_known_ones_but_not_the_url() -> None:
     with pytest.raises(ValueError) as got:
-        open_store("s3://key:s3cr3t@bucket/prefix")
+        open_store("gs://key:s3cr3t@bucket/prefix")
     message = str(got.value)
-    assert "'s3'" in message
+    assert "'gs'" in message
     assert "file" in message and "memory" in message
     assert "s3cr3t" not in message
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from imgest.api.schemas import (
     ImageOut,
@@ -157,22 +157,42 @@ def _blob_response(request: Request, blob: OpenBlob) -> Response:
 _BLOB: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/*": {}}, "description": "The bytes."},
     304: {"description": "Not modified (If-None-Match)."},
+    307: {"description": "redirect=true on Azure/S3: a short-lived signed URL of the bytes."},
     **_ERRORS,
 }
 
+Redirect = Annotated[
+    bool,
+    Query(
+        description="Answer 307 to a short-lived signed storage URL (SAS/presigned) where "
+        "the store can make one; otherwise (local, memory) the bytes are served here."
+    ),
+]
+
+
+def _redirect(url: str) -> Response:
+    # The signed URL is a bearer credential: no shared cache may keep it.
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+
 
 @router.get("/{image}/original", response_class=Response, responses=_BLOB)
-async def get_original(request: Request, image: str) -> Response:
+async def get_original(request: Request, image: str, redirect: Redirect = False) -> Response:
     """The original bytes exactly as uploaded."""
-    blob = await _corpus(request).open_original(image_id(image))
-    return _blob_response(request, blob)
+    corpus, image = _corpus(request), image_id(image)
+    if redirect and (url := await corpus.original_url(image)):
+        return _redirect(url)
+    return _blob_response(request, await corpus.open_original(image))
 
 
 @router.get("/{image}/renditions/{pipeline}", response_class=Response, responses=_BLOB)
-async def get_rendition(request: Request, image: str, pipeline: str) -> Response:
+async def get_rendition(
+    request: Request, image: str, pipeline: str, redirect: Redirect = False
+) -> Response:
     """A stored rendition (e.g. the 224x224 model input as JPEG)."""
-    blob = await _corpus(request).open_rendition(image_id(image), pipeline)
-    return _blob_response(request, blob)
+    corpus, image = _corpus(request), image_id(image)
+    if redirect and (url := await corpus.rendition_url(image, pipeline)):
+        return _redirect(url)
+    return _blob_response(request, await corpus.open_rendition(image, pipeline))
 
 
 @router.delete("/{image}", status_code=204, response_class=Response, responses=_ERRORS)

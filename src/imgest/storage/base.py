@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol, runtime_checkable
 
 PutMode = Literal["create", "overwrite"]
@@ -105,6 +105,38 @@ class BlobStore(Protocol):
         Idempotent; afterwards every operation raises StoreUnavailableError.
         """
         ...
+
+
+@runtime_checkable
+class SigningStore(Protocol):
+    """The optional capability of backends whose blobs can be fetched by a URL alone."""
+
+    async def signed_url(
+        self, path: str, expires: timedelta, *, content_type: str | None = None
+    ) -> str | None:
+        """A URL that reads the blob at `path` without credentials until `expires` from now.
+
+        `content_type` is what the URL's response should declare. None when this store
+        cannot sign (e.g. its credentials cannot make a signature).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Network behaviour of remote backends (local and in-memory stores ignore it)."""
+
+    timeout_s: float = 30.0  # one request: connect, and each read, at most this long
+    retries: int = 3  # retries of a failed request (connection error, 5xx, timeout)
+
+
+async def signed_url(
+    store: BlobStore, path: str, expires: timedelta, *, content_type: str | None = None
+) -> str | None:
+    """A signed read URL for `path` when `store` can make one, else None (proxy the bytes)."""
+    if not isinstance(store, SigningStore):
+        return None
+    return await store.signed_url(validate_path(path), expires, content_type=content_type)
 
 
 def validate_path(path: str) -> str:

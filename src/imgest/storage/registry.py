@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from imgest.storage.base import BlobStore
+from imgest.storage.base import BlobStore, StoreOptions
 
 ENTRY_POINT_GROUP = "imgest.storage"
 
@@ -18,12 +19,14 @@ def _scheme(url: str) -> str | None:
     return head.lower() if sep and _SCHEME.fullmatch(head) else None
 
 
-def open_store(url: str) -> BlobStore:
+def open_store(url: str, *, options: StoreOptions | None = None) -> BlobStore:
     """Open the BlobStore that `url` names, choosing the backend by the URL's scheme.
 
-    `memory://[name]`, `file:///abs/path` and plain directory paths are built in; any other
+    `memory://[name]`, `file:///abs/path` and plain directory paths are built in, and so are
+    `azure://` and `s3://` (with the `azure` / `s3` extras installed); any other
     scheme is whatever a package registers in the `imgest.storage` entry point group: a class
-    (or any object) with `from_url(url: str) -> BlobStore`, looked up by scheme name.
+    (or any object) with `from_url(url: str) -> BlobStore`, looked up by scheme name. A
+    backend whose `from_url` takes an `options` keyword gets `options` (timeouts, retries).
     """
     scheme = _scheme(url)
     if scheme is None:  # a plain filesystem path, relative to the working directory
@@ -39,7 +42,11 @@ def open_store(url: str) -> BlobStore:
     from_url = getattr(backend, "from_url", None)
     if not callable(from_url):
         raise TypeError(f"storage backend {backend!r} for {scheme!r} has no from_url(url)")
-    store = from_url(url)
+    try:
+        takes_options = "options" in inspect.signature(from_url).parameters
+    except (TypeError, ValueError):  # a callable without a readable signature
+        takes_options = False
+    store = from_url(url, options=options) if takes_options and options else from_url(url)
     if not isinstance(store, BlobStore):
         raise TypeError(f"storage backend for {scheme!r} returned {store!r}, not a BlobStore")
     return store

@@ -1,0 +1,121 @@
+"""What the network backends share: URL parsing, key prefixes, re-chunked readers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from imgest.storage.base import BlobMeta, StoreOptions
+
+_PREFIX = re.compile(r"[^/\\\x00]+(/[^/\\\x00]+)*")
+
+
+@dataclass(frozen=True)
+class RemoteUrl:
+    """`<scheme>://<container>[/<prefix>][?k=v&...]` taken apart (values percent-decoded)."""
+
+    scheme: str
+    container: str
+    prefix: str  # "" or ends with "/"
+    params: dict[str, str]
+
+    def pop(self, name: str, default: str | None = None) -> str | None:
+        """Remove and return one query parameter (so unknown ones can be refused at the end)."""
+        return self.params.pop(name, default)
+
+    def options(self, defaults: StoreOptions) -> StoreOptions:
+        """`timeout` and `retries` from the query, falling back to `defaults`."""
+        timeout = self.pop("timeout")
+        retries = self.pop("retries")
+        return StoreOptions(
+            timeout_s=defaults.timeout_s if timeout is None else float(timeout),
+            retries=defaults.retries if retries is None else int(retries),
+        )
+
+    def refuse_leftovers(self) -> None:
+        """ValueError naming query parameters nobody used (values left out: may be secrets)."""
+        if self.params:
+            names = ", ".join(sorted(self.params))
+            raise ValueError(f"unknown {self.scheme}:// store parameter(s): {names}")
+
+
+def parse_remote_url(url: str, scheme: str) -> RemoteUrl:
+    """Split a remote store URL; ValueError (without the URL, which may hold a key) if bad."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != scheme or parts.fragment or not parts.netloc:
+        raise ValueError(f"not a {scheme} store URL (want {scheme}://<container>[/<prefix>]?...)")
+    if "@" in parts.netloc or ":" in parts.netloc:
+        raise ValueError(f"{scheme}:// URLs name credentials in the query, not before the host")
+    prefix = unquote(parts.path).strip("/")
+    bad_segment = any(p in (".", "..") for p in prefix.split("/"))
+    if (prefix and not _PREFIX.fullmatch(prefix)) or bad_segment:
+        raise ValueError(f"invalid key prefix in the {scheme}:// URL: {prefix!r}")
+    params: dict[str, str] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
+        if len(values) != 1:
+            raise ValueError(f"{scheme}:// store parameter {name!r} given more than once")
+        params[name] = values[0]
+    return RemoteUrl(scheme, parts.netloc, f"{prefix}/" if prefix else "", params)
+
+
+def utc(moment: datetime) -> datetime:
+    """`moment` as timezone-aware UTC (a naive datetime from a library is taken as UTC)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def bare_etag(etag: str | None) -> str | None:
+    """The etag without the quotes some APIs keep around it, so every call reports the same."""
+    return etag.strip('"') if etag else None
+
+
+class ChunkedReader:
+    """A BlobReader over a network body: re-chunks it to at most `chunk_size`, consumed once.
+
+    `chunks` yields the body in whatever pieces the library gives; `release` frees the
+    connection when the stream is closed early or never read (it is awaited once).
+    """
+
+    def __init__(
+        self,
+        meta: BlobMeta,
+        chunks: AsyncIterator[bytes],
+        release: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.meta = meta
+        self._chunks = chunks
+        self._release = release
+        self._consumed = False
+
+    def _take(self) -> None:
+        if self._consumed:
+            raise RuntimeError(f"blob reader for {self.meta.path!r} was already consumed")
+        self._consumed = True
+
+    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """Yield the body in non-empty chunks of at most `chunk_size` bytes."""
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        self._take()
+        return self._rechunk(chunk_size)
+
+    async def _rechunk(self, chunk_size: int) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._chunks:
+                view = memoryview(piece)
+                for start in range(0, len(view), chunk_size):
+                    yield bytes(view[start : start + chunk_size])
+        finally:
+            await self._release()
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        self._take()
+        try:
+            return b"".join([piece async for piece in self._chunks])
+        finally:
+            await self._release()

@@ -1,0 +1,131 @@
+"""AzureStore against Azurite: the BlobStore contract, staged blocks, private containers, SAS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from azure.storage.blob.aio import BlobServiceClient
+
+from imgest.storage.azure import AzureStore
+from imgest.storage.base import BlobExistsError, signed_url
+from imgest.storage.registry import open_store
+from tests.services.azurite import Azurite
+
+from .contract import BlobStoreContract, payload, read
+
+pytestmark = pytest.mark.azure
+
+SMALL_BLOCKS = "&single_put_bytes=262144&block_bytes=262144"
+
+
+class TestAzureStoreContract(BlobStoreContract):
+    @pytest.fixture
+    async def store(self, azurite: Azurite) -> AsyncIterator[AzureStore]:
+        # Small blocks, so the contract's multi-MiB blob goes through staged blocks.
+        store = AzureStore.from_url(azurite.url_for(azurite.new_container()) + SMALL_BLOCKS)
+        yield store
+        await store.close()
+
+
+class TestAzureStoreUnderAPrefixContract(BlobStoreContract):
+    @pytest.fixture
+    async def store(self, azurite: Azurite) -> AsyncIterator[AzureStore]:
+        store = AzureStore.from_url(azurite.url_for(azurite.new_container(), "some/prefix"))
+        yield store
+        await store.close()
+
+
+@pytest.fixture
+async def store(azurite: Azurite) -> AsyncIterator[AzureStore]:
+    store = AzureStore.from_url(azurite.url_for(azurite.new_container()) + SMALL_BLOCKS)
+    yield store
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_create_mode_refuses_over_a_staged_block_upload(store: AzureStore) -> None:
+    big = payload(3 * 1024 * 1024 + 5, seed=7)
+    await store.put("big", big, mode="create")
+    with pytest.raises(BlobExistsError):
+        await store.put("big", payload(3 * 1024 * 1024, seed=8), mode="create")
+    with pytest.raises(BlobExistsError):
+        await store.put("big", b"small", mode="create")
+    assert await read(store, "big") == big
+
+
+@pytest.mark.anyio
+async def test_the_container_is_created_private(azurite: Azurite) -> None:
+    container = azurite.new_container()
+    store = AzureStore.from_url(azurite.url_for(container))
+    try:
+        await store.put("x", b"x")
+    finally:
+        await store.close()
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        policy = await service.get_container_client(container).get_container_access_policy()
+    assert policy["public_access"] is None
+    async with httpx.AsyncClient() as client:  # anonymous reads are refused
+        answer = await client.get(f"{azurite.blob_endpoint}/{container}/x")
+    assert answer.status_code in (403, 404)
+
+
+@pytest.mark.anyio
+async def test_a_sas_url_reads_the_exact_bytes_and_expires(store: AzureStore) -> None:
+    data = payload(100_000, seed=3)
+    await store.put("originals/ab/cd/blob", data)
+    url = await signed_url(store, "originals/ab/cd/blob", timedelta(minutes=5),
+                           content_type="image/png")  # fmt: skip
+    assert url is not None and "sig=" in url
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(url)
+        assert answer.status_code == 200
+        assert answer.content == data
+        assert answer.headers["content-type"] == "image/png"
+        expired = await signed_url(store, "originals/ab/cd/blob", timedelta(seconds=-120))
+        assert expired is not None
+        assert (await client.get(expired)).status_code == 403
+
+
+@pytest.mark.anyio
+async def test_connection_string_url(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    container = azurite.new_container()
+    store = open_store(f"azure://{container}/pre")
+    assert isinstance(store, AzureStore)
+    try:
+        await store.put("a/b", b"hello")
+        assert await read(store, "a/b") == b"hello"
+    finally:
+        await store.close()
+    assert store.url == f"azure://{container}/pre?account=devstoreaccount1"
+
+
+def test_the_url_never_shows_the_key(azurite: Azurite) -> None:
+    store = open_store(azurite.url_for("c"))
+    assert "key" not in store.url and "Eby8" not in store.url
+    assert "Eby8" not in repr(store)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "azure://",
+        "azure://c?account=a&nonsense=1",
+        "azure://user:pw@c?account=a",
+        "azure://c/../x?account=a",
+        "azure://c?account=a&account=b",
+    ],
+)
+def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ValueError) as got:
+        AzureStore.from_url(url)
+    assert "pw" not in str(got.value)
+
+
+def test_no_credentials_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    with pytest.raises(ValueError, match="account"):
+        AzureStore.from_url("azure://c")
