@@ -1,4 +1,4 @@
-"""Two `imgest serve` processes on one PostgreSQL catalog and one blob store.
+"""Two `imgest serve` processes on one PostgreSQL catalog and one Azure blob container (Azurite).
 
 Replicas see each other's uploads; the same bytes racing on both yield one image; a stopped
 database answers 503 without half-written records and comes back without a restart; a
@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 
 from imgest.catalog.repo import Catalog
 from imgest.cli import app
+from tests.services.azurite import Azurite
 from tests.services.imgest_server import Server
 from tests.services.postgres import PostgresCluster
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.azure]
 
 
 @dataclass
@@ -59,13 +60,13 @@ def _image_pages(catalog: Catalog) -> Iterator[list[str]]:
 
 @pytest.fixture(scope="module")
 def replicas(
-    postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+    postgres: PostgresCluster, azurite: Azurite, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Replicas]:
     if not postgres.running():
         postgres.start()
     database = postgres.create_database()
     catalog_url = postgres.url(database)
-    storage_url = str(tmp_path_factory.mktemp("shared") / "blobs")
+    storage_url = azurite.url_for(azurite.new_container())
     env = {
         "IMGEST_CATALOG_URL": catalog_url,
         "IMGEST_STORAGE_URL": storage_url,
