@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from imgest.catalog.records import ImageRecord
 from imgest.catalog.repo import Catalog
 from imgest.storage.paths import original_path, rendition_path
+
+
+@pytest.fixture
+def other(catalog: Catalog, catalog_url: str) -> Iterator[Catalog]:
+    """The same catalog through another engine (connection pool), as another process has."""
+    second = Catalog.open(catalog_url)
+    yield second
+    second.close()
 
 
 def test_racing_inserts_of_one_image_record_it_once(
@@ -34,12 +44,11 @@ def test_racing_inserts_of_one_image_record_it_once(
 
 
 def test_an_upload_waits_for_a_delete_holding_the_lock(
-    catalog: Catalog, catalog_url: str, make_record: Callable[..., ImageRecord]
+    catalog: Catalog, other: Catalog, make_record: Callable[..., ImageRecord]
 ) -> None:
     """The upload's check of its blobs runs only after the delete (and its blob removal)."""
     rec = make_record(1)
     catalog.add_image(rec)
-    other = Catalog.open(catalog_url)  # the racing upload, on another connection pool
     events: list[str] = []
     added: list[bool] = []
 
@@ -58,7 +67,29 @@ def test_an_upload_waits_for_a_delete_holding_the_lock(
     assert events == ["delete removes blobs", "upload verifies"]
     assert added == [True]
     assert catalog.get_image(rec.id) == rec
-    other.close()
+
+
+def test_an_upload_waits_for_gc_holding_the_lock(
+    catalog: Catalog, other: Catalog, make_record: Callable[..., ImageRecord]
+) -> None:
+    """No row to conflict on here: only the image lock makes the upload wait."""
+    rec = make_record(2)
+    events: list[str] = []
+    added: list[bool] = []
+
+    def upload() -> None:
+        added.append(other.add_image(rec, verify=lambda: events.append("upload verifies")))
+
+    def release(paths: list[str]) -> None:
+        racer.start()
+        time.sleep(0.5)
+        events.append("gc removes blobs")
+
+    racer = threading.Thread(target=upload)
+    assert catalog.release_orphans(rec.id, [rec.original_path], release) == [rec.original_path]
+    racer.join(timeout=30)
+    assert events == ["gc removes blobs", "upload verifies"]
+    assert added == [True]
 
 
 def test_release_orphans_hands_over_only_unreferenced_paths(
