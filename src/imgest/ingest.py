@@ -28,6 +28,7 @@ from imgest.storage.paths import original_path, rendition_path
 log = logging.getLogger(__name__)
 
 Status = Literal["created", "existing", "rejected"]
+CATALOG_WRITERS = 8  # of anyio's 40 default worker threads
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class IngestService:
         self.pipeline = pipeline
         self.limits = limits
         self.cpu = cpu
+        # A catalog write holds the image's lock (on SQLite, the database's) while it checks
+        # the blobs, which takes worker threads of its own: writers waiting on that lock must
+        # not fill the whole thread pool.
+        self.catalog_writers = CapacityLimiter(CATALOG_WRITERS)
 
     async def ingest_many(
         self,
@@ -162,7 +167,10 @@ class IngestService:
             ),
         )
         created = await anyio.to_thread.run_sync(
-            self.catalog.add_image, record, lambda: self._ensure_stored(blobs)
+            self.catalog.add_image,
+            record,
+            lambda: self._ensure_stored(blobs),
+            limiter=self.catalog_writers,
         )
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
