@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from imgest.catalog.repo import Catalog
 from imgest.cli import app
 from tests.services.azurite import Azurite
-from tests.services.imgest_server import Server
+from tests.services.imgest_server import Server, upload_until_killed
 from tests.services.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.azure]
@@ -232,35 +232,9 @@ def test_stopped_database_answers_503_and_recovers_without_restart(
 def test_kill_9_during_uploads_loses_no_acknowledged_image_and_fsck_is_clean(
     replicas: Replicas,
 ) -> None:
-    acked: dict[str, bytes] = {}
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def uploader(worker: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            n = 0
-            while not stop.is_set():
-                data = photo(50_000 + worker * 1000 + n)
-                n += 1
-                try:
-                    r = post(http, replicas.a.base, data)
-                except httpx.TransportError:
-                    return  # the server is gone
-                if r.status_code in (200, 201):
-                    with lock:
-                        acked[r.json()["images"][0]["id"]] = data
-
-    workers = [threading.Thread(target=uploader, args=(w,)) for w in range(4)]
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 16 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    replicas.a.kill()
-    stop.set()
-    for w in workers:
-        w.join()
-    assert len(acked) >= 16
+    acked = upload_until_killed(
+        replicas.a, lambda worker, n: photo(50_000 + worker * 1000 + n), acked_before_kill=16
+    )
 
     with httpx.Client(timeout=60) as http:
         for image_id, data in acked.items():  # the other replica serves them at once
