@@ -7,6 +7,9 @@ if command -v radosgw >/dev/null && command -v ceph-mon >/dev/null && command -v
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+# Refresh the package lists only when they do not know radosgw yet.
+if ! apt-cache show radosgw >/dev/null 2>&1; then
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+fi
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y \
     --no-install-recommends radosgw ceph-mon ceph-osd

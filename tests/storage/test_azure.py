@@ -129,3 +129,14 @@ def test_no_credentials_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
     with pytest.raises(ValueError, match="account"):
         AzureStore.from_url("azure://c")
+
+
+@pytest.mark.anyio
+async def test_a_container_removed_under_a_running_store_is_made_again(
+    azurite: Azurite, store: AzureStore
+) -> None:
+    await store.put("before", b"1")
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        await service.delete_container(store.url.split("?")[0].removeprefix("azure://"))
+    await store.put("after", b"2", mode="create")
+    assert await read(store, "after") == b"2"

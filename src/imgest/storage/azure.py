@@ -33,7 +33,7 @@ import logging
 import os
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -70,7 +70,7 @@ from imgest.storage.base import (
     validate_path,
     validate_prefix,
 )
-from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, utc
+from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, run_bounded, utc
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,22 @@ class AzureStore:
             raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
         self._check_open()
         await self._ensure_container()
+        try:
+            return await self._put(path, name, data, mode)
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise self._unavailable(f"put {path!r}", exc) from exc
+        # Someone removed the container since we made sure of it: make it again, once.
+        log.warning("container of %r vanished; creating it again", self)
+        self._container_ready = False
+        await self._ensure_container()
+        try:
+            return await self._put(path, name, data, mode)
+        except ResourceNotFoundError as exc:
+            raise self._unavailable(f"put {path!r}", exc) from exc
+
+    async def _put(self, path: str, name: str, data: bytes, mode: PutMode) -> BlobMeta:
+        """One upload attempt; ResourceNotFoundError (no container) is left to the caller."""
         blob = self._container.get_blob_client(name)
         condition: dict[str, Any] = {}
         if mode == "create":
@@ -248,31 +264,32 @@ class AzureStore:
             else:
                 blocks = await self._stage_blocks(blob, data)
                 done = await blob.commit_block_list(blocks, **condition)
-            modified = done["last_modified"]
-            assert isinstance(modified, datetime)
-            return BlobMeta(path, len(data), utc(modified), bare_etag(str(done["etag"])))
         except (ResourceExistsError, ResourceModifiedError) as exc:
             if mode == "create":
                 raise BlobExistsError(path) from None
             raise self._unavailable(f"put {path!r}", exc) from exc
+        except ResourceNotFoundError:
+            raise
         except AzureError as exc:
             raise self._unavailable(f"put {path!r}", exc) from exc
+        modified = done["last_modified"]
+        assert isinstance(modified, datetime)
+        return BlobMeta(path, len(data), utc(modified), bare_etag(str(done["etag"])))
 
     async def _stage_blocks(self, blob: BlobClient, data: bytes) -> list[BlobBlock]:
         """Put Block for each `block_bytes` slice, a few at a time; the ids in order."""
         block_id = _block_id()
         view = memoryview(data)
         starts = range(0, len(view), self.block_bytes)
-        slots = anyio.Semaphore(self.parallel_blocks)
 
-        async def stage(i: int, start: int) -> None:
-            async with slots:  # at most `parallel_blocks` copied slices at any time
+        def stage(i: int, start: int) -> Callable[[], Awaitable[None]]:
+            async def job() -> None:  # runs holding a slot: few slices are copied at once
                 chunk = bytes(view[start : start + self.block_bytes])
                 await blob.stage_block(block_id(i), io.BytesIO(chunk), length=len(chunk))
 
-        async with anyio.create_task_group() as tg:
-            for i, start in enumerate(starts):
-                tg.start_soon(stage, i, start)
+            return job
+
+        await run_bounded([stage(i, start) for i, start in enumerate(starts)], self.parallel_blocks)
         return [BlobBlock(block_id(i)) for i in range(len(starts))]
 
     async def get(self, path: str) -> ChunkedReader:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import anyio
 
 from imgest.storage.base import BlobMeta, StoreOptions
 
@@ -59,6 +61,29 @@ def parse_remote_url(url: str, scheme: str) -> RemoteUrl:
             raise ValueError(f"{scheme}:// store parameter {name!r} given more than once")
         params[name] = values[0]
     return RemoteUrl(scheme, parts.netloc, f"{prefix}/" if prefix else "", params)
+
+
+async def run_bounded(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run `jobs` with at most `limit` at once (each starts only when it holds a slot).
+
+    The first failure cancels the others and is raised as itself, not in an exception group,
+    so callers map it like any other error from the library.
+    """
+    slots = anyio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[None]]) -> None:
+        async with slots:
+            await job()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(one, job)
+    except BaseExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def utc(moment: datetime) -> datetime:

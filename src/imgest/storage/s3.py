@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Self, TypeVar
@@ -53,7 +53,7 @@ from imgest.storage.base import (
     validate_path,
     validate_prefix,
 )
-from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, utc
+from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, run_bounded, utc
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +263,9 @@ class S3Store:
         view = memoryview(data)
         starts = range(0, len(view), self.part_bytes)
         etags: dict[int, str] = {}
-        slots = anyio.Semaphore(self.parallel_parts)
 
-        async def send(number: int, start: int) -> None:
-            async with slots:  # at most `parallel_parts` copied slices at any time
+        def send(number: int, start: int) -> Callable[[], Awaitable[None]]:
+            async def job() -> None:  # runs holding a slot: few slices are copied at once
                 body = bytes(view[start : start + self.part_bytes])
                 part = await self._call(
                     what,
@@ -279,10 +278,11 @@ class S3Store:
                 )
                 etags[number] = part["ETag"]
 
+            return job
+
         try:
-            async with anyio.create_task_group() as tg:
-                for number, start in enumerate(starts, start=1):
-                    tg.start_soon(send, number, start)
+            jobs = [send(number, start) for number, start in enumerate(starts, start=1)]
+            await run_bounded(jobs, self.parallel_parts)
             await self._call(
                 what,
                 self._client.complete_multipart_upload,
