@@ -47,3 +47,18 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     engine = create_engine(url)
     assert "images" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_migrate_on_postgresql_and_an_unreachable_one(pg_url: str) -> None:
+    from imgest.catalog.db import make_engine
+    from tests.services.imgest_server import free_port
+
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")  # the driver is implied
+    result = runner.invoke(app, ["migrate", "--catalog", plain])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(pg_url)
+    assert "images" in inspect(engine).get_table_names()
+    engine.dispose()
+    gone = runner.invoke(app, ["migrate", "--catalog", f"postgresql://x@127.0.0.1:{free_port()}/x"])
+    assert gone.exit_code == 3 and "catalog" in gone.stderr.lower()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from imgest.storage.base import BlobMeta, BlobStore
 
 T = TypeVar("T")
+EXIT_UNAVAILABLE = 3  # storage or catalog unreachable (2 is a usage or settings error)
 
 app = typer.Typer(
     help="imgest: photo ingest for image-recognition networks.",
@@ -71,10 +72,14 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply catalog migrations (the server also does this at start-up)."""
-    from imgest.catalog.repo import Catalog
+    from imgest.app import open_catalog
 
     settings = _settings(catalog_url=catalog)
-    Catalog.open(settings.catalog_url).close()
+    try:
+        open_catalog(settings).close()
+    except ImgestError as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     typer.echo("catalog is up to date")
 
 
@@ -103,7 +108,6 @@ def version() -> None:
 
 _STORAGE_OPTION = typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
 _CATALOG_OPTION = typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-EXIT_UNAVAILABLE = 3
 
 
 def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T]]) -> T:
