@@ -13,6 +13,7 @@ import pytest
 
 from imgest.catalog.records import ImageRecord
 from imgest.catalog.repo import Catalog
+from imgest.storage.base import BlobStore
 from imgest.storage.local import LocalStore
 from imgest.storage.paths import original_path, rendition_path
 from tests.catalog.conftest import catalog, catalog_url, make_record
@@ -31,7 +32,7 @@ async def store(tmp_path: Path) -> AsyncIterator[LocalStore]:
 
 @pytest.fixture
 def store_image(
-    store: LocalStore, catalog: Catalog, make_record: Callable[..., ImageRecord]
+    store: BlobStore, catalog: Catalog, make_record: Callable[..., ImageRecord]
 ) -> StoreImage:
     """store_image(n) -> an image of random bytes whose blobs and row are both stored."""
 

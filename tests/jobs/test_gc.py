@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from imgest.catalog.repo import Catalog
 from imgest.cli import app
 from imgest.jobs import gc
+from imgest.storage.base import BlobStore
 from imgest.storage.local import LocalStore
 from imgest.storage.paths import original_path, rendition_path
 from tests.jobs.conftest import StoreImage
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.anyio
 LATER = datetime.now(UTC) + timedelta(hours=2)  # every blob written by a test is old by then
 
 
-async def orphan(store: LocalStore, size: int = 1000) -> list[str]:
+async def orphan(store: BlobStore, size: int = 1000) -> list[str]:
     """An original and its rendition that no row references (a crashed upload's leftovers)."""
     data = os.urandom(size)
     sha = hashlib.sha256(data).hexdigest()
@@ -40,7 +41,7 @@ async def invoke(args: list[str]) -> Result:
     return await anyio.to_thread.run_sync(CliRunner().invoke, app, args)
 
 
-async def listed(store: LocalStore) -> set[str]:
+async def listed(store: BlobStore) -> set[str]:
     return {meta.path async for meta in store.list()}
 
 
