@@ -62,3 +62,13 @@ def test_migrate_on_postgresql_and_an_unreachable_one(pg_url: str) -> None:
     engine.dispose()
     gone = runner.invoke(app, ["migrate", "--catalog", f"postgresql://x@127.0.0.1:{free_port()}/x"])
     assert gone.exit_code == 3 and "catalog" in gone.stderr.lower()
+
+
+def test_config_hides_storage_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "azure://photos?account=acct&key=c2VjcmV0a2V5%2F%2B%3D&endpoint=http%3A%2F%2Fh%2Fa"
+    monkeypatch.setenv("IMGEST_STORAGE_URL", url)
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0
+    shown = json.loads(result.stdout)["storage_url"]
+    assert "c2VjcmV0" not in shown and "key=***" in shown
+    assert "account=acct" in shown and "endpoint=http://h/a" in shown

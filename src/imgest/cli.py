@@ -95,7 +95,11 @@ def config(
 
         typer.echo(settings_reference(), nl=False)
         return
-    typer.echo(json.dumps(_settings().model_dump(mode="json"), indent=2))
+    from imgest.storage.remote import redact
+
+    shown = _settings().model_dump(mode="json")
+    shown["storage_url"] = redact(shown["storage_url"])  # keys stay out of terminals and logs
+    typer.echo(json.dumps(shown, indent=2))
 
 
 @app.command()

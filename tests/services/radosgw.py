@@ -107,7 +107,7 @@ class Radosgw:
 
     def setup(self, timeout: float = 120.0) -> None:
         """Create and start mon, OSD and gateway; create the S3 user."""
-        for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+        for tool in ("ceph", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
             if shutil.which(tool) is None:
                 pytest.fail(f"{tool} is not installed: run `make test-deps` (30-ceph.sh)")
         for sub in ("mon", "osd", "log", "run"):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
+from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient
 
-from imgest.storage.azure import AzureStore
+from imgest.storage.azure import AzureStore, QuickRetry
 from imgest.storage.base import BlobExistsError, signed_url
 from imgest.storage.registry import open_store
-from tests.services.azurite import Azurite
+from tests.services.azurite import ACCOUNT, KEY, Azurite
 
 from .contract import BlobStoreContract, payload, read
 
@@ -104,7 +107,7 @@ async def test_connection_string_url(azurite: Azurite, monkeypatch: pytest.Monke
 
 
 def test_the_url_never_shows_the_key(azurite: Azurite) -> None:
-    store = open_store(azurite.url_for("c"))
+    store = open_store(azurite.url_for("photos"))
     assert "key" not in store.url and "Eby8" not in store.url
     assert "Eby8" not in repr(store)
 
@@ -113,10 +116,14 @@ def test_the_url_never_shows_the_key(azurite: Azurite) -> None:
     "url",
     [
         "azure://",
-        "azure://c?account=a&nonsense=1",
+        "azure://photos?account=a&nonsense=1",
         "azure://user:pw@c?account=a",
-        "azure://c/../x?account=a",
-        "azure://c?account=a&account=b",
+        "azure://photos/../x?account=a",
+        "azure://photos?account=a&account=b",
+        "azure://Photos?account=a",
+        "azure://ab?account=a",
+        "azure://a--b?account=a",
+        "azure://-ab?account=a",
     ],
 )
 def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:
@@ -128,7 +135,7 @@ def test_bad_urls_are_refused_without_echoing_them(url: str) -> None:
 def test_no_credentials_at_all_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
     with pytest.raises(ValueError, match="account"):
-        AzureStore.from_url("azure://c")
+        AzureStore.from_url("azure://photos")
 
 
 @pytest.mark.anyio
@@ -140,3 +147,65 @@ async def test_a_container_removed_under_a_running_store_is_made_again(
         await service.delete_container(store.url.split("?")[0].removeprefix("azure://"))
     await store.put("after", b"2", mode="create")
     assert await read(store, "after") == b"2"
+
+
+@pytest.mark.anyio
+async def test_account_key_from_the_environment(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_KEY", KEY)
+    endpoint = quote(azurite.blob_endpoint, safe="")
+    store = open_store(f"azure://{azurite.new_container()}?account={ACCOUNT}&endpoint={endpoint}")
+    assert isinstance(store, AzureStore)
+    try:
+        await store.put("k", b"env key")
+        assert await read(store, "k") == b"env key"
+        assert await signed_url(store, "k", timedelta(minutes=1)) is not None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_an_account_without_a_key_uses_azure_ad(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
+    store = AzureStore.from_url("azure://photos?account=myacct")
+    try:
+        assert isinstance(store._credential, DefaultAzureCredential)
+        assert store.url == "azure://photos?account=myacct"
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_large_blob_is_committed_as_blocks_without_a_second_copy(
+    azurite: Azurite,
+) -> None:
+    container = azurite.new_container()
+    store = AzureStore.from_url(azurite.url_for(container))  # default sizes: 1 MiB blocks
+    data = payload(16 * 1024 * 1024 + 1, seed=11)
+    try:
+        await store.put("warm", b"x")  # container made, connections open
+        tracemalloc.start()
+        try:
+            await store.put("originals/big", data, mode="create")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # Four 1 MiB block copies in flight at most (about 5 MiB seen): a second copy of the
+        # blob would be 16 MiB.
+        assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for 16 MiB"
+        assert await read(store, "originals/big") == data
+    finally:
+        await store.close()
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        blob = service.get_blob_client(container, "originals/big")
+        committed, uncommitted = await blob.get_block_list("committed")
+    assert len(committed) == 17 and not uncommitted
+    assert {block.size for block in committed[:-1]} == {1024 * 1024}
+
+
+def test_retries_back_off_quickly_and_capped() -> None:
+    policy = QuickRetry(retry_total=3)
+    waits = [policy.get_backoff_time({"count": n}) for n in range(1, 8)]
+    assert 0.18 < waits[0] <= 0.25 and 0.37 < waits[1] <= 0.5 and 0.75 <= waits[2] <= 1.0
+    assert all(w <= 4.0 for w in waits)

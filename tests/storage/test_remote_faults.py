@@ -23,7 +23,7 @@ KEY = "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5"
 
 def azure(port: int) -> BlobStore:
     return AzureStore.from_url(
-        f"azure://c?account=acct&key={KEY}&endpoint=http://127.0.0.1:{port}/acct"
+        f"azure://photos?account=acct&key={KEY}&endpoint=http://127.0.0.1:{port}/acct"
         "&timeout=1&retries=1"
     )
 

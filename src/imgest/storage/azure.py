@@ -15,7 +15,7 @@ error messages never carry a key or a connection string.
 Writes: a blob up to `single_put_bytes` (1 MiB) is one Put Blob; a larger one is staged as
 blocks of `block_bytes` (1 MiB) cut from the caller's buffer, four in flight at a time (so at
 most four blocks are copied at once, never the whole blob), then committed with Put Block List.
-1 MiB is the largest body aiohttp sends without a warning (the SDK buffers each body whole).
+1 MiB is the largest body aiohttp takes as bytes without a warning.
 mode="create" sends `If-None-Match: *` on the Put Blob or on the commit, so the service
 refuses atomically. Block ids are random per upload: two writers of one name never commit
 each other's blocks.
@@ -28,10 +28,10 @@ with a user delegation key when the store authenticates with Azure AD.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import os
 import random
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -75,6 +75,8 @@ from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, ru
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+# Azure's container naming rules: 3-63 of a-z, 0-9 and single dashes, no dash at either end.
+_CONTAINER = re.compile(r"(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*")
 
 
 class QuickRetry(ExponentialRetry):
@@ -86,8 +88,8 @@ class QuickRetry(ExponentialRetry):
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         """Seconds before the next try."""
-        count = max(int(settings.get("count", 0)), 0)
-        return float(min(4.0, 0.25 * 2**count) * random.uniform(0.75, 1.0))
+        retry = max(int(settings.get("count", 1)), 1)  # the SDK counts the retry before waiting
+        return float(min(4.0, 0.25 * 2 ** (retry - 1)) * random.uniform(0.75, 1.0))
 
 
 def _meta(path: str, props: BlobProperties) -> BlobMeta:
@@ -118,7 +120,7 @@ class AzureStore:
     ) -> None:
         """Use `service` (already configured with credentials, timeouts and retries)."""
         if not 0 < block_bytes <= MiB or not 0 <= single_put_bytes <= MiB or parallel_blocks < 1:
-            # aiohttp warns on (and the SDK buffers) bodies over 1 MiB
+            # aiohttp warns when handed a bytes body over 1 MiB
             raise ValueError("want 0 < block_bytes <= 1 MiB, 0 <= single_put_bytes <= 1 MiB")
         self.url = url
         self.prefix = prefix
@@ -138,7 +140,7 @@ class AzureStore:
     @classmethod
     def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
         """A store for `azure://<container>[/<prefix>]?...` (see the module docstring)."""
-        parts = parse_remote_url(url, "azure")
+        parts = parse_remote_url(url, "azure", _CONTAINER)
         opts = parts.options(options or StoreOptions())
         conn = parts.pop("connection_string")
         account = parts.pop("account")
@@ -258,9 +260,7 @@ class AzureStore:
         try:
             if len(data) <= self.single_put_bytes:
                 # overwrite=False is the SDK's If-None-Match: * on Put Blob.
-                done = await blob.upload_blob(
-                    io.BytesIO(data), length=len(data), overwrite=mode == "overwrite"
-                )
+                done = await blob.upload_blob(data, length=len(data), overwrite=mode == "overwrite")
             else:
                 blocks = await self._stage_blocks(blob, data)
                 done = await blob.commit_block_list(blocks, **condition)
@@ -285,7 +285,7 @@ class AzureStore:
         def stage(i: int, start: int) -> Callable[[], Awaitable[None]]:
             async def job() -> None:  # runs holding a slot: few slices are copied at once
                 chunk = bytes(view[start : start + self.block_bytes])
-                await blob.stage_block(block_id(i), io.BytesIO(chunk), length=len(chunk))
+                await blob.stage_block(block_id(i), chunk, length=len(chunk))
 
             return job
 

@@ -6,11 +6,14 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
 
 from imgest.storage.base import BlobMeta, StoreOptions
+
+# Query parameters of storage URLs that hold secrets (Azure, S3, and SAS tokens).
+SECRET_PARAMS = frozenset({"key", "secret", "session_token", "connection_string", "sig"})
 
 _PREFIX = re.compile(r"[^/\\\x00]+(/[^/\\\x00]+)*")
 
@@ -44,22 +47,27 @@ class RemoteUrl:
             raise ValueError(f"unknown {self.scheme}:// store parameter(s): {names}")
 
 
-def parse_remote_url(url: str, scheme: str) -> RemoteUrl:
-    """Split a remote store URL; ValueError (without the URL, which may hold a key) if bad."""
+def parse_remote_url(url: str, scheme: str, container: re.Pattern[str]) -> RemoteUrl:
+    """Split a remote store URL; ValueError (without the URL, which may hold a key) if bad.
+
+    `container` is the pattern a container or bucket name must match.
+    """
     parts = urlsplit(url)
     if parts.scheme.lower() != scheme or parts.fragment or not parts.netloc:
         raise ValueError(f"not a {scheme} store URL (want {scheme}://<container>[/<prefix>]?...)")
     if "@" in parts.netloc or ":" in parts.netloc:
         raise ValueError(f"{scheme}:// URLs name credentials in the query, not before the host")
+    if not container.fullmatch(parts.netloc):
+        raise ValueError(f"invalid container or bucket name in the {scheme}:// URL")
     prefix = unquote(parts.path).strip("/")
     bad_segment = any(p in (".", "..") for p in prefix.split("/"))
     if (prefix and not _PREFIX.fullmatch(prefix)) or bad_segment:
         raise ValueError(f"invalid key prefix in the {scheme}:// URL: {prefix!r}")
     params: dict[str, str] = {}
-    for name, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
-        if len(values) != 1:
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in params:
             raise ValueError(f"{scheme}:// store parameter {name!r} given more than once")
-        params[name] = values[0]
+        params[name] = value
     return RemoteUrl(scheme, parts.netloc, f"{prefix}/" if prefix else "", params)
 
 
@@ -84,6 +92,22 @@ async def run_bounded(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int)
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise first from None
+
+
+def redact(url: str) -> str:
+    """`url` with secret query values and any password replaced by `***`, for display."""
+    parts = urlsplit(url)
+    if not parts.query and parts.password is None:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = urlencode(
+        [(k, "***" if k in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, True)],
+        quote_via=quote,
+        safe="*/:",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def utc(moment: datetime) -> datetime:

@@ -12,15 +12,16 @@ URL: `s3://<bucket>[/<key prefix>]?<parameters>`:
 - `timeout=<s>`, `retries=<n>` override the settings. `store.url` never shows the secret.
 
 Writes: a blob up to `multipart_bytes` (8 MiB) is one PutObject; a larger one is a multipart
-upload of `part_bytes` (8 MiB) parts cut from the caller's buffer, four in flight (at most four
-parts copied at once, never the whole blob); a failed multipart upload is aborted.
-mode="create" sends `If-None-Match: *`, which makes PutObject atomic create-only (AWS S3, and
-radosgw since long before 16). On a multipart upload the header goes on the completion, where
-AWS S3 honours it atomically; radosgw 16 (what the tests run) ignores it there, so the store
-also checks with HEAD before uploading, and two creators of one large blob racing inside that
-window may both succeed, the later completion winning. For content-addressed blobs both write
-the same bytes, so nothing is lost; callers that need strict create-only for large blobs on
-such servers should raise `multipart_bytes` (a PutObject may be up to 5 GiB).
+upload of `part_bytes` (8 MiB) parts, four in flight, each read straight from the caller's
+buffer (a `ViewReader`: no part is copied whole); a failed multipart upload is aborted.
+mode="create" sends `If-None-Match: *`, which makes PutObject atomic create-only (AWS S3; on
+radosgw 16 the contract's 20 racing creators leave exactly one winner). On a multipart upload
+the header goes on the completion, where AWS S3 honours it atomically; radosgw 16 (what the
+tests run) ignores it there, so the store also checks with HEAD before uploading, and two
+creators of one large blob racing inside that window may both succeed, the later completion
+winning. For content-addressed blobs both write the same bytes, so nothing is lost; callers that
+need strict create-only for large blobs on such servers should raise `multipart_bytes` (a
+PutObject may be up to 5 GiB).
 
 The bucket is created (private: no ACL is sent) on the first write if it is missing. Reads can
 be handed out as SigV4 presigned GET URLs (`signed_url`).
@@ -28,7 +29,9 @@ be handed out as SigV4 presigned GET URLs (`signed_url`).
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,6 +62,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 MiB = 1024 * 1024
+# S3's bucket naming rules (the DNS-compatible ones): 3-63 of a-z, 0-9, dots and dashes.
+_BUCKET = re.compile(r"(?=.{3,63}$)[a-z0-9][a-z0-9.-]*[a-z0-9]")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _NETWORK = (BotoCoreError, OSError, urllib3.exceptions.HTTPError)
@@ -74,6 +79,44 @@ def _session() -> boto3.session.Session:
         if not _sessions:
             _sessions.append(boto3.session.Session())
         return _sessions[0]
+
+
+class ViewReader(io.RawIOBase):
+    """A seekable read-only file over a slice of the caller's buffer: a part body, not a copy.
+
+    botocore reads it in pieces (to hash it for SigV4, then to send it) and seeks back in
+    between and on a retry; only those pieces are ever copied.
+    """
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Copy the next bytes into `buffer`."""
+        n = max(0, min(len(buffer), len(self._view) - self._pos))
+        buffer[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to `offset` from the start, the current position or the end."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
 
 
 def _code(exc: ClientError) -> str:
@@ -119,7 +162,7 @@ class S3Store:
     @classmethod
     def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
         """A store for `s3://<bucket>[/<prefix>]?...` (see the module docstring)."""
-        parts = parse_remote_url(url, "s3")
+        parts = parse_remote_url(url, "s3", _BUCKET)
         opts = parts.options(options or StoreOptions())
         endpoint = parts.pop("endpoint")
         region = parts.pop("region")
@@ -141,10 +184,6 @@ class S3Store:
             read_timeout=opts.timeout_s,
             retries={"total_max_attempts": opts.retries + 1, "mode": "standard"},
             max_pool_connections=32,
-            # Checksums only where the API demands them: radosgw 16 refuses the newer
-            # aws-chunked trailers; SigV4 already signs each body's SHA-256.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
         )
         session = _session()
         with _session_lock:  # a boto3 session is not thread-safe; its clients are
@@ -265,8 +304,8 @@ class S3Store:
         etags: dict[int, str] = {}
 
         def send(number: int, start: int) -> Callable[[], Awaitable[None]]:
-            async def job() -> None:  # runs holding a slot: few slices are copied at once
-                body = bytes(view[start : start + self.part_bytes])
+            async def job() -> None:
+                body = ViewReader(view[start : start + self.part_bytes])
                 part = await self._call(
                     what,
                     self._client.upload_part,
