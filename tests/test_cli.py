@@ -72,3 +72,10 @@ def test_config_hides_storage_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = json.loads(result.stdout)["storage_url"]
     assert "c2VjcmV0" not in shown and "key=***" in shown
     assert "account=acct" in shown and "endpoint=http://h/a" in shown
+
+
+def test_config_hides_the_catalog_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGEST_CATALOG_URL", "postgresql://imgest:s3cr3t@db:5432/imgest")
+    result = runner.invoke(app, ["config"])
+    shown = json.loads(result.stdout)["catalog_url"]
+    assert "s3cr3t" not in shown and shown == "postgresql+psycopg://imgest:***@db:5432/imgest"

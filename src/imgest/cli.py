@@ -95,10 +95,12 @@ def config(
 
         typer.echo(settings_reference(), nl=False)
         return
+    from imgest.catalog.db import redact_url
     from imgest.storage.remote import redact
 
     shown = _settings().model_dump(mode="json")
     shown["storage_url"] = redact(shown["storage_url"])  # keys stay out of terminals and logs
+    shown["catalog_url"] = redact_url(shown["catalog_url"])
     typer.echo(json.dumps(shown, indent=2))
 
 

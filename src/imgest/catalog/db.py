@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant shared by every imgest process: serializes migrations across replicas.
@@ -36,6 +37,14 @@ def normalize_url(url: str) -> URL:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password shown as `***` (for logs and `imgest config`)."""
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can parse: show none of it
+        return "<unparseable catalog URL>"
 
 
 def make_engine(url: str, options: CatalogOptions | None = None) -> Engine:
