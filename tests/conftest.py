@@ -13,12 +13,13 @@ from PIL import Image
 
 # Real services, each a session fixture that starts on first use (tests/services/).
 from tests.services.azurite import azurite
+from tests.services.postgres import pg_url, postgres
 from tests.services.radosgw import radosgw
 
 # Tests import onnxruntime too: keep its Linux telemetry off (see imgest/scoring/model.py).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-__all__ = ["azurite", "radosgw"]
+__all__ = ["azurite", "pg_url", "postgres", "radosgw"]
 
 DATA = Path(__file__).parent / "data"
 

@@ -143,6 +143,21 @@ def test_serve_binds_when_allowed(
     assert no_binding[0]["timeout_keep_alive"] == 5
 
 
+@pytest.mark.postgres
+def test_migrate_on_postgresql_and_an_unreachable_one(pg_url: str) -> None:
+    from imgest.catalog.db import make_engine
+    from tests.services.imgest_server import free_port
+
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")  # the driver is implied
+    result = runner.invoke(app, ["migrate", "--catalog", plain])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(pg_url)
+    assert "images" in inspect(engine).get_table_names()
+    engine.dispose()
+    gone = runner.invoke(app, ["migrate", "--catalog", f"postgresql://x@127.0.0.1:{free_port()}/x"])
+    assert gone.exit_code == 3 and "catalog" in gone.stderr.lower()
+
+
 def test_config_hides_storage_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "azure://photos?account=acct&key=c2VjcmV0a2V5%2F%2B%3D&endpoint=http%3A%2F%2Fh%2Fa"
     monkeypatch.setenv("IMGEST_STORAGE_URL", url)
@@ -151,3 +166,10 @@ def test_config_hides_storage_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = json.loads(result.stdout)["storage_url"]
     assert "c2VjcmV0" not in shown and "key=***" in shown
     assert "account=acct" in shown and "endpoint=http://h/a" in shown
+
+
+def test_config_hides_the_catalog_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGEST_CATALOG_URL", "postgresql://imgest:s3cr3t@db:5432/imgest")
+    result = runner.invoke(app, ["config"])
+    shown = json.loads(result.stdout)["catalog_url"]
+    assert "s3cr3t" not in shown and shown == "postgresql+psycopg://imgest:***@db:5432/imgest"

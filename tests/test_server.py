@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.services.imgest_server import Server
+from tests.services.imgest_server import Server, upload_until_killed
 
 CAT_CLASSES = range(281, 286)
 
@@ -133,46 +133,18 @@ def test_big_uploads_do_not_stall_other_requests(server: tuple[str, Path, Path])
 
 def test_kill_9_during_uploads_loses_no_acknowledged_image(tmp_path: Path, data_dir: Path) -> None:
     """Every upload answered 2xx before a SIGKILL is there, byte-identical, after a restart."""
-    import threading
-
     cat = Image.open(data_dir / "cat.jpg").convert("RGB")
     srv = Server(tmp_path)
     srv.start()
-    acked: dict[str, bytes] = {}
-    lock = threading.Lock()
-    stop = threading.Event()
+    rngs = [np.random.default_rng(worker) for worker in range(4)]
 
-    def uploader(worker: int) -> None:
-        rng = np.random.default_rng(worker)
-        with httpx.Client(timeout=30) as http:
-            n = 0
-            while not stop.is_set():
-                noisy = np.asarray(cat, dtype=np.int16) + rng.integers(-8, 9, (300, 451, 3))
-                buf = io.BytesIO()
-                Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG")
-                data = buf.getvalue()
-                try:
-                    r = http.post(
-                        f"{srv.base}/v1/images", files=[("file", (f"{worker}-{n}.jpg", data))]
-                    )
-                except httpx.TransportError:
-                    return  # the server is gone
-                n += 1
-                if r.status_code in (200, 201):
-                    with lock:
-                        acked[r.json()["images"][0]["id"]] = data
+    def noisy_cat(worker: int, n: int) -> bytes:
+        noisy = np.asarray(cat, dtype=np.int16) + rngs[worker].integers(-8, 9, (300, 451, 3))
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG")
+        return buf.getvalue()
 
-    workers = [threading.Thread(target=uploader, args=(i,)) for i in range(4)]
-    for w in workers:
-        w.start()
-    deadline = time.monotonic() + 30
-    while len(acked) < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    srv.kill()
-    stop.set()
-    for w in workers:
-        w.join()
-    assert len(acked) >= 20
+    acked = upload_until_killed(srv, noisy_cat, acked_before_kill=20, timeout=30)
 
     srv.start()
     try:

@@ -24,6 +24,7 @@ from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
 from imgest.api.observe import RequestObserver
+from imgest.catalog.db import CatalogOptions
 from imgest.catalog.idempotency import IdempotencyKeys
 from imgest.catalog.keys import KeyStore
 from imgest.catalog.repo import Catalog
@@ -85,6 +86,24 @@ async def _scoring(
     return scorers, pipeline, pipelines
 
 
+def store_options(settings: Settings) -> StoreOptions:
+    """The remote-store request settings."""
+    return StoreOptions(timeout_s=settings.storage_timeout_s, retries=settings.storage_retries)
+
+
+def catalog_options(settings: Settings) -> CatalogOptions:
+    """The catalog connection settings (`catalog_<name>` in settings)."""
+    names = [f.name for f in dataclasses.fields(CatalogOptions)]
+    return CatalogOptions(**{name: getattr(settings, f"catalog_{name}") for name in names})
+
+
+def open_catalog(settings: Settings, *, migrate_schema: bool = True) -> Catalog:
+    """The catalog that settings name, with their connection settings."""
+    return Catalog.open(
+        settings.catalog_url, options=catalog_options(settings), migrate_schema=migrate_schema
+    )
+
+
 def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     """The ASGI app; resources open at start-up and close at shutdown.
 
@@ -105,17 +124,12 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         cpu_threads = settings.workers or os.cpu_count() or 1
         # Opening the store sweeps stale temp files and migrating touches the database:
         # blocking work, kept off the event loop.
-        store_options = StoreOptions(
-            timeout_s=settings.storage_timeout_s, retries=settings.storage_retries
-        )
         store = await anyio.to_thread.run_sync(
-            lambda: open_store(settings.storage_url, options=store_options)
+            lambda: open_store(settings.storage_url, options=store_options(settings))
         )
         # The services see a store whose every call is bounded (a hung backend -> 503).
         bounded = TimeoutStore(store, settings.storage_timeout_s)
-        catalog = await anyio.to_thread.run_sync(
-            lambda: Catalog.open(settings.catalog_url, timeout_s=settings.catalog_timeout_s)
-        )
+        catalog = await anyio.to_thread.run_sync(lambda: open_catalog(settings))
         scorers, pipeline, configured = await _scoring(settings, catalog, store, model)
         limits = ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames)
         cpu = CapacityLimiter(cpu_threads)

@@ -14,9 +14,12 @@ from imgest.config import Settings, load_settings
 from imgest.errors import ConfigError, ImgestError
 
 T = TypeVar("T")
+EXIT_UNAVAILABLE = 3  # storage or catalog unreachable (2 is a usage or settings error)
 
 if TYPE_CHECKING:
     from imgest.catalog.keys import KeyStore
+    from imgest.catalog.repo import Catalog
+    from imgest.storage.base import BlobMeta, BlobStore
 
 app = typer.Typer(
     help="imgest: photo ingest for image-recognition networks.",
@@ -73,10 +76,14 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply catalog migrations (the server also does this at start-up)."""
-    from imgest.catalog.repo import Catalog
+    from imgest.app import open_catalog
 
     settings = _settings(catalog_url=catalog)
-    Catalog.open(settings.catalog_url).close()
+    try:
+        open_catalog(settings).close()
+    except ImgestError as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
     typer.echo("catalog is up to date")
 
 
@@ -92,10 +99,12 @@ def config(
 
         typer.echo(settings_reference(), nl=False)
         return
+    from imgest.catalog.db import redact_url
     from imgest.storage.remote import redact
 
     shown = _settings().model_dump(mode="json")
     shown["storage_url"] = redact(shown["storage_url"])  # keys stay out of terminals and logs
+    shown["catalog_url"] = redact_url(shown["catalog_url"])
     typer.echo(json.dumps(shown, indent=2))
 
 
@@ -123,15 +132,15 @@ def _with_registry(fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run `fn(registry)` on the configured catalog and store; errors exit 2 with a message."""
     import anyio
 
-    from imgest.catalog.repo import Catalog
+    from imgest.app import open_catalog, store_options
     from imgest.scoring.registry import ModelRegistry
     from imgest.storage.registry import open_store
 
     settings = _settings()
 
     async def run() -> T:
-        store = open_store(settings.storage_url)
-        catalog = Catalog.open(settings.catalog_url)
+        store = open_store(settings.storage_url, options=store_options(settings))
+        catalog = open_catalog(settings)
         try:
             registry = ModelRegistry(catalog, store)
             await registry.ensure_default(settings.model_dir)
@@ -289,7 +298,7 @@ def label(
     """Set ground-truth labels: one image, or many from a CSV."""
     import csv
 
-    from imgest.catalog.repo import Catalog
+    from imgest.app import open_catalog
     from imgest.labels import check_label
 
     pairs: list[tuple[str, str | None]] = []
@@ -303,7 +312,7 @@ def label(
     else:
         raise typer.BadParameter("give IMAGE LABEL, IMAGE --clear, or --from-csv FILE")
     settings = _settings()
-    catalog = Catalog.open(settings.catalog_url)
+    catalog = open_catalog(settings)
     missing = 0
     try:
         for image_id, raw in pairs:
@@ -483,11 +492,11 @@ CatalogOption = Annotated[
 
 
 def _key_store(catalog: str | None) -> KeyStore:
+    from imgest.app import open_catalog
     from imgest.catalog.keys import KeyStore
-    from imgest.catalog.repo import Catalog
 
     settings = _settings(catalog_url=catalog)
-    return KeyStore(Catalog.open(settings.catalog_url, timeout_s=settings.catalog_timeout_s))
+    return KeyStore(open_catalog(settings))
 
 
 @keys_app.command("create")
@@ -540,6 +549,113 @@ def keys_revoke(
         typer.echo(f"imgest: no active key {key_id!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked key {key_id}")
+
+
+# --- maintenance jobs (issue 3) ---------------------------------------------------------
+
+_STORAGE_OPTION = typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+_CATALOG_OPTION = typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+
+
+def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T]]) -> T:
+    """Open the store and catalog that settings name, run `job` on them, close both."""
+    import anyio
+
+    from imgest.app import open_catalog, store_options
+    from imgest.storage.base import StoreError
+    from imgest.storage.registry import open_store
+
+    async def main() -> T:
+        store = open_store(settings.storage_url, options=store_options(settings))
+        catalog = open_catalog(settings, migrate_schema=False)
+        try:
+            return await job(store, catalog)
+        finally:
+            await store.close()
+            catalog.close()
+
+    try:
+        return anyio.run(main)
+    except (ImgestError, StoreError) as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+@app.command()
+def gc(
+    grace: Annotated[
+        str, typer.Option(help="Keep unreferenced blobs younger than this (90s, 30m, 1h, 2d).")
+    ] = "1h",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage: Annotated[str | None, _STORAGE_OPTION] = None,
+    catalog: Annotated[str | None, _CATALOG_OPTION] = None,
+) -> None:
+    """Delete blobs no catalog row references that are older than the grace period."""
+    from imgest.jobs import gc as job
+
+    try:
+        grace_period = job.parse_duration(grace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--grace") from None
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+
+    def listed(meta: BlobMeta) -> None:
+        if not as_json:
+            verb = "would delete" if dry_run else "deleted"
+            typer.echo(f"{verb} {meta.path} ({meta.size} bytes)")
+
+    report = _run_job(
+        settings,
+        lambda store, cat: job.run(
+            store, cat, grace=grace_period, dry_run=dry_run, on_delete=listed
+        ),
+    )
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"scanned {report.scanned} blobs ({report.scanned_bytes} bytes): "
+        f"{report.referenced} referenced, {report.young} unreferenced within the grace period, "
+        f"{report.unrecognized} outside the layout; {verb} {report.deleted} "
+        f"({report.deleted_bytes} bytes)" + (f", {report.failed} failed" if report.failed else "")
+    )
+
+
+@app.command()
+def fsck(
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also hash every original against its id.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage: Annotated[str | None, _STORAGE_OPTION] = None,
+    catalog: Annotated[str | None, _CATALOG_OPTION] = None,
+) -> None:
+    """Check every catalog row's blobs exist (and with --deep, hash right); exit 1 on problems."""
+    from imgest.jobs import fsck as job
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+
+    def found(problem: job.Problem) -> None:
+        if not as_json:
+            typer.echo(
+                f"{problem.kind}: {problem.path} (image {problem.image_id}): {problem.detail}"
+            )
+
+    report = _run_job(settings, lambda store, cat: job.run(store, cat, deep=deep, on_problem=found))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        typer.echo(
+            f"checked {report.images} images, {report.blobs} blobs"
+            + (f", hashed {report.bytes_hashed} bytes" if deep else "")
+            + f": {len(report.problems)} problem(s)"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

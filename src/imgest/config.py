@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     )
     catalog_url: str = Field(
         "sqlite:///var/catalog.db",
-        description="SQLAlchemy URL of the catalog database (SQLite by default).",
+        description="SQLAlchemy URL of the catalog database: sqlite:///path (default) or "
+        "postgresql://user:password@host:5432/db (psycopg 3, the `postgres` extra).",
     )
     model_dir: Path | None = Field(
         None,
@@ -208,6 +209,32 @@ class Settings(BaseSettings):
         description="Slowest average upload rate accepted once a body has taken "
         "body_idle_timeout_s; slower: 408. 0: no minimum.",
     )
+
+    # --- catalog database (issue 3) ---------------------------------------------------------
+    catalog_connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="PostgreSQL: longest wait to connect, seconds (whole, at least 2); "
+        "a down database answers 503 catalog_unavailable after at most this long.",
+    )
+    catalog_statement_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="PostgreSQL: longest one statement may run, seconds; 0 means no limit "
+        "(migrations never have one). SQLite: longest wait for another writer's lock "
+        "(0 means 30 s).",
+    )
+    catalog_pool_size: int = Field(
+        5, ge=1, description="PostgreSQL: connections each process keeps open."
+    )
+    catalog_pool_max_overflow: int = Field(
+        10, ge=0, description="PostgreSQL: extra connections a process may open under load."
+    )
+    catalog_pool_timeout_s: float = Field(
+        10.0, gt=0, description="PostgreSQL: longest wait for a free pooled connection, seconds."
+    )
+
+    # --- storage backends (issue 3) -------------------------------------------------------
     storage_timeout_s: float = Field(
         30.0,
         gt=0,
@@ -216,13 +243,6 @@ class Settings(BaseSettings):
         "it as the wait for one request to connect (at most 10 s) or to send more bytes (a "
         "URL's timeout= parameter overrides that).",
     )
-    catalog_timeout_s: float = Field(
-        15.0,
-        gt=0,
-        description="Catalog connect timeout and SQLite busy / PostgreSQL statement timeout.",
-    )
-
-    # --- storage backends (issue 3) -------------------------------------------------------
     storage_retries: int = Field(
         3,
         ge=0,

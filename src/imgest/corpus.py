@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+import anyio.from_thread
 import anyio.to_thread
 from anyio import CapacityLimiter
 from sqlalchemy.exc import IntegrityError
@@ -157,16 +158,20 @@ class Corpus:
             raise StorageUnavailable() from exc
 
     async def delete(self, image_id: str) -> ImageRecord:
-        """Remove the catalog rows, then the blobs (a blob that fails to go is left for gc)."""
-        record = await anyio.to_thread.run_sync(self.catalog.delete_image, image_id)
+        """Remove the catalog rows and then the blobs, under the image's catalog lock.
+
+        A blob that fails to go is left for gc. See `Catalog` for why the lock makes a
+        delete racing an upload of the same bytes safe.
+        """
+        record = await anyio.to_thread.run_sync(
+            self.catalog.delete_image, image_id, self._remove_blobs
+        )
         if record is None:
             raise ImageNotFound(f"No image with id {image_id} is stored.")
-        for path in record.blob_paths():
-            try:
-                await self.store.delete(path)
-            except StoreError:
-                log.warning("could not delete blob %s; gc will remove it", path, exc_info=True)
         return record
+
+    def _remove_blobs(self, record: ImageRecord) -> None:
+        remove_blobs(self.store, record.blob_paths())
 
     async def _open(self, path: str, image_id: str) -> BlobReader:
         try:
@@ -177,3 +182,12 @@ class Corpus:
             raise StorageUnavailable(f"The stored bytes of image {image_id} are missing.") from None
         except StoreError as exc:
             raise StorageUnavailable() from exc
+
+
+def remove_blobs(store: BlobStore, paths: list[str]) -> None:
+    """From a worker thread: delete `paths`, logging (not raising) a failure; gc retries later."""
+    for path in paths:
+        try:
+            anyio.from_thread.run(store.delete, path)
+        except StoreError:
+            log.warning("could not delete blob %s; gc will remove it", path, exc_info=True)

@@ -51,7 +51,9 @@ LIMIT_SETTINGS = (
     "body_idle_timeout_s",
     "body_min_bytes_per_s",
     "storage_timeout_s",
-    "catalog_timeout_s",
+    "catalog_connect_timeout_s",
+    "catalog_statement_timeout_s",
+    "catalog_pool_timeout_s",
     "workers",
     "batch_max_size",
 )

@@ -10,25 +10,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+import anyio.from_thread
 import anyio.to_thread
 from anyio import CapacityLimiter
 
 from imgest.catalog.records import ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
-from imgest.errors import ClientError, ModelPipelineMismatch
+from imgest.errors import ClientError, ModelPipelineMismatch, StorageUnavailable
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.scorers import Scorers
-from imgest.storage.base import BlobStore
-from imgest.storage.once import put_once
+from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
 from imgest.storage.paths import original_path, rendition_path
 
 log = logging.getLogger(__name__)
 
 Status = Literal["created", "existing", "rejected"]
+CATALOG_WRITERS = 8  # of anyio's 40 default worker threads
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class IngestService:
         self.limits = limits
         self.cpu = cpu
         self.counters = IngestCounters()
+        # A catalog write holds the image's lock (on SQLite, the database's) while it checks
+        # the blobs, which takes worker threads of its own: writers waiting on that lock must
+        # not fill the whole thread pool.
+        self.catalog_writers = CapacityLimiter(CATALOG_WRITERS)
 
     async def scorer(self, model: str | None = None) -> MicroBatcher:
         """The batcher of `model` (NAME[@VERSION]; None: the active model), checked against
@@ -154,13 +159,11 @@ class IngestService:
         rendition = rendition_path(
             self.pipeline.name, self.pipeline.version, upload.sha256, rendered.rendition.extension
         )
+        blobs = {original: upload.data, rendition: rendered.encoded}
         # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
         # never a catalog row that points at a missing blob.
         with self.metrics.store_seconds.time():
-            await asyncio.gather(
-                put_once(self.store, original, upload.data),
-                put_once(self.store, rendition, rendered.encoded),
-            )
+            await asyncio.gather(*(self._put(path, data) for path, data in blobs.items()))
         with self.metrics.score_seconds.time():
             top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
         now = datetime.now(UTC)
@@ -191,7 +194,12 @@ class IngestService:
             ),
             label=label,
         )
-        created = await anyio.to_thread.run_sync(self.catalog.add_image, record)
+        created = await anyio.to_thread.run_sync(
+            self.catalog.add_image,
+            record,
+            lambda: self._ensure_stored(blobs),
+            limiter=self.catalog_writers,
+        )
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             return self._result("existing", upload, stored or record)
@@ -205,6 +213,27 @@ class IngestService:
             return render(data, self.pipeline, self.limits)
         finally:
             self.metrics.render_seconds.observe(time.perf_counter() - started)
+
+    async def _put(self, path: str, data: bytes) -> None:
+        # Overwrite, not create: content-addressed, so the bytes are the same, and a fresh
+        # last-modified time keeps gc's grace period from removing a blob an upload relies on
+        # (an orphan of the same bytes from an earlier, unfinished try may be old).
+        try:
+            await self.store.put(path, data, mode="overwrite")
+        except StoreError as exc:
+            raise StorageUnavailable() from exc
+
+    def _ensure_stored(self, blobs: dict[str, bytes]) -> None:
+        """Under the image's catalog lock (worker thread): store again any blob a concurrent
+        delete or gc removed after our put, before the row that references it commits."""
+        for path, data in blobs.items():
+            try:
+                anyio.from_thread.run(self.store.head, path)
+            except BlobNotFoundError:
+                log.info("blob %s went away before its row committed; storing it again", path)
+                anyio.from_thread.run(self._put, path, data)
+            except StoreError as exc:
+                raise StorageUnavailable() from exc
 
     @staticmethod
     def _result(status: Status, upload: Upload, record: ImageRecord) -> IngestResult:

@@ -289,7 +289,7 @@ def test_commit_failure_leaves_no_row(
     real_add = catalog.add_image
     cat = (data_dir / "cat.jpg").read_bytes()
 
-    def broken(record: Any) -> bool:
+    def broken(record: Any, verify: Any = None) -> bool:
         def fail() -> bool:
             raise OperationalError("INSERT", {}, Exception("database is gone"))
 
@@ -370,3 +370,28 @@ def test_configured_pipeline_is_rendered_and_scored(
     if pipeline == "pad":  # the 451x300 cat letterboxed on white: top rows are background
         top_row = Image.open(io.BytesIO(rendition.content)).crop((0, 0, 224, 10))
         assert np.asarray(top_row.convert("L")).min() > 240
+
+
+def test_blobs_removed_before_the_row_commits_are_stored_again(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete or gc that removed this upload's blobs (bytes already stored, no row yet) just
+    before the upload took the image's lock: the upload stores them again before it commits."""
+    import anyio.from_thread
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+    real_add = catalog.add_image
+    cat = (data_dir / "cat.jpg").read_bytes()
+
+    def add_after_gc(record: Any, verify: Any = None) -> bool:
+        for path in record.blob_paths():  # what a racing gc would have done
+            anyio.from_thread.run(store.delete, path)
+        return bool(real_add(record, verify))
+
+    monkeypatch.setattr(catalog, "add_image", add_after_gc)
+    r = upload(client, [("cat.jpg", cat)])
+    assert r.status_code == 201, r.text
+    item = r.json()["images"][0]
+    assert client.get(item["original"]["url"]).content == cat
+    assert client.get(item["renditions"]["default"]["url"]).status_code == 200

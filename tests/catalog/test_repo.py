@@ -1,10 +1,13 @@
-"""Catalog: migrations, one-transaction records, duplicates, keyset pages, filters, delete."""
+"""Catalog: migrations, one-transaction records, duplicates, keyset pages, filters, delete.
+
+Each test runs on SQLite and on PostgreSQL (the `catalog_url` fixture in conftest.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,75 +15,26 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from imgest.catalog.db import CatalogOptions
 from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.errors import CatalogUnavailable, InvalidParameter
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    cat = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def make_record() -> Callable[..., ImageRecord]:
-    def make(
-        n: int, *, at: datetime = T0, tags: tuple[str, ...] = (), label: str = "tabby"
-    ) -> ImageRecord:
-        image_id = hashlib.sha256(str(n).encode()).hexdigest()
-        return ImageRecord(
-            id=image_id,
-            format="jpeg",
-            content_type="image/jpeg",
-            width=640,
-            height=480,
-            frames=1,
-            bytes=1000 + n,
-            filename=f"{n}.jpg",
-            original_path=f"originals/{image_id[:2]}/{image_id[2:4]}/{image_id}",
-            created_at=at,
-            fields={"description": f"image {n}", "device": ["a", "b"]},
-            tags=tags,
-            renditions=(
-                RenditionRecord(
-                    "default",
-                    "v1",
-                    f"renditions/default@v1/{image_id}.jpg",
-                    224,
-                    224,
-                    "image/jpeg",
-                    5000,
-                ),
-            ),
-            predictions=(
-                PredictionRecord(
-                    "m",
-                    "mv",
-                    "default",
-                    "v1",
-                    (Label(label, 281, 0.9), Label("other", 1, 0.05)),
-                    at,
-                ),
-            ),
-        )
-
-    return make
+from tests.catalog.conftest import T0
 
 
 def test_migrations_create_schema(catalog: Catalog) -> None:
     tables = set(inspect(catalog.engine).get_table_names())
     assert {"images", "image_tags", "renditions", "predictions", "alembic_version"} <= tables
     with catalog.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        if catalog.engine.dialect.name == "sqlite":
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        else:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "30s"
 
 
-def test_reopen_is_idempotent(tmp_path: Path, make_record: Callable[..., ImageRecord]) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_reopen_is_idempotent(catalog_url: str, make_record: Callable[..., ImageRecord]) -> None:
+    url = catalog_url
     first = Catalog.open(url)
     first.add_image(make_record(1))
     first.close()
@@ -173,7 +127,7 @@ def test_delete(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> No
             assert conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 0
 
 
-def test_unreachable_database_is_catalog_unavailable(tmp_path: Path) -> None:
+def test_unreachable_sqlite_database_is_catalog_unavailable(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir()
     cat = Catalog.open(f"sqlite:///{tmp_path / 'ro' / 'c.db'}")
     cat.close()
@@ -257,7 +211,7 @@ def test_a_locked_database_is_unavailable_within_the_timeout(tmp_path: Path) -> 
             session.execute(text("CREATE TABLE scratch (x INTEGER)"))
 
     path = tmp_path / "locked.db"
-    catalog = Catalog.open(f"sqlite:///{path}", timeout_s=0.3)
+    catalog = Catalog.open(f"sqlite:///{path}", options=CatalogOptions(statement_timeout_s=0.3))
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -269,3 +223,25 @@ def test_a_locked_database_is_unavailable_within_the_timeout(tmp_path: Path) -> 
         blocker.execute("ROLLBACK")
         blocker.close()
         catalog.close()
+
+
+def test_unreachable_postgresql_is_catalog_unavailable_quickly() -> None:
+    """Nothing listens on the port: refused at once, not after the connect timeout."""
+    from tests.services.imgest_server import free_port
+
+    url = f"postgresql://imgest@127.0.0.1:{free_port()}/imgest"
+    broken = Catalog.open(url, migrate_schema=False)
+    started = time.monotonic()
+    with pytest.raises(CatalogUnavailable):
+        broken.ping()
+    assert time.monotonic() - started < 5
+    broken.close()
+
+
+def test_hostile_text_roundtrips(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> None:
+    """NUL, quotes and astral characters in fields: PostgreSQL's text types refuse NUL."""
+    rec = make_record(1, tags=("ünïcode", "🐈"))
+    odd = {"a\x00b": "x\x00y", "quote": "'\"; DROP TABLE images; --", "emoji": ["🐈", "\u2028"]}
+    rec = ImageRecord(**{**rec.__dict__, "fields": odd, "filename": "ä%00b.jpg"})
+    assert catalog.add_image(rec)
+    assert catalog.get_image(rec.id) == rec

@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -98,3 +100,48 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+
+def upload_until_killed(
+    server: Server,
+    make_image: Callable[[int, int], bytes],
+    *,
+    acked_before_kill: int,
+    workers: int = 4,
+    timeout: float = 60.0,
+) -> dict[str, bytes]:
+    """Upload `make_image(worker, n)` from several threads; SIGKILL the server once
+    `acked_before_kill` uploads were answered 2xx. Returns {image id: bytes} of every 2xx."""
+    acked: dict[str, bytes] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def uploader(worker: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            n = 0
+            while not stop.is_set():
+                data = make_image(worker, n)
+                try:
+                    r = http.post(
+                        f"{server.base}/v1/images",
+                        files=[("file", (f"{worker}-{n}.jpg", data, "image/jpeg"))],
+                    )
+                except httpx.TransportError:
+                    return  # the server is gone
+                n += 1
+                if r.status_code in (200, 201):
+                    with lock:
+                        acked[r.json()["images"][0]["id"]] = data
+
+    threads = [threading.Thread(target=uploader, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    while len(acked) < acked_before_kill and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.kill()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acked) >= acked_before_kill, f"only {len(acked)} uploads answered before the kill"
+    return acked

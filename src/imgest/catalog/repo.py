@@ -5,20 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
+import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, delete, exists, or_, select, text
+from sqlalchemy import Engine, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgest.catalog.db import make_engine, migrate
+from imgest.catalog.db import CatalogOptions, make_engine, migrate
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
 from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
 from imgest.errors import CatalogUnavailable, InvalidParameter
+from imgest.storage.paths import image_id_of
 
 T = TypeVar("T")
 
@@ -40,6 +43,16 @@ class ImageFilter:
     tag: str | None = None
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """One blob a catalog row references, with what fsck can check it against."""
+
+    image_id: str
+    path: str
+    kind: str  # "original" or "rendition"
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -72,17 +85,31 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidParameter("The cursor is not one this server issued.") from None
 
 
+def lock_key(image_id: str) -> int:
+    """A signed 64-bit key for PostgreSQL advisory locks on one image id."""
+    return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big", signed=True)
+
+
 class Catalog:
-    """The catalog database. Methods are blocking; call them from a worker thread."""
+    """The catalog database. Methods are blocking; call them from a worker thread.
+
+    Blobs and rows of one image change together under the image's lock (a transaction-scoped
+    PostgreSQL advisory lock on its id; SQLite's database write lock): `add_image` checks the
+    blobs are there before it commits, `delete_image` and `release_orphans` remove blobs before
+    they commit. So a blob is never removed between an upload's check and its commit, and a
+    committed row never points at a blob removed under it.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str, *, migrate_schema: bool = True, timeout_s: float = 30.0) -> Catalog:
+    def open(
+        cls, url: str, *, options: CatalogOptions | None = None, migrate_schema: bool = True
+    ) -> Catalog:
         """Connect to `url` and (by default) apply pending migrations."""
-        engine = make_engine(url, timeout_s=timeout_s)
+        engine = make_engine(url, options)
         catalog = cls(engine)
         if migrate_schema:
             catalog._guard(lambda: migrate(engine))
@@ -128,10 +155,20 @@ class Catalog:
 
         self._guard(run)
 
+    def _lock(self, session: Session, image_id: str) -> None:
+        """Hold `image_id`'s lock until the session's transaction ends."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(lock_key(image_id))))
+        else:
+            # SQLite: any write statement takes the database write lock, rows or not.
+            session.execute(update(ImageRow).where(ImageRow.id == image_id).values(id=ImageRow.id))
+
     # -- writes ---------------------------------------------------------------------------
-    def add_image(self, record: ImageRecord) -> bool:
+    def add_image(self, record: ImageRecord, verify: Callable[[], None] | None = None) -> bool:
         """Insert the image with its tags, renditions and predictions in one transaction.
 
+        `verify` runs under the image's lock before the commit; it makes sure the record's
+        blobs are stored (and raises, rolling everything back, when it cannot).
         Returns False (and writes nothing) when an image with this id is already recorded.
         """
 
@@ -139,11 +176,15 @@ class Catalog:
             with self._sessions() as session:
                 try:
                     with session.begin():
+                        self._lock(session, record.id)
                         session.add(_image_row(record))
                         session.flush()  # the images row first: a duplicate fails here
                         session.add_all(TagRow(image_id=record.id, tag=t) for t in record.tags)
                         session.add_all(_rendition_row(record.id, r) for r in record.renditions)
                         session.add_all(_prediction_row(record.id, p) for p in record.predictions)
+                        session.flush()
+                        if verify is not None:
+                            verify()
                 except IntegrityError:
                     if self._exists(record.id):
                         return False
@@ -215,22 +256,107 @@ class Catalog:
 
         return self.transact(run)
 
-    def delete_image(self, image_id: str) -> ImageRecord | None:
-        """Remove the image's rows in one transaction; return what was removed (for its blobs)."""
+    def delete_image(
+        self, image_id: str, release: Callable[[ImageRecord], None] | None = None
+    ) -> ImageRecord | None:
+        """Remove the image's rows in one transaction; return what was removed.
+
+        `release` (given the removed record) runs under the image's lock before the commit:
+        it removes the blobs, so an upload of the same bytes racing this delete either
+        finds the row or stores its blobs again before it records its own row.
+        """
 
         def run() -> ImageRecord | None:
             with self._sessions() as session, session.begin():
+                self._lock(session, image_id)
                 record = self._load(session, image_id)
                 if record is None:
                     return None
                 for table in (TagRow, RenditionRow, PredictionRow):
                     session.execute(delete(table).where(table.image_id == image_id))
                 session.execute(delete(ImageRow).where(ImageRow.id == image_id))
+                if release is not None:
+                    release(record)
                 return record
 
         return self._guard(run)
 
+    def release_orphans(
+        self, image_id: str, paths: Sequence[str], release: Callable[[list[str]], None]
+    ) -> list[str]:
+        """Under `image_id`'s lock, call `release` with those `paths` no row references.
+
+        For gc: a blob found unreferenced is removed while no upload can record a row for it.
+        Returns the paths handed to `release`.
+        """
+
+        def run() -> list[str]:
+            with self._sessions() as session, session.begin():
+                self._lock(session, image_id)
+                found = self._referenced(session, paths)
+                unreferenced = [p for p in paths if p not in found]
+                if unreferenced:
+                    release(unreferenced)
+                return unreferenced
+
+        return self._guard(run)
+
     # -- reads ----------------------------------------------------------------------------
+    def referenced(self, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` (blob-layout paths) that some catalog row references."""
+
+        def run() -> set[str]:
+            with self._sessions() as session:
+                return self._referenced(session, paths)
+
+        return self._guard(run)
+
+    @staticmethod
+    def _referenced(session: Session, paths: Sequence[str]) -> set[str]:
+        # The layout names the image in every path, so both lookups use primary keys.
+        ids = sorted({i for i in map(image_id_of, paths) if i is not None})
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):  # bounded IN lists
+            chunk = ids[start : start + 500]
+            found.update(
+                session.execute(
+                    select(ImageRow.original_path).where(ImageRow.id.in_(chunk))
+                ).scalars()
+            )
+            found.update(
+                session.execute(
+                    select(RenditionRow.path).where(RenditionRow.image_id.in_(chunk))
+                ).scalars()
+            )
+        return found & set(paths)
+
+    def blob_refs(self, batch: int = 500) -> Iterator[list[BlobRef]]:
+        """Every blob the catalog references, in pages of `batch` images (keyset on id)."""
+        after = ""
+        while (page := self._guard(functools.partial(self._blob_page, after, batch))) is not None:
+            after, refs = page
+            yield refs
+
+    def _blob_page(self, after: str, batch: int) -> tuple[str, list[BlobRef]] | None:
+        with self._sessions() as session:
+            images = session.execute(
+                select(ImageRow.id, ImageRow.original_path, ImageRow.bytes)
+                .where(ImageRow.id > after)
+                .order_by(ImageRow.id)
+                .limit(batch)
+            ).all()
+            if not images:
+                return None
+            refs = [BlobRef(i.id, i.original_path, "original", i.bytes) for i in images]
+            ids = [i.id for i in images]
+            rends = session.execute(
+                select(RenditionRow.image_id, RenditionRow.path, RenditionRow.bytes)
+                .where(RenditionRow.image_id.in_(ids))
+                .order_by(RenditionRow.image_id, RenditionRow.path)
+            ).all()
+            refs += [BlobRef(r.image_id, r.path, "rendition", r.bytes) for r in rends]
+            return ids[-1], refs
+
     def _exists(self, image_id: str) -> bool:
         with self._sessions() as session:
             return session.execute(select(exists().where(ImageRow.id == image_id))).scalar_one()

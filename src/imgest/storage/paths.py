@@ -14,6 +14,13 @@ _VERSION = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _EXT = re.compile(r"[a-z0-9]{1,10}")
 
 
+# Either layout, capturing the image id (the SHA-256 of the original).
+_BLOB = re.compile(
+    r"originals/[0-9a-f]{2}/[0-9a-f]{2}/(?P<o>[0-9a-f]{64})"
+    r"|renditions/[^/]+/[0-9a-f]{2}/[0-9a-f]{2}/(?P<r>[0-9a-f]{64})\.[a-z0-9]{1,10}"
+)
+
+
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ValueError(f"invalid {what}: {value!r} (want {pattern.pattern})")
@@ -46,3 +53,12 @@ def rendition_path(pipeline_name: str, spec_version: str, sha256_hex: str, ext: 
 def model_path(sha256_hex: str) -> str:
     """`models/<sha256>.onnx`: where a registered model's ONNX bytes are stored."""
     return f"{MODELS_PREFIX}{_check(_SHA256, sha256_hex, 'sha256 (64 lowercase hex digits)')}.onnx"
+
+
+def image_id_of(path: str) -> str | None:
+    """The image id (SHA-256) a layout path belongs to, or None for a path outside the layout."""
+    match = _BLOB.fullmatch(path)
+    if match is None:
+        return None
+    sha: str = match["o"] or match["r"]
+    return sha if f"/{_fanout(sha)}" in path else None
