@@ -161,6 +161,19 @@ def test_tiff_without_dimensions_is_corrupt() -> None:
         probe(b"II*\x00" + struct.pack("<I", 8) + ifd)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"MM\x00+\x00\x08\x00\x00" + b"\xff" * 8,  # BigTIFF: first IFD at 2**64 - 1
+        b"II*\x00" + struct.pack("<I", 0xFFFFFFF0),  # classic: past the end
+    ],
+)
+def test_tiff_directory_offset_past_the_end_is_corrupt(header: bytes) -> None:
+    """Found by the decode fuzzer: a 64-bit offset overflowed struct (OverflowError)."""
+    with pytest.raises(ImageCorrupt):
+        probe(header + b"\x00" * 64)
+
+
 def test_bmp_top_down_height_is_positive(small_cat: Image.Image, encode: Any) -> None:
     data = bytearray(encode(small_cat, "BMP"))
     struct.pack_into("<i", data, 22, -150)

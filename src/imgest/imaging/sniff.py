@@ -321,6 +321,8 @@ def _read_tiff(data: bytes) -> _Header:
     frames = 0
     seen: set[int] = set()
     while offset and offset not in seen and frames < _MAX_IFDS:
+        if offset + count_size > len(data):
+            break  # an offset past the end (BigTIFF's are 64-bit: too big even to seek to)
         seen.add(offset)
         (count,) = struct.unpack_from(order + count_fmt, data, offset)
         if frames == 0:
