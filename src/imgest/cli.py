@@ -43,8 +43,11 @@ def serve(
     import uvicorn
 
     from imgest.app import create_app
+    from imgest.memory import tune_malloc
 
     settings = _settings(host=host, port=port, storage_url=storage, catalog_url=catalog)
+    # Before any worker thread exists: arenas are handed out as threads first allocate.
+    tune_malloc(arena_max=settings.malloc_arena_max, mmap_threshold=settings.malloc_mmap_threshold)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -98,6 +98,21 @@ class Settings(BaseSettings):
         0, ge=0, description="onnxruntime intra-op threads; 0 means one per CPU core."
     )
 
+    # --- memory (issue 7) --------------------------------------------------------------------
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        description="glibc malloc arenas for `imgest serve` (mallopt M_ARENA_MAX); "
+        "0 keeps glibc's default of 8 per core.",
+    )
+    malloc_mmap_threshold: int = Field(
+        1 * MiB,
+        ge=0,
+        le=32 * MiB,
+        description="Allocations of at least this many bytes get their own mmap and go back "
+        "to the OS when freed (mallopt M_MMAP_THRESHOLD); 0 keeps glibc's dynamic threshold.",
+    )
+
     @field_validator("pipeline")
     @classmethod
     def _known_pipeline(cls, value: str) -> str:
