@@ -90,7 +90,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads for decode/resize/encode; 0 means one per CPU core.",
     )
-    batch_max_size: int = Field(16, ge=1, description="Largest scoring micro-batch.")
+    batch_max_size: int = Field(
+        4,
+        ge=1,
+        description="Largest scoring micro-batch. onnxruntime keeps an arena sized for the "
+        "largest batch it has run (about 8 MB per image for the bundled model); larger batches "
+        "were not faster on CPU (docs/benchmarks.md).",
+    )
     batch_max_wait_ms: float = Field(
         5.0, ge=0, description="Longest wait for a micro-batch to fill, milliseconds."
     )
