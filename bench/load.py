@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # seconds, 2xx answers only
     elapsed: float = 0.0
     acked: dict[str, bytes] = field(default_factory=dict)  # id -> bytes, when keep_acked
+    server_cpu_s: float = 0.0  # CPU time the server used meanwhile, when the caller measures it
 
     @property
     def ok(self) -> int:
@@ -52,6 +54,11 @@ class LoadResult:
     def rate(self) -> float:
         """2xx answers per second of wall time."""
         return self.ok / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """Server CPU milliseconds per 2xx answer: steadier than rates on a shared machine."""
+        return 1000 * self.server_cpu_s / self.ok if self.ok else float("nan")
 
     def percentile_ms(self, q: float) -> float:
         """The q-quantile (0..1) of 2xx latencies, in milliseconds (nearest rank)."""
@@ -173,6 +180,33 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {key} for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def burst_peak_rss(folder: Path, env: dict[str, str], tag: str, concurrency: int = 32) -> float:
+    """Peak RSS (VmHWM, MB) of a fresh server after `concurrency` concurrent 12 MP uploads
+    (warmed by a few small ones first)."""
+    from tests.services.imgest_server import Server
+
+    server = Server(folder, env=env)
+    server.start()
+    try:
+        assert server.proc is not None
+        asyncio.run(run_load(server.base, small_payloads(tag), concurrency=4, count=16))
+        result = asyncio.run(
+            run_load(server.base, large_payloads(tag), concurrency=concurrency, count=concurrency)
+        )
+        if result.errors:
+            raise RuntimeError(f"memory run: {result.errors[0]}")
+        return rss_mb(server.proc.pid, "VmHWM")
+    finally:
+        server.stop()
 
 
 def median(values: list[float]) -> float:
