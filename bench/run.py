@@ -122,11 +122,19 @@ def markdown(
         f"- load average (1 min) at start / end: {run['load_start']} / {run['load_end']}",
     ]
     lines += [f"- {key}: {value}" for key, value in info.items()]
-    lines += ["", "## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | wanted | measured | met | what bounds it |",
+        "|---|---|---|---|---|",
+    ]
     for result in results:
         for t in result["targets"]:
             met = "yes" if t["met"] else "**no**"
-            lines.append(f"| {t['what']} | {t['target']} | {t['value']} | {met} |")
+            lines.append(
+                f"| {t['what']} | {t['target']} | {t['value']} | {met} | {t.get('note', '')} |"
+            )
     lines.append("")
     for result in results:
         lines += [f"## {result['title']}", ""]
