@@ -238,8 +238,8 @@ def _result(
         {
             "note": f"bound: a duplicate still streams its 3.4 MB through the HTTP parser, "
             f"multipart and SHA-256 on the event loop: {dup_cpu:.1f} server CPU ms, at most "
-            f"{1000 / dup_cpu:.0f}/s on the event loop's one core; small photos pass. Skipping the body would "
-            "take a client that sends the hash first",
+            f"{1000 / dup_cpu:.0f}/s on the event loop's one core; small photos pass. "
+            "Skipping the body would take a client that sends the hash first",
             "what": "duplicate upload (already stored), 12 MP",
             "target": f">= {TARGETS['duplicates']:.0f}/s",
             "value": f"{dup_rate:.1f}/s ({cpu[rows[3][0]]:.1f} server CPU ms each; small "
