@@ -38,7 +38,9 @@ class InputSpec:
 class Model:
     """A loaded ONNX classifier; `predict` blocks and is thread-safe (as onnxruntime is)."""
 
-    def __init__(self, directory: Path, *, threads: int = 0, device: str = "cpu") -> None:
+    def __init__(
+        self, directory: Path, *, threads: int = 0, device: str = "cpu", spin: bool = False
+    ) -> None:
         spec_path = directory / "model.toml"
         with spec_path.open("rb") as fh:
             spec: dict[str, Any] = tomllib.load(fh)
@@ -61,6 +63,12 @@ class Model:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
+        if not spin:
+            # Idle intra-op threads busy-wait for the next op by default, taking CPU from the
+            # renders that run beside inference in the server: 49 vs 65 server CPU ms per
+            # 12 MP upload without spinning (docs/benchmarks.md). A process doing nothing but
+            # inference may pass spin=True.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
