@@ -12,6 +12,7 @@ Everything runs in this thread, one image at a time: the rates are per core.
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ SIZE = (4000, 3000)
 TILE = (400, 300)
 NOISE_SIGMA = 4.0
 TARGET_RATIO = 3.5
+TARGET_VIPS = 1.4
 NAME = "normalize"
 TITLE = "Normalize: 12 MP JPEG to a 224x224 rendition"
 
@@ -74,14 +76,48 @@ def photo() -> bytes:
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
     """Median wall time of `fn` in milliseconds, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
+    return interleaved({"fn": fn}, repeats, warmup)["fn"]
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> dict[str, float]:
+    """Median ms of each function, called in turn round after round (a loaded machine slows
+    them alike, so their ratios hold better than with one timed block after another)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000.0
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) * 1000.0 for name, s in samples.items()}
+
+
+def libvips_thumbnail(data: bytes) -> Callable[[], bytes] | None:
+    """libvips' shrink-on-load thumbnail to a 224 centre crop, as imgproxy runs it; None
+    without pyvips. One thread and no operation cache, so it is per core and does the work."""
+    os.environ.setdefault("VIPS_CONCURRENCY", "1")
+    try:
+        import pyvips  # type: ignore[import-not-found, unused-ignore]
+    except (ImportError, OSError):
+        return None
+    pyvips.cache_set_max(0)
+
+    def vips() -> bytes:
+        thumb = pyvips.Image.thumbnail_buffer(data, 224, height=224, crop="centre")
+        return bytes(thumb.jpegsave_buffer(Q=90))
+
+    return vips
+
+
+def pyvips_version() -> str:
+    """libvips' version as pyvips reports it."""
+    import pyvips
+
+    return f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
 
 
 def naive(data: bytes) -> Image.Image:
@@ -97,7 +133,7 @@ def naive(data: bytes) -> Image.Image:
 
 
 _PEAK_SCRIPT = """
-import io, resource, sys
+import io, sys
 sys.path[:0] = [{bench!r}, {src!r}]
 import normalize
 from imgest.imaging.limits import ImageLimits, check
@@ -105,10 +141,12 @@ from imgest.imaging.pipeline import builtin_pipelines
 from imgest.imaging.sniff import probe
 data = normalize.photo()
 pipeline = builtin_pipelines()["default"]
+def kib(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))
 def rss_kib():
     # current (not peak) RSS: the peak so far includes start-up and would hide small growth
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return kib("VmRSS")
 before = rss_kib()
 if sys.argv[1] == "naive":
     normalize.naive(data)
@@ -116,7 +154,8 @@ else:
     info = probe(data)
     check(info, ImageLimits())
     pipeline.render(data, info).encode()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+# VmHWM, not ru_maxrss: after a vfork'd exec, ru_maxrss starts at the parent's peak
+print(kib("VmHWM") - before)
 """
 
 
@@ -126,7 +165,7 @@ def peak_rss_growth_mb(which: str) -> float:
     out = subprocess.run(
         [sys.executable, "-c", script, which], check=True, capture_output=True, text=True
     )
-    return int(out.stdout.strip()) / 1024  # ru_maxrss is in KiB on Linux
+    return int(out.stdout.strip()) / 1024  # /proc/self/status counts KiB
 
 
 def run(repeats: int = 15) -> dict[str, Any]:
@@ -160,18 +199,29 @@ def run(repeats: int = 15) -> dict[str, Any]:
     def row(case: str, ms: float, note: str = "", baseline: bool = False) -> None:
         rows.append({"case": case, "ms": ms, "note": note, "baseline": baseline})
 
+    vips = libvips_thumbnail(data)
+    key: dict[str, Callable[[], object]] = {"naive": lambda: naive(data), "ours": ours}
+    if vips is not None:
+        key["libvips"] = vips
+    medians = interleaved(key, repeats * 2)
     peak_naive, peak_ours = peak_rss_growth_mb("naive"), peak_rss_growth_mb("ours")
     row(
         "naive: Pillow full decode + centre crop + bicubic resize",
-        timed(lambda: naive(data), repeats),
+        medians["naive"],
         f"baseline; peak RSS +{peak_naive:.1f} MB",
         True,
     )
     row(
         "ours: probe + check + render(default) + encode",
-        timed(ours, repeats * 2),
+        medians["ours"],
         f"peak RSS +{peak_ours:.1f} MB",
     )
+    if vips is not None:
+        row(
+            "libvips: pyvips thumbnail_buffer(224, crop=centre) + jpegsave Q90",
+            medians["libvips"],
+            f"libvips {pyvips_version()}, one thread, operation cache off",
+        )
     decoded = decode_exact(data, info, min_size=(min_w, min_h)).image
     full = f"{SIZE[0]}x{SIZE[1]}"
     row("decode only: Pillow, full size", timed(pillow_full, repeats), full)
@@ -224,23 +274,41 @@ def run(repeats: int = 15) -> dict[str, Any]:
     for label, fn, note in encoders:
         row(label, timed(fn, repeats * 10), note)
 
-    try:
-        import pyvips  # type: ignore[import-not-found]
-    except ImportError:
-        pyvips = None
-    if pyvips is not None:
-
-        def vips() -> bytes:
-            thumb = pyvips.Image.thumbnail_buffer(data, 224, height=224, crop="centre")
-            return bytes(thumb.jpegsave_buffer(Q=90))
-
-        row("pyvips thumbnail_buffer(crop=centre) + jpegsave", timed(vips, repeats * 2), "")
-
     base = rows[0]["ms"]
     for r in rows:
         r["per_core_per_s"] = 1000.0 / r["ms"]
         r["vs_baseline"] = base / r["ms"]
     ratio = base / rows[1]["ms"]
+    targets = [
+        {
+            "what": "normalize per core: ours vs naive",
+            "target": f">= {TARGET_RATIO}x",
+            "value": f"{ratio:.2f}x",
+            "met": ratio >= TARGET_RATIO,
+        }
+    ]
+    if vips is not None:
+        vs_vips = medians["libvips"] / medians["ours"]
+        targets.append(
+            {
+                "what": "normalize per core: ours vs libvips thumbnail",
+                "note": "bound: both decode with libjpeg-turbo at 1/8 DCT scale, where Huffman "
+                "decoding of the whole 3.4 MB is most of the time; the rest of ours is ~1.5 ms",
+                "target": f">= {TARGET_VIPS}x",
+                "value": f"{vs_vips:.2f}x ({1000 / medians['ours']:.1f}/s vs "
+                f"{1000 / medians['libvips']:.1f}/s)",
+                "met": vs_vips >= TARGET_VIPS,
+            }
+        )
+    else:
+        targets.append(
+            {
+                "what": "normalize per core: ours vs libvips thumbnail",
+                "target": f">= {TARGET_VIPS}x",
+                "value": "not measured: pyvips missing (make bench installs the bench extra)",
+                "met": False,
+            }
+        )
     return {
         "name": NAME,
         "title": TITLE,
@@ -250,14 +318,7 @@ def run(repeats: int = 15) -> dict[str, Any]:
         ),
         "repeats": repeats,
         "rows": rows,
-        "targets": [
-            {
-                "what": "ours vs naive, per core",
-                "target": f">= {TARGET_RATIO}x",
-                "value": f"{ratio:.2f}x",
-                "met": ratio >= TARGET_RATIO,
-            }
-        ],
+        "targets": targets,
     }
 
 

@@ -57,11 +57,14 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (defaults: 127.0.0.1:8000, ./var/blobs, ./var/catalog.db)."""
+    from imgest.memory import tune_malloc
     from imgest.server import serve as run_server
 
     settings = _settings(
         host=host, port=port, storage_url=storage, catalog_url=catalog, insecure=insecure
     )
+    # Before any worker thread exists: arenas are handed out as threads first allocate.
+    tune_malloc(arena_max=settings.malloc_arena_max, mmap_threshold=settings.malloc_mmap_threshold)
     try:
         run_server(settings, log_level=log_level)
     except ConfigError as exc:

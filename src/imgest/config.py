@@ -93,7 +93,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads for decode/resize/encode; 0 means one per CPU core.",
     )
-    batch_max_size: int = Field(16, ge=1, description="Largest scoring micro-batch.")
+    batch_max_size: int = Field(
+        4,
+        ge=1,
+        description="Largest scoring micro-batch. onnxruntime keeps an arena sized for the "
+        "largest batch it has run (about 8 MB per image for the bundled model); larger batches "
+        "were not faster on CPU (docs/benchmarks.md).",
+    )
     batch_max_wait_ms: float = Field(
         5.0, ge=0, description="Longest wait for a micro-batch to fill, milliseconds."
     )
@@ -256,6 +262,21 @@ class Settings(BaseSettings):
         le=7 * 24 * 3600,
         description="Lifetime of the SAS/presigned URL that ?redirect=true sends clients to, "
         "seconds (Azure and S3 stores; others serve the bytes themselves).",
+    )
+
+    # --- memory (issue 7) --------------------------------------------------------------------
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        description="glibc malloc arenas for `imgest serve` (mallopt M_ARENA_MAX); "
+        "0 keeps glibc's default of 8 per core.",
+    )
+    malloc_mmap_threshold: int = Field(
+        1 * MiB,
+        ge=0,
+        le=32 * MiB,
+        description="Allocations of at least this many bytes get their own mmap and go back "
+        "to the OS when freed (mallopt M_MMAP_THRESHOLD); 0 keeps glibc's dynamic threshold.",
     )
 
     @field_validator("background")

@@ -78,7 +78,7 @@ class MicroBatcher:
         model: Model,
         *,
         top_k: int = 5,
-        max_size: int = 16,
+        max_size: int = 4,
         max_wait: float = 0.005,
         max_queue: int = 1024,
     ) -> None:

@@ -133,17 +133,25 @@ class Model:
     labels: list[str]
     output_kind: OutputKind
 
-    def __init__(self, directory: Path, *, threads: int = 0, device: str = "cpu") -> None:
+    def __init__(
+        self, directory: Path, *, threads: int = 0, device: str = "cpu", spin: bool = False
+    ) -> None:
         spec, onnx_path = read_model_dir(directory)
-        self._load(onnx_path.read_bytes(), spec, threads=threads, device=device)
+        self._load(onnx_path.read_bytes(), spec, threads=threads, device=device, spin=spin)
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, spec: ModelSpec, *, threads: int = 0, device: str = "cpu"
+        cls,
+        data: bytes,
+        spec: ModelSpec,
+        *,
+        threads: int = 0,
+        device: str = "cpu",
+        spin: bool = False,
     ) -> Model:
         """A model from ONNX bytes and its spec (what the registry hands out)."""
         model = cls.__new__(cls)
-        model._load(data, spec, threads=threads, device=device)
+        model._load(data, spec, threads=threads, device=device, spin=spin)
         return model
 
     @classmethod
@@ -151,11 +159,19 @@ class Model:
         """The default model shipped in the package (EfficientNet-Lite0, ImageNet)."""
         return cls(BUNDLED_DIR, threads=threads)
 
-    def _load(self, data: bytes, spec: ModelSpec, *, threads: int, device: str) -> None:
+    def _load(
+        self, data: bytes, spec: ModelSpec, *, threads: int, device: str, spin: bool = False
+    ) -> None:
         self.version = hashlib.sha256(data).hexdigest()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
+        if not spin:
+            # Idle intra-op threads busy-wait for the next op by default, taking CPU from the
+            # renders that run beside inference in the server: 49 vs 65 server CPU ms per
+            # 12 MP upload without spinning (docs/benchmarks.md). A process doing nothing but
+            # inference may pass spin=True.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")

@@ -1,0 +1,292 @@
+"""Benchmark: 12 MP uploads over HTTP, ours against the naive app and thumbor, in one run.
+
+Three servers on loopback at once (imgest serve, bench/naive_app.py, thumbor); each round
+loads one after the other at concurrency 8, so a busy machine slows all of them alike, and the
+ratios use medians over the rounds. Also: re-uploads of stored bytes (dedupe), and peak RSS of
+fresh servers taking 32 concurrent 12 MP uploads, with our malloc settings and without.
+The load client runs on the same cores as the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from bench import normalize, servers  # noqa: E402
+from bench.load import (  # noqa: E402
+    LoadResult,
+    burst_peak_rss,
+    cpu_seconds,
+    large_payloads,
+    run_load,
+    small_payloads,
+)
+from tests.services.imgest_server import Server, free_port  # noqa: E402
+
+NAME = "ingest_http"
+TITLE = "HTTP: 12 MP JPEG uploads, ours vs the naive app vs thumbor (same run)"
+CONCURRENCY = 8
+ROUNDS = 3
+OURS_PER_ROUND = 48
+NAIVE_PER_ROUND = 16
+THUMBOR_PER_ROUND = 24
+DUPLICATES_PER_ROUND = 400
+THUMBOR_FILES = 8
+MEMORY_CONCURRENCY = 32
+GLIBC_DEFAULTS = {"IMGEST_MALLOC_ARENA_MAX": "0", "IMGEST_MALLOC_MMAP_THRESHOLD": "0"}
+TARGETS = {"rate": 25.0, "vs_naive": 4.0, "duplicates": 200.0, "vs_thumbor": 5.0, "rss": 400.0}
+
+
+def _load(server: Any, payload: Any, count: int, **kwargs: Any) -> LoadResult:
+    """`count` requests at CONCURRENCY; also the server's CPU time meanwhile."""
+    pid = server.proc.pid
+    before = cpu_seconds(pid)
+    result = asyncio.run(
+        run_load(server.base, payload, concurrency=CONCURRENCY, count=count, **kwargs)
+    )
+    result.server_cpu_s = cpu_seconds(pid) - before
+    if result.errors:
+        raise RuntimeError(f"{server.base}: {len(result.errors)} errors, first: {result.errors[0]}")
+    return result
+
+
+def _thumbor_originals(folder: Path) -> list[str]:
+    """Distinct 12 MP files for thumbor's file loader (same pixels, different bytes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = normalize.photo()
+    names = []
+    for i in range(THUMBOR_FILES):
+        name = f"photo-{i}.jpg"
+        (folder / name).write_bytes(photo + f"thumbor-{i}".encode())
+        names.append(name)
+    return names
+
+
+def _median_rate(results: list[LoadResult]) -> float:
+    return statistics.median(r.rate for r in results) if results else float("nan")
+
+
+def _median_cpu(results: list[LoadResult]) -> float:
+    return statistics.median(r.cpu_ms_per_request for r in results) if results else float("nan")
+
+
+def run(repeats: int = 15) -> dict[str, Any]:
+    """Measure every case; `repeats` is unused (rounds are fixed to keep `make bench` short)."""
+    ours: list[LoadResult] = []
+    naive: list[LoadResult] = []
+    thumbor: list[LoadResult] = []
+    duplicates: list[LoadResult] = []
+    small_duplicates: list[LoadResult] = []
+    thumbor_error = ""
+    with tempfile.TemporaryDirectory(prefix="imgest-bench-http-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "ours").mkdir()
+        imgest = Server(tmp / "ours")
+        naive_app = servers.naive_app(tmp / "naive", free_port())
+        names = _thumbor_originals(tmp / "originals")
+        thumbor_app = servers.thumbor(tmp / "originals", tmp / "thumbor", free_port(), names[0])
+        started: list[Any] = []
+        try:
+            imgest.start()
+            started.append(imgest)
+            naive_app.start()
+            started.append(naive_app)
+            try:
+                thumbor_app.start()
+                started.append(thumbor_app)
+            except RuntimeError as exc:
+                thumbor_error = str(exc).splitlines()[0]
+            big = large_payloads("http")
+            stored = big(10**9)
+            _load(imgest, lambda i: stored, 1)  # the one the duplicate runs re-send
+            small = small_payloads("http-dup")(0)
+            _load(imgest, lambda i: small, 1)
+            _load(imgest, lambda i: big(10**9 + 1 + i), 8)  # warm-up
+            _load(naive_app, big, 4, path="/upload")
+            for r in range(ROUNDS):
+                offset = r * 1000
+                ours.append(_load(imgest, lambda i, o=offset: big(o + i), OURS_PER_ROUND))
+                naive.append(
+                    _load(
+                        naive_app,
+                        lambda i, o=offset: big(o + i + 500),
+                        NAIVE_PER_ROUND,
+                        path="/upload",
+                    )
+                )
+                if not thumbor_error:
+                    thumbor.append(
+                        _load(
+                            thumbor_app,
+                            big,
+                            THUMBOR_PER_ROUND,
+                            get=lambda i: f"/unsafe/224x224/{names[i % len(names)]}",
+                        )
+                    )
+                duplicates.append(_load(imgest, lambda i: stored, DUPLICATES_PER_ROUND))
+                small_duplicates.append(_load(imgest, lambda i: small, DUPLICATES_PER_ROUND))
+        finally:
+            for child in reversed(started):
+                child.stop()
+        peaks: dict[str, list[float]] = {"tuned": [], "glibc": []}
+        for r in range(2):
+            for label, env in (("tuned", {}), ("glibc", GLIBC_DEFAULTS)):
+                folder = tmp / f"memory-{label}-{r}"
+                folder.mkdir()
+                peaks[label].append(
+                    burst_peak_rss(folder, env, f"mem-{label}-{r}", MEMORY_CONCURRENCY)
+                )
+    return _result(ours, naive, thumbor, duplicates, small_duplicates, peaks, thumbor_error)
+
+
+def _result(
+    ours: list[LoadResult],
+    naive: list[LoadResult],
+    thumbor: list[LoadResult],
+    duplicates: list[LoadResult],
+    small_duplicates: list[LoadResult],
+    peaks: dict[str, list[float]],
+    thumbor_error: str,
+) -> dict[str, Any]:
+    latencies = [x for r in ours for x in r.latencies]
+    pooled = LoadResult(latencies=latencies)
+    p50, p99 = pooled.percentile_ms(0.5), pooled.percentile_ms(0.99)
+    rate, naive_rate = _median_rate(ours), _median_rate(naive)
+    dup_rate = _median_rate(duplicates)
+    thumbor_rate = _median_rate(thumbor) if thumbor else float("nan")
+    peak = max(peaks["tuned"])
+    rows = [
+        ("ours: POST /v1/images (store original + rendition, score, commit)", ours),
+        ("naive app: UploadFile + Pillow full decode + ONNX per image", naive),
+        ("thumbor: GET /unsafe/224x224/<file> (file loader, no storage)", thumbor),
+        ("ours: duplicate upload of a stored 12 MP photo", duplicates),
+        ("ours: duplicate upload of a stored small photo (cat.jpg, 33 KB)", small_duplicates),
+    ]
+    cpu = {case: _median_cpu(results) for case, results in rows}
+    ours_cpu = cpu[rows[0][0]]
+    lines = [
+        f"Each round: {OURS_PER_ROUND} new 12 MP uploads to ours, {NAIVE_PER_ROUND} to the "
+        f"naive app, {THUMBOR_PER_ROUND} thumbor renditions, {DUPLICATES_PER_ROUND} duplicate "
+        f"uploads of each kind, all at concurrency {CONCURRENCY}; {ROUNDS} rounds, medians of "
+        "the rounds. 'server CPU ms' is the server process's user + system CPU time per "
+        "answer: on a shared machine it moves far less than the rates do, so its ratio is "
+        "shown as well ('vs ours, by CPU' = their CPU ms / ours).",
+        "",
+        "| case | median /s | rounds /s | p50 ms | p99 ms | vs ours | server CPU ms | "
+        "vs ours, by CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, results in rows:
+        if not results:
+            lines.append(f"| {case} | not run | {thumbor_error} | | | | | |")
+            continue
+        median = _median_rate(results)
+        both = LoadResult(latencies=[x for r in results for x in r.latencies])
+        lines.append(
+            f"| {case} | {median:.1f} | {' / '.join(f'{r.rate:.1f}' for r in results)} | "
+            f"{both.percentile_ms(0.5):.0f} | {both.percentile_ms(0.99):.0f} | "
+            f"{median / rate:.2f}x | {cpu[case]:.1f} | {cpu[case] / ours_cpu:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Peak RSS (VmHWM) of a fresh server after {MEMORY_CONCURRENCY} concurrent 12 MP "
+        "uploads, two fresh servers each:",
+        "",
+        "| malloc settings | peak RSS MB |",
+        "|---|---|",
+        "| ours (`malloc_arena_max=2`, `malloc_mmap_threshold=1 MiB`) | "
+        + " / ".join(f"{p:.0f}" for p in peaks["tuned"])
+        + " |",
+        "| glibc defaults (both settings 0) | "
+        + " / ".join(f"{p:.0f}" for p in peaks["glibc"])
+        + " |",
+        "",
+    ]
+    cores = os.cpu_count() or 1
+    dup_cpu, naive_cpu = cpu[rows[3][0]], cpu[rows[1][0]]
+    thumbor_cpu = cpu[rows[2][0]]
+    targets = [
+        {
+            "note": f"bound: {ours_cpu:.0f} server CPU ms per upload, so at most "
+            f"{1000 * cores / ours_cpu:.0f}/s on {cores} idle cores, which the load client "
+            "also uses; where the time goes is in the profile below (DCT-scaled decode, "
+            "fsync'd blob writes, inference)",
+            "what": "HTTP ingest of 12 MP JPEGs, 2 cores, concurrency 8",
+            "target": f">= {TARGETS['rate']:.0f}/s",
+            "value": f"{rate:.1f}/s (p50 {p50:.0f} ms, p99 {p99:.0f} ms)",
+            "met": rate >= TARGETS["rate"],
+        },
+        {
+            "note": f"bound: the naive app spends {naive_cpu:.0f} server CPU ms per upload "
+            f"(full-size decode and resize), ours {ours_cpu:.0f} ms; ours is at the decode "
+            "bound (see the profile) and also does fsync'd blob writes and a catalog "
+            "transaction that the naive app skips; HTTP and inference cost both the same",
+            "what": "HTTP ingest: ours vs the naive app",
+            "target": f">= {TARGETS['vs_naive']:.0f}x",
+            "value": f"{rate / naive_rate:.2f}x ({rate:.1f}/s vs {naive_rate:.1f}/s; "
+            f"by server CPU {cpu[rows[1][0]] / ours_cpu:.2f}x)",
+            "met": rate / naive_rate >= TARGETS["vs_naive"],
+        },
+        {
+            "note": f"bound: a duplicate still streams its 3.4 MB through the HTTP parser, "
+            f"multipart and SHA-256 on the event loop: {dup_cpu:.1f} server CPU ms, at most "
+            f"{1000 / dup_cpu:.0f}/s on the event loop's one core; small photos pass. "
+            "Skipping the body would take a client that sends the hash first",
+            "what": "duplicate upload (already stored), 12 MP",
+            "target": f">= {TARGETS['duplicates']:.0f}/s",
+            "value": f"{dup_rate:.1f}/s ({cpu[rows[3][0]]:.1f} server CPU ms each; small "
+            f"photo: {_median_rate(small_duplicates):.1f}/s)",
+            "met": dup_rate >= TARGETS["duplicates"],
+        },
+        {
+            "note": "measured against our upload path, which also stores two blobs with fsync, "
+            "scores and commits: no on-demand rendition route exists yet (issue 4a); "
+            f"thumbor spends {thumbor_cpu:.0f} server CPU ms per 224 rendition",
+            "what": "224 rendition over HTTP: ours (full upload path) vs thumbor",
+            "target": f">= {TARGETS['vs_thumbor']:.0f}x",
+            "value": (
+                f"{rate / thumbor_rate:.2f}x ({rate:.1f}/s vs {thumbor_rate:.1f}/s; "
+                f"by server CPU {cpu[rows[2][0]] / ours_cpu:.2f}x)"
+                if thumbor
+                else f"thumbor not run: {thumbor_error}"
+            ),
+            "met": bool(thumbor) and rate / thumbor_rate >= TARGETS["vs_thumbor"],
+        },
+        {
+            "what": f"peak server RSS, {MEMORY_CONCURRENCY} concurrent 12 MP uploads",
+            "target": f"< {TARGETS['rss']:.0f} MB",
+            "value": f"{peak:.0f} MB (worst of {len(peaks['tuned'])} fresh servers)",
+            "met": peak < TARGETS["rss"],
+        },
+    ]
+    return {
+        "name": NAME,
+        "title": TITLE,
+        "input": f"{normalize.SIZE[0]}x{normalize.SIZE[1]} JPEG q90 (bench/normalize.py), "
+        "each upload made unique by a trailer after its end marker",
+        "lines": lines,
+        "targets": targets,
+        "summary": {"rate": rate, "naive": naive_rate, "thumbor": thumbor_rate, "peak": peak},
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """Print the result as plain text."""
+    print(result["title"])
+    for line in result["lines"]:
+        print("  " + line)
+    for t in result["targets"]:
+        verdict = "met" if t["met"] else "NOT met"
+        print(f"  target {t['what']}: {t['target']}, got {t['value']} -> {verdict}")
+
+
+if __name__ == "__main__":
+    print_table(run())
