@@ -51,7 +51,11 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         scorer = model
         if scorer is None:
             scorer = await anyio.to_thread.run_sync(
-                lambda: Model(settings.model_dir or BUNDLED_DIR, threads=settings.inference_threads)
+                lambda: Model(
+                    settings.model_dir or BUNDLED_DIR,
+                    threads=settings.inference_threads,
+                    device=settings.device,
+                )
             )
         pipelines = builtin_pipelines(
             size=scorer.input.size, crop=scorer.input.crop, background=settings.background

@@ -92,6 +92,80 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# --- corpus jobs: rescore, compare, export (issue 4) ----------------------------------------
+
+Where = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        help="Filter the corpus like the API's list: label=L, tag=T, since=ISO, until=ISO "
+        "(repeat for several).",
+    ),
+]
+
+
+def _job_errors() -> tuple[type[Exception], ...]:
+    from imgest.errors import JobError
+
+    return (ConfigError, JobError)
+
+
+@app.command()
+def rescore(
+    pipeline: Annotated[str, typer.Option(help="Pipeline to render and score through.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model NAME[@VERSION] or model directory; default: the configured one."),
+    ] = None,
+    where: Where = None,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data).")] = "local",
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (local; 0 = this process) or Ray actors.")
+    ] = 2,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.", min=1)] = 16,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (no fallback) [IMGEST_DEVICE].")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+    ] = None,
+) -> None:
+    """Score every image that lacks this model's prediction through this pipeline (resumable)."""
+    from imgest.jobs import rescore as job
+    from imgest.jobs.selection import parse_where
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+    if engine not in ("local", "ray"):
+        typer.echo("imgest: --engine must be local or ray", err=True)
+        raise typer.Exit(2)
+    try:
+        summary = job.run(
+            settings,
+            model=model,
+            pipeline=pipeline,
+            where=parse_where(where or []),
+            engine="ray" if engine == "ray" else "local",
+            workers=workers,
+            batch_size=batch_size,
+            device=device,
+            ray_address=ray_address,
+            progress=True,
+        )
+    except _job_errors() as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="imgest")

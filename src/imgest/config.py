@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     )
     inference_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads; 0 means one per CPU core."
+    )
+
+    # --- scoring device (issue 4) -------------------------------------------------------------
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="onnxruntime execution provider: cpu, or cuda (needs onnxruntime-gpu and "
+        "a GPU; start-up fails rather than fall back to the CPU).",
     )
 
     @field_validator("pipeline")

@@ -61,6 +61,21 @@ class _Rendered:
     encoded: bytes
 
 
+def render_original(
+    data: bytes, pipeline: Pipeline, limits: ImageLimits
+) -> tuple[ImageInfo, Rendition]:
+    """Probe, check and render an original's bytes; any decoder failure is ImageCorrupt."""
+    try:
+        info = probe(data)
+        check(info, limits)
+        return info, pipeline.render(data, info)
+    except ImgestError:
+        raise
+    except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
+        log.warning("decoder failed on client input: %r", exc, exc_info=True)
+        raise ImageCorrupt("The image could not be decoded.") from exc
+
+
 class IngestService:
     """Turns uploaded bytes into a stored, scored, catalogued image."""
 
@@ -169,18 +184,10 @@ class IngestService:
         return self._result("created", upload, record)
 
     def _render(self, data: bytes) -> _Rendered:
-        try:
-            info = probe(data)
-            check(info, self.limits)
-            rendition = self.pipeline.render(data, info)
-            encoded = rendition.encode()
-            pixels = rendition.pixels()
-        except ImgestError:
-            raise
-        except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
-            log.warning("decoder failed on client input: %r", exc, exc_info=True)
-            raise ImageCorrupt("The image could not be decoded.") from exc
-        return _Rendered(info=info, pixels=pixels, rendition=rendition, encoded=encoded)
+        info, rendition = render_original(data, self.pipeline, self.limits)
+        return _Rendered(
+            info=info, pixels=rendition.pixels(), rendition=rendition, encoded=rendition.encode()
+        )
 
     async def _put(self, path: str, data: bytes) -> None:
         try:

@@ -62,3 +62,22 @@ class ImageRecord:
     def blob_paths(self) -> list[str]:
         """Every blob this record references."""
         return [self.original_path, *(r.path for r in self.renditions)]
+
+
+@dataclass(frozen=True)
+class PredictionKey:
+    """What identifies one run over the corpus: a model version through a pipeline version."""
+
+    model: str
+    model_version: str
+    pipeline: str
+    pipeline_version: str
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """An image a corpus job still has to do: its original, and its rendition if stored."""
+
+    id: str
+    original_path: str
+    rendition_path: str | None

@@ -10,16 +10,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, delete, exists, or_, select, text
+from sqlalchemy import Engine, Exists, Select, and_, delete, exists, func, or_, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from imgest.catalog.db import make_engine, migrate
-from imgest.catalog.models import ImageRow, PredictionRow, RenditionRow, TagRow
-from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
+from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
+from imgest.catalog.records import (
+    ImageRecord,
+    Label,
+    PendingImage,
+    PredictionKey,
+    PredictionRecord,
+    RenditionRecord,
+)
 from imgest.errors import CatalogUnavailable, InvalidParameter
 
 T = TypeVar("T")
+Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
 
 
 @dataclass(frozen=True)
@@ -161,24 +169,7 @@ class Catalog:
         after = decode_cursor(cursor) if cursor else None
 
         def run() -> Page:
-            query = select(ImageRow)
-            if where.tag is not None:
-                query = query.where(
-                    exists().where(and_(TagRow.image_id == ImageRow.id, TagRow.tag == where.tag))
-                )
-            if where.label is not None:
-                query = query.where(
-                    exists().where(
-                        and_(
-                            PredictionRow.image_id == ImageRow.id,
-                            PredictionRow.top1_label == where.label,
-                        )
-                    )
-                )
-            if where.since is not None:
-                query = query.where(ImageRow.created_at >= _utc(where.since))
-            if where.until is not None:
-                query = query.where(ImageRow.created_at < _utc(where.until))
+            query = _filtered(select(ImageRow), where)
             if after is not None:
                 stamp = _utc(after[0])
                 query = query.where(
@@ -243,8 +234,98 @@ class Catalog:
             for r in rows
         ]
 
+    # -- corpus jobs (rescore, export: issue 4) -------------------------------------------
+    def count_images(self, where: ImageFilter | None = None) -> int:
+        """How many images `where` selects."""
+        query = _filtered(select(func.count()).select_from(ImageRow), where or ImageFilter())
+        return self._guard(lambda: self._scalar(query))
+
+    def pending_images(
+        self,
+        key: PredictionKey,
+        *,
+        where: ImageFilter | None = None,
+        after: str | None = None,
+        limit: int = 500,
+    ) -> list[PendingImage]:
+        """Images `where` selects that lack the `key` prediction: one keyset page, by id."""
+        rendition = aliased(RenditionRow)
+        query = (
+            _filtered(
+                select(ImageRow.id, ImageRow.original_path, rendition.path), where or ImageFilter()
+            )
+            .outerjoin(
+                rendition,
+                and_(
+                    rendition.image_id == ImageRow.id,
+                    rendition.pipeline == key.pipeline,
+                    rendition.pipeline_version == key.pipeline_version,
+                ),
+            )
+            .where(~_has_prediction(key))
+            .order_by(ImageRow.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(ImageRow.id > after)
+
+        def run() -> list[PendingImage]:
+            with self._sessions() as session:
+                return [PendingImage(*row) for row in session.execute(query)]
+
+        return self._guard(run)
+
+    def count_pending(self, key: PredictionKey, where: ImageFilter | None = None) -> int:
+        """How many images `where` selects lack the `key` prediction."""
+        query = _filtered(select(func.count()).select_from(ImageRow), where or ImageFilter())
+        return self._guard(lambda: self._scalar(query.where(~_has_prediction(key))))
+
+    def add_results(
+        self, results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]]
+    ) -> int:
+        """Record (image id, prediction, new rendition or None) triples in one transaction.
+
+        Idempotent: a prediction or rendition already recorded under its key is left as it
+        is. Returns how many predictions were new.
+        """
+        predictions = [_columns(_prediction_row(i, p)) for i, p, _ in results]
+        renditions = [_columns(_rendition_row(i, r)) for i, _, r in results if r is not None]
+
+        def run() -> int:
+            with self._sessions() as session, session.begin():
+                _insert_new(session, RenditionRow, renditions)
+                return _insert_new(session, PredictionRow, predictions)
+
+        return self._guard(run) if results else 0
+
+    def _scalar(self, query: Select[Any]) -> int:
+        with self._sessions() as session:
+            return int(session.execute(query).scalar_one())
+
 
 R = TypeVar("R")
+
+
+def _filtered(query: Q, where: ImageFilter) -> Q:
+    """`query` (over ImageRow) narrowed to the images `where` selects."""
+    if where.tag is not None:
+        query = query.where(
+            exists().where(and_(TagRow.image_id == ImageRow.id, TagRow.tag == where.tag))
+        )
+    if where.label is not None:
+        query = query.where(
+            exists().where(
+                and_(
+                    PredictionRow.image_id == ImageRow.id,
+                    PredictionRow.top1_label == where.label,
+                )
+            )
+        )
+    if where.since is not None:
+        query = query.where(ImageRow.created_at >= _utc(where.since))
+    if where.until is not None:
+        query = query.where(ImageRow.created_at < _utc(where.until))
+    return query
 
 
 def _record(cls: type[R], row: object, **computed: Any) -> R:
@@ -258,6 +339,37 @@ def _row(cls: type[R], record: object, **computed: Any) -> R:
     columns = cls.__table__.columns.keys()  # type: ignore[attr-defined]
     values = {c: getattr(record, c) for c in columns if c not in computed and hasattr(record, c)}
     return cls(**values, **computed)
+
+
+def _has_prediction(key: PredictionKey) -> Exists:
+    return exists().where(
+        and_(
+            PredictionRow.image_id == ImageRow.id,
+            PredictionRow.model_version == key.model_version,
+            PredictionRow.pipeline_version == key.pipeline_version,
+        )
+    )
+
+
+def _columns(row: Base) -> dict[str, Any]:
+    """A row's column values (autoincrement ids left to the database)."""
+    names = row.__table__.columns.keys()
+    return {n: getattr(row, n) for n in names if getattr(row, n) is not None}
+
+
+def _insert_new(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> int:
+    """INSERT rows, skipping those whose key is already there; returns how many were new."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
+        raise NotImplementedError(f"idempotent insert on {dialect}")
+    result = session.execute(insert(table).values(rows).on_conflict_do_nothing())
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _image_row(record: ImageRecord) -> ImageRow:

@@ -19,6 +19,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort
 
 from imgest.catalog.records import Label
+from imgest.errors import DeviceUnavailable
 
 BUNDLED_DIR = Path(__file__).parent / "models" / "efficientnet-lite0"
 
@@ -61,10 +62,8 @@ class Model:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
-        self._session = ort.InferenceSession(model_bytes, options, providers=providers)
+        self._session = ort.InferenceSession(model_bytes, options, providers=providers(device))
+        check_device(self._session, device)
         self._output = self._session.get_outputs()[0].name
         self._mean = np.asarray(self.input.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.input.std, dtype=np.float32)
@@ -101,3 +100,27 @@ class Model:
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def providers(device: str) -> list[str]:
+    """The onnxruntime providers for `device`; DeviceUnavailable if this install lacks them."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device != "cuda":
+        raise DeviceUnavailable(f"unknown device {device!r}: use cpu or cuda")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise DeviceUnavailable(
+            "device cuda asked for, but this onnxruntime has no CUDA provider "
+            f"(available: {', '.join(ort.get_available_providers())}); "
+            "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def check_device(session: ort.InferenceSession, device: str) -> None:
+    """Refuse a session where onnxruntime quietly fell back to the CPU (no GPU, no driver)."""
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise DeviceUnavailable(
+            "device cuda asked for, but onnxruntime could not start its CUDA provider "
+            "(no usable GPU or CUDA libraries); use --device cpu"
+        )
