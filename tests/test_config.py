@@ -44,7 +44,6 @@ def test_frozen() -> None:
     [
         ("IMGEST_MAX_FILES", "-1", "IMGEST_MAX_FILES"),
         ("IMGEST_PORT", "http", "IMGEST_PORT"),
-        ("IMGEST_PIPELINE", "sepia", "IMGEST_PIPELINE"),
         ("IMGEST_BACKGROUND", "[300, 0, 0]", "IMGEST_BACKGROUND"),
     ],
 )

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     pipeline: str = Field(
         "default",
         description="Pipeline rendered and scored at ingest: default (centre crop), "
-        "stretch or pad.",
+        "stretch, pad, or one named in the pipelines file (checked at start-up).",
     )
     background: tuple[int, int, int] = Field(
         (255, 255, 255),
@@ -105,12 +105,24 @@ class Settings(BaseSettings):
         "a GPU; start-up fails rather than fall back to the CPU).",
     )
 
-    @field_validator("pipeline")
-    @classmethod
-    def _known_pipeline(cls, value: str) -> str:
-        if value not in ("default", "stretch", "pad"):
-            raise ValueError("must be one of: default, stretch, pad")
-        return value
+    # --- models, pipelines, batching (issue 4) ----------------------------------------------
+    pipelines_file: Path | None = Field(
+        None,
+        description="TOML file of named pipelines ([pipelines.NAME] steps = [...]); "
+        "see docs/model.md. Empty means the built-ins only.",
+    )
+    batch_max_queue: int = Field(
+        1024,
+        ge=1,
+        description="Most model inputs waiting to be scored; beyond it uploads get 503 "
+        "(scoring_queue_full) with Retry-After.",
+    )
+    active_model_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a server trusts its cached idea of the active model before "
+        "re-reading the registry (so `imgest models activate` reaches every replica).",
+    )
 
     @field_validator("background")
     @classmethod

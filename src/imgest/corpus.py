@@ -1,16 +1,25 @@
-"""Reading the stored corpus: one image, its blobs, filtered pages; deleting an image."""
+"""Reading the stored corpus: one image, its blobs (renditions made on demand), filtered
+pages; labelling and deleting an image."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
+from anyio import CapacityLimiter
+from sqlalchemy.exc import IntegrityError
 
 from imgest.catalog.records import ImageRecord, RenditionRecord
-from imgest.catalog.repo import Catalog, ImageFilter, Page
+from imgest.catalog.repo import UNSET, Catalog, ImageFilter, Page, Unset
 from imgest.errors import ImageNotFound, PipelineNotFound, StorageUnavailable
+from imgest.imaging.limits import ImageLimits
+from imgest.imaging.pipeline import Pipeline
+from imgest.rendering import render, rendition_record_of
 from imgest.storage.base import BlobNotFoundError, BlobReader, BlobStore, StoreError
+from imgest.storage.once import put_once
+from imgest.storage.paths import rendition_path
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +34,22 @@ class OpenBlob:
 
 
 class Corpus:
-    """Read and delete access to stored images (catalog rows plus their blobs)."""
+    """Read, update and delete access to stored images (catalog rows plus their blobs)."""
 
-    def __init__(self, *, store: BlobStore, catalog: Catalog, current_pipelines: dict[str, str]):
+    def __init__(
+        self,
+        *,
+        store: BlobStore,
+        catalog: Catalog,
+        pipelines: Mapping[str, Pipeline],
+        limits: ImageLimits,
+        cpu: CapacityLimiter,
+    ):
         self.store = store
         self.catalog = catalog
-        # pipeline name -> version rendered at ingest; served first when several exist
-        self.current_pipelines = current_pipelines
+        self.pipelines = pipelines  # the configured ones: renditions are made on demand
+        self.limits = limits
+        self.cpu = cpu  # shared with ingest: on-demand rendering competes for the same cores
 
     async def get(self, image_id: str) -> ImageRecord:
         """The image, or ImageNotFound."""
@@ -52,25 +70,64 @@ class Corpus:
         reader = await self._open(record.original_path, image_id)
         return OpenBlob(reader, record.content_type, f'"{record.id}"')
 
-    def rendition_of(self, record: ImageRecord, pipeline: str) -> RenditionRecord:
-        """The stored rendition of `record` for `pipeline` (its current version preferred)."""
-        candidates = [r for r in record.renditions if r.pipeline == pipeline]
-        if not candidates:
-            raise PipelineNotFound(f"Image {record.id} has no rendition for pipeline {pipeline!r}.")
-        current = self.current_pipelines.get(pipeline)
-        for r in candidates:
-            if r.pipeline_version == current:
+    async def rendition_of(self, record: ImageRecord, name: str) -> RenditionRecord:
+        """The rendition of `record` by pipeline `name` at its configured version, rendered
+        from the original and stored now if it is missing. A pipeline no longer configured
+        still serves what it stored."""
+        stored = [r for r in record.renditions if r.pipeline == name]
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            if stored:
+                return stored[-1]
+            raise PipelineNotFound(
+                f"No pipeline named {name!r}; configured: {', '.join(sorted(self.pipelines))}."
+            )
+        for r in stored:
+            if r.pipeline_version == pipeline.version:
                 return r
-        return candidates[-1]
+        return await self._render(record, pipeline)
+
+    async def _render(self, record: ImageRecord, pipeline: Pipeline) -> RenditionRecord:
+        original = await (await self._open(record.original_path, record.id)).read()
+        rendered = await anyio.to_thread.run_sync(
+            render, original, pipeline, self.limits, limiter=self.cpu
+        )
+        path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
+        await put_once(self.store, path, rendered.encoded)
+        rendition = rendition_record_of(pipeline, path, rendered)
+        try:
+            await anyio.to_thread.run_sync(self.catalog.add_rendition, record.id, rendition)
+        except IntegrityError:  # the image was deleted meanwhile; the blob is gc's
+            raise ImageNotFound(f"No image with id {record.id} is stored.") from None
+        log.info("rendered %s for %s on demand", pipeline.name, record.id)
+        return rendition
 
     async def open_rendition(self, image_id: str, pipeline: str) -> OpenBlob:
-        """A stored rendition's bytes."""
+        """A rendition's bytes (made and stored first if the pipeline has none yet)."""
         record = await self.get(image_id)
-        rendition = self.rendition_of(record, pipeline)
+        rendition = await self.rendition_of(record, pipeline)
         reader = await self._open(rendition.path, image_id)
         return OpenBlob(
             reader, rendition.content_type, f'"{record.id}-{rendition.pipeline_version}"'
         )
+
+    async def update(
+        self,
+        image_id: str,
+        *,
+        label: str | Unset | None = UNSET,
+        tags: Sequence[str] | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+    ) -> ImageRecord:
+        """Set the ground-truth label, tags or description; the updated image."""
+        record = await anyio.to_thread.run_sync(
+            lambda: self.catalog.update_image(
+                image_id, label=label, tags=tags, description=description
+            )
+        )
+        if record is None:
+            raise ImageNotFound(f"No image with id {image_id} is stored.")
+        return record
 
     async def delete(self, image_id: str) -> ImageRecord:
         """Remove the catalog rows, then the blobs (a blob that fails to go is left for gc)."""

@@ -220,3 +220,33 @@ class JobError(Exception):
 
 class DeviceUnavailable(ConfigError):
     """The scoring device asked for (e.g. cuda) is not usable here; never silently replaced."""
+
+
+# --- models, labels, scoring queue (issue 4) -----------------------------------------------
+
+
+class UnknownModel(ClientError):
+    status = 422
+    code = "unknown_model"
+    title = "Unknown model"
+    default_detail = "No registered model matches NAME[@VERSION]."
+
+
+class ModelPipelineMismatch(ClientError):
+    status = 422
+    code = "model_pipeline_mismatch"
+    title = "Model and pipeline do not fit"
+    default_detail = "The pipeline's model-input size is not the size the model takes."
+
+
+class InvalidLabel(ClientError):
+    status = 422
+    code = "invalid_label"
+    title = "Invalid label"
+    default_detail = "A label must be 1 to 200 printable characters."
+
+
+class ScoringQueueFull(ServiceUnavailable):
+    code = "scoring_queue_full"
+    title = "Scoring queue full"
+    default_detail = "The scoring queue is full; nothing was recorded. Retry shortly."

@@ -10,18 +10,18 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import anyio.to_thread
-import numpy as np
-import numpy.typing as npt
 from anyio import CapacityLimiter
 
-from imgest.catalog.records import ImageRecord, PredictionRecord, RenditionRecord
+from imgest.catalog.records import ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
-from imgest.errors import ClientError, ImageCorrupt, ImgestError, StorageUnavailable
-from imgest.imaging.limits import ImageLimits, check
-from imgest.imaging.pipeline import Pipeline, Rendition
-from imgest.imaging.sniff import ImageInfo, probe
+from imgest.errors import ClientError, ModelPipelineMismatch
+from imgest.imaging.limits import ImageLimits
+from imgest.imaging.pipeline import Pipeline
+from imgest.rendering import render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
-from imgest.storage.base import BlobExistsError, BlobStore, StoreError
+from imgest.scoring.scorers import Scorers
+from imgest.storage.base import BlobStore
+from imgest.storage.once import put_once
 from imgest.storage.paths import original_path, rendition_path
 
 log = logging.getLogger(__name__)
@@ -53,29 +53,6 @@ class IngestResult:
     error: ClientError | None = None
 
 
-@dataclass(frozen=True)
-class _Rendered:
-    info: ImageInfo
-    pixels: npt.NDArray[np.uint8]
-    rendition: Rendition
-    encoded: bytes
-
-
-def render_original(
-    data: bytes, pipeline: Pipeline, limits: ImageLimits
-) -> tuple[ImageInfo, Rendition]:
-    """Probe, check and render an original's bytes; any decoder failure is ImageCorrupt."""
-    try:
-        info = probe(data)
-        check(info, limits)
-        return info, pipeline.render(data, info)
-    except ImgestError:
-        raise
-    except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
-        log.warning("decoder failed on client input: %r", exc, exc_info=True)
-        raise ImageCorrupt("The image could not be decoded.") from exc
-
-
 class IngestService:
     """Turns uploaded bytes into a stored, scored, catalogued image."""
 
@@ -84,39 +61,67 @@ class IngestService:
         *,
         store: BlobStore,
         catalog: Catalog,
-        batcher: MicroBatcher,
+        scorers: Scorers,
         pipeline: Pipeline,
         limits: ImageLimits,
         cpu: CapacityLimiter,
     ) -> None:
         self.store = store
         self.catalog = catalog
-        self.batcher = batcher
+        self.scorers = scorers
         self.pipeline = pipeline
         self.limits = limits
         self.cpu = cpu
+
+    async def scorer(self, model: str | None = None) -> MicroBatcher:
+        """The batcher of `model` (NAME[@VERSION]; None: the active model), checked against
+        the ingest pipeline's model-input size."""
+        batcher = await self.scorers.get(model)
+        if batcher.model.input.size != self.pipeline.input_size:
+            w, h = batcher.model.input.size
+            pw, ph = self.pipeline.input_size
+            raise ModelPipelineMismatch(
+                f"Model {batcher.model.name} takes {w}x{h} inputs; pipeline "
+                f"{self.pipeline.name} makes {pw}x{ph}."
+            )
+        return batcher
 
     async def ingest_many(
         self,
         uploads: Sequence[Upload],
         fields: dict[str, str | list[str]],
         tags: Sequence[str],
+        *,
+        scorer: MicroBatcher | None = None,
+        label: str | None = None,
     ) -> list[IngestResult]:
         """Ingest every file of one request concurrently; results in upload order.
 
-        Client errors become per-file `rejected` results; storage, catalog or model outages
-        raise (the whole request is answered 503, and nothing is recorded for unfinished files).
+        `scorer` defaults to the active model's; `label` is the ground truth recorded with
+        each new image. Client errors become per-file `rejected` results; storage, catalog
+        or model outages raise (the whole request is answered 503, and nothing is recorded
+        for unfinished files).
         """
+        scorer = scorer or await self.scorer()
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self.ingest(u, fields, tags)) for u in uploads]
+                tasks = [
+                    group.create_task(self.ingest(u, fields, tags, scorer=scorer, label=label))
+                    for u in uploads
+                ]
         except BaseExceptionGroup as group_error:
             # One outage answers the whole request; the siblings were cancelled with it.
             raise group_error.exceptions[0] from None
         return [t.result() for t in tasks]
 
     async def ingest(
-        self, upload: Upload, fields: dict[str, str | list[str]], tags: Sequence[str]
+        self,
+        upload: Upload,
+        fields: dict[str, str | list[str]],
+        tags: Sequence[str],
+        *,
+        scorer: MicroBatcher,
+        label: str | None = None,
     ) -> IngestResult:
         """Store, score and record one file, or say why not."""
         if upload.error is not None:
@@ -125,7 +130,9 @@ class IngestService:
         if existing is not None:
             return self._result("existing", upload, existing)
         try:
-            rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
+            rendered = await anyio.to_thread.run_sync(
+                render, upload.data, self.pipeline, self.limits, limiter=self.cpu
+            )
         except ClientError as exc:
             return self._rejected(upload, exc)
 
@@ -136,12 +143,14 @@ class IngestService:
         # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
         # never a catalog row that points at a missing blob.
         await asyncio.gather(
-            self._put(original, upload.data),
-            self._put(rendition, rendered.encoded),
+            put_once(self.store, original, upload.data),
+            put_once(self.store, rendition, rendered.encoded),
         )
-        top = await self.batcher.score(rendered.pixels)
+        top = await scorer.score_inputs(
+            rendered.rendition.model_inputs(), rendered.rendition.aggregate
+        )
         now = datetime.now(UTC)
-        model = self.batcher.model
+        model = scorer.model
         record = ImageRecord(
             id=upload.sha256,
             format=rendered.info.format,
@@ -155,17 +164,7 @@ class IngestService:
             created_at=now,
             fields=dict(fields),
             tags=tuple(tags),
-            renditions=(
-                RenditionRecord(
-                    pipeline=self.pipeline.name,
-                    pipeline_version=self.pipeline.version,
-                    path=rendition,
-                    width=rendered.rendition.width,
-                    height=rendered.rendition.height,
-                    content_type=rendered.rendition.content_type,
-                    bytes=len(rendered.encoded),
-                ),
-            ),
+            renditions=(rendition_record_of(self.pipeline, rendition, rendered),),
             predictions=(
                 PredictionRecord(
                     model=model.name,
@@ -176,26 +175,13 @@ class IngestService:
                     created_at=now,
                 ),
             ),
+            label=label,
         )
         created = await anyio.to_thread.run_sync(self.catalog.add_image, record)
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             return self._result("existing", upload, stored or record)
         return self._result("created", upload, record)
-
-    def _render(self, data: bytes) -> _Rendered:
-        info, rendition = render_original(data, self.pipeline, self.limits)
-        return _Rendered(
-            info=info, pixels=rendition.pixels(), rendition=rendition, encoded=rendition.encode()
-        )
-
-    async def _put(self, path: str, data: bytes) -> None:
-        try:
-            await self.store.put(path, data, mode="create")
-        except BlobExistsError:
-            pass  # content-addressed: what is there is these bytes (an earlier, unfinished try)
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
 
     @staticmethod
     def _result(status: Status, upload: Upload, record: ImageRecord) -> IngestResult:

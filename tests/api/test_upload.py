@@ -87,7 +87,7 @@ def test_same_bytes_again_answer_existing_without_work(
     async def no_put(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a duplicate must not write a blob")
 
-    monkeypatch.setattr(service, "_render", no_decode)
+    monkeypatch.setattr("imgest.ingest.render", no_decode)
     monkeypatch.setattr(service.store, "put", no_put)
     r = upload(client, [("renamed.jpg", cat)], description="other")
     assert r.status_code == 200, r.text

@@ -171,7 +171,7 @@ def test_bad_requests_are_refused_before_any_work(
     corpus = make_corpus(photo_files[:1])
     with pytest.raises(JobError, match="unknown pipeline 'nope'"):
         rescore.run(corpus.settings, pipeline="nope")
-    with pytest.raises(JobError, match="unknown model 'other'"):
+    with pytest.raises(JobError, match="No registered model matches 'other'"):
         rescore.run(corpus.settings, pipeline="pad", model="other")
     memory = corpus.settings.model_copy(update={"storage_url": "memory://"})
     with pytest.raises(JobError, match="memory://"):

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from imgest.api.schemas import Health
 from imgest.catalog.repo import Catalog
 from imgest.errors import ImgestError
-from imgest.scoring.batcher import MicroBatcher
+from imgest.scoring.scorers import Scorers
 from imgest.storage.base import BlobNotFoundError, BlobStore
 
 router = APIRouter(tags=["health"])
@@ -30,7 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks = {
         "storage": await _storage(state.store),
         "catalog": await _catalog(state.catalog),
-        "model": _model(state.batcher),
+        "model": _model(state.scorers),
     }
     ok = all(v == "ok" for v in checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
@@ -55,5 +55,5 @@ async def _catalog(catalog: Catalog) -> str:
     return "ok"
 
 
-def _model(batcher: MicroBatcher) -> str:
-    return "ok" if batcher.running else "unavailable: not loaded"
+def _model(scorers: Scorers) -> str:
+    return "ok" if scorers.running else "unavailable: not loaded"

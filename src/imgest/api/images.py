@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from imgest.api.schemas import (
     ImageOut,
     ImagePage,
+    ImagePatch,
     LabelOut,
     Link,
     PredictionOut,
@@ -22,6 +23,7 @@ from imgest.catalog.records import ImageRecord
 from imgest.catalog.repo import ImageFilter
 from imgest.corpus import Corpus, OpenBlob
 from imgest.errors import ImageNotFound
+from imgest.labels import check_label, check_tags
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -100,6 +102,7 @@ def image_out(record: ImageRecord, links: Links) -> ImageOut:
         original=Link(url=links.original(record.id)),
         renditions=renditions_out(record, links),
         predictions=predictions_out(record),
+        label=record.label,
     )
 
 
@@ -170,9 +173,25 @@ async def get_original(request: Request, image: str) -> Response:
 
 @router.get("/{image}/renditions/{pipeline}", response_class=Response, responses=_BLOB)
 async def get_rendition(request: Request, image: str, pipeline: str) -> Response:
-    """A stored rendition (e.g. the 224x224 model input as JPEG)."""
+    """A rendition (e.g. the 224x224 model input as JPEG); for a configured pipeline that
+    has none yet, rendered from the original, stored, then served."""
     blob = await _corpus(request).open_rendition(image_id(image), pipeline)
     return _blob_response(request, blob)
+
+
+@router.patch("/{image}", response_model=ImageOut, responses={**_ERRORS, 422: {"model": Problem}})
+async def patch_image(request: Request, image: str, patch: ImagePatch) -> ImageOut:
+    """Set or clear the ground-truth label, replace the tags, or set the description."""
+    given = patch.model_fields_set
+    changes: dict[str, Any] = {}
+    if "label" in given:
+        changes["label"] = None if patch.label is None else check_label(patch.label)
+    if "tags" in given:
+        changes["tags"] = check_tags(patch.tags or [])
+    if "description" in given:
+        changes["description"] = patch.description
+    record = await _corpus(request).update(image_id(image), **changes)
+    return image_out(record, _links(request))
 
 
 @router.delete("/{image}", status_code=204, response_class=Response, responses=_ERRORS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Link(BaseModel):
@@ -57,6 +57,19 @@ class ImageOut(BaseModel):
     original: Link
     renditions: dict[str, RenditionOut]
     predictions: list[PredictionOut]
+    label: str | None = Field(default=None, description="Ground truth, if a person set it.")
+
+
+class ImagePatch(BaseModel):
+    """PATCH /v1/images/{id}: only the members sent change; null clears label/description."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(default=None, description="Ground-truth label; null clears it.")
+    tags: list[str] | None = Field(default=None, description="Replaces the tags.")
+    description: str | None = Field(
+        default=None, max_length=16 * 1024, description="The `description` field; null clears."
+    )
 
 
 class UploadItemOut(BaseModel):
@@ -73,6 +86,7 @@ class UploadItemOut(BaseModel):
     original: Link | None = None
     renditions: dict[str, RenditionOut] = {}
     predictions: list[PredictionOut] = []
+    label: str | None = None
     error: ErrorOut | None = None
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
@@ -12,14 +13,14 @@ from imgest.api.images import Links, image_out
 from imgest.api.multipart import UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
 from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
-from imgest.errors import InvalidParameter, MalformedMultipart, NoFiles
+from imgest.errors import InvalidLabel, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
+from imgest.labels import check_label, check_tags
 
 router = APIRouter(tags=["upload"])
 
 TAG_FIELDS = ("tag", "tags")
-MAX_TAGS = 100
-MAX_TAG_LENGTH = 100
+LABEL_FIELD = "label"
 
 _REQUEST_BODY = {
     "required": True,
@@ -38,6 +39,10 @@ _REQUEST_BODY = {
                         "description": "Tags, repeated or comma-separated.",
                     },
                     "description": {"type": "string"},
+                    "label": {
+                        "type": "string",
+                        "description": "Ground-truth label of every file in the request.",
+                    },
                 },
                 "additionalProperties": {"type": "string"},
             }
@@ -48,31 +53,27 @@ _REQUEST_BODY = {
 
 def split_fields(
     pairs: Sequence[tuple[str, str]],
-) -> tuple[dict[str, str | list[str]], list[str]]:
-    """Text fields -> (fields stored with each image, tags); repeated names become lists."""
+) -> tuple[dict[str, str | list[str]], list[str], str | None]:
+    """Text fields -> (fields stored with each image, tags, ground-truth label); repeated
+    names become lists."""
     fields: dict[str, str | list[str]] = {}
-    tags: list[str] = []
+    raw_tags: list[str] = []
+    labels = [value for name, value in pairs if name == LABEL_FIELD]
+    if len(labels) > 1:
+        raise InvalidLabel("Send at most one label field per request.")
+    label = check_label(labels[0]) if labels else None
     for name, value in pairs:
+        if name == LABEL_FIELD:
+            continue
         if name in TAG_FIELDS:
-            for tag in value.split(","):
-                tag = tag.strip()
-                if not tag:
-                    continue
-                if len(tag) > MAX_TAG_LENGTH:
-                    raise InvalidParameter(f"A tag is longer than {MAX_TAG_LENGTH} characters.")
-                if not tag.isprintable():
-                    raise InvalidParameter("A tag contains control characters.")
-                if tag not in tags:
-                    tags.append(tag)
+            raw_tags.extend(value.split(","))
             continue
         if name in fields:
             previous = fields[name]
             fields[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:
             fields[name] = value
-    if len(tags) > MAX_TAGS:
-        raise InvalidParameter(f"More than {MAX_TAGS} tags.")
-    return fields, tags
+    return fields, check_tags(raw_tags), label
 
 
 def item_out(result: IngestResult, links: Links) -> UploadItemOut:
@@ -114,8 +115,14 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
         503: {"model": Problem, "content": {PROBLEM_JSON: {}}},
     },
 )
-async def upload_images(request: Request) -> Response:
-    """Upload one or more images (multipart/form-data) with text fields and tags.
+async def upload_images(
+    request: Request,
+    model: Annotated[
+        str | None,
+        Query(max_length=200, description="Score with NAME[@VERSION] instead of the active model."),
+    ] = None,
+) -> Response:
+    """Upload one or more images (multipart/form-data) with text fields, tags and a label.
 
     Each file is hashed while it streams in, sniffed, size-checked from its header, normalized
     in memory, stored (original + rendition), scored and recorded. 201 when something was
@@ -125,6 +132,7 @@ async def upload_images(request: Request) -> Response:
     limits: UploadLimits = request.app.state.upload_limits
     service: IngestService = request.app.state.ingest
     links: Links = request.app.state.links
+    scorer = await service.scorer(model)  # an unknown model is refused before the body is read
     try:
         form = await read_form(
             request.headers.get("content-type"),
@@ -137,8 +145,8 @@ async def upload_images(request: Request) -> Response:
         raise MalformedMultipart("The client disconnected before the body was complete.") from None
     if not form.files:
         raise NoFiles()
-    fields, tags = split_fields(form.fields)
-    results = await service.ingest_many(form.files, fields, tags)
+    fields, tags, label = split_fields(form.fields)
+    results = await service.ingest_many(form.files, fields, tags, scorer=scorer, label=label)
     items = [item_out(r, links) for r in results]
     body = UploadOut(images=items).model_dump(mode="json")
     rejected = [r for r in results if r.status == "rejected"]

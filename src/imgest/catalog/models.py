@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -37,8 +38,12 @@ class ImageRow(Base):
     original_path: Mapped[str] = mapped_column(String(512))
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
 
-    __table_args__ = (Index("ix_images_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_images_created_at_id", "created_at", "id"),
+        Index("ix_images_label", "label"),
+    )
 
 
 class TagRow(Base):
@@ -89,3 +94,20 @@ class PredictionRow(Base):
         ),
         Index("ix_predictions_top1_label", "top1_label"),
     )
+
+
+class ModelRow(Base):
+    """A registered model version: its spec and labels here, its ONNX bytes at `location`."""
+
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the ONNX
+    input: Mapped[dict[str, Any]] = mapped_column(JSON)
+    output: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    location: Mapped[str] = mapped_column(String(512))  # blob path, or "bundled:<dir name>"
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_models_version", "version"),)

@@ -58,6 +58,7 @@ class ImageRecord:
     tags: tuple[str, ...] = ()
     renditions: tuple[RenditionRecord, ...] = ()
     predictions: tuple[PredictionRecord, ...] = ()
+    label: str | None = None  # ground truth, set by a person (PATCH, `imgest label`, upload)
 
     def blob_paths(self) -> list[str]:
         """Every blob this record references."""

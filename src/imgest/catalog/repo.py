@@ -30,6 +30,13 @@ T = TypeVar("T")
 Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
 
 
+class Unset:
+    """Marks an update argument that was not given (None means "clear")."""
+
+
+UNSET = Unset()
+
+
 @dataclass(frozen=True)
 class ImageFilter:
     """What `list_images` narrows the corpus to."""
@@ -99,6 +106,15 @@ class Catalog:
         except (OperationalError, DBAPIError) as exc:
             raise CatalogUnavailable() from exc
 
+    def transact(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in one transaction; database outages become CatalogUnavailable."""
+
+        def run() -> T:
+            with self._sessions() as session, session.begin():
+                return fn(session)
+
+        return self._guard(run)
+
     def ping(self) -> None:
         """Raise CatalogUnavailable unless the database answers."""
 
@@ -132,6 +148,69 @@ class Catalog:
 
         return self._guard(run)
 
+    def add_prediction(self, image_id: str, prediction: PredictionRecord) -> bool:
+        """Record one prediction; False (and nothing written) if (image, model version,
+        pipeline version) already has one, so retries and re-runs are harmless."""
+        return self._insert_once(
+            _prediction_row(image_id, prediction), _prediction_key(image_id, prediction)
+        )
+
+    def add_rendition(self, image_id: str, rendition: RenditionRecord) -> bool:
+        """Record one rendition; False if (image, pipeline, pipeline version) has one already."""
+        key = and_(
+            RenditionRow.image_id == image_id,
+            RenditionRow.pipeline == rendition.pipeline,
+            RenditionRow.pipeline_version == rendition.pipeline_version,
+        )
+        return self._insert_once(_rendition_row(image_id, rendition), key)
+
+    def _insert_once(self, row: Base, key: Any) -> bool:
+        def run() -> bool:
+            with self._sessions() as session:
+                try:
+                    with session.begin():
+                        session.add(row)
+                except IntegrityError:
+                    with self._sessions() as check:
+                        if check.execute(select(exists().where(key))).scalar_one():
+                            return False
+                    raise  # not a duplicate: e.g. the image row is gone
+                return True
+
+        return self._guard(run)
+
+    def update_image(
+        self,
+        image_id: str,
+        *,
+        label: str | Unset | None = UNSET,
+        tags: Sequence[str] | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+    ) -> ImageRecord | None:
+        """Set the ground-truth label (None clears), replace the tags, or set/clear the
+        `description` field, in one transaction; the updated record, or None if absent."""
+
+        def run(session: Session) -> ImageRecord | None:
+            row = session.get(ImageRow, image_id, with_for_update=True)
+            if row is None:
+                return None
+            if not isinstance(label, Unset):
+                row.label = label
+            if not isinstance(description, Unset):
+                fields = dict(row.fields)
+                if description is None:
+                    fields.pop("description", None)
+                else:
+                    fields["description"] = description
+                row.fields = fields
+            if not isinstance(tags, Unset):
+                session.execute(delete(TagRow).where(TagRow.image_id == image_id))
+                session.add_all(TagRow(image_id=image_id, tag=t) for t in dict.fromkeys(tags))
+            session.flush()
+            return self._load(session, image_id)
+
+        return self.transact(run)
+
     def delete_image(self, image_id: str) -> ImageRecord | None:
         """Remove the image's rows in one transaction; return what was removed (for its blobs)."""
 
@@ -158,6 +237,20 @@ class Catalog:
         def run() -> ImageRecord | None:
             with self._sessions() as session:
                 return self._load(session, image_id)
+
+        return self._guard(run)
+
+    def predictions_for(self, image_id: str) -> list[PredictionRecord]:
+        """Every prediction of the image, oldest first (empty if none or no such image)."""
+
+        def run() -> list[PredictionRecord]:
+            with self._sessions() as session:
+                query = (
+                    select(PredictionRow)
+                    .where(PredictionRow.image_id == image_id)
+                    .order_by(PredictionRow.id)
+                )
+                return [_prediction_record(p) for p in session.execute(query).scalars()]
 
         return self._guard(run)
 
@@ -213,14 +306,7 @@ class Catalog:
         for p in session.execute(
             select(PredictionRow).where(PredictionRow.image_id.in_(ids)).order_by(PredictionRow.id)
         ).scalars():
-            preds.setdefault(p.image_id, []).append(
-                _record(
-                    PredictionRecord,
-                    p,
-                    top=tuple(Label(**item) for item in p.top),
-                    created_at=_utc(p.created_at),
-                )
-            )
+            preds.setdefault(p.image_id, []).append(_prediction_record(p))
         return [
             _record(
                 ImageRecord,
@@ -370,6 +456,23 @@ def _insert_new(session: Session, table: type[Base], rows: list[dict[str, Any]])
         raise NotImplementedError(f"idempotent insert on {dialect}")
     result = session.execute(insert(table).values(rows).on_conflict_do_nothing())
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _prediction_record(row: PredictionRow) -> PredictionRecord:
+    return _record(
+        PredictionRecord,
+        row,
+        top=tuple(Label(**item) for item in row.top),
+        created_at=_utc(row.created_at),
+    )
+
+
+def _prediction_key(image_id: str, p: PredictionRecord) -> Any:
+    return and_(
+        PredictionRow.image_id == image_id,
+        PredictionRow.model_version == p.model_version,
+        PredictionRow.pipeline_version == p.pipeline_version,
+    )
 
 
 def _image_row(record: ImageRecord) -> ImageRow:

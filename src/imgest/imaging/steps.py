@@ -1,8 +1,12 @@
 """Pipeline steps: pure functions on RGB Pillow images, registered by name in STEPS.
 
 Each step takes the image plus keyword parameters and returns the image unchanged when it has
-nothing to do. Only `resize` changes geometry; `resize_min_input` says how large its input
-must be, which is what lets the decoder shrink JPEGs in the DCT.
+nothing to do. `resize` and `center_crop` change geometry; `resize_min_input` says how large
+the input of `resize` must be, which is what lets the decoder shrink JPEGs in the DCT. `tile`
+keeps the pixels whole: it tells the pipeline to cut the rendition into model inputs.
+
+Pipelines find steps by name in the `imgest.steps` entry point group (see
+imgest.imaging.registry); STEPS is what this package registers there.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 Size = tuple[int, int]
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]
 ResizeMode = Literal["crop", "stretch", "pad"]
+Aggregate = Literal["mean", "max"]
 Step = Callable[..., Image.Image]
 
 FILTERS = {
@@ -28,6 +33,7 @@ FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 RESIZE_MODES = ("crop", "stretch", "pad")
+AGGREGATES = ("mean", "max")
 # Keyword parameters a step gets from the renderer at run time, not from the pipeline spec.
 RUNTIME_PARAMS = frozenset({"content"})
 
@@ -113,8 +119,7 @@ def _crop_box(width: float, height: float, size: Size, crop: float) -> tuple[flo
 
 def check_resize(*, size: Size, mode: str, crop: float, filter: str, background: RGB) -> None:
     """Raise ValueError for resize parameters that can never work."""
-    if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
-        raise ValueError(f"resize size must be two positive ints, got {size!r}")
+    check_size(size, "resize")
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     if not 0.0 < crop <= 1.0:
@@ -135,8 +140,116 @@ def autocontrast(img: Image.Image, *, cutoff: float = 0.0) -> Image.Image:
     return ImageOps.autocontrast(img, cutoff=cutoff)
 
 
+def equalize(img: Image.Image) -> Image.Image:
+    """Equalize each channel's histogram (flattens it: dark photos brighten)."""
+    return ImageOps.equalize(img)
+
+
+def blur(img: Image.Image, *, radius: float = 1.0) -> Image.Image:
+    """Gaussian blur of `radius` pixels."""
+    check_blur(radius=radius)
+    return img if radius == 0 else img.filter(ImageFilter.GaussianBlur(radius))
+
+
+def sharpen(
+    img: Image.Image, *, radius: float = 2.0, percent: int = 150, threshold: int = 3
+) -> Image.Image:
+    """Unsharp mask: add `percent` % of (image - blurred) where they differ by > `threshold`."""
+    check_sharpen(radius=radius, percent=percent, threshold=threshold)
+    if radius == 0 or percent == 0:
+        return img
+    return img.filter(ImageFilter.UnsharpMask(radius=radius, percent=percent, threshold=threshold))
+
+
+def center_crop(img: Image.Image, *, size: Size) -> Image.Image:
+    """The centred `size` (w, h) box; the image must be at least that large."""
+    check_size(size, "center_crop")
+    width, height = size
+    if img.size == size:
+        return img
+    if width > img.width or height > img.height:
+        raise ValueError(f"center_crop size {size} is larger than the image {img.size}")
+    left, top = (img.width - width) // 2, (img.height - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
+def tile(
+    img: Image.Image, *, rows: int = 2, cols: int = 2, aggregate: Aggregate = "mean"
+) -> Image.Image:
+    """Marks the rendition as `rows` x `cols` model inputs whose predictions are aggregated
+    (`mean` or `max` per class); the pixels stay whole (see `split`). It must be the last step.
+    """
+    check_tile(rows=rows, cols=cols, aggregate=aggregate)
+    return img
+
+
+def check_tile(*, rows: int, cols: int, aggregate: str) -> None:
+    """Raise ValueError for tile parameters that can never work."""
+    for name, value in (("rows", rows), ("cols", cols)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 16:
+            raise ValueError(f"tile {name} must be an int in 1..16, got {value!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"tile aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+
+
+def split(img: Image.Image, rows: int, cols: int) -> list[Image.Image]:
+    """The image cut into `rows` x `cols` equal tiles, row by row (sizes must divide evenly)."""
+    if img.width % cols or img.height % rows:
+        raise ValueError(f"a {img.width}x{img.height} image does not split into {rows}x{cols}")
+    if rows == cols == 1:
+        return [img]
+    w, h = img.width // cols, img.height // rows
+    return [
+        img.crop((c * w, r * h, (c + 1) * w, (r + 1) * h)) for r in range(rows) for c in range(cols)
+    ]
+
+
+def check_size(size: Size, step: str) -> None:
+    """Raise ValueError unless `size` is two positive ints."""
+    if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+        raise ValueError(f"{step} size must be two positive ints, got {size!r}")
+
+
+def check_blur(*, radius: float) -> None:
+    """Raise ValueError for a negative blur radius."""
+    if radius < 0:
+        raise ValueError(f"blur radius must be >= 0, got {radius!r}")
+
+
+def check_sharpen(*, radius: float, percent: int, threshold: int) -> None:
+    """Raise ValueError for negative unsharp-mask parameters."""
+    if radius < 0 or percent < 0 or threshold < 0:
+        raise ValueError("sharpen radius, percent and threshold must be >= 0")
+
+
+def check_center_crop(*, size: Size) -> None:
+    """Raise ValueError unless `size` is two positive ints."""
+    check_size(size, "center_crop")
+
+
+def check_autocontrast(*, cutoff: float) -> None:
+    """Raise ValueError unless 0 <= cutoff < 50."""
+    if not 0 <= cutoff < 50:
+        raise ValueError(f"autocontrast cutoff must be in [0, 50), got {cutoff!r}")
+
+
+# Parameter checks run when a pipeline is built, so a bad spec fails at start-up, not per image.
+CHECKS: dict[str, Callable[..., None]] = {
+    "resize": check_resize,
+    "center_crop": check_center_crop,
+    "autocontrast": check_autocontrast,
+    "blur": check_blur,
+    "sharpen": check_sharpen,
+    "tile": check_tile,
+}
+
 STEPS: dict[str, Step] = {
     "resize": resize,
+    "center_crop": center_crop,
     "grayscale": grayscale,
     "autocontrast": autocontrast,
+    "equalize": equalize,
+    "blur": blur,
+    "sharpen": sharpen,
+    "tile": tile,
 }

@@ -8,6 +8,7 @@ loses at most the batches in flight, and running it again does only what is left
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from imgest.jobs.raydata import RayEngine
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.scoring.model import Model
+from imgest.scoring.registry import ModelRegistry
 from imgest.storage.registry import open_store
 
 log = logging.getLogger(__name__)
@@ -99,20 +101,15 @@ def run(
     """
     where = where or ImageFilter()
     device = device or settings.device
-    loaded = resolve_model(settings, model, device=device)
-    chosen = resolve_pipeline(settings, pipeline, loaded)
-    key = PredictionKey(loaded.name, loaded.version, chosen.name, chosen.version)
-    spec = ScorerSpec(
-        store_url=settings.storage_url,
-        model_dir=loaded.directory,
-        model_version=loaded.version,
-        pipeline=chosen,
-        top_k=settings.top_k,
-        device=device,
-        limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
-    )
+    if settings.storage_url.startswith("memory:"):
+        raise JobError("rescore reads originals from storage; a memory:// store has none to read")
     catalog = Catalog.open(settings.catalog_url)
     try:
+        spec = _spec(settings, catalog, model, pipeline, device)
+        loaded = spec.load_model()  # here first: a bad device fails before any worker starts
+        key = PredictionKey(
+            loaded.name, spec.model_version, spec.pipeline.name, spec.pipeline.version
+        )
         summary = RescoreSummary(
             key=key,
             engine=engine,
@@ -123,11 +120,38 @@ def run(
         if summary.pending == 0:
             summary.skipped = summary.matched
             return summary
-        runner = _engine(engine, spec, loaded, workers, batch_size, ray_address, settings)
+        runner = _engine(engine, spec, loaded, workers, batch_size, ray_address)
         _drive(catalog, runner, key, where, batch_size, summary, progress)
         return summary
     finally:
         catalog.close()
+
+
+def _spec(
+    settings: Settings, catalog: Catalog, model: str | None, pipeline: str, device: str
+) -> ScorerSpec:
+    """What every worker needs: the model's weights and spec, the pipeline, the store."""
+
+    async def resolve() -> ScorerSpec:
+        store = open_store(settings.storage_url)
+        try:
+            registry = ModelRegistry(catalog, store)
+            entry = await resolve_model(registry, settings, model)
+            weights = await registry.read_bytes(entry)
+        finally:
+            await store.close()
+        return ScorerSpec(
+            store_url=settings.storage_url,
+            model=entry.spec,
+            model_bytes=weights,
+            model_version=entry.version,
+            pipeline=resolve_pipeline(settings, pipeline, entry),
+            top_k=settings.top_k,
+            device=device,
+            limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
+        )
+
+    return asyncio.run(resolve())
 
 
 def _engine(
@@ -137,14 +161,12 @@ def _engine(
     workers: int,
     batch_size: int,
     ray_address: str | None,
-    settings: Settings,
 ) -> Engine:
-    if settings.storage_url.startswith("memory:"):
-        raise JobError("rescore reads originals from storage; a memory:// store has none to read")
     if name == "ray":
         return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address)
     if workers == 0:  # in this process, with the model already loaded
-        inline = BatchScorer(spec, store=open_store(settings.storage_url), model=loaded)
+        store = open_store(spec.store_url)
+        inline = BatchScorer(spec, store=store, model=loaded, owns_store=True)
         return LocalEngine(spec, workers=0, inline=inline)
     return LocalEngine(spec, workers=workers)
 

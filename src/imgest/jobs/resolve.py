@@ -1,35 +1,41 @@
-"""Naming the model and pipeline of a corpus job: from the command line to loaded objects."""
+"""Naming the model and pipeline of a corpus job: registry references to loaded objects."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from imgest.config import Settings
-from imgest.errors import JobError
-from imgest.imaging.pipeline import Pipeline, builtin_pipelines
-from imgest.scoring.model import BUNDLED_DIR, Model
+from imgest.errors import JobError, UnknownModel
+from imgest.imaging.pipeline import Pipeline
+from imgest.imaging.pipelines import load_pipelines
+from imgest.scoring.registry import ModelRegistry, RegisteredModel
 
 
-def resolve_model(settings: Settings, name: str | None, *, device: str = "cpu") -> Model:
-    """The model `name` names (a model directory, or the configured/bundled model's name),
-    loaded with one onnxruntime thread on `device`."""
-    configured = settings.model_dir or BUNDLED_DIR
-    if name is None:
-        return Model(configured, threads=1, device=device)
-    if Path(name).is_dir():
-        return Model(Path(name), threads=1, device=device)
-    model = Model(configured, threads=1, device=device)
-    wanted, _, version = name.partition("@")
-    if wanted != model.name or not model.version.startswith(version):
-        raise JobError(f"unknown model {name!r}; known: {model.name}@{model.version[:12]}")
-    return model
+async def resolve_model(
+    registry: ModelRegistry, settings: Settings, ref: str | None
+) -> RegisteredModel:
+    """The registered model `ref` (NAME[@VERSION]) names, or the active one for None.
+
+    A catalog no server has opened yet gets the default model registered first, as a
+    server's first start would.
+    """
+    active = await registry.ensure_default(settings.model_dir)
+    if ref is None:
+        return active
+    try:
+        return registry.resolve(ref)
+    except UnknownModel as exc:
+        raise JobError(exc.detail) from None
 
 
-def resolve_pipeline(settings: Settings, name: str, model: Model) -> Pipeline:
-    """The pipeline called `name`, sized for `model`'s input."""
-    pipelines = builtin_pipelines(
-        size=model.input.size, crop=model.input.crop, background=settings.background
-    )
+def resolve_pipeline(settings: Settings, name: str, model: RegisteredModel) -> Pipeline:
+    """The pipeline called `name` (built in or from the pipelines file), sized for `model`."""
+    size, crop = model.spec.input.size, model.spec.input.crop
+    pipelines = load_pipelines(settings, size=size, crop=crop)
     if name not in pipelines:
         raise JobError(f"unknown pipeline {name!r}; known: {', '.join(sorted(pipelines))}")
-    return pipelines[name]
+    pipeline = pipelines[name]
+    if pipeline.input_size != size:
+        raise JobError(
+            f"pipeline {name} makes {pipeline.input_size} model inputs, "
+            f"model {model.ref} takes {size}"
+        )
+    return pipeline

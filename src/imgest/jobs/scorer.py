@@ -10,23 +10,19 @@ every model input of the batch in one onnxruntime call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
 
 from imgest.catalog.records import Label, RenditionRecord
-from imgest.errors import ImgestError
+from imgest.errors import ImgestError, StorageUnavailable
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline, Rendition
-from imgest.ingest import render_original
-from imgest.scoring.model import Model
-from imgest.storage.base import BlobExistsError, BlobNotFoundError, BlobStore, StoreError
+from imgest.rendering import Rendered, render, rendition_record_of
+from imgest.scoring.model import Model, ModelSpec
+from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.once import put_once
 from imgest.storage.paths import rendition_path
 from imgest.storage.registry import open_store
 
@@ -70,40 +66,39 @@ class Outcome:
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """Everything a worker needs to build its BatchScorer; picklable."""
+    """Everything a worker needs to build its BatchScorer; picklable (model weights included,
+    so workers need no access to the catalog or the model registry)."""
 
     store_url: str
-    model_dir: Path
+    model: ModelSpec
+    model_bytes: bytes
     model_version: str
     pipeline: Pipeline
     top_k: int = 5
     device: str = "cpu"
     limits: ImageLimits = field(default_factory=ImageLimits)
 
+    def load_model(self) -> Model:
+        """The model, with one onnxruntime thread (the engines run one worker per core)."""
+        return Model.from_bytes(self.model_bytes, self.model, threads=1, device=self.device)
+
 
 class BatchScorer:
     """Reads, renders and scores batches of stored images (blocking; one per worker)."""
 
-    def __init__(self, spec: ScorerSpec, *, store: BlobStore, model: Model) -> None:
-        if model.version != spec.model_version:
-            raise ValueError(
-                f"model in {spec.model_dir} is version {model.version[:12]}, "
-                f"not {spec.model_version[:12]}: it changed while the job was running"
-            )
+    def __init__(
+        self, spec: ScorerSpec, *, store: BlobStore, model: Model, owns_store: bool = False
+    ) -> None:
         self.spec = spec
         self.store = store
         self.model = model
         self._loop = asyncio.Runner()
-        self._owns_store = False
+        self._owns_store = owns_store  # close() closes it
 
     @classmethod
     def from_spec(cls, spec: ScorerSpec) -> BatchScorer:
-        """Open the store and load the model (one onnxruntime thread) that `spec` names."""
-        store = open_store(spec.store_url)
-        model = Model(spec.model_dir, threads=1, device=spec.device)
-        scorer = cls(spec, store=store, model=model)
-        scorer._owns_store = True
-        return scorer
+        """Open the store and load the model that `spec` names."""
+        return cls(spec, store=open_store(spec.store_url), model=spec.load_model(), owns_store=True)
 
     def close(self) -> None:
         """Close the event loop (and the store, if this scorer opened it)."""
@@ -112,62 +107,40 @@ class BatchScorer:
         self._loop.close()
 
     def score(self, items: Sequence[WorkItem]) -> list[Outcome]:
-        """Outcomes for `items`, in order; one image's failure never fails the others."""
+        """Outcomes for `items`, in order; one image's failure never fails the others.
+
+        Every model input of the batch (several per image for tiled pipelines) goes through
+        onnxruntime in one call.
+        """
         originals = self._loop.run(self._read_all([i.original_path for i in items]))
-        inputs: list[npt.NDArray[np.float32]] = []
-        owners: list[int] = []  # index into `items` of each model input
+        rendered: list[tuple[int, Rendition, RenditionRecord | None]] = []
         outcomes: list[Outcome] = []
         for n, (item, data) in enumerate(zip(items, originals, strict=True)):
             try:
                 if isinstance(data, BaseException):
                     raise data
-                rendition = self._render(data)
-                stored = self._store(item, rendition) if item.store_rendition else None
+                result = render(data, self.spec.pipeline, self.spec.limits)
+                stored = self._store(item, result) if item.store_rendition else None
             except (ImgestError, StoreError) as exc:
                 outcomes.append(Outcome(item.image_id, error=_reason(exc)))
                 continue
-            tensors = self._model_inputs(rendition)
-            inputs.extend(tensors)
-            owners.extend([n] * len(tensors))
-            outcomes.append(Outcome(item.image_id, rendition=stored))
-        if not inputs:
-            return outcomes
-        probabilities = self.model.predict(np.stack(inputs))
-        return [self._finish(n, o, probabilities, owners) for n, o in enumerate(outcomes)]
-
-    def _finish(
-        self,
-        n: int,
-        outcome: Outcome,
-        probabilities: npt.NDArray[np.float32],
-        owners: list[int],
-    ) -> Outcome:
-        if outcome.error is not None:
-            return outcome
-        rows = probabilities[[i for i, owner in enumerate(owners) if owner == n]]
-        top = self.model.top_k(rows.mean(axis=0), self.spec.top_k)
-        return Outcome(outcome.image_id, top=top, rendition=outcome.rendition)
-
-    def _model_inputs(self, rendition: Rendition) -> list[npt.NDArray[np.float32]]:
-        return [self.model.preprocess(rendition.pixels())]
-
-    def _render(self, data: bytes) -> Rendition:
-        return render_original(data, self.spec.pipeline, self.spec.limits)[1]
-
-    def _store(self, item: WorkItem, rendition: Rendition) -> RenditionRecord:
-        pipeline = self.spec.pipeline
-        path = rendition_path(pipeline.name, pipeline.version, item.image_id, rendition.extension)
-        encoded = rendition.encode()
-        self._loop.run(self._put(path, encoded))
-        return RenditionRecord(
-            pipeline=pipeline.name,
-            pipeline_version=pipeline.version,
-            path=path,
-            width=rendition.width,
-            height=rendition.height,
-            content_type=rendition.content_type,
-            bytes=len(encoded),
+            rendered.append((n, result.rendition, stored))
+            outcomes.append(Outcome(item.image_id))
+        tops = self.model.classify(
+            [r.model_inputs() for _, r, _ in rendered],
+            how=self.spec.pipeline.aggregate,
+            k=self.spec.top_k,
         )
+        for (n, _, stored), top in zip(rendered, tops, strict=True):
+            outcomes[n] = Outcome(items[n].image_id, top=top, rendition=stored)
+        return outcomes
+
+    def _store(self, item: WorkItem, rendered: Rendered) -> RenditionRecord:
+        pipeline = self.spec.pipeline
+        extension = rendered.rendition.extension
+        path = rendition_path(pipeline.name, pipeline.version, item.image_id, extension)
+        self._loop.run(put_once(self.store, path, rendered.encoded))
+        return rendition_record_of(pipeline, path, rendered)
 
     async def _read_all(self, paths: list[str]) -> list[bytes | BaseException]:
         return await asyncio.gather(*(self._read(p) for p in paths), return_exceptions=True)
@@ -176,16 +149,13 @@ class BatchScorer:
         reader = await self.store.get(path)
         return await reader.read()
 
-    async def _put(self, path: str, data: bytes) -> None:
-        # Content-addressed: what is there already is these bytes, from an unfinished run.
-        with contextlib.suppress(BlobExistsError):
-            await self.store.put(path, data, mode="create")
-
 
 def _reason(exc: Exception) -> str:
     """A one-line reason for the job summary."""
     if isinstance(exc, BlobNotFoundError):
         return f"original missing from storage: {exc.path}"
+    if isinstance(exc, StorageUnavailable):
+        return f"storage error: {exc.__cause__ or exc.detail}"
     if isinstance(exc, ImgestError):
         return f"{exc.code}: {exc.detail}"
     return f"storage error: {exc}"

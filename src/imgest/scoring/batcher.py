@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -12,32 +13,64 @@ import numpy as np
 import numpy.typing as npt
 
 from imgest.catalog.records import Label
-from imgest.errors import ModelUnavailable, ServiceUnavailable
-from imgest.scoring.model import Model
+from imgest.errors import ModelPipelineMismatch, ModelUnavailable, ScoringQueueFull
+from imgest.imaging.steps import Aggregate
+from imgest.scoring.model import Model, aggregate
 
 
 @dataclass
 class _Item:
-    tensor: npt.NDArray[np.float32]
+    tensors: list[npt.NDArray[np.float32]]  # one image's model inputs (several when tiled)
+    how: Aggregate
     future: asyncio.Future[tuple[Label, ...]]
 
 
 @dataclass
 class BatchStats:
-    """Batch sizes seen so far (size -> count), for metrics and tuning."""
+    """What the batcher has done, in plain counters (read by metrics exporters).
+
+    `sizes` is the exact histogram of batch sizes, counted in model inputs (a 2x2-tiled
+    image is 4): size -> number of batches. `rejected` counts images refused because the
+    queue was full; `queued` is the number of model inputs waiting right now.
+    """
 
     sizes: Counter[int] = field(default_factory=Counter)
+    images_scored: int = 0
+    rejected: int = 0
+    failed_batches: int = 0
+    queued: int = 0
 
     @property
     def images(self) -> int:
+        """Model inputs scored so far (sum of batch sizes)."""
         return sum(size * n for size, n in self.sizes.items())
+
+    @property
+    def batches(self) -> int:
+        """Batches run so far."""
+        return sum(self.sizes.values())
+
+    def snapshot(self) -> dict[str, object]:
+        """A JSON-able copy: {"sizes": {size: count}, "batches", "inputs", ...}."""
+        return {
+            "sizes": dict(sorted(self.sizes.items())),
+            "batches": self.batches,
+            "inputs": self.images,
+            "images": self.images_scored,
+            "rejected": self.rejected,
+            "failed_batches": self.failed_batches,
+            "queued": self.queued,
+        }
 
 
 class MicroBatcher:
-    """Collects inputs for up to `max_wait` seconds or `max_size` items, then runs one batch.
+    """Collects inputs for up to `max_wait` seconds or `max_size` inputs, then runs one batch.
 
     Like Triton's `max_queue_delay`: a lone request waits at most `max_wait`; under load,
-    batches fill up and inference cost per image drops.
+    batches fill up and inference cost per image drops. At most `max_queue` inputs wait; an
+    image that would go past it is refused at once with ScoringQueueFull (503, Retry-After).
+    An image's inputs always go into one batch, so a batch may exceed `max_size` only when a
+    single image has more inputs than that.
     """
 
     def __init__(
@@ -53,8 +86,10 @@ class MicroBatcher:
         self.top_k = top_k
         self.max_size = max_size
         self.max_wait = max_wait
+        self.max_queue = max_queue
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
+        self._pending: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -74,53 +109,88 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while self._pending:
+            item = self._pending.popleft()
             if not item.future.done():
                 item.future.set_exception(ModelUnavailable())
+        self.stats.queued = 0
 
     async def score(self, pixels: npt.NDArray[np.uint8]) -> tuple[Label, ...]:
         """Top-k labels for one image already at the model's input size."""
+        return await self.score_inputs([pixels])
+
+    async def score_inputs(
+        self, inputs: Sequence[npt.NDArray[np.uint8]], how: Aggregate = "mean"
+    ) -> tuple[Label, ...]:
+        """Top-k labels for one image given as its model inputs (Rendition.model_inputs()):
+        the inputs' class probabilities are aggregated (`how`: mean or max) into one answer."""
         if self._task is None:
             raise ModelUnavailable()
-        tensor = self.model.preprocess(pixels)
-        future: asyncio.Future[tuple[Label, ...]] = asyncio.get_running_loop().create_future()
+        if not inputs:
+            raise ValueError("an image needs at least one model input")
+        if self.stats.queued + len(inputs) > self.max_queue:
+            self.stats.rejected += 1
+            raise ScoringQueueFull(
+                f"{self.stats.queued} model inputs are waiting to be scored (limit "
+                f"{self.max_queue}); retry shortly."
+            )
         try:
-            self._queue.put_nowait(_Item(tensor, future))
-        except asyncio.QueueFull:
-            raise ServiceUnavailable("The scoring queue is full; retry shortly.") from None
+            tensors = [self.model.preprocess(p) for p in inputs]
+        except ValueError as exc:
+            raise ModelPipelineMismatch(str(exc)) from None
+        future: asyncio.Future[tuple[Label, ...]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Item(tensors, how, future))
+        self.stats.queued += len(tensors)
+        self._wakeup.set()
         return await future
 
-    async def _run(self) -> None:
+    async def _next_batch(self) -> list[_Item]:
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while self._inputs_pending() < self.max_size:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+        batch = [self._pending.popleft()]
+        size = len(batch[0].tensors)
+        while self._pending and size + len(self._pending[0].tensors) <= self.max_size:
+            item = self._pending.popleft()
+            batch.append(item)
+            size += len(item.tensors)
+        self.stats.queued -= size
+        return batch
+
+    def _inputs_pending(self) -> int:
+        return sum(len(item.tensors) for item in self._pending)
+
+    async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    while len(batch) < self.max_size and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            await self._run_batch(batch)
+            await self._run_batch(await self._next_batch())
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         live = [item for item in batch if not item.future.done()]
         if not live:
             return
-        stacked = np.stack([item.tensor for item in live])
+        stacked = np.stack([t for item in live for t in item.tensors])
         try:
             probs = await anyio.to_thread.run_sync(self.model.predict, stacked)
         except Exception as exc:  # the model failing is our fault: answer every waiter
+            self.stats.failed_batches += 1
             for item in live:
                 if not item.future.done():
                     item.future.set_exception(ModelUnavailable(f"Scoring failed: {exc}"))
             return
-        self.stats.sizes[len(live)] += 1
-        for item, row in zip(live, probs, strict=True):
+        self.stats.sizes[len(stacked)] += 1
+        self.stats.images_scored += len(live)
+        start = 0
+        for item in live:
+            rows = probs[start : start + len(item.tensors)]
+            start += len(item.tensors)
             if not item.future.done():
-                item.future.set_result(self.model.top_k(row, self.top_k))
+                item.future.set_result(self.model.top_k(aggregate(rows, item.how), self.top_k))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +21,18 @@ import onnxruntime as ort
 
 from imgest.catalog.records import Label
 from imgest.errors import DeviceUnavailable
+from imgest.imaging.steps import Aggregate
 
 BUNDLED_DIR = Path(__file__).parent / "models" / "efficientnet-lite0"
+
+Layout = Literal["nchw", "nhwc"]
+OutputKind = Literal["logits", "probabilities"]
+LAYOUTS = ("nchw", "nhwc")
+OUTPUT_KINDS = ("logits", "probabilities")
+
+
+class ModelSpecError(ValueError):
+    """The ONNX graph does not match the input spec or the labels it was registered with."""
 
 
 @dataclass(frozen=True)
@@ -30,51 +41,188 @@ class InputSpec:
 
     name: str
     size: tuple[int, int]
-    layout: Literal["nchw", "nhwc"]
+    layout: Layout
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (what the registry stores)."""
+        return {
+            "name": self.name,
+            "size": list(self.size),
+            "layout": self.layout,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "crop": self.crop,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> InputSpec:
+        """Inverse of to_dict; also reads model.toml's [input] table (name, crop optional)."""
+        layout = raw.get("layout", "nchw")
+        if layout not in LAYOUTS:
+            raise ModelSpecError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        size = tuple(int(v) for v in raw["size"])
+        mean = tuple(float(v) for v in raw["mean"])
+        std = tuple(float(v) for v in raw["std"])
+        crop = float(raw.get("crop", 1.0))
+        if len(size) != 2 or min(size) < 1:
+            raise ModelSpecError(f"size must be two positive ints (width, height), got {size}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ModelSpecError("mean and std need three values each, std > 0")
+        if not 0.0 < crop <= 1.0:
+            raise ModelSpecError(f"crop must be in (0, 1], got {crop}")
+        return cls(
+            name=str(raw.get("name", "")),
+            size=(size[0], size[1]),
+            layout=layout,
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            crop=crop,
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything about a model but its weights: name, input spec, output kind, labels."""
+
+    name: str
+    input: InputSpec
+    labels: tuple[str, ...]
+    output: OutputKind = "logits"
+
+
+def read_model_dir(directory: Path) -> tuple[ModelSpec, Path]:
+    """The spec in `directory/model.toml` and the path of its ONNX file."""
+    with (directory / "model.toml").open("rb") as fh:
+        raw: dict[str, Any] = tomllib.load(fh)
+    output = raw.get("output", "logits")
+    if output not in OUTPUT_KINDS:
+        raise ModelSpecError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+    labels = (directory / raw.get("labels", "labels.txt")).read_text().splitlines()
+    spec = ModelSpec(
+        name=raw["name"],
+        input=InputSpec.from_dict({"name": "input", **raw["input"]}),
+        labels=tuple(labels),
+        output=output,
+    )
+    return spec, directory / raw.get("file", "model.onnx")
+
+
+def aggregate(probabilities: npt.NDArray[np.float32], how: Aggregate) -> npt.NDArray[np.float32]:
+    """One image's class scores from its inputs' rows (n_inputs, classes): per-class mean or max.
+
+    `max` is not renormalized: each class keeps the highest probability any tile gave it.
+    """
+    if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+        raise ValueError(f"want (n_inputs >= 1, classes) probabilities, got {probabilities.shape}")
+    if how == "mean":
+        return np.asarray(probabilities.mean(axis=0), dtype=np.float32)
+    if how == "max":
+        return np.asarray(probabilities.max(axis=0), dtype=np.float32)
+    raise ValueError(f"aggregate must be 'mean' or 'max', got {how!r}")
 
 
 class Model:
     """A loaded ONNX classifier; `predict` blocks and is thread-safe (as onnxruntime is)."""
 
+    name: str
+    version: str
+    spec: ModelSpec
+    input: InputSpec
+    labels: list[str]
+    output_kind: OutputKind
+
     def __init__(self, directory: Path, *, threads: int = 0, device: str = "cpu") -> None:
-        spec_path = directory / "model.toml"
-        with spec_path.open("rb") as fh:
-            spec: dict[str, Any] = tomllib.load(fh)
-        inp = spec["input"]
-        self.name: str = spec["name"]
-        self.directory = directory
-        self.output_kind: str = spec.get("output", "logits")
-        self.input = InputSpec(
-            name=inp.get("name", "input"),
-            size=(int(inp["size"][0]), int(inp["size"][1])),
-            layout=inp.get("layout", "nchw"),
-            mean=tuple(float(v) for v in inp["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in inp["std"]),  # type: ignore[arg-type]
-            crop=float(inp.get("crop", 1.0)),
-        )
-        onnx_path = directory / spec.get("file", "model.onnx")
-        model_bytes = onnx_path.read_bytes()
-        self.version = hashlib.sha256(model_bytes).hexdigest()
-        self.labels = (directory / spec.get("labels", "labels.txt")).read_text().splitlines()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(model_bytes, options, providers=providers(device))
-        check_device(self._session, device)
-        self._output = self._session.get_outputs()[0].name
-        self._mean = np.asarray(self.input.mean, dtype=np.float32)
-        self._inv_std = 1.0 / np.asarray(self.input.std, dtype=np.float32)
+        spec, onnx_path = read_model_dir(directory)
+        self._load(onnx_path.read_bytes(), spec, threads=threads, device=device)
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, spec: ModelSpec, *, threads: int = 0, device: str = "cpu"
+    ) -> Model:
+        """A model from ONNX bytes and its spec (what the registry hands out)."""
+        model = cls.__new__(cls)
+        model._load(data, spec, threads=threads, device=device)
+        return model
 
     @classmethod
     def bundled(cls, *, threads: int = 0) -> Model:
         """The default model shipped in the package (EfficientNet-Lite0, ImageNet)."""
         return cls(BUNDLED_DIR, threads=threads)
 
+    def _load(self, data: bytes, spec: ModelSpec, *, threads: int, device: str) -> None:
+        self.version = hashlib.sha256(data).hexdigest()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        chosen = providers(device)  # DeviceUnavailable before onnxruntime is asked
+        try:
+            self._session = ort.InferenceSession(data, options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+            raise ModelSpecError(f"onnxruntime cannot load the file: {exc}") from None
+        check_device(self._session, device)
+        if not spec.input.name:  # unnamed in the spec: the graph's only input
+            inputs = self._session.get_inputs()
+            spec = ModelSpec(
+                spec.name,
+                InputSpec(**{**spec.input.__dict__, "name": inputs[0].name}),
+                spec.labels,
+                spec.output,
+            )
+        self.spec = spec
+        self.name = spec.name
+        self.input = spec.input
+        self.labels = list(spec.labels)
+        self.output_kind = spec.output
+        self._output = self._session.get_outputs()[0].name
+        self._mean = np.asarray(self.input.mean, dtype=np.float32)
+        self._inv_std = 1.0 / np.asarray(self.input.std, dtype=np.float32)
+
+    def check(self) -> None:
+        """Raise ModelSpecError unless the graph takes the spec's input and gives one score
+        per label: one float32 rank-4 input in the spec's layout and size, whose output for a
+        batch of two is (2, len(labels))."""
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        if self.input.name not in inputs:
+            raise ModelSpecError(
+                f"the graph has no input {self.input.name!r}; its inputs: {sorted(inputs)}"
+            )
+        if len(inputs) != 1:
+            raise ModelSpecError(f"the graph must have exactly one input, has {sorted(inputs)}")
+        meta = inputs[self.input.name]
+        if meta.type != "tensor(float)":
+            raise ModelSpecError(f"the input must be tensor(float), the graph has {meta.type}")
+        width, height = self.input.size
+        want = [3, height, width] if self.input.layout == "nchw" else [height, width, 3]
+        shape = list(meta.shape)
+        if len(shape) != 4:
+            raise ModelSpecError(f"the input must have rank 4 (batch + image), has {shape}")
+        for axis, (have, need) in enumerate(zip(shape[1:], want, strict=True), 1):
+            if isinstance(have, int) and have != need:
+                raise ModelSpecError(
+                    f"input axis {axis} is {have} in the graph, but the spec "
+                    f"({self.input.layout}, {width}x{height}) needs {need}; shape {shape}"
+                )
+        try:
+            out = self.predict(np.zeros((2, *want), dtype=np.float32))
+        except Exception as exc:
+            raise ModelSpecError(f"the graph fails on a {want} input: {exc}") from None
+        if out.shape != (2, len(self.labels)):
+            raise ModelSpecError(
+                f"the output for a batch of 2 is {list(out.shape)}, but there are "
+                f"{len(self.labels)} labels: want [2, {len(self.labels)}]"
+            )
+
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """HxWx3 uint8 RGB (already at the input size) -> one normalized input tensor."""
+        width, height = self.input.size
+        if pixels.shape != (height, width, 3):
+            raise ValueError(
+                f"model {self.name} wants {width}x{height} RGB inputs, got an array of shape "
+                f"{pixels.shape}; use a pipeline whose input size matches"
+            )
         x = (pixels.astype(np.float32) - self._mean) * self._inv_std
         return np.ascontiguousarray(x.transpose(2, 0, 1)) if self.input.layout == "nchw" else x
 
@@ -86,6 +234,29 @@ class Model:
             out = out - out.max(axis=1, keepdims=True)
             np.exp(out, out=out)
             out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    def classify(
+        self,
+        images: Sequence[Sequence[npt.NDArray[np.uint8]]],
+        *,
+        how: Aggregate = "mean",
+        k: int = 5,
+    ) -> list[tuple[Label, ...]]:
+        """Top-k per image, where each image is its list of model inputs (one, or its tiles):
+        preprocess every input, one batched predict, aggregate each image's rows."""
+        counts = [len(inputs) for inputs in images]
+        if not images:
+            return []
+        if min(counts) < 1:
+            raise ValueError("every image needs at least one model input")
+        batch = np.stack([self.preprocess(p) for inputs in images for p in inputs])
+        probs = self.predict(batch)
+        out: list[tuple[Label, ...]] = []
+        start = 0
+        for n in counts:
+            out.append(self.top_k(aggregate(probs[start : start + n], how), k))
+            start += n
         return out
 
     def top_k(self, probabilities: npt.NDArray[np.float32], k: int) -> tuple[Label, ...]:
@@ -108,10 +279,11 @@ def providers(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if device != "cuda":
         raise DeviceUnavailable(f"unknown device {device!r}: use cpu or cuda")
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
         raise DeviceUnavailable(
             "device cuda asked for, but this onnxruntime has no CUDA provider "
-            f"(available: {', '.join(ort.get_available_providers())}); "
+            f"(available: {', '.join(available)}); "
             "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
         )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -6,6 +6,7 @@ import re
 
 ORIGINALS_PREFIX = "originals/"
 RENDITIONS_PREFIX = "renditions/"
+MODELS_PREFIX = "models/"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PIPELINE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -40,3 +41,8 @@ def rendition_path(pipeline_name: str, spec_version: str, sha256_hex: str, ext: 
     """`renditions/<pipeline>@<version>/ab/cd/<sha256>.<ext>` (`ext` without the dot: "jpg")."""
     extension = _check(_EXT, ext, "file extension (lowercase, without the dot)")
     return f"{rendition_prefix(pipeline_name, spec_version)}{_fanout(sha256_hex)}.{extension}"
+
+
+def model_path(sha256_hex: str) -> str:
+    """`models/<sha256>.onnx`: where a registered model's ONNX bytes are stored."""
+    return f"{MODELS_PREFIX}{_check(_SHA256, sha256_hex, 'sha256 (64 lowercase hex digits)')}.onnx"

@@ -1,0 +1,110 @@
+"""The server's scorers: one MicroBatcher per loaded model version, the active one by default.
+
+Models load on first use (off the event loop) and stay loaded. The active model is re-read
+from the registry at most every `active_ttl` seconds, so `imgest models activate` reaches
+every replica without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import anyio.to_thread
+
+from imgest.errors import ModelUnavailable
+from imgest.scoring.batcher import BatchStats, MicroBatcher
+from imgest.scoring.model import Model
+from imgest.scoring.registry import ModelRegistry, RegisteredModel
+
+
+class Scorers:
+    """Hands out the MicroBatcher for `NAME[@VERSION]` or for the active model."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        top_k: int = 5,
+        max_size: int = 16,
+        max_wait: float = 0.005,
+        max_queue: int = 1024,
+        threads: int = 0,
+        device: str = "cpu",
+        active_ttl: float = 5.0,
+        preloaded: Model | None = None,
+    ) -> None:
+        self.registry = registry
+        self.top_k = top_k
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.max_queue = max_queue
+        self.threads = threads
+        self.device = device
+        self.active_ttl = active_ttl
+        self._preloaded = preloaded
+        self._batchers: dict[str, MicroBatcher] = {}  # by model version
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._active: RegisteredModel | None = None
+        self._active_at = 0.0
+
+    @property
+    def running(self) -> bool:
+        """Whether a model is loaded and its batcher is up (the active one after start)."""
+        return any(b.running for b in self._batchers.values())
+
+    async def start(self) -> MicroBatcher:
+        """Load the active model and start its batcher (fails if none is active)."""
+        return await self.get(None)
+
+    async def stop(self) -> None:
+        """Stop every batcher."""
+        for batcher in self._batchers.values():
+            await batcher.stop()
+        self._batchers.clear()
+
+    async def get(self, ref: str | None) -> MicroBatcher:
+        """The batcher of model `ref` (NAME[@VERSION]), or of the active model for None."""
+        entry = await self._active_entry() if ref is None else await self._resolve(ref)
+        batcher = self._batchers.get(entry.version)
+        if batcher is not None:
+            return batcher
+        lock = self._locks.setdefault(entry.version, asyncio.Lock())
+        async with lock:
+            batcher = self._batchers.get(entry.version)
+            if batcher is None:
+                batcher = await self._start(entry)
+                self._batchers[entry.version] = batcher
+        return batcher
+
+    def batch_stats(self) -> dict[str, BatchStats]:
+        """Batch statistics per loaded model, keyed `name@version12`."""
+        return {f"{b.model.name}@{b.model.version[:12]}": b.stats for b in self._batchers.values()}
+
+    async def _start(self, entry: RegisteredModel) -> MicroBatcher:
+        preloaded = self._preloaded
+        if preloaded is not None and preloaded.version == entry.version:
+            model = preloaded
+        else:
+            model = await self.registry.load(entry, threads=self.threads, device=self.device)
+        batcher = MicroBatcher(
+            model,
+            top_k=self.top_k,
+            max_size=self.max_size,
+            max_wait=self.max_wait,
+            max_queue=self.max_queue,
+        )
+        await batcher.start()
+        return batcher
+
+    async def _resolve(self, ref: str) -> RegisteredModel:
+        return await anyio.to_thread.run_sync(self.registry.resolve, ref)
+
+    async def _active_entry(self) -> RegisteredModel:
+        now = time.monotonic()
+        if self._active is None or now - self._active_at >= self.active_ttl:
+            active = await anyio.to_thread.run_sync(self.registry.active)
+            if active is None:
+                raise ModelUnavailable("No model is active; see `imgest models activate`.")
+            self._active, self._active_at = active, now
+        return self._active
