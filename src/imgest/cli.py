@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -160,6 +161,98 @@ def rescore(
             batch_size=batch_size,
             device=device,
             ray_address=ray_address,
+            progress=True,
+        )
+    except _job_errors() as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Run A: MODEL[:VERSION]@PIPELINE[:VERSION].")],
+    b: Annotated[str, typer.Argument(help="Run B: MODEL[:VERSION]@PIPELINE[:VERSION].")],
+    html: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = Path(
+        "compare.html"
+    ),
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON summary here ('-': stdout).")
+    ] = None,
+    where: Where = None,
+    top: Annotated[int, typer.Option(help="Labels in the change matrix.", min=1)] = 10,
+    thumbnails: Annotated[int, typer.Option(help="Disagreements shown.", min=0)] = 48,
+    storage: Annotated[
+        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+    ] = None,
+) -> None:
+    """Compare two runs: agreement, change matrix, confidence, accuracy, disagreements."""
+    from imgest.jobs.compare import compare as run_compare
+    from imgest.jobs.compare import write_json
+    from imgest.jobs.report import render_html
+    from imgest.jobs.selection import parse_where
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+    try:
+        result = run_compare(settings, a, b, where=parse_where(where or []), thumbnails=thumbnails)
+    except _job_errors() as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if html is not None:
+        html.write_text(render_html(result, top=top))
+        typer.echo(f"wrote {html}", err=True)
+    if json_out is not None:
+        text = write_json(result, top=top)
+        if str(json_out) == "-":
+            typer.echo(text, nl=False)
+        else:
+            json_out.write_text(text)
+    typer.echo(
+        f"agreement {result.agreement:.2%} ({result.agree} of {result.images} images)", err=True
+    )
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="Output directory (created; reruns resume).")],
+    pipeline: Annotated[str, typer.Option(help="Pipeline whose renditions are exported.")],
+    format: Annotated[str, typer.Option(help="imagefolder or webdataset.")] = "imagefolder",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model NAME[@VERSION] whose top-1 labels images without ground truth."),
+    ] = None,
+    where: Where = None,
+    shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
+    storage: Annotated[
+        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+    ] = None,
+) -> None:
+    """Write a labelled training set of one pipeline's renditions (streamed, resumable)."""
+    from imgest.jobs import export as job
+    from imgest.jobs.selection import parse_where
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+    if format not in ("imagefolder", "webdataset"):
+        typer.echo("imgest: --format must be imagefolder or webdataset", err=True)
+        raise typer.Exit(2)
+    try:
+        summary = job.run(
+            settings,
+            pipeline=pipeline,
+            out=out,
+            format="webdataset" if format == "webdataset" else "imagefolder",
+            model=model,
+            where=parse_where(where or []),
+            shard_size=shard_size,
             progress=True,
         )
     except _job_errors() as exc:

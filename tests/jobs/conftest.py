@@ -15,6 +15,7 @@ from PIL import Image, ImageEnhance
 from imgest.app import create_app
 from imgest.config import Settings, load_settings
 from imgest.scoring.model import Model
+from tests.services.ray import ray_local  # noqa: F401  (registers the session fixture)
 
 PHOTOS = ("cat.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg")
 

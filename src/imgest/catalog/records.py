@@ -77,8 +77,30 @@ class PredictionKey:
 
 @dataclass(frozen=True)
 class PendingImage:
-    """An image a corpus job still has to do: its original, and its rendition if stored."""
+    """An image a corpus job has to do: its original, its rendition if stored, its label."""
 
     id: str
     original_path: str
     rendition_path: str | None
+    label: str | None = None  # ground truth
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """One run over the corpus as the catalog holds it: its key, size and latest write."""
+
+    key: PredictionKey
+    images: int
+    latest: datetime
+
+
+@dataclass(frozen=True)
+class PredictionPair:
+    """One image's top-1 under two runs A and B, with its ground truth if set."""
+
+    image_id: str
+    truth: str | None
+    a_label: str
+    a_score: float
+    b_label: str
+    b_score: float

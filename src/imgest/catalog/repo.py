@@ -21,7 +21,9 @@ from imgest.catalog.records import (
     Label,
     PendingImage,
     PredictionKey,
+    PredictionPair,
     PredictionRecord,
+    PredictionRun,
     RenditionRecord,
 )
 from imgest.errors import CatalogUnavailable, InvalidParameter
@@ -326,38 +328,63 @@ class Catalog:
         query = _filtered(select(func.count()).select_from(ImageRow), where or ImageFilter())
         return self._guard(lambda: self._scalar(query))
 
-    def pending_images(
+    def image_page(
         self,
-        key: PredictionKey,
+        pipeline: str,
+        pipeline_version: str,
         *,
         where: ImageFilter | None = None,
+        lacking: PredictionKey | None = None,
         after: str | None = None,
         limit: int = 500,
     ) -> list[PendingImage]:
-        """Images `where` selects that lack the `key` prediction: one keyset page, by id."""
+        """One keyset page (by id) of the images `where` selects, each with the path of its
+        stored `pipeline`@`pipeline_version` rendition if any; only those without the
+        `lacking` prediction when it is given."""
         rendition = aliased(RenditionRow)
-        query = (
-            _filtered(
-                select(ImageRow.id, ImageRow.original_path, rendition.path), where or ImageFilter()
-            )
-            .outerjoin(
-                rendition,
-                and_(
-                    rendition.image_id == ImageRow.id,
-                    rendition.pipeline == key.pipeline,
-                    rendition.pipeline_version == key.pipeline_version,
-                ),
-            )
-            .where(~_has_prediction(key))
-            .order_by(ImageRow.id)
-            .limit(limit)
+        columns = select(ImageRow.id, ImageRow.original_path, rendition.path, ImageRow.label)
+        query = _filtered(columns, where or ImageFilter()).outerjoin(
+            rendition,
+            and_(
+                rendition.image_id == ImageRow.id,
+                rendition.pipeline == pipeline,
+                rendition.pipeline_version == pipeline_version,
+            ),
         )
+        if lacking is not None:
+            query = query.where(~_has_prediction(lacking))
         if after is not None:
             query = query.where(ImageRow.id > after)
+        query = query.order_by(ImageRow.id).limit(limit)
 
         def run() -> list[PendingImage]:
             with self._sessions() as session:
                 return [PendingImage(*row) for row in session.execute(query)]
+
+        return self._guard(run)
+
+    def top1_predictions(
+        self, image_ids: Sequence[str], model_version: str, pipeline_version: str
+    ) -> dict[str, PredictionRecord]:
+        """image id -> its prediction by `model_version`: through `pipeline_version` if there
+        is one, else the newest through any pipeline."""
+        query = (
+            select(PredictionRow)
+            .where(
+                PredictionRow.image_id.in_(list(image_ids)),
+                PredictionRow.model_version == model_version,
+            )
+            .order_by(PredictionRow.id)
+        )
+
+        def run() -> dict[str, PredictionRecord]:
+            found: dict[str, PredictionRecord] = {}
+            with self._sessions() as session:
+                for row in session.execute(query).scalars():
+                    have = found.get(row.image_id)
+                    if have is None or have.pipeline_version != pipeline_version:
+                        found[row.image_id] = _prediction_record(row)
+            return found
 
         return self._guard(run)
 
@@ -383,6 +410,94 @@ class Catalog:
                 return _insert_new(session, PredictionRow, predictions)
 
         return self._guard(run) if results else 0
+
+    def prediction_runs(self, model: str, pipeline: str) -> list[PredictionRun]:
+        """Every (model version, pipeline version) of these names with predictions, newest
+        first (by its latest prediction)."""
+        query = (
+            select(
+                PredictionRow.model,
+                PredictionRow.model_version,
+                PredictionRow.pipeline,
+                PredictionRow.pipeline_version,
+                func.count(),
+                func.max(PredictionRow.created_at),
+            )
+            .where(PredictionRow.model == model, PredictionRow.pipeline == pipeline)
+            .group_by(
+                PredictionRow.model,
+                PredictionRow.model_version,
+                PredictionRow.pipeline,
+                PredictionRow.pipeline_version,
+            )
+        )
+
+        def run() -> list[PredictionRun]:
+            with self._sessions() as session:
+                runs = [
+                    PredictionRun(PredictionKey(*row[:4]), int(row[4]), _utc(row[5]))
+                    for row in session.execute(query)
+                ]
+            return sorted(runs, key=lambda r: r.latest, reverse=True)
+
+        return self._guard(run)
+
+    def paired_predictions(
+        self,
+        a: PredictionKey,
+        b: PredictionKey,
+        *,
+        where: ImageFilter | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[PredictionPair]:
+        """Images `where` selects that have both predictions: one keyset page, by id."""
+        pa, pb = aliased(PredictionRow), aliased(PredictionRow)
+        query = _filtered(
+            select(
+                ImageRow.id,
+                ImageRow.label,
+                pa.top1_label,
+                pa.top1_score,
+                pb.top1_label,
+                pb.top1_score,
+            ),
+            where or ImageFilter(),
+        )
+        for alias, key in ((pa, a), (pb, b)):
+            query = query.join(
+                alias,
+                and_(
+                    alias.image_id == ImageRow.id,
+                    alias.model_version == key.model_version,
+                    alias.pipeline_version == key.pipeline_version,
+                ),
+            )
+        if after is not None:
+            query = query.where(ImageRow.id > after)
+        query = query.order_by(ImageRow.id).limit(limit)
+
+        def run() -> list[PredictionPair]:
+            with self._sessions() as session:
+                return [PredictionPair(*row) for row in session.execute(query)]
+
+        return self._guard(run)
+
+    def rendition_paths(
+        self, image_ids: Sequence[str], pipeline: str, version: str
+    ) -> dict[str, str]:
+        """image id -> path of its stored `pipeline`@`version` rendition, where one exists."""
+        query = select(RenditionRow.image_id, RenditionRow.path).where(
+            RenditionRow.image_id.in_(list(image_ids)),
+            RenditionRow.pipeline == pipeline,
+            RenditionRow.pipeline_version == version,
+        )
+
+        def run() -> dict[str, str]:
+            with self._sessions() as session:
+                return {image_id: path for image_id, path in session.execute(query)}
+
+        return self._guard(run)
 
     def _scalar(self, query: Select[Any]) -> int:
         with self._sessions() as session:

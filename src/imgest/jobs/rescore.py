@@ -193,7 +193,9 @@ def _batches(
     catalog: Catalog, key: PredictionKey, where: ImageFilter, batch_size: int
 ) -> Iterator[list[WorkItem]]:
     after: str | None = None
-    while page := catalog.pending_images(key, where=where, after=after, limit=PAGE):
+    while page := catalog.image_page(
+        key.pipeline, key.pipeline_version, where=where, lacking=key, after=after, limit=PAGE
+    ):
         after = page[-1].id
         items = iter(page)
         while chunk := list(islice(items, batch_size)):
