@@ -146,9 +146,7 @@ class IngestService:
             put_once(self.store, original, upload.data),
             put_once(self.store, rendition, rendered.encoded),
         )
-        top = await scorer.score_inputs(
-            rendered.rendition.model_inputs(), rendered.rendition.aggregate
-        )
+        top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
         now = datetime.now(UTC)
         model = scorer.model
         record = ImageRecord(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from imgest.catalog.records import RenditionRecord
 from imgest.errors import ImageCorrupt, ImgestError
 from imgest.imaging.limits import ImageLimits, check
@@ -16,11 +19,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Rendered:
-    """What rendering one original yields: its header facts, the rendition, its JPEG bytes."""
+    """What rendering one original yields: its header facts, the rendition, its JPEG bytes
+    and the model inputs cut from it (made here, in the worker thread, not on the loop)."""
 
     info: ImageInfo
     rendition: Rendition
     encoded: bytes
+    inputs: list[npt.NDArray[np.uint8]]
 
 
 def render(data: bytes, pipeline: Pipeline, limits: ImageLimits) -> Rendered:
@@ -34,12 +39,13 @@ def render(data: bytes, pipeline: Pipeline, limits: ImageLimits) -> Rendered:
         check(info, limits)
         rendition = pipeline.render(data, info)
         encoded = rendition.encode()
+        inputs = rendition.model_inputs()
     except ImgestError:
         raise
     except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
         log.warning("decoder failed on client input: %r", exc, exc_info=True)
         raise ImageCorrupt("The image could not be decoded.") from exc
-    return Rendered(info=info, rendition=rendition, encoded=encoded)
+    return Rendered(info=info, rendition=rendition, encoded=encoded, inputs=inputs)
 
 
 def rendition_record_of(pipeline: Pipeline, path: str, rendered: Rendered) -> RenditionRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -183,3 +184,60 @@ def test_unreachable_database_is_catalog_unavailable(tmp_path: Path) -> None:
     with pytest.raises(CatalogUnavailable):
         broken.ping()
     broken.close()
+
+
+# --- issue 4: keyed predictions and renditions added later, labels, updates ---------------
+
+MakeRecord = Callable[..., ImageRecord]
+
+
+def prediction(model_version: str, pipeline_version: str) -> PredictionRecord:
+    return PredictionRecord(
+        "m2", model_version, "tiles2x2", pipeline_version, (Label("tabby", 281, 0.7),),
+        datetime.now(UTC),
+    )  # fmt: skip
+
+
+def test_add_prediction_is_keyed_on_image_model_and_pipeline_version(
+    catalog: Catalog, make_record: MakeRecord
+) -> None:
+    record = make_record(1)
+    catalog.add_image(record)
+    assert catalog.add_prediction(record.id, prediction("mv2", "v2")) is True
+    assert catalog.add_prediction(record.id, prediction("mv2", "v2")) is False
+    assert catalog.add_prediction(record.id, prediction("mv2", "v3")) is True
+    assert catalog.add_prediction(record.id, prediction("mv", "v1")) is False  # from ingest
+    found = catalog.predictions_for(record.id)
+    assert [(p.model_version, p.pipeline_version) for p in found] == [
+        ("mv", "v1"),
+        ("mv2", "v2"),
+        ("mv2", "v3"),
+    ]
+    assert found[1].top == (Label("tabby", 281, 0.7),) and found[1].created_at.tzinfo
+    assert catalog.predictions_for("0" * 64) == []
+    with pytest.raises(IntegrityError):  # no such image: not a duplicate, so it says so
+        catalog.add_prediction("0" * 64, prediction("mv2", "v2"))
+
+
+def test_add_rendition_once(catalog: Catalog, make_record: MakeRecord) -> None:
+    record = make_record(2)
+    catalog.add_image(record)
+    grey = RenditionRecord("grey", "g1", "renditions/grey@g1/x.jpg", 224, 224, "image/jpeg", 9)
+    assert catalog.add_rendition(record.id, grey) is True
+    assert catalog.add_rendition(record.id, dataclasses.replace(grey, bytes=10)) is False
+    stored = catalog.get_image(record.id)
+    assert stored is not None and [r.pipeline for r in stored.renditions] == ["default", "grey"]
+    assert "renditions/grey@g1/x.jpg" in stored.blob_paths()
+
+
+def test_label_and_update(catalog: Catalog, make_record: MakeRecord) -> None:
+    record = dataclasses.replace(make_record(3, tags=("a",)), label="tabby")
+    catalog.add_image(record)
+    assert catalog.get_image(record.id).label == "tabby"  # type: ignore[union-attr]
+    updated = catalog.update_image(record.id, label=None, tags=["b", "b", "c"])
+    assert updated is not None and updated.label is None and updated.tags == ("b", "c")
+    assert updated.fields["description"] == "image 3"
+    updated = catalog.update_image(record.id, description=None)
+    assert updated is not None and "description" not in updated.fields
+    assert updated.tags == ("b", "c")  # untouched when not given
+    assert catalog.update_image("0" * 64, label="x") is None

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgest.errors import ModelUnavailable
+from imgest.errors import ModelUnavailable, ScoringQueueFull
 from imgest.scoring.batcher import MicroBatcher
-from imgest.scoring.model import Model
+from imgest.scoring.model import Model, aggregate
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,69 @@ async def test_not_started_or_failing_model_is_unavailable(model: Model, data_di
     with pytest.raises(ModelUnavailable):
         await broken.score(cat_pixels(data_dir))
     await broken.stop()
+
+
+def test_aggregate_mean_and_max_on_a_known_array() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.4, 0.4, 0.2]], dtype=np.float32)
+    assert aggregate(probs, "mean") == pytest.approx([0.4, 0.466667, 0.133333], abs=1e-5)
+    assert aggregate(probs, "max") == pytest.approx([0.7, 0.8, 0.2])
+    assert aggregate(probs[:1], "max").tolist() == pytest.approx([0.7, 0.2, 0.1])
+    with pytest.raises(ValueError):
+        aggregate(probs[:0], "mean")
+    with pytest.raises(ValueError):
+        aggregate(probs, "median")  # type: ignore[arg-type]
+
+
+def test_classify_aggregates_each_images_inputs(model: Model, data_dir: Path) -> None:
+    cat = cat_pixels(data_dir)
+    noise = np.random.default_rng(1).integers(0, 256, cat.shape, dtype=np.uint8)
+    probs = model.predict(np.stack([model.preprocess(cat), model.preprocess(noise)]))
+    tiled, alone = model.classify([[cat, noise], [cat]], how="max", k=3)
+    want = model.top_k(probs.max(axis=0), 3)
+    assert [t.index for t in tiled] == [t.index for t in want]
+    assert tiled[0].score == pytest.approx(want[0].score, abs=1e-5)
+    assert alone[0].index in range(281, 286)
+    with pytest.raises(ValueError, match="224x224"):
+        model.classify([[cat[:100]]])
+
+
+@pytest.mark.anyio
+async def test_tiled_images_go_through_the_batcher_whole(model: Model, data_dir: Path) -> None:
+    batcher = MicroBatcher(model, max_size=6, max_wait=0.05)
+    await batcher.start()
+    cat = cat_pixels(data_dir)
+    noise = np.random.default_rng(2).integers(0, 256, cat.shape, dtype=np.uint8)
+    four = [cat, noise, cat, noise]
+    results = await asyncio.gather(
+        batcher.score_inputs(four, "mean"),
+        batcher.score_inputs(four, "mean"),
+        batcher.score(cat),
+    )
+    await batcher.stop()
+    want = model.classify([four], how="mean")[0]
+    assert [t.index for t in results[0]] == [t.index for t in want]
+    assert results[0][0].score == pytest.approx(want[0].score, abs=1e-4)
+    assert results[2][0].index in range(281, 286)
+    # An image's four inputs never straddle two batches; batches stay <= max_size here.
+    assert batcher.stats.images == 9 and batcher.stats.images_scored == 3
+    assert max(batcher.stats.sizes) <= 6
+    snap = batcher.stats.snapshot()
+    assert snap["inputs"] == 9 and snap["batches"] == batcher.stats.batches and snap["queued"] == 0
+
+
+@pytest.mark.anyio
+async def test_full_queue_refuses_at_once(model: Model, data_dir: Path) -> None:
+    batcher = MicroBatcher(model, max_size=4, max_wait=5.0, max_queue=5)
+    await batcher.start()
+    cat = cat_pixels(data_dir)
+    waiting = asyncio.create_task(batcher.score_inputs([cat] * 3))
+    await asyncio.sleep(0.01)  # the batcher holds 3 of 5 inputs, waiting for more
+    with pytest.raises(ScoringQueueFull) as refused:
+        await batcher.score_inputs([cat] * 3)
+    assert refused.value.status == 503 and refused.value.code == "scoring_queue_full"
+    assert batcher.stats.rejected == 1 and batcher.stats.queued == 3
+    fits = await batcher.score_inputs([cat])  # 4 inputs: the batch is full and runs now
+    assert fits[0].index in range(281, 286)
+    assert (await waiting)[0].index in range(281, 286)
+    await batcher.stop()
+    assert batcher.stats.sizes == {4: 1}

@@ -6,7 +6,7 @@ import hashlib
 import os
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,12 +165,7 @@ class Model:
         check_device(self._session, device)
         if not spec.input.name:  # unnamed in the spec: the graph's only input
             inputs = self._session.get_inputs()
-            spec = ModelSpec(
-                spec.name,
-                InputSpec(**{**spec.input.__dict__, "name": inputs[0].name}),
-                spec.labels,
-                spec.output,
-            )
+            spec = replace(spec, input=replace(spec.input, name=inputs[0].name))
         self.spec = spec
         self.name = spec.name
         self.input = spec.input

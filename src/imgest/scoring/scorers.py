@@ -14,7 +14,7 @@ import anyio.to_thread
 
 from imgest.errors import ModelUnavailable
 from imgest.scoring.batcher import BatchStats, MicroBatcher
-from imgest.scoring.model import Model
+from imgest.scoring.model import Model, ModelSpecError
 from imgest.scoring.registry import ModelRegistry, RegisteredModel
 
 
@@ -86,7 +86,10 @@ class Scorers:
         if preloaded is not None and preloaded.version == entry.version:
             model = preloaded
         else:
-            model = await self.registry.load(entry, threads=self.threads, device=self.device)
+            try:
+                model = await self.registry.load(entry, threads=self.threads, device=self.device)
+            except ModelSpecError as exc:  # registered once, unloadable now: our fault
+                raise ModelUnavailable(f"Model {entry.ref} cannot be loaded: {exc}") from None
         batcher = MicroBatcher(
             model,
             top_k=self.top_k,
