@@ -22,6 +22,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 BENCHMARKS = [
     "normalize",
+    "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
 ]
 
 

@@ -59,6 +59,10 @@ class RescoreSummary:
     skipped: int = 0  # had the prediction already (at the start, or recorded meanwhile)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
     elapsed: float = 0.0
+    startup: float = (
+        0.0  # seconds until the first batch came back (workers starting, models loading)
+    )
+    first_batch: int = 0  # images in that first batch
 
     @property
     def rate(self) -> float:
@@ -75,7 +79,8 @@ class RescoreSummary:
             f"rescore {what} on {self.engine} ({self.workers} workers)",
             f"scored {self.scored}, skipped {self.skipped}, failed {len(self.failed)} "
             f"of {self.matched} matching images",
-            f"elapsed {self.elapsed:.1f} s, {self.rate:.1f} images/s",
+            f"elapsed {self.elapsed:.1f} s ({self.startup:.1f} s to the first batch), "
+            f"{self.rate:.1f} images/s",
         ]
         lines += [f"failed {image_id}: {reason}" for image_id, reason in self.failed]
         return lines
@@ -105,10 +110,12 @@ def run(
         raise JobError("rescore reads originals from storage; a memory:// store has none to read")
     catalog = Catalog.open(settings.catalog_url)
     try:
-        spec = _spec(settings, catalog, model, pipeline, device)
-        loaded = spec.load_model()  # here first: a bad device fails before any worker starts
+        spec = scorer_spec(settings, catalog, model, pipeline, device)
+        # Locally, load it here first: a bad device fails before any worker starts. A Ray
+        # driver may have no GPU at all: its actors check their own device.
+        loaded = spec.load_model() if engine == "local" else None
         key = PredictionKey(
-            loaded.name, spec.model_version, spec.pipeline.name, spec.pipeline.version
+            spec.model.name, spec.model_version, spec.pipeline.name, spec.pipeline.version
         )
         summary = RescoreSummary(
             key=key,
@@ -127,7 +134,7 @@ def run(
         catalog.close()
 
 
-def _spec(
+def scorer_spec(
     settings: Settings, catalog: Catalog, model: str | None, pipeline: str, device: str
 ) -> ScorerSpec:
     """What every worker needs: the model's weights and spec, the pipeline, the store."""
@@ -157,14 +164,14 @@ def _spec(
 def _engine(
     name: EngineName,
     spec: ScorerSpec,
-    loaded: Model,
+    loaded: Model | None,
     workers: int,
     batch_size: int,
     ray_address: str | None,
 ) -> Engine:
     if name == "ray":
         return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address)
-    if workers == 0:  # in this process, with the model already loaded
+    if workers == 0 and loaded is not None:  # in this process, with the model loaded
         store = open_store(spec.store_url)
         inline = BatchScorer(spec, store=store, model=loaded, owns_store=True)
         return LocalEngine(spec, workers=0, inline=inline)
@@ -184,6 +191,9 @@ def _drive(
     summary.skipped = summary.matched - summary.pending
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
         for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
+            if not summary.startup:
+                summary.startup = time.monotonic() - started
+                summary.first_batch = len(outcomes)
             _record(catalog, key, outcomes, summary)
             advance(len(outcomes))
     summary.elapsed = time.monotonic() - started

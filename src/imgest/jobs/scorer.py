@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 from imgest.catalog.records import Label, RenditionRecord
 from imgest.errors import ImgestError, StorageUnavailable
 from imgest.imaging.limits import ImageLimits
-from imgest.imaging.pipeline import Pipeline, Rendition
+from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
 from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
@@ -27,6 +28,7 @@ from imgest.storage.paths import rendition_path
 from imgest.storage.registry import open_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class BatchScorer:
         self.spec = spec
         self.store = store
         self.model = model
-        self._loop = asyncio.Runner()
+        self._loop = asyncio.new_event_loop()
         self._owns_store = owns_store  # close() closes it
 
     @classmethod
@@ -103,51 +105,76 @@ class BatchScorer:
     def close(self) -> None:
         """Close the event loop (and the store, if this scorer opened it)."""
         if self._owns_store:
-            self._loop.run(self.store.close())
+            self._run(self.store.close())
         self._loop.close()
 
     def score(self, items: Sequence[WorkItem]) -> list[Outcome]:
         """Outcomes for `items`, in order; one image's failure never fails the others.
 
-        Every model input of the batch (several per image for tiled pipelines) goes through
+        The batch's blob reads and writes each go in one event-loop run (concurrently), and
+        every model input of the batch (several per image for tiled pipelines) goes through
         onnxruntime in one call.
         """
-        originals = self._loop.run(self._read_all([i.original_path for i in items]))
-        rendered: list[tuple[int, Rendition, RenditionRecord | None]] = []
-        outcomes: list[Outcome] = []
+        originals = self._run(_gather([self._read(i.original_path) for i in items]))
+        outcomes: list[Outcome | None] = [None] * len(items)
+        rendered: dict[int, Rendered] = {}
         for n, (item, data) in enumerate(zip(items, originals, strict=True)):
             try:
                 if isinstance(data, BaseException):
                     raise data
-                result = render(data, self.spec.pipeline, self.spec.limits)
-                stored = self._store(item, result) if item.store_rendition else None
+                rendered[n] = render(data, self.spec.pipeline, self.spec.limits)
             except (ImgestError, StoreError) as exc:
-                outcomes.append(Outcome(item.image_id, error=_reason(exc)))
-                continue
-            rendered.append((n, result.rendition, stored))
-            outcomes.append(Outcome(item.image_id))
+                outcomes[n] = Outcome(item.image_id, error=_reason(exc))
+        stored = self._store(items, rendered)
+        for n, written in stored.items():
+            if isinstance(written, ImgestError | StoreError):
+                outcomes[n] = Outcome(items[n].image_id, error=_reason(written))
+                del rendered[n]
+            elif isinstance(written, BaseException):
+                raise written
         tops = self.model.classify(
-            [r.model_inputs() for _, r, _ in rendered],
+            [r.rendition.model_inputs() for r in rendered.values()],
             how=self.spec.pipeline.aggregate,
             k=self.spec.top_k,
         )
-        for (n, _, stored), top in zip(rendered, tops, strict=True):
-            outcomes[n] = Outcome(items[n].image_id, top=top, rendition=stored)
-        return outcomes
+        for n, top in zip(rendered, tops, strict=True):
+            record = stored.get(n)
+            assert not isinstance(record, BaseException)
+            outcomes[n] = Outcome(items[n].image_id, top=top, rendition=record)
+        return [o for o in outcomes if o is not None]
 
-    def _store(self, item: WorkItem, rendered: Rendered) -> RenditionRecord:
+    def _store(
+        self, items: Sequence[WorkItem], rendered: dict[int, Rendered]
+    ) -> dict[int, RenditionRecord | BaseException]:
+        """Store the renditions the catalog lacks: n -> its record, or why it failed."""
         pipeline = self.spec.pipeline
-        extension = rendered.rendition.extension
-        path = rendition_path(pipeline.name, pipeline.version, item.image_id, extension)
-        self._loop.run(put_once(self.store, path, rendered.encoded))
-        return rendition_record_of(pipeline, path, rendered)
+        records: dict[int, RenditionRecord] = {}
+        writes = []
+        for n, result in rendered.items():
+            if not items[n].store_rendition:
+                continue
+            extension = result.rendition.extension
+            path = rendition_path(pipeline.name, pipeline.version, items[n].image_id, extension)
+            records[n] = rendition_record_of(pipeline, path, result)
+            writes.append(put_once(self.store, path, result.encoded))
+        done = self._run(_gather(writes))
+        return {
+            n: error if isinstance(error, BaseException) else record
+            for (n, record), error in zip(records.items(), done, strict=True)
+        }
 
-    async def _read_all(self, paths: list[str]) -> list[bytes | BaseException]:
-        return await asyncio.gather(*(self._read(p) for p in paths), return_exceptions=True)
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        # A plain loop, not asyncio.Runner: Runner.run installs a SIGINT handler per call,
+        # whose bookkeeping costs more than the blob I/O it wraps.
+        return self._loop.run_until_complete(work)
 
     async def _read(self, path: str) -> bytes:
         reader = await self.store.get(path)
         return await reader.read()
+
+
+async def _gather(work: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    return await asyncio.gather(*work, return_exceptions=True)
 
 
 def _reason(exc: Exception) -> str:
