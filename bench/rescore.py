@@ -35,6 +35,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from imgest.catalog.repo import ImageFilter  # noqa: E402
 from imgest.config import Settings, load_settings  # noqa: E402
@@ -262,16 +263,10 @@ def _row(case: str, rate: float, bound_rate: float, note: str) -> dict[str, Any]
 
 
 def print_table(result: dict[str, Any]) -> None:
-    """Print the result as a plain-text table."""
-    print(f"{result['title']}\n  input: {result['input']}")
-    for r in result["rows"]:
-        print(
-            f"  {r['ms']:8.2f} ms/img  {r['per_core_per_s']:7.1f}/s/core  "
-            f"{r['vs_baseline']:5.0%}  {r['case']}  {r['note']}"
-        )
-    for t in result["targets"]:
-        verdict = "met" if t["met"] else "NOT met"
-        print(f"  target {t['what']}: {t['target']}, got {t['value']} -> {verdict}")
+    """Print the result as a plain-text table (the same layout as normalize's)."""
+    from normalize import print_table as table  # bench/ is on sys.path (script or run.py)
+
+    table(result)
 
 
 def main() -> int:

@@ -327,11 +327,37 @@ Where = Annotated[
     ),
 ]
 
+StorageUrl = Annotated[
+    str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+]
+CatalogUrl = Annotated[
+    str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+]
+
 
 def _job_errors() -> tuple[type[Exception], ...]:
     from imgest.errors import JobError
 
     return (ConfigError, JobError)
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        typer.echo(f"imgest: {option} must be one of {', '.join(allowed)}", err=True)
+        raise typer.Exit(2)
+
+
+def _summarize(job: Callable[[], Any]) -> None:
+    """Run a corpus job; print its summary; exit 2 if it could not run, 1 if images failed."""
+    try:
+        summary = job()
+    except _job_errors() as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -353,23 +379,17 @@ def rescore(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
     ] = None,
-    storage: Annotated[
-        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
-    ] = None,
-    catalog: Annotated[
-        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-    ] = None,
+    storage: StorageUrl = None,
+    catalog: CatalogUrl = None,
 ) -> None:
     """Score every image that lacks this model's prediction through this pipeline (resumable)."""
     from imgest.jobs import rescore as job
     from imgest.jobs.selection import parse_where
 
     settings = _settings(storage_url=storage, catalog_url=catalog)
-    if engine not in ("local", "ray"):
-        typer.echo("imgest: --engine must be local or ray", err=True)
-        raise typer.Exit(2)
-    try:
-        summary = job.run(
+    _choice("--engine", engine, ("local", "ray"))
+    _summarize(
+        lambda: job.run(
             settings,
             model=model,
             pipeline=pipeline,
@@ -381,13 +401,7 @@ def rescore(
             ray_address=ray_address,
             progress=True,
         )
-    except _job_errors() as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
-    for line in summary.lines():
-        typer.echo(line)
-    if summary.failed:
-        raise typer.Exit(1)
+    )
 
 
 @app.command()
@@ -403,12 +417,8 @@ def compare(
     where: Where = None,
     top: Annotated[int, typer.Option(help="Labels in the change matrix.", min=1)] = 10,
     thumbnails: Annotated[int, typer.Option(help="Disagreements shown.", min=0)] = 48,
-    storage: Annotated[
-        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
-    ] = None,
-    catalog: Annotated[
-        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-    ] = None,
+    storage: StorageUrl = None,
+    catalog: CatalogUrl = None,
 ) -> None:
     """Compare two runs: agreement, change matrix, confidence, accuracy, disagreements."""
     from imgest.jobs.compare import compare as run_compare
@@ -447,23 +457,17 @@ def export(
     ] = None,
     where: Where = None,
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
-    storage: Annotated[
-        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
-    ] = None,
-    catalog: Annotated[
-        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-    ] = None,
+    storage: StorageUrl = None,
+    catalog: CatalogUrl = None,
 ) -> None:
     """Write a labelled training set of one pipeline's renditions (streamed, resumable)."""
     from imgest.jobs import export as job
     from imgest.jobs.selection import parse_where
 
     settings = _settings(storage_url=storage, catalog_url=catalog)
-    if format not in ("imagefolder", "webdataset"):
-        typer.echo("imgest: --format must be imagefolder or webdataset", err=True)
-        raise typer.Exit(2)
-    try:
-        summary = job.run(
+    _choice("--format", format, ("imagefolder", "webdataset"))
+    _summarize(
+        lambda: job.run(
             settings,
             pipeline=pipeline,
             out=out,
@@ -473,13 +477,7 @@ def export(
             shard_size=shard_size,
             progress=True,
         )
-    except _job_errors() as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
-    for line in summary.lines():
-        typer.echo(line)
-    if summary.failed:
-        raise typer.Exit(1)
+    )
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import io
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -53,16 +53,11 @@ class RunRef:
         return cls(m["model"], m["pipeline"], m["mv"] or "", m["pv"] or "")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Disagreement:
-    """One image where the two runs' top-1 differ."""
+    """One image where the two runs' top-1 differ, with a thumbnail to show."""
 
-    image_id: str
-    truth: str | None
-    a_label: str
-    a_score: float
-    b_label: str
-    b_score: float
+    pair: PredictionPair
     thumbnail: str = ""  # data: URL of a small JPEG, empty if the rendition is unavailable
 
 
@@ -121,10 +116,7 @@ class Comparison:
             "accuracy": {"a": self.accuracy("a"), "b": self.accuracy("b")},
             "matrix": {"labels": [*labels, "other"], "counts": self.matrix(labels)},
             "confidence_histograms": {"bins": BINS, "a": self.a_hist, "b": self.b_hist},
-            "disagreements": [
-                {k: v for k, v in d.__dict__.items() if k != "thumbnail"}
-                for d in self.disagreements
-            ],
+            "disagreements": [asdict(d.pair) for d in self.disagreements],
         }
 
     def add(self, pair: PredictionPair) -> None:
@@ -181,18 +173,7 @@ def compare(
     finally:
         catalog.close()
     images = asyncio.run(_thumbnails(settings.storage_url, paths))
-    result.disagreements = [
-        Disagreement(
-            p.image_id,
-            p.truth,
-            p.a_label,
-            p.a_score,
-            p.b_label,
-            p.b_score,
-            images.get(p.image_id, ""),
-        )
-        for p in chosen
-    ]
+    result.disagreements = [Disagreement(p, images.get(p.image_id, "")) for p in chosen]
     return result
 
 

@@ -119,15 +119,16 @@ def _grid(c: Comparison) -> str:
         return "<p class=muted>A and B agree on every image.</p>"
     cards = []
     for d in c.disagreements:
+        p = d.pair
         image = (
-            f'<img src="{d.thumbnail}" alt="{d.image_id[:12]}">'
+            f'<img src="{d.thumbnail}" alt="{p.image_id[:12]}">'
             if d.thumbnail
             else "<p class=muted>(no rendition)</p>"
         )
-        truth = f"<div>truth: {escape(d.truth)}</div>" if d.truth else ""
+        truth = f"<div>truth: {escape(p.truth)}</div>" if p.truth else ""
         cards.append(
-            f'<div class=card title="{d.image_id}">{image}<code>{d.image_id[:12]}</code>'
-            f"<div class=a>A: {escape(d.a_label)} {d.a_score:.2f}</div>"
-            f"<div class=b>B: {escape(d.b_label)} {d.b_score:.2f}</div>{truth}</div>"
+            f'<div class=card title="{p.image_id}">{image}<code>{p.image_id[:12]}</code>'
+            f"<div class=a>A: {escape(p.a_label)} {p.a_score:.2f}</div>"
+            f"<div class=b>B: {escape(p.b_label)} {p.b_score:.2f}</div>{truth}</div>"
         )
     return f"<div class=grid>{''.join(cards)}</div>"
