@@ -365,7 +365,7 @@ def rescore(
     pipeline: Annotated[str, typer.Option(help="Pipeline to render and score through.")],
     model: Annotated[
         str | None,
-        typer.Option(help="Model NAME[@VERSION] or model directory; default: the configured one."),
+        typer.Option(help="Registered model: NAME or NAME@VERSION; default: the active model."),
     ] = None,
     where: Where = None,
     engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data).")] = "local",
@@ -406,8 +406,10 @@ def rescore(
 
 @app.command()
 def compare(
-    a: Annotated[str, typer.Argument(help="Run A: MODEL[:VERSION]@PIPELINE[:VERSION].")],
-    b: Annotated[str, typer.Argument(help="Run B: MODEL[:VERSION]@PIPELINE[:VERSION].")],
+    a: Annotated[
+        str, typer.Argument(help="Run A: MODEL@PIPELINE, or MODEL:VERSION@PIPELINE:VERSION.")
+    ],
+    b: Annotated[str, typer.Argument(help="Run B, as A.")],
     html: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = Path(
         "compare.html"
     ),
@@ -453,7 +455,9 @@ def export(
     format: Annotated[str, typer.Option(help="imagefolder or webdataset.")] = "imagefolder",
     model: Annotated[
         str | None,
-        typer.Option(help="Model NAME[@VERSION] whose top-1 labels images without ground truth."),
+        typer.Option(
+            help="Model NAME or NAME@VERSION whose top-1 labels images without ground truth."
+        ),
     ] = None,
     where: Where = None,
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
