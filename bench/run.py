@@ -32,6 +32,7 @@ BENCHMARKS = [
     "scoring",
     "ingest_http",
     "ingest_profile",
+    "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
 ]
 
 VERSIONS = (

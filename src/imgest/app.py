@@ -72,6 +72,7 @@ async def _scoring(
         max_wait=settings.batch_max_wait_ms / 1000.0,
         max_queue=settings.batch_max_queue,
         threads=settings.inference_threads,
+        device=settings.device,
         active_ttl=settings.active_model_ttl_s,
         preloaded=model,
     )

@@ -661,6 +661,174 @@ def fsck(
         raise typer.Exit(1)
 
 
+# --- corpus jobs: rescore, compare, export (issue 4) ----------------------------------------
+
+Where = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--where",
+        help="Filter the corpus like the API's list: label=L, tag=T, since=ISO, until=ISO "
+        "(repeat for several).",
+    ),
+]
+
+StorageUrl = Annotated[
+    str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
+]
+CatalogUrl = Annotated[
+    str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
+]
+
+
+def _job_errors() -> tuple[type[Exception], ...]:
+    from imgest.errors import JobError
+
+    return (ConfigError, JobError)
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        typer.echo(f"imgest: {option} must be one of {', '.join(allowed)}", err=True)
+        raise typer.Exit(2)
+
+
+def _summarize(job: Callable[[], Any]) -> None:
+    """Run a corpus job; print its summary; exit 2 if it could not run, 1 if images failed."""
+    try:
+        summary = job()
+    except _job_errors() as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rescore(
+    pipeline: Annotated[str, typer.Option(help="Pipeline to render and score through.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model: NAME or NAME@VERSION; default: the active model."),
+    ] = None,
+    where: Where = None,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data).")] = "local",
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (local; 0 = this process) or Ray actors.")
+    ] = 2,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.", min=1)] = 16,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (no fallback) [IMGEST_DEVICE].")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
+    ] = None,
+    storage: StorageUrl = None,
+    catalog: CatalogUrl = None,
+) -> None:
+    """Score every image that lacks this model's prediction through this pipeline (resumable)."""
+    from imgest.jobs import rescore as job
+    from imgest.jobs.selection import parse_where
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+    _choice("--engine", engine, ("local", "ray"))
+    _summarize(
+        lambda: job.run(
+            settings,
+            model=model,
+            pipeline=pipeline,
+            where=parse_where(where or []),
+            engine="ray" if engine == "ray" else "local",
+            workers=workers,
+            batch_size=batch_size,
+            device=device,
+            ray_address=ray_address,
+            progress=True,
+        )
+    )
+
+
+@app.command()
+def compare(
+    a: Annotated[
+        str, typer.Argument(help="Run A: MODEL@PIPELINE, or MODEL:VERSION@PIPELINE:VERSION.")
+    ],
+    b: Annotated[str, typer.Argument(help="Run B, as A.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = Path(
+        "compare.html"
+    ),
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON summary here ('-': stdout).")
+    ] = None,
+    where: Where = None,
+    top: Annotated[int, typer.Option(help="Labels in the change matrix.", min=1)] = 10,
+    thumbnails: Annotated[int, typer.Option(help="Disagreements shown.", min=0)] = 48,
+    storage: StorageUrl = None,
+    catalog: CatalogUrl = None,
+) -> None:
+    """Compare two runs: agreement, change matrix, confidence, accuracy, disagreements."""
+    from imgest.jobs.compare import compare as run_compare
+    from imgest.jobs.compare import write_json
+    from imgest.jobs.report import render_html
+    from imgest.jobs.selection import parse_where
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+    try:
+        result = run_compare(settings, a, b, where=parse_where(where or []), thumbnails=thumbnails)
+    except _job_errors() as exc:
+        typer.echo(f"imgest: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if html is not None:
+        html.write_text(render_html(result, top=top))
+        typer.echo(f"wrote {html}", err=True)
+    if json_out is not None:
+        text = write_json(result, top=top)
+        if str(json_out) == "-":
+            typer.echo(text, nl=False)
+        else:
+            json_out.write_text(text)
+    typer.echo(
+        f"agreement {result.agreement:.2%} ({result.agree} of {result.images} images)", err=True
+    )
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="Output directory (created; reruns resume).")],
+    pipeline: Annotated[str, typer.Option(help="Pipeline whose renditions are exported.")],
+    format: Annotated[str, typer.Option(help="imagefolder or webdataset.")] = "imagefolder",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model NAME or NAME@VERSION whose top-1 labels images without ground truth."
+        ),
+    ] = None,
+    where: Where = None,
+    shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
+    storage: StorageUrl = None,
+    catalog: CatalogUrl = None,
+) -> None:
+    """Write a labelled training set of one pipeline's renditions (streamed, resumable)."""
+    from imgest.jobs import export as job
+    from imgest.jobs.selection import parse_where
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+    _choice("--format", format, ("imagefolder", "webdataset"))
+    _summarize(
+        lambda: job.run(
+            settings,
+            pipeline=pipeline,
+            out=out,
+            format="webdataset" if format == "webdataset" else "imagefolder",
+            model=model,
+            where=parse_where(where or []),
+            shard_size=shard_size,
+            progress=True,
+        )
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="imgest")

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         0, ge=0, description="onnxruntime intra-op threads; 0 means one per CPU core."
     )
 
+    # --- scoring device (issue 4) -------------------------------------------------------------
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="onnxruntime execution provider: cpu, or cuda (needs onnxruntime-gpu and "
+        "a GPU; start-up fails rather than fall back to the CPU).",
+    )
+
     # --- models, pipelines, batching (issue 4) ----------------------------------------------
     pipelines_file: Path | None = Field(
         None,

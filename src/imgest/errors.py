@@ -291,6 +291,17 @@ class ConfigError(Exception):
     """Invalid configuration found at start-up; the message names the bad key."""
 
 
+# --- corpus jobs and devices (issue 4) -----------------------------------------------------
+
+
+class JobError(Exception):
+    """A corpus job (rescore, compare, export) cannot run as asked; the message says why."""
+
+
+class DeviceUnavailable(ConfigError):
+    """The scoring device asked for (e.g. cuda) is not usable here; never silently replaced."""
+
+
 # --- models, labels, scoring queue (issue 4) -----------------------------------------------
 
 

@@ -63,3 +63,44 @@ class ImageRecord:
     def blob_paths(self) -> list[str]:
         """Every blob this record references."""
         return [self.original_path, *(r.path for r in self.renditions)]
+
+
+@dataclass(frozen=True)
+class PredictionKey:
+    """What identifies one run over the corpus: a model version through a pipeline version."""
+
+    model: str
+    model_version: str
+    pipeline: str
+    pipeline_version: str
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    """An image a corpus job has to do: its original, its rendition if stored, its label."""
+
+    id: str
+    original_path: str
+    rendition_path: str | None
+    label: str | None = None  # ground truth
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """One run over the corpus as the catalog holds it: its key, size and latest write."""
+
+    key: PredictionKey
+    images: int
+    latest: datetime
+
+
+@dataclass(frozen=True)
+class PredictionPair:
+    """One image's top-1 under two runs A and B, with its ground truth if set."""
+
+    image_id: str
+    truth: str | None
+    a_label: str
+    a_score: float
+    b_label: str
+    b_score: float

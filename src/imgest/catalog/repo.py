@@ -13,17 +13,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import Engine, Exists, Select, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
-from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
+from imgest.catalog.records import (
+    ImageRecord,
+    Label,
+    PendingImage,
+    PredictionKey,
+    PredictionPair,
+    PredictionRecord,
+    PredictionRun,
+    RenditionRecord,
+)
 from imgest.errors import CatalogUnavailable, InvalidParameter
 from imgest.storage.paths import image_id_of
 
 T = TypeVar("T")
+Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
 
 log = logging.getLogger(__name__)
 
@@ -392,24 +402,7 @@ class Catalog:
         after = decode_cursor(cursor) if cursor else None
 
         def run() -> Page:
-            query = select(ImageRow)
-            if where.tag is not None:
-                query = query.where(
-                    exists().where(and_(TagRow.image_id == ImageRow.id, TagRow.tag == where.tag))
-                )
-            if where.label is not None:
-                query = query.where(
-                    exists().where(
-                        and_(
-                            PredictionRow.image_id == ImageRow.id,
-                            PredictionRow.top1_label == where.label,
-                        )
-                    )
-                )
-            if where.since is not None:
-                query = query.where(ImageRow.created_at >= _utc(where.since))
-            if where.until is not None:
-                query = query.where(ImageRow.created_at < _utc(where.until))
+            query = _filtered(select(ImageRow), where)
             if after is not None:
                 stamp = _utc(after[0])
                 query = query.where(
@@ -467,8 +460,211 @@ class Catalog:
             for r in rows
         ]
 
+    # -- corpus jobs (rescore, export: issue 4) -------------------------------------------
+    def count_images(self, where: ImageFilter | None = None) -> int:
+        """How many images `where` selects."""
+        query = _filtered(select(func.count()).select_from(ImageRow), where or ImageFilter())
+        return self._guard(lambda: self._scalar(query))
+
+    def image_page(
+        self,
+        pipeline: str,
+        pipeline_version: str,
+        *,
+        where: ImageFilter | None = None,
+        lacking: PredictionKey | None = None,
+        after: str | None = None,
+        limit: int = 500,
+    ) -> list[PendingImage]:
+        """One keyset page (by id) of the images `where` selects, each with the path of its
+        stored `pipeline`@`pipeline_version` rendition if any; only those without the
+        `lacking` prediction when it is given."""
+        rendition = aliased(RenditionRow)
+        columns = select(ImageRow.id, ImageRow.original_path, rendition.path, ImageRow.label)
+        query = _filtered(columns, where or ImageFilter()).outerjoin(
+            rendition,
+            and_(
+                rendition.image_id == ImageRow.id,
+                rendition.pipeline == pipeline,
+                rendition.pipeline_version == pipeline_version,
+            ),
+        )
+        if lacking is not None:
+            query = query.where(~_has_prediction(lacking))
+        if after is not None:
+            query = query.where(ImageRow.id > after)
+        query = query.order_by(ImageRow.id).limit(limit)
+
+        def run() -> list[PendingImage]:
+            with self._sessions() as session:
+                return [PendingImage(*row) for row in session.execute(query)]
+
+        return self._guard(run)
+
+    def top1_predictions(
+        self, image_ids: Sequence[str], model_version: str, pipeline_version: str
+    ) -> dict[str, PredictionRecord]:
+        """image id -> its prediction by `model_version`: through `pipeline_version` if there
+        is one, else the newest through any pipeline."""
+        query = (
+            select(PredictionRow)
+            .where(
+                PredictionRow.image_id.in_(list(image_ids)),
+                PredictionRow.model_version == model_version,
+            )
+            .order_by(PredictionRow.id)
+        )
+
+        def run() -> dict[str, PredictionRecord]:
+            found: dict[str, PredictionRecord] = {}
+            with self._sessions() as session:
+                for row in session.execute(query).scalars():
+                    have = found.get(row.image_id)
+                    if have is None or have.pipeline_version != pipeline_version:
+                        found[row.image_id] = _prediction_record(row)
+            return found
+
+        return self._guard(run)
+
+    def count_pending(self, key: PredictionKey, where: ImageFilter | None = None) -> int:
+        """How many images `where` selects lack the `key` prediction."""
+        query = _filtered(select(func.count()).select_from(ImageRow), where or ImageFilter())
+        return self._guard(lambda: self._scalar(query.where(~_has_prediction(key))))
+
+    def add_results(
+        self, results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]]
+    ) -> int:
+        """Record (image id, prediction, new rendition or None) triples in one transaction.
+
+        Idempotent: a prediction or rendition already recorded under its key is left as it
+        is. Returns how many predictions were new.
+        """
+        predictions = [_columns(_prediction_row(i, p)) for i, p, _ in results]
+        renditions = [_columns(_rendition_row(i, r)) for i, _, r in results if r is not None]
+
+        def run() -> int:
+            with self._sessions() as session, session.begin():
+                _insert_new(session, RenditionRow, renditions)
+                return _insert_new(session, PredictionRow, predictions)
+
+        return self._guard(run) if results else 0
+
+    def prediction_runs(self, model: str, pipeline: str) -> list[PredictionRun]:
+        """Every (model version, pipeline version) of these names with predictions, newest
+        first (by its latest prediction)."""
+        query = (
+            select(
+                PredictionRow.model,
+                PredictionRow.model_version,
+                PredictionRow.pipeline,
+                PredictionRow.pipeline_version,
+                func.count(),
+                func.max(PredictionRow.created_at),
+            )
+            .where(PredictionRow.model == model, PredictionRow.pipeline == pipeline)
+            .group_by(
+                PredictionRow.model,
+                PredictionRow.model_version,
+                PredictionRow.pipeline,
+                PredictionRow.pipeline_version,
+            )
+        )
+
+        def run() -> list[PredictionRun]:
+            with self._sessions() as session:
+                runs = [
+                    PredictionRun(PredictionKey(*row[:4]), int(row[4]), _utc(row[5]))
+                    for row in session.execute(query)
+                ]
+            return sorted(runs, key=lambda r: r.latest, reverse=True)
+
+        return self._guard(run)
+
+    def paired_predictions(
+        self,
+        a: PredictionKey,
+        b: PredictionKey,
+        *,
+        where: ImageFilter | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[PredictionPair]:
+        """Images `where` selects that have both predictions: one keyset page, by id."""
+        pa, pb = aliased(PredictionRow), aliased(PredictionRow)
+        query = _filtered(
+            select(
+                ImageRow.id,
+                ImageRow.label,
+                pa.top1_label,
+                pa.top1_score,
+                pb.top1_label,
+                pb.top1_score,
+            ),
+            where or ImageFilter(),
+        )
+        for alias, key in ((pa, a), (pb, b)):
+            query = query.join(
+                alias,
+                and_(
+                    alias.image_id == ImageRow.id,
+                    alias.model_version == key.model_version,
+                    alias.pipeline_version == key.pipeline_version,
+                ),
+            )
+        if after is not None:
+            query = query.where(ImageRow.id > after)
+        query = query.order_by(ImageRow.id).limit(limit)
+
+        def run() -> list[PredictionPair]:
+            with self._sessions() as session:
+                return [PredictionPair(*row) for row in session.execute(query)]
+
+        return self._guard(run)
+
+    def rendition_paths(
+        self, image_ids: Sequence[str], pipeline: str, version: str
+    ) -> dict[str, str]:
+        """image id -> path of its stored `pipeline`@`version` rendition, where one exists."""
+        query = select(RenditionRow.image_id, RenditionRow.path).where(
+            RenditionRow.image_id.in_(list(image_ids)),
+            RenditionRow.pipeline == pipeline,
+            RenditionRow.pipeline_version == version,
+        )
+
+        def run() -> dict[str, str]:
+            with self._sessions() as session:
+                return {image_id: path for image_id, path in session.execute(query)}
+
+        return self._guard(run)
+
+    def _scalar(self, query: Select[Any]) -> int:
+        with self._sessions() as session:
+            return int(session.execute(query).scalar_one())
+
 
 R = TypeVar("R")
+
+
+def _filtered(query: Q, where: ImageFilter) -> Q:
+    """`query` (over ImageRow) narrowed to the images `where` selects."""
+    if where.tag is not None:
+        query = query.where(
+            exists().where(and_(TagRow.image_id == ImageRow.id, TagRow.tag == where.tag))
+        )
+    if where.label is not None:
+        query = query.where(
+            exists().where(
+                and_(
+                    PredictionRow.image_id == ImageRow.id,
+                    PredictionRow.top1_label == where.label,
+                )
+            )
+        )
+    if where.since is not None:
+        query = query.where(ImageRow.created_at >= _utc(where.since))
+    if where.until is not None:
+        query = query.where(ImageRow.created_at < _utc(where.until))
+    return query
 
 
 def _record(cls: type[R], row: object, **computed: Any) -> R:
@@ -482,6 +678,37 @@ def _row(cls: type[R], record: object, **computed: Any) -> R:
     columns = cls.__table__.columns.keys()  # type: ignore[attr-defined]
     values = {c: getattr(record, c) for c in columns if c not in computed and hasattr(record, c)}
     return cls(**values, **computed)
+
+
+def _has_prediction(key: PredictionKey) -> Exists:
+    return exists().where(
+        and_(
+            PredictionRow.image_id == ImageRow.id,
+            PredictionRow.model_version == key.model_version,
+            PredictionRow.pipeline_version == key.pipeline_version,
+        )
+    )
+
+
+def _columns(row: Base) -> dict[str, Any]:
+    """A row's column values (autoincrement ids left to the database)."""
+    names = row.__table__.columns.keys()
+    return {n: getattr(row, n) for n in names if getattr(row, n) is not None}
+
+
+def _insert_new(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> int:
+    """INSERT rows, skipping those whose key is already there; returns how many were new."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
+        raise NotImplementedError(f"idempotent insert on {dialect}")
+    result = session.execute(insert(table).values(rows).on_conflict_do_nothing())
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _prediction_record(row: PredictionRow) -> PredictionRecord:

@@ -20,6 +20,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort
 
 from imgest.catalog.records import Label
+from imgest.errors import DeviceUnavailable
 from imgest.imaging.steps import Aggregate
 
 BUNDLED_DIR = Path(__file__).parent / "models" / "efficientnet-lite0"
@@ -172,13 +173,12 @@ class Model:
             # 12 MP upload without spinning (docs/benchmarks.md). A process doing nothing but
             # inference may pass spin=True.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
+        chosen = providers(device)  # DeviceUnavailable before onnxruntime is asked
         try:
-            self._session = ort.InferenceSession(data, options, providers=providers)
+            self._session = ort.InferenceSession(data, options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
             raise ModelSpecError(f"onnxruntime cannot load the file: {exc}") from None
+        check_device(self._session, device)
         if not spec.input.name:  # unnamed in the spec: the graph's only input
             inputs = self._session.get_inputs()
             spec = replace(spec, input=replace(spec.input, name=inputs[0].name))
@@ -282,3 +282,28 @@ class Model:
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def providers(device: str) -> list[str]:
+    """The onnxruntime providers for `device`; DeviceUnavailable if this install lacks them."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device != "cuda":
+        raise DeviceUnavailable(f"unknown device {device!r}: use cpu or cuda")
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DeviceUnavailable(
+            "device cuda asked for, but this onnxruntime has no CUDA provider "
+            f"(available: {', '.join(available)}); "
+            "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def check_device(session: ort.InferenceSession, device: str) -> None:
+    """Refuse a session where onnxruntime quietly fell back to the CPU (no GPU, no driver)."""
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise DeviceUnavailable(
+            "device cuda asked for, but onnxruntime could not start its CUDA provider "
+            "(no usable GPU or CUDA libraries); use --device cpu"
+        )

@@ -30,6 +30,7 @@ class Scorers:
         max_wait: float = 0.005,
         max_queue: int = 1024,
         threads: int = 0,
+        device: str = "cpu",
         active_ttl: float = 5.0,
         preloaded: Model | None = None,
     ) -> None:
@@ -39,6 +40,7 @@ class Scorers:
         self.max_wait = max_wait
         self.max_queue = max_queue
         self.threads = threads
+        self.device = device
         self.active_ttl = active_ttl
         self._preloaded = preloaded
         self._batchers: dict[str, MicroBatcher] = {}  # by model version
@@ -85,7 +87,7 @@ class Scorers:
             model = preloaded
         else:
             try:
-                model = await self.registry.load(entry, threads=self.threads)
+                model = await self.registry.load(entry, threads=self.threads, device=self.device)
             except ModelSpecError as exc:  # registered once, unloadable now: our fault
                 raise ModelUnavailable(f"Model {entry.ref} cannot be loaded: {exc}") from None
         batcher = MicroBatcher(

@@ -1,0 +1,297 @@
+"""Rescore throughput against the decode + render + inference bound, and Ray 1 vs 2 workers.
+
+Usage: .venv/bin/python bench/rescore.py [--images N]   (bench/run.py runs it for `make bench`)
+
+A corpus of N real-photo JPEGs (800x600, cut from the photos in tests/data with random crops,
+flips and noise, so every image is distinct) is ingested once through the API into a local
+store and a SQLite catalog; each case then runs on its own copy (hard-linked blobs, a SQLite
+backup), so every image is pending. The bound is the worker's own loop (read original, decode,
+render, score in batches) in this process, pinned to one core, one onnxruntime thread, nothing
+recorded. Rescore rates are images scored per second of wall time divided by the workers;
+"steady" leaves out the start-up (pool or actors starting and loading the model) before the
+first batch comes back, "end to end" includes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from imgest.catalog.repo import ImageFilter  # noqa: E402
+from imgest.config import Settings, load_settings  # noqa: E402
+from imgest.jobs import rescore  # noqa: E402
+
+NAME = "rescore"
+TITLE = "Rescore: corpus throughput against the decode + inference bound"
+PHOTOS = ("cat.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg")
+SIZE = (800, 600)
+PIPELINE = "stretch"
+BATCH = 16
+TARGET_PER_CORE = 0.90
+TARGET_RAY = 1.8
+SMALL = 4  # the small run scores the first 1/SMALL of the corpus
+
+
+def images(n: int, seed: int = 7) -> list[bytes]:
+    """n distinct 800x600 JPEGs from the test photos: random crop, flip, noise."""
+    rng = np.random.default_rng(seed)
+    sources = []
+    for name in PHOTOS:
+        with Image.open(ROOT / "tests" / "data" / name) as im:
+            sources.append(im.convert("RGB"))
+    out = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        w, h = src.size
+        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        img = src.crop((x, y, x + cw, y + ch)).resize(SIZE, Image.Resampling.BICUBIC)
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        pixels = np.asarray(img, dtype=np.int16) + rng.integers(-6, 7, (SIZE[1], SIZE[0], 3))
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def ingest(root: Path, n: int) -> Settings:
+    """The template corpus: n images through the API (default pipeline) into root."""
+    from fastapi.testclient import TestClient
+
+    from imgest.app import create_app
+
+    settings = load_settings(
+        storage_url=str(root / "blobs"), catalog_url=f"sqlite:///{root / 'catalog.db'}"
+    )
+    data = images(n)
+    with TestClient(create_app(settings)) as client:
+        for start in range(0, n, 16):  # n // SMALL a multiple of 16: whole requests tagged
+            part = range(start, min(n, start + 16))
+            files = [("file", (f"{i}.jpg", data[i], "image/jpeg")) for i in part]
+            tag = "small" if start < n // SMALL else "rest"
+            r = client.post("/v1/images", files=files, data={"tag": tag})
+            assert r.status_code == 201, r.text
+    return settings
+
+
+def copy(template: Settings, root: Path) -> Settings:
+    """A fresh copy of the template corpus (blobs hard-linked: originals are never rewritten)."""
+    shutil.copytree(template.storage_url, root / "blobs", copy_function=os.link)
+    source = sqlite3.connect(template.catalog_url.removeprefix("sqlite:///"))
+    target = sqlite3.connect(root / "catalog.db")
+    source.backup(target)
+    source.close()
+    target.close()
+    return template.model_copy(
+        update={"storage_url": str(root / "blobs"), "catalog_url": f"sqlite:///{root}/catalog.db"}
+    )
+
+
+def bound(settings: Settings, *, store: bool = False) -> tuple[float, int]:
+    """CPU seconds of the worker loop over every image, in this process on one core; images.
+
+    store=True also encodes and durably stores each rendition, as rescore must for a pipeline
+    not rendered yet (the bound proper leaves that out).
+    """
+    from imgest.catalog.repo import Catalog
+    from imgest.jobs.scorer import BatchScorer, WorkItem
+    from imgest.storage.registry import open_store
+
+    catalog = Catalog.open(settings.catalog_url)
+    try:
+        spec = rescore.scorer_spec(settings, catalog, None, PIPELINE, "cpu")
+        page = catalog.image_page(spec.pipeline.name, spec.pipeline.version, limit=1_000_000)
+    finally:
+        catalog.close()
+    items = [WorkItem(p.id, p.original_path, store) for p in page]
+    scorer = BatchScorer(spec, store=open_store(settings.storage_url), model=spec.load_model())
+    scorer.score(items[:BATCH])  # warm-up: onnxruntime's first run allocates
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(affinity)})
+    try:
+        started = time.process_time()
+        for i in range(0, len(items), BATCH):
+            outcomes = scorer.score(items[i : i + BATCH])
+            assert all(o.error is None for o in outcomes)
+        elapsed = time.process_time() - started
+    finally:
+        os.sched_setaffinity(0, affinity)
+        scorer.close()
+    return elapsed, len(items)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool's workers, once joined)."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(settings: Settings, **kwargs: Any) -> tuple[rescore.RescoreSummary, float, float]:
+    """Summary, wall seconds and CPU seconds (driver + pool workers; not Ray's) of one run."""
+    before, started = cpu_seconds(), time.perf_counter()
+    summary = rescore.run(settings, pipeline=PIPELINE, batch_size=BATCH, **kwargs)
+    assert summary.failed == [] and summary.scored == summary.pending, summary.lines()
+    return summary, time.perf_counter() - started, cpu_seconds() - before
+
+
+def marginal(template: Settings, root: Path, name: str, **kwargs: Any) -> dict[str, float]:
+    """Per-image wall and CPU seconds of a case, start-up cancelled out: the same case on the
+    small part of the corpus and on all of it, (big - small) / (images of big - small)."""
+    small = timed(copy(template, root / f"{name}-small"), where=ImageFilter(tag="small"), **kwargs)
+    big = timed(copy(template, root / f"{name}-all"), **kwargs)
+    images = big[0].scored - small[0].scored
+    return {
+        "wall": (big[1] - small[1]) / images,
+        "cpu": (big[2] - small[2]) / images,
+        "images": images,
+        "e2e_rate": big[0].rate,
+        "elapsed": big[1],
+        "startup": big[0].startup,
+        "workers": big[0].workers,
+    }
+
+
+def run(repeats: int = 1, n: int = 960) -> dict[str, Any]:
+    """Measure every case once (each is two corpus runs); `repeats` is not used."""
+    del repeats
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="imgest-bench-rescore-"))
+    load = os.getloadavg()[0]
+    try:
+        template = ingest(work / "template", n)
+        seconds, count = bound(copy(template, work / "bound"))
+        stored, _ = bound(copy(template, work / "bound-store"), store=True)
+        local = [marginal(template, work, f"local{w}", workers=w) for w in (1, 2)]
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
+        )
+        try:
+            on_ray = [marginal(template, work, f"ray{w}", engine="ray", workers=w) for w in (1, 2)]
+        finally:
+            ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load = max(load, os.getloadavg()[0])
+
+    bound_rate = count / seconds  # images per CPU second
+    rows = [
+        _row(
+            "bound: read + decode + render + score, 1 process, 1 core",
+            bound_rate,
+            bound_rate,
+            f"baseline; {count} images in batches of {BATCH}, per CPU second",
+        )
+    ]
+    rows.append(
+        _row(
+            "bound + store each rendition (JPEG encode, durable put)",
+            count / stored,
+            bound_rate,
+            "what rescore does per image without a pool, a queue or the catalog",
+        )
+    )
+    for m in local:
+        rows.append(
+            _row(
+                f"rescore, local pool, {m['workers']} worker(s): per CPU second",
+                1 / m["cpu"],
+                bound_rate,
+                f"driver + workers; wall {1 / m['wall']:.1f}/s; end to end "
+                f"{m['e2e_rate']:.1f}/s ({m['elapsed']:.1f} s, {m['startup']:.1f} s start-up)",
+            )
+        )
+    for m in on_ray:
+        rows.append(
+            _row(
+                f"rescore, Ray Data, {m['workers']} actor(s): wall, per actor",
+                1 / m["wall"] / m["workers"],
+                bound_rate,
+                f"wall {1 / m['wall']:.1f}/s; end to end "
+                f"{m['e2e_rate']:.1f}/s ({m['elapsed']:.1f} s, {m['startup']:.1f} s start-up)",
+            )
+        )
+    efficiency = rows[2]["vs_baseline"]
+    speedup = on_ray[0]["wall"] / on_ray[1]["wall"]
+    e2e = on_ray[1]["e2e_rate"] / on_ray[0]["e2e_rate"]
+    return {
+        "name": NAME,
+        "title": TITLE,
+        "input": f"{n} distinct {SIZE[0]}x{SIZE[1]} JPEG q90 photos, pipeline {PIPELINE}, "
+        f"EfficientNet-Lite0, batches of {BATCH}; per-image costs are marginal (all {n} "
+        f"images minus the first {n // SMALL}, so start-up cancels out); load average up to "
+        f"{load:.1f} on this machine during the run",
+        "repeats": 1,
+        "rows": rows,
+        "targets": [
+            {
+                "what": "rescore per core vs the bound (local pool, 1 worker, CPU per image)",
+                "target": f">= {TARGET_PER_CORE:.0%}",
+                "value": f"{efficiency:.0%}",
+                "met": efficiency >= TARGET_PER_CORE,
+            },
+            {
+                "what": "Ray 2 actors vs 1 (marginal wall time per image)",
+                "target": f">= {TARGET_RAY}x",
+                "value": f"{speedup:.2f}x (end to end {e2e:.2f}x)",
+                "met": speedup >= TARGET_RAY,
+            },
+        ],
+    }
+
+
+def _row(case: str, rate: float, bound_rate: float, note: str) -> dict[str, Any]:
+    return {
+        "case": case,
+        "ms": 1000 / rate,
+        "per_core_per_s": rate,
+        "vs_baseline": rate / bound_rate,
+        "note": note,
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """Print the result as a plain-text table (the same layout as normalize's)."""
+    from normalize import print_table as table  # bench/ is on sys.path (script or run.py)
+
+    table(result)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=960)
+    args = parser.parse_args()
+    if args.images % (16 * SMALL):
+        parser.error(f"--images must be a multiple of {16 * SMALL}")
+    result = run(n=args.images)
+    print_table(result)
+    return 0 if all(t["met"] for t in result["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Export: renditions of one pipeline with labels, as a training set (imagefolder or WebDataset).
+
+Each image's label is its ground truth if a person set one, else the top-1 of the chosen
+model's prediction (the one through this pipeline if there is one); `manifest.jsonl` records
+which, per image. Images go one at a time from the catalog (keyset pages) to disk, so memory
+does not grow with the corpus; renditions not stored yet are rendered from the original and
+stored (as on-demand renditions are).
+
+Resumable: files are written atomically (temp file + rename), and an image is in the manifest
+only once its file is complete (for WebDataset: once its whole shard is renamed into place), so
+a rerun skips what the manifest lists and redoes at most one shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from imgest.catalog.records import PendingImage, PredictionRecord
+from imgest.catalog.repo import Catalog, ImageFilter
+from imgest.config import Settings
+from imgest.errors import ImgestError, JobError
+from imgest.imaging.limits import ImageLimits
+from imgest.imaging.pipeline import Pipeline
+from imgest.jobs.progress import progress_bar
+from imgest.jobs.resolve import resolve_model, resolve_pipeline
+from imgest.rendering import render, rendition_record_of
+from imgest.scoring.registry import ModelRegistry, RegisteredModel
+from imgest.storage.base import BlobStore, StoreError
+from imgest.storage.once import put_once
+from imgest.storage.paths import rendition_path
+from imgest.storage.registry import open_store
+
+Format = Literal["imagefolder", "webdataset"]
+MANIFEST = "manifest.jsonl"
+CLASSES = "classes.txt"
+PAGE = 200
+_UNSAFE = re.compile(r"[/\\\x00-\x1f]")
+
+
+@dataclass
+class ExportSummary:
+    """What one export run wrote."""
+
+    out: Path
+    format: str
+    written: int = 0
+    already: int = 0  # in the manifest from an earlier run
+    unlabelled: int = 0  # no ground truth and no prediction of the model: left out
+    rendered: int = 0  # renditions made (and stored) because none was stored yet
+    sources: dict[str, int] = field(default_factory=lambda: {"ground_truth": 0, "prediction": 0})
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def lines(self) -> list[str]:
+        """A human summary."""
+        lines = [
+            f"exported {self.written} images to {self.out} ({self.format}); "
+            f"{self.already} were already there, {self.unlabelled} have no label",
+            f"labels: {self.sources['ground_truth']} ground truth, "
+            f"{self.sources['prediction']} predicted; {self.rendered} renditions made; "
+            f"{self.elapsed:.1f} s",
+        ]
+        return lines + [f"failed {i}: {reason}" for i, reason in self.failed]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image ready to write: its rendition's JPEG bytes and its manifest entry."""
+
+    image_id: str
+    label: str
+    jpeg: bytes
+    entry: dict[str, Any]
+
+
+def run(
+    settings: Settings,
+    *,
+    pipeline: str,
+    out: Path,
+    format: Format = "imagefolder",
+    model: str | None = None,
+    where: ImageFilter | None = None,
+    shard_size: int = 1000,
+    progress: bool = False,
+) -> ExportSummary:
+    """Write every image `where` selects to `out`, skipping what an earlier run wrote."""
+    if format not in ("imagefolder", "webdataset"):
+        raise JobError(f"unknown export format {format!r}: imagefolder or webdataset")
+    if settings.storage_url.startswith("memory:"):
+        raise JobError("export reads renditions from storage; a memory:// store has none")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = ExportSummary(out=out, format=format)
+    started = time.monotonic()
+    catalog = Catalog.open(settings.catalog_url)
+    loop = asyncio.Runner()
+    store = open_store(settings.storage_url)
+    try:
+        entry = loop.run(resolve_model(ModelRegistry(catalog, store), settings, model))
+        chosen = resolve_pipeline(settings, pipeline, entry)
+        source = _Source(catalog, store, loop, chosen, entry, settings, summary)
+        done = _manifest_ids(out)
+        writer = (
+            _ImageFolder(out) if format == "imagefolder" else _WebDataset(out, shard_size, done)
+        )
+        total = catalog.count_images(where)
+        with progress_bar("export", total, enabled=progress) as advance, writer:
+            for sample in source.samples(where or ImageFilter(), done, advance):
+                writer.write(sample)
+                summary.written += 1
+                summary.sources[sample.entry["label_source"]] += 1
+    finally:
+        loop.run(store.close())
+        loop.close()
+        catalog.close()
+    summary.elapsed = time.monotonic() - started
+    return summary
+
+
+class _Source:
+    """Streams Samples out of the catalog and the blob store."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: BlobStore,
+        loop: asyncio.Runner,
+        pipeline: Pipeline,
+        model: RegisteredModel,
+        settings: Settings,
+        summary: ExportSummary,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.loop = loop
+        self.pipeline = pipeline
+        self.model = model
+        self.limits = ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames)
+        self.summary = summary
+
+    def samples(self, where: ImageFilter, done: set[str], advance: Any) -> Iterator[Sample]:
+        p = self.pipeline
+        after: str | None = None
+        while page := self.catalog.image_page(
+            p.name, p.version, where=where, after=after, limit=PAGE
+        ):
+            after = page[-1].id
+            todo = [i for i in page if i.id not in done]
+            self.summary.already += len(page) - len(todo)
+            predicted = self.catalog.top1_predictions(
+                [i.id for i in todo if i.label is None], self.model.version, p.version
+            )
+            for image in todo:
+                sample = self._sample(image, predicted.get(image.id))
+                if sample is not None:
+                    yield sample
+            advance(len(page))
+
+    def _sample(self, image: PendingImage, prediction: PredictionRecord | None) -> Sample | None:
+        entry: dict[str, Any] = {"id": image.id, "pipeline": self.pipeline.name}
+        entry["pipeline_version"] = self.pipeline.version
+        if image.label is not None:
+            label = image.label
+            entry.update(label=label, label_source="ground_truth")
+        elif prediction is not None and prediction.top:
+            label = prediction.top[0].label
+            entry.update(
+                label=label,
+                label_source="prediction",
+                score=prediction.top[0].score,
+                model=f"{prediction.model}@{prediction.model_version[:12]}",
+                predicted_through=f"{prediction.pipeline}@{prediction.pipeline_version}",
+            )
+        else:
+            self.summary.unlabelled += 1
+            return None
+        try:
+            jpeg = self._rendition(image)
+        except (ImgestError, StoreError) as exc:
+            self.summary.failed.append((image.id, str(exc)))
+            return None
+        return Sample(image.id, label, jpeg, entry)
+
+    def _rendition(self, image: PendingImage) -> bytes:
+        if image.rendition_path is not None:
+            return self.loop.run(_read(self.store, image.rendition_path))
+        original = self.loop.run(_read(self.store, image.original_path))
+        rendered = render(original, self.pipeline, self.limits)
+        path = rendition_path(
+            self.pipeline.name, self.pipeline.version, image.id, rendered.rendition.extension
+        )
+        self.loop.run(put_once(self.store, path, rendered.encoded))
+        self.catalog.add_rendition(image.id, rendition_record_of(self.pipeline, path, rendered))
+        self.summary.rendered += 1
+        return rendered.encoded
+
+
+async def _read(store: BlobStore, path: str) -> bytes:
+    return await (await store.get(path)).read()
+
+
+def _manifest_ids(out: Path) -> set[str]:
+    """Ids the manifest lists (a torn last line from a crash is ignored)."""
+    try:
+        text = (out / MANIFEST).read_text()
+    except FileNotFoundError:
+        return set()
+    ids = set()
+    for line in text.splitlines():
+        try:
+            ids.add(json.loads(line)["id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return ids
+
+
+def safe_label(label: str) -> str:
+    """A label as one directory name: no separators or control characters, no leading dot."""
+    name = _UNSAFE.sub("_", label).strip()[:120]
+    return "_" + name if not name or name.startswith(".") else name
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.partial")
+    with temp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, path)
+
+
+class _Manifest:
+    """manifest.jsonl, appended to; synced to disk on `sync`."""
+
+    def __init__(self, out: Path) -> None:
+        self._fh: IO[str] = (out / MANIFEST).open("a")
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            self._fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        self._fh.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self.sync()
+        self._fh.close()
+
+
+class _ImageFolder:
+    """OUT/<label>/<id>.jpg, one file per image."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.manifest = _Manifest(out)
+
+    def __enter__(self) -> _ImageFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.manifest.close()
+
+    def write(self, sample: Sample) -> None:
+        relative = f"{safe_label(sample.label)}/{sample.image_id}.jpg"
+        _atomic_write(self.out / relative, sample.jpeg)
+        self.manifest.add([{**sample.entry, "path": relative}])
+
+
+class _WebDataset:
+    """Tar shards `shard-NNNNNN.tar` of `shard_size` samples: <id>.jpg, <id>.cls, <id>.json.
+
+    `.cls` is the label's line number (from 0) in classes.txt, which grows as labels appear.
+    A shard is written as `.partial` and renamed when complete; only then do its samples go
+    into the manifest.
+    """
+
+    def __init__(self, out: Path, shard_size: int, done: set[str]) -> None:
+        self.out = out
+        self.shard_size = shard_size
+        for partial in out.glob("shard-*.tar.partial"):
+            partial.unlink()  # an interrupted shard: its samples are not in the manifest
+        self.shard = len(list(out.glob("shard-*.tar")))
+        self.classes = _read_classes(out)
+        self.manifest = _Manifest(out)
+        self._tar: tarfile.TarFile | None = None
+        self._pending: list[dict[str, Any]] = []
+
+    def __enter__(self) -> _WebDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self._finish()
+        elif self._tar is not None:
+            self._tar.close()  # left as .partial: the next run removes it
+        self.manifest.close()
+
+    def write(self, sample: Sample) -> None:
+        if self._tar is None:
+            # Closed by _finish (or __exit__ after an error).
+            self._tar = tarfile.open(  # noqa: SIM115
+                self._path(".partial"), "w", format=tarfile.PAX_FORMAT
+            )
+        if sample.label not in self.classes:
+            self.classes[sample.label] = len(self.classes)
+        index = self.classes[sample.label]
+        name = f"shard-{self.shard:06d}.tar"
+        entry = {**sample.entry, "cls": index, "shard": name}
+        meta = json.dumps(entry, sort_keys=True).encode()
+        for ext, data in (("jpg", sample.jpeg), ("cls", str(index).encode()), ("json", meta)):
+            info = tarfile.TarInfo(f"{sample.image_id}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            self._tar.addfile(info, io.BytesIO(data))
+        self._pending.append(entry)
+        if len(self._pending) >= self.shard_size:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        with self._path(".partial").open("rb") as fh:
+            os.fsync(fh.fileno())
+        _atomic_write(self.out / CLASSES, "".join(f"{c}\n" for c in self.classes).encode())
+        os.replace(self._path(".partial"), self._path(""))
+        self.manifest.add(self._pending)
+        self.manifest.sync()
+        self._tar, self._pending = None, []
+        self.shard += 1
+
+    def _path(self, suffix: str) -> Path:
+        return self.out / f"shard-{self.shard:06d}.tar{suffix}"
+
+
+def _read_classes(out: Path) -> dict[str, int]:
+    try:
+        names = (out / CLASSES).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return {name: i for i, name in enumerate(names)}

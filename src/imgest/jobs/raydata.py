@@ -1,0 +1,104 @@
+"""The Ray engine: the same batches as a Ray Data job, scored in an actor pool via map_batches.
+
+The input dataset is the catalog's listing (image ids, original paths, whether the rendition
+must be stored), built on the driver in chunks; each actor builds one BatchScorer (store + model)
+and scores whole batches; outcomes stream back to the driver, which records them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
+
+CHUNK_ITEMS = 20_000  # images per Ray Dataset: bounds the driver's memory for huge corpora
+
+
+class RayScorer:
+    """The map_batches UDF: a BatchScorer per actor, built once."""
+
+    def __init__(self, spec: ScorerSpec) -> None:
+        self.scorer = BatchScorer.from_spec(spec)
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        items = [
+            WorkItem(str(i), str(p), bool(s))
+            for i, p, s in zip(
+                batch["image_id"], batch["original_path"], batch["store_rendition"], strict=True
+            )
+        ]
+        outcomes = self.scorer.score(items)
+        return {"outcome": np.array([o.to_json() for o in outcomes], dtype=object)}
+
+
+class RayEngine:
+    """Runs on the Ray cluster at `address` ("auto", "ray://..."), or a local one (None)."""
+
+    name = "ray"
+
+    def __init__(
+        self, spec: ScorerSpec, *, workers: int, batch_size: int, address: str | None = None
+    ) -> None:
+        self.spec = spec
+        self.workers = max(1, workers)
+        self.batch_size = batch_size
+        self.address = address
+
+    def run(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
+        """Outcomes of each batch as the actors finish them."""
+        import ray
+        import ray.data
+
+        started = self._connect(ray)
+        try:
+            ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on screen
+            items = chain.from_iterable(batches)
+            while chunk := list(islice(items, CHUNK_ITEMS)):
+                yield from self._run_chunk(ray.data, chunk)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _connect(self, ray: Any) -> bool:
+        """Join the cluster (or start a local one); True if this call started Ray."""
+        if ray.is_initialized():
+            return False
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False)
+        else:  # a throwaway local Ray on loopback, sized to the workers asked for
+            ray.init(
+                num_cpus=self.workers,
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
+        return True
+
+    def _run_chunk(self, data: Any, chunk: list[WorkItem]) -> Iterator[list[Outcome]]:
+        dataset = data.from_items(
+            [
+                {
+                    "image_id": i.image_id,
+                    "original_path": i.original_path,
+                    "store_rendition": i.store_rendition,
+                }
+                for i in chunk
+            ]
+        ).map_batches(
+            RayScorer,
+            fn_constructor_kwargs={"spec": self.spec},
+            compute=data.ActorPoolStrategy(size=self.workers),
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            num_cpus=1,
+        )
+        for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [Outcome.from_json(str(text)) for text in out["outcome"]]

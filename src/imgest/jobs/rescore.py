@@ -1,0 +1,235 @@
+"""Rescore: give every stored image that lacks it the prediction of one model through one pipeline.
+
+The driver pages through the catalog (images without the (model version, pipeline version)
+prediction, keyset on id), hands batches to an engine (local process pool or Ray Data), and
+records each finished batch in its own transaction with an idempotent insert: killing the job
+loses at most the batches in flight, and running it again does only what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Literal, Protocol
+
+from imgest.catalog.records import PredictionKey, PredictionRecord, RenditionRecord
+from imgest.catalog.repo import Catalog, ImageFilter
+from imgest.config import Settings
+from imgest.errors import JobError
+from imgest.imaging.limits import ImageLimits
+from imgest.jobs.pool import LocalEngine
+from imgest.jobs.progress import progress_bar
+from imgest.jobs.raydata import RayEngine
+from imgest.jobs.resolve import resolve_model, resolve_pipeline
+from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
+from imgest.scoring.model import Model
+from imgest.scoring.registry import ModelRegistry
+from imgest.storage.registry import open_store
+
+log = logging.getLogger(__name__)
+
+EngineName = Literal["local", "ray"]
+PAGE = 500  # images per catalog query
+
+
+class Engine(Protocol):
+    """Scores batches somewhere; yields each batch's outcomes when it is done."""
+
+    name: str
+    workers: int
+
+    def run(self, batches: Iterator[list[WorkItem]]) -> Iterator[list[Outcome]]: ...
+
+
+@dataclass
+class RescoreSummary:
+    """What one rescore run did."""
+
+    key: PredictionKey
+    engine: str
+    workers: int
+    matched: int  # images the filter selects
+    pending: int  # of those, without the prediction when the run started
+    scored: int = 0
+    skipped: int = 0  # had the prediction already (at the start, or recorded meanwhile)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
+    elapsed: float = 0.0
+    startup: float = (
+        0.0  # seconds until the first batch came back (workers starting, models loading)
+    )
+    first_batch: int = 0  # images in that first batch
+
+    @property
+    def rate(self) -> float:
+        """Images scored per second of wall time."""
+        return self.scored / self.elapsed if self.elapsed > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        """A human summary, one fact per line."""
+        key = self.key
+        what = f"{key.model}@{key.model_version[:12]} through {key.pipeline}@{key.pipeline_version}"
+        if self.pending == 0:
+            return [f"nothing to do: all {self.matched} matching images have {what}"]
+        lines = [
+            f"rescore {what} on {self.engine} ({self.workers} workers)",
+            f"scored {self.scored}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"of {self.matched} matching images",
+            f"elapsed {self.elapsed:.1f} s ({self.startup:.1f} s to the first batch), "
+            f"{self.rate:.1f} images/s",
+        ]
+        lines += [f"failed {image_id}: {reason}" for image_id, reason in self.failed]
+        return lines
+
+
+def run(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    pipeline: str = "default",
+    where: ImageFilter | None = None,
+    engine: EngineName = "local",
+    workers: int = 1,
+    batch_size: int = 16,
+    device: str | None = None,
+    ray_address: str | None = None,
+    progress: bool = False,
+) -> RescoreSummary:
+    """Score every image `where` selects that lacks the (model, pipeline) prediction.
+
+    workers=0 with the local engine scores in this process (no pool), for debugging and
+    for measuring the single-core bound.
+    """
+    where = where or ImageFilter()
+    device = device or settings.device
+    if settings.storage_url.startswith("memory:"):
+        raise JobError("rescore reads originals from storage; a memory:// store has none to read")
+    catalog = Catalog.open(settings.catalog_url)
+    try:
+        spec = scorer_spec(settings, catalog, model, pipeline, device)
+        # Locally, load it here first: a bad device fails before any worker starts. A Ray
+        # driver may have no GPU at all: its actors check their own device.
+        loaded = spec.load_model() if engine == "local" else None
+        key = PredictionKey(
+            spec.model.name, spec.model_version, spec.pipeline.name, spec.pipeline.version
+        )
+        summary = RescoreSummary(
+            key=key,
+            engine=engine,
+            workers=workers,
+            matched=catalog.count_images(where),
+            pending=catalog.count_pending(key, where),
+        )
+        if summary.pending == 0:
+            summary.skipped = summary.matched
+            return summary
+        runner = _engine(engine, spec, loaded, workers, batch_size, ray_address)
+        _drive(catalog, runner, key, where, batch_size, summary, progress)
+        return summary
+    finally:
+        catalog.close()
+
+
+def scorer_spec(
+    settings: Settings, catalog: Catalog, model: str | None, pipeline: str, device: str
+) -> ScorerSpec:
+    """What every worker needs: the model's weights and spec, the pipeline, the store."""
+
+    async def resolve() -> ScorerSpec:
+        store = open_store(settings.storage_url)
+        try:
+            registry = ModelRegistry(catalog, store)
+            entry = await resolve_model(registry, settings, model)
+            weights = await registry.read_bytes(entry)
+        finally:
+            await store.close()
+        return ScorerSpec(
+            store_url=settings.storage_url,
+            model=entry.spec,
+            model_bytes=weights,
+            model_version=entry.version,
+            pipeline=resolve_pipeline(settings, pipeline, entry),
+            top_k=settings.top_k,
+            device=device,
+            limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
+        )
+
+    return asyncio.run(resolve())
+
+
+def _engine(
+    name: EngineName,
+    spec: ScorerSpec,
+    loaded: Model | None,
+    workers: int,
+    batch_size: int,
+    ray_address: str | None,
+) -> Engine:
+    if name == "ray":
+        return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address)
+    if workers == 0 and loaded is not None:  # in this process, with the model loaded
+        store = open_store(spec.store_url)
+        inline = BatchScorer(spec, store=store, model=loaded, owns_store=True)
+        return LocalEngine(spec, workers=0, inline=inline)
+    return LocalEngine(spec, workers=workers)
+
+
+def _drive(
+    catalog: Catalog,
+    engine: Engine,
+    key: PredictionKey,
+    where: ImageFilter,
+    batch_size: int,
+    summary: RescoreSummary,
+    progress: bool,
+) -> None:
+    started = time.monotonic()
+    summary.skipped = summary.matched - summary.pending
+    with progress_bar("rescore", summary.pending, enabled=progress) as advance:
+        for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
+            if not summary.startup:
+                summary.startup = time.monotonic() - started
+                summary.first_batch = len(outcomes)
+            _record(catalog, key, outcomes, summary)
+            advance(len(outcomes))
+    summary.elapsed = time.monotonic() - started
+
+
+def _batches(
+    catalog: Catalog, key: PredictionKey, where: ImageFilter, batch_size: int
+) -> Iterator[list[WorkItem]]:
+    after: str | None = None
+    while page := catalog.image_page(
+        key.pipeline, key.pipeline_version, where=where, lacking=key, after=after, limit=PAGE
+    ):
+        after = page[-1].id
+        items = iter(page)
+        while chunk := list(islice(items, batch_size)):
+            yield [WorkItem(p.id, p.original_path, p.rendition_path is None) for p in chunk]
+
+
+def _record(
+    catalog: Catalog, key: PredictionKey, outcomes: list[Outcome], summary: RescoreSummary
+) -> None:
+    now = datetime.now(UTC)
+    results: list[tuple[str, PredictionRecord, RenditionRecord | None]] = []
+    for o in outcomes:
+        if o.error is not None:
+            summary.failed.append((o.image_id, o.error))
+            continue
+        prediction = PredictionRecord(
+            model=key.model,
+            model_version=key.model_version,
+            pipeline=key.pipeline,
+            pipeline_version=key.pipeline_version,
+            top=o.top,
+            created_at=now,
+        )
+        results.append((o.image_id, prediction, o.rendition))
+    new = catalog.add_results(results)
+    summary.scored += new
+    summary.skipped += len(results) - new

@@ -1,0 +1,188 @@
+"""Scoring batches of stored images through one pipeline and one model: what a rescore worker runs.
+
+A `BatchScorer` is built once per worker process (or Ray actor) from a picklable
+`ScorerSpec`: it opens the blob store and loads the model (one onnxruntime thread, since the
+engines run one worker per core). For each batch it reads the originals, renders them, stores
+renditions the catalog does not have yet (blobs only: the driver records the rows) and scores
+every model input of the batch in one onnxruntime call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from imgest.catalog.records import Label, RenditionRecord
+from imgest.errors import ImgestError, StorageUnavailable
+from imgest.imaging.limits import ImageLimits
+from imgest.imaging.pipeline import Pipeline
+from imgest.rendering import Rendered, render, rendition_record_of
+from imgest.scoring.model import Model, ModelSpec
+from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.once import put_once
+from imgest.storage.paths import rendition_path
+from imgest.storage.registry import open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One image to score: where its original is, and whether its rendition must be stored."""
+
+    image_id: str
+    original_path: str
+    store_rendition: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one WorkItem: the top-k (and a newly stored rendition), or an error."""
+
+    image_id: str
+    top: tuple[Label, ...] = ()
+    rendition: RenditionRecord | None = None
+    error: str | None = None
+
+    def to_json(self) -> str:
+        """A JSON text (how Ray actors hand outcomes back to the driver)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        """Inverse of to_json."""
+        raw = json.loads(text)
+        rendition = raw["rendition"]
+        return cls(
+            image_id=raw["image_id"],
+            top=tuple(Label(**t) for t in raw["top"]),
+            rendition=RenditionRecord(**rendition) if rendition is not None else None,
+            error=raw["error"],
+        )
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """Everything a worker needs to build its BatchScorer; picklable (model weights included,
+    so workers need no access to the catalog or the model registry)."""
+
+    store_url: str
+    model: ModelSpec
+    model_bytes: bytes
+    model_version: str
+    pipeline: Pipeline
+    top_k: int = 5
+    device: str = "cpu"
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+    def load_model(self) -> Model:
+        """The model, with one onnxruntime thread (the engines run one worker per core)."""
+        return Model.from_bytes(self.model_bytes, self.model, threads=1, device=self.device)
+
+
+class BatchScorer:
+    """Reads, renders and scores batches of stored images (blocking; one per worker)."""
+
+    def __init__(
+        self, spec: ScorerSpec, *, store: BlobStore, model: Model, owns_store: bool = False
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.model = model
+        self._loop = asyncio.new_event_loop()
+        self._owns_store = owns_store  # close() closes it
+
+    @classmethod
+    def from_spec(cls, spec: ScorerSpec) -> BatchScorer:
+        """Open the store and load the model that `spec` names."""
+        return cls(spec, store=open_store(spec.store_url), model=spec.load_model(), owns_store=True)
+
+    def close(self) -> None:
+        """Close the event loop (and the store, if this scorer opened it)."""
+        if self._owns_store:
+            self._run(self.store.close())
+        self._loop.close()
+
+    def score(self, items: Sequence[WorkItem]) -> list[Outcome]:
+        """Outcomes for `items`, in order; one image's failure never fails the others.
+
+        The batch's blob reads and writes each go in one event-loop run (concurrently), and
+        every model input of the batch (several per image for tiled pipelines) goes through
+        onnxruntime in one call.
+        """
+        originals = self._run(_gather([self._read(i.original_path) for i in items]))
+        outcomes: list[Outcome | None] = [None] * len(items)
+        rendered: dict[int, Rendered] = {}
+        for n, (item, data) in enumerate(zip(items, originals, strict=True)):
+            try:
+                if isinstance(data, BaseException):
+                    raise data
+                rendered[n] = render(data, self.spec.pipeline, self.spec.limits)
+            except (ImgestError, StoreError) as exc:
+                outcomes[n] = Outcome(item.image_id, error=_reason(exc))
+        stored = self._store(items, rendered)
+        for n, written in stored.items():
+            if isinstance(written, ImgestError | StoreError):
+                outcomes[n] = Outcome(items[n].image_id, error=_reason(written))
+                del rendered[n]
+            elif isinstance(written, BaseException):
+                raise written
+        tops = self.model.classify(
+            [r.rendition.model_inputs() for r in rendered.values()],
+            how=self.spec.pipeline.aggregate,
+            k=self.spec.top_k,
+        )
+        for n, top in zip(rendered, tops, strict=True):
+            record = stored.get(n)
+            assert not isinstance(record, BaseException)
+            outcomes[n] = Outcome(items[n].image_id, top=top, rendition=record)
+        return [o for o in outcomes if o is not None]
+
+    def _store(
+        self, items: Sequence[WorkItem], rendered: dict[int, Rendered]
+    ) -> dict[int, RenditionRecord | BaseException]:
+        """Store the renditions the catalog lacks: n -> its record, or why it failed."""
+        pipeline = self.spec.pipeline
+        records: dict[int, RenditionRecord] = {}
+        writes = []
+        for n, result in rendered.items():
+            if not items[n].store_rendition:
+                continue
+            extension = result.rendition.extension
+            path = rendition_path(pipeline.name, pipeline.version, items[n].image_id, extension)
+            records[n] = rendition_record_of(pipeline, path, result)
+            writes.append(put_once(self.store, path, result.encoded))
+        done = self._run(_gather(writes))
+        return {
+            n: error if isinstance(error, BaseException) else record
+            for (n, record), error in zip(records.items(), done, strict=True)
+        }
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        # A plain loop, not asyncio.Runner: Runner.run installs a SIGINT handler per call,
+        # whose bookkeeping costs more than the blob I/O it wraps.
+        return self._loop.run_until_complete(work)
+
+    async def _read(self, path: str) -> bytes:
+        reader = await self.store.get(path)
+        return await reader.read()
+
+
+async def _gather(work: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    return await asyncio.gather(*work, return_exceptions=True)
+
+
+def _reason(exc: Exception) -> str:
+    """A one-line reason for the job summary."""
+    if isinstance(exc, BlobNotFoundError):
+        return f"original missing from storage: {exc.path}"
+    if isinstance(exc, StorageUnavailable):
+        return f"storage error: {exc.__cause__ or exc.detail}"
+    if isinstance(exc, ImgestError):
+        return f"{exc.code}: {exc.detail}"
+    return f"storage error: {exc}"

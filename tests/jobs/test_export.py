@@ -1,0 +1,89 @@
+"""Export: labels from ground truth or the model's top-1, renditions made when missing, resume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgest.jobs import export
+from imgest.jobs.export import safe_label
+from tests.jobs.conftest import Corpus
+
+Files = list[tuple[str, bytes, dict[str, Any]]]
+
+
+def manifest(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_missing_renditions_are_made_and_labels_fall_back_to_predictions(
+    make_corpus: Callable[..., Corpus], photo_files: Files, tmp_path: Path
+) -> None:
+    corpus = make_corpus(photo_files[:4])
+    corpus.client.patch(f"/v1/images/{corpus.ids[0]}", json={"label": "my cat"})
+    out = tmp_path / "set"
+    summary = export.run(corpus.settings, pipeline="pad", out=out)
+    assert (summary.written, summary.rendered, summary.failed) == (4, 4, [])
+    assert summary.sources == {"ground_truth": 1, "prediction": 3}
+    entries = {m["id"]: m for m in manifest(out)}
+    assert entries[corpus.ids[0]]["label"] == "my cat"
+    for image_id in corpus.ids[1:]:
+        entry = entries[image_id]
+        top1 = corpus.client.get(f"/v1/images/{image_id}").json()["predictions"][0]["top"][0]
+        assert (entry["label"], entry["label_source"]) == (top1["label"], "prediction")
+        assert entry["predicted_through"].startswith("default@")  # no pad prediction exists
+        # The exported file is the rendition the API now serves.
+        served = corpus.client.get(f"/v1/images/{image_id}/renditions/pad")
+        assert served.status_code == 200
+        assert (out / entry["path"]).read_bytes() == served.content
+    assert (out / "my cat" / f"{corpus.ids[0]}.jpg").is_file()
+    again = export.run(corpus.settings, pipeline="pad", out=out)
+    assert (again.written, again.already, again.rendered) == (0, 4, 0)
+
+
+def test_an_interrupted_webdataset_export_resumes_at_its_last_whole_shard(
+    make_corpus: Callable[..., Corpus],
+    photo_files: Files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    corpus = make_corpus(photo_files[:8])
+    out = tmp_path / "wds"
+    real = export._Source._rendition
+    calls = 0
+
+    def dies_on_the_fifth(self: Any, image: Any) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise KeyboardInterrupt  # as if killed while the second shard was open
+        return real(self, image)
+
+    monkeypatch.setattr(export._Source, "_rendition", dies_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        export.run(corpus.settings, pipeline="default", out=out, format="webdataset", shard_size=3)
+    assert [p.name for p in sorted(out.iterdir())] == [
+        "classes.txt",
+        "manifest.jsonl",
+        "shard-000000.tar",
+        "shard-000001.tar.partial",
+    ]
+    assert len(manifest(out)) == 3  # only the finished shard's samples
+    monkeypatch.setattr(export._Source, "_rendition", real)
+    summary = export.run(
+        corpus.settings, pipeline="default", out=out, format="webdataset", shard_size=3
+    )
+    assert (summary.written, summary.already) == (5, 3)
+    assert sorted(p.name for p in out.glob("shard-*")) == [f"shard-00000{n}.tar" for n in range(3)]
+    assert sorted(m["id"] for m in manifest(out)) == sorted(corpus.ids)
+
+
+def test_labels_become_safe_directory_names() -> None:
+    assert safe_label("tabby, tabby cat") == "tabby, tabby cat"
+    assert safe_label("../etc/passwd") == "_.._etc_passwd"
+    assert safe_label("a/b\\c") == "a_b_c"
+    assert safe_label(".hidden") == "_.hidden"

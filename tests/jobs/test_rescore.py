@@ -1,0 +1,180 @@
+"""Rescore: every image lacking the prediction gets it, once; same answers as ingest; resumable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from imgest.catalog.repo import Catalog, ImageFilter
+from imgest.cli import app
+from imgest.errors import DeviceUnavailable, JobError
+from imgest.jobs import rescore
+from imgest.scoring.model import BUNDLED_DIR, Model
+from tests.jobs.conftest import Corpus
+
+Files = list[tuple[str, bytes, dict[str, Any]]]
+
+
+def predictions(corpus: Corpus, pipeline: str) -> dict[str, list[tuple[str, float]]]:
+    """image id -> top-k (label, score) of the `pipeline` prediction."""
+    catalog = Catalog.open(corpus.settings.catalog_url)
+    try:
+        out = {}
+        for image_id in corpus.ids:
+            record = catalog.get_image(image_id)
+            assert record is not None
+            for p in record.predictions:
+                if p.pipeline == pipeline:
+                    out[image_id] = [(t.label, t.score) for t in p.top]
+        return out
+    finally:
+        catalog.close()
+
+
+def test_rescore_matches_what_ingest_scores_and_reruns_do_nothing(
+    make_corpus: Callable[..., Corpus], photo_files: Files, tmp_path: Path
+) -> None:
+    files = photo_files[::4]  # 8 images, two variants of each photo
+    corpus = make_corpus(files)
+    summary = rescore.run(corpus.settings, pipeline="stretch", workers=0, batch_size=3)
+    assert (summary.matched, summary.pending, summary.scored, summary.failed) == (8, 8, 8, [])
+    # The same images ingested by a server whose pipeline is `stretch` got the same top-k.
+    reference = make_corpus(
+        files, pipeline="stretch", catalog_url=f"sqlite:///{tmp_path / 'ref.db'}"
+    )
+    assert predictions(corpus, "stretch") == predictions(reference, "stretch")
+    # Its renditions were stored and recorded: the API serves them.
+    r = corpus.client.get(f"/v1/images/{corpus.ids[0]}/renditions/stretch")
+    assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+    again = rescore.run(corpus.settings, pipeline="stretch", workers=0)
+    assert (again.pending, again.scored, again.skipped) == (0, 0, 8)
+    assert again.lines()[0].startswith("nothing to do: all 8 matching images have")
+
+
+def test_process_pool_gives_the_same_predictions_as_one_process(
+    make_corpus: Callable[..., Corpus], photo_files: Files, tmp_path: Path
+) -> None:
+    files = photo_files[1::5]
+    inline = make_corpus(files)
+    rescore.run(inline.settings, pipeline="pad", workers=0)
+    pooled = make_corpus(files, catalog_url=f"sqlite:///{tmp_path / 'pool.db'}")
+    summary = rescore.run(pooled.settings, pipeline="pad", workers=2, batch_size=2)
+    assert summary.scored == len(files) and summary.engine == "local"
+    assert predictions(pooled, "pad") == predictions(inline, "pad")
+    assert len(predictions(pooled, "pad")) == len(files)
+
+
+def test_where_narrows_the_corpus(make_corpus: Callable[..., Corpus], photo_files: Files) -> None:
+    corpus = make_corpus(photo_files[:16])  # cat and coffee, 8 variants each
+    summary = rescore.run(corpus.settings, pipeline="pad", workers=0, where=ImageFilter(tag="flip"))
+    assert (summary.matched, summary.scored) == (2, 2)
+    done = predictions(corpus, "pad")
+    assert sorted(done) == sorted(corpus.ids[i] for i in (1, 9))
+    rest = rescore.run(corpus.settings, pipeline="pad", workers=0)
+    assert (rest.matched, rest.pending, rest.scored, rest.skipped) == (16, 14, 14, 2)
+
+
+def test_a_missing_original_fails_that_image_only(
+    make_corpus: Callable[..., Corpus], photo_files: Files
+) -> None:
+    corpus = make_corpus(photo_files[:3])
+    record = Catalog.open(corpus.settings.catalog_url).get_image(corpus.ids[1])
+    assert record is not None
+    (Path(corpus.settings.storage_url) / record.original_path).unlink()
+    summary = rescore.run(corpus.settings, pipeline="stretch", workers=0)
+    assert summary.scored == 2
+    assert summary.failed == [
+        (corpus.ids[1], f"original missing from storage: {record.original_path}")
+    ]
+    assert any(
+        line.startswith(f"failed {corpus.ids[1]}: original missing") for line in summary.lines()
+    )
+    # Failed images are still pending: the next run tries them again.
+    assert rescore.run(corpus.settings, pipeline="stretch", workers=0).pending == 1
+
+
+def _rows(catalog_url: str, pipeline: str) -> int:
+    engine = create_engine(catalog_url)
+    with engine.connect() as conn:
+        n = conn.execute(
+            text("SELECT count(*) FROM predictions WHERE pipeline = :p"), {"p": pipeline}
+        ).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def test_killed_rescore_resumes_without_redoing_work(
+    make_corpus: Callable[..., Corpus], photo_files: Files
+) -> None:
+    corpus = make_corpus(photo_files[:20])
+    env = {
+        **os.environ,
+        "IMGEST_STORAGE_URL": corpus.settings.storage_url,
+        "IMGEST_CATALOG_URL": corpus.settings.catalog_url,
+    }
+    command = [sys.executable, "-m", "imgest.cli", "rescore", "--pipeline", "pad"]
+    child = subprocess.Popen(
+        [*command, "--workers", "0", "--batch-size", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while _rows(corpus.settings.catalog_url, "pad") < 3 and time.monotonic() < deadline:
+        assert child.poll() is None, "rescore finished before it could be killed"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    done = _rows(corpus.settings.catalog_url, "pad")
+    assert 3 <= done < 20
+    result = CliRunner().invoke(
+        app,
+        ["rescore", "--pipeline", "pad", "--workers", "0"],
+        env={k: env[k] for k in ("IMGEST_STORAGE_URL", "IMGEST_CATALOG_URL")},
+    )
+    assert result.exit_code == 0, result.output
+    assert f"scored {20 - done}, skipped {done}, failed 0 of 20" in result.stdout
+    assert _rows(corpus.settings.catalog_url, "pad") == 20
+
+
+def test_cuda_without_a_cuda_onnxruntime_is_a_clear_error(
+    make_corpus: Callable[..., Corpus], photo_files: Files
+) -> None:
+    with pytest.raises(DeviceUnavailable, match="no CUDA provider"):
+        Model(BUNDLED_DIR, device="cuda")
+    corpus = make_corpus(photo_files[:1])
+    result = CliRunner().invoke(
+        app,
+        ["rescore", "--pipeline", "pad", "--device", "cuda"],
+        env={
+            "IMGEST_STORAGE_URL": corpus.settings.storage_url,
+            "IMGEST_CATALOG_URL": corpus.settings.catalog_url,
+        },
+    )
+    assert result.exit_code == 2
+    assert "device cuda asked for" in result.stderr and "onnxruntime-gpu" in result.stderr
+
+
+def test_bad_requests_are_refused_before_any_work(
+    make_corpus: Callable[..., Corpus], photo_files: Files
+) -> None:
+    corpus = make_corpus(photo_files[:1])
+    with pytest.raises(JobError, match="unknown pipeline 'nope'"):
+        rescore.run(corpus.settings, pipeline="nope")
+    with pytest.raises(JobError, match="No registered model matches 'other'"):
+        rescore.run(corpus.settings, pipeline="pad", model="other")
+    memory = corpus.settings.model_copy(update={"storage_url": "memory://"})
+    with pytest.raises(JobError, match="memory://"):
+        rescore.run(memory, pipeline="pad")
+    result = CliRunner().invoke(app, ["rescore", "--pipeline", "pad", "--where", "colour=red"])
+    assert result.exit_code == 2 and "bad --where 'colour=red'" in result.stderr
