@@ -2,7 +2,8 @@
 
 Three servers on loopback at once (imgest serve, bench/naive_app.py, thumbor); each round
 loads one after the other at concurrency 8, so a busy machine slows all of them alike, and the
-ratios use medians over the rounds. Also: re-uploads of stored bytes (dedupe), and peak RSS of
+ratios use medians over the rounds. Each round also asks ours for on-demand 224 renditions
+of the photos it just took: the same work thumbor does. Also: re-uploads of stored bytes (dedupe), and peak RSS of
 fresh servers taking 32 concurrent 12 MP uploads, with our malloc settings and without.
 The load client runs on the same cores as the servers.
 """
@@ -10,6 +11,7 @@ The load client runs on the same cores as the servers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import statistics
 import sys
@@ -40,6 +42,7 @@ NAIVE_PER_ROUND = 16
 THUMBOR_PER_ROUND = 24
 DUPLICATES_PER_ROUND = 400
 THUMBOR_FILES = 8
+RENDITION = "stretch"  # a built-in pipeline that uploads do not render
 MEMORY_CONCURRENCY = 32
 GLIBC_DEFAULTS = {"IMGEST_MALLOC_ARENA_MAX": "0", "IMGEST_MALLOC_MMAP_THRESHOLD": "0"}
 TARGETS = {"rate": 25.0, "vs_naive": 4.0, "duplicates": 200.0, "vs_thumbor": 5.0, "rss": 400.0}
@@ -83,6 +86,7 @@ def run(repeats: int = 15) -> dict[str, Any]:
     ours: list[LoadResult] = []
     naive: list[LoadResult] = []
     thumbor: list[LoadResult] = []
+    renditions: list[LoadResult] = []
     duplicates: list[LoadResult] = []
     small_duplicates: list[LoadResult] = []
     thumbor_error = ""
@@ -114,6 +118,18 @@ def run(repeats: int = 15) -> dict[str, Any]:
             for r in range(ROUNDS):
                 offset = r * 1000
                 ours.append(_load(imgest, lambda i, o=offset: big(o + i), OURS_PER_ROUND))
+                # The same work thumbor does (a 224 rendition of a 12 MP original it holds),
+                # on the photos just uploaded: each GET renders pipeline `stretch` from the
+                # stored original for the first time, stores it and records it.
+                ids = [hashlib.sha256(big(offset + i)).hexdigest() for i in range(OURS_PER_ROUND)]
+                renditions.append(
+                    _load(
+                        imgest,
+                        big,
+                        THUMBOR_PER_ROUND,
+                        get=lambda i, ids=ids: f"/v1/images/{ids[i]}/renditions/{RENDITION}",
+                    )
+                )
                 naive.append(
                     _load(
                         naive_app,
@@ -144,13 +160,16 @@ def run(repeats: int = 15) -> dict[str, Any]:
                 peaks[label].append(
                     burst_peak_rss(folder, env, f"mem-{label}-{r}", MEMORY_CONCURRENCY)
                 )
-    return _result(ours, naive, thumbor, duplicates, small_duplicates, peaks, thumbor_error)
+    return _result(
+        ours, naive, thumbor, renditions, duplicates, small_duplicates, peaks, thumbor_error
+    )
 
 
 def _result(
     ours: list[LoadResult],
     naive: list[LoadResult],
     thumbor: list[LoadResult],
+    renditions: list[LoadResult],
     duplicates: list[LoadResult],
     small_duplicates: list[LoadResult],
     peaks: dict[str, list[float]],
@@ -162,6 +181,7 @@ def _result(
     rate, naive_rate = _median_rate(ours), _median_rate(naive)
     dup_rate = _median_rate(duplicates)
     thumbor_rate = _median_rate(thumbor) if thumbor else float("nan")
+    rendition_rate = _median_rate(renditions)
     peak = max(peaks["tuned"])
     rows = [
         ("ours: POST /v1/images (store original + rendition, score, commit)", ours),
@@ -169,12 +189,18 @@ def _result(
         ("thumbor: GET /unsafe/224x224/<file> (file loader, no storage)", thumbor),
         ("ours: duplicate upload of a stored 12 MP photo", duplicates),
         ("ours: duplicate upload of a stored small photo (cat.jpg, 33 KB)", small_duplicates),
+        (
+            f"ours: GET /v1/images/{{id}}/renditions/{RENDITION} (first request: render from "
+            "the stored original, store, record)",
+            renditions,
+        ),
     ]
     cpu = {case: _median_cpu(results) for case, results in rows}
     ours_cpu = cpu[rows[0][0]]
     lines = [
         f"Each round: {OURS_PER_ROUND} new 12 MP uploads to ours, {NAIVE_PER_ROUND} to the "
-        f"naive app, {THUMBOR_PER_ROUND} thumbor renditions, {DUPLICATES_PER_ROUND} duplicate "
+        f"naive app, {THUMBOR_PER_ROUND} thumbor renditions and {THUMBOR_PER_ROUND} of ours "
+        f"(on-demand, of just-uploaded photos), {DUPLICATES_PER_ROUND} duplicate "
         f"uploads of each kind, all at concurrency {CONCURRENCY}; {ROUNDS} rounds, medians of "
         "the rounds. 'server CPU ms' is the server process's user + system CPU time per "
         "answer: on a shared machine it moves far less than the rates do, so its ratio is "
@@ -213,6 +239,7 @@ def _result(
     cores = os.cpu_count() or 1
     dup_cpu, naive_cpu = cpu[rows[3][0]], cpu[rows[1][0]]
     thumbor_cpu = cpu[rows[2][0]]
+    rendition_cpu = cpu[rows[5][0]]
     targets = [
         {
             "note": f"bound: {ours_cpu:.0f} server CPU ms per upload, so at most "
@@ -247,18 +274,19 @@ def _result(
             "met": dup_rate >= TARGETS["duplicates"],
         },
         {
-            "note": "measured against our upload path, which also stores two blobs with fsync, "
-            "scores and commits: no on-demand rendition route exists yet (issue 4a); "
-            f"thumbor spends {thumbor_cpu:.0f} server CPU ms per 224 rendition",
-            "what": "224 rendition over HTTP: ours (full upload path) vs thumbor",
+            "note": f"both render a 224x224 JPEG from a 12 MP original they hold; ours also "
+            f"stores it (fsync) and records it in the catalog; thumbor spends "
+            f"{thumbor_cpu:.0f} server CPU ms per rendition, ours {rendition_cpu:.0f}. Our "
+            f"full upload path (receive, store both, score, commit) does {rate:.1f}/s",
+            "what": f"224 rendition over HTTP: ours (on-demand `{RENDITION}`) vs thumbor",
             "target": f">= {TARGETS['vs_thumbor']:.0f}x",
             "value": (
-                f"{rate / thumbor_rate:.2f}x ({rate:.1f}/s vs {thumbor_rate:.1f}/s; "
-                f"by server CPU {cpu[rows[2][0]] / ours_cpu:.2f}x)"
+                f"{rendition_rate / thumbor_rate:.2f}x ({rendition_rate:.1f}/s vs "
+                f"{thumbor_rate:.1f}/s; by server CPU {thumbor_cpu / rendition_cpu:.2f}x)"
                 if thumbor
                 else f"thumbor not run: {thumbor_error}"
             ),
-            "met": bool(thumbor) and rate / thumbor_rate >= TARGETS["vs_thumbor"],
+            "met": bool(thumbor) and rendition_rate / thumbor_rate >= TARGETS["vs_thumbor"],
         },
         {
             "what": f"peak server RSS, {MEMORY_CONCURRENCY} concurrent 12 MP uploads",
