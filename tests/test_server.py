@@ -24,12 +24,8 @@ CAT_CLASSES = range(281, 286)
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """A started server: (base URL, its var/ folder, its TMPDIR)."""
-    proc = Server(tmp_path)
-    proc.start()
-    try:
+    with Server(tmp_path) as proc:
         yield proc.base, proc.var, proc.tmpdir
-    finally:
-        proc.stop()
 
 
 def count_files(root: Path) -> int:

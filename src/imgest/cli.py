@@ -27,6 +27,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
+StorageOption = Annotated[
+    str | None,
+    typer.Option("--storage", help="Blob store URL or directory (IMGEST_STORAGE_URL)."),
+]
+CatalogOption = Annotated[
+    str | None, typer.Option("--catalog", help="Catalog SQLAlchemy URL (IMGEST_CATALOG_URL).")
+]
+
 
 def _settings(**overrides: Any) -> Settings:
     try:
@@ -38,20 +46,16 @@ def _settings(**overrides: Any) -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [IMGEST_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Bind port [IMGEST_PORT].")] = None,
-    storage: Annotated[
-        str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
-    ] = None,
-    catalog: Annotated[
-        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (IMGEST_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port (IMGEST_PORT).")] = None,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     insecure: Annotated[
         bool | None,
         typer.Option(
             "--insecure",
-            help="Allow a non-loopback address with auth off [IMGEST_INSECURE].",
+            help="Allow a non-loopback address with auth off (IMGEST_INSECURE).",
             show_default=False,
         ),
     ] = None,
@@ -74,9 +78,7 @@ def serve(
 
 @app.command()
 def migrate(
-    catalog: Annotated[
-        str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-    ] = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Apply catalog migrations (the server also does this at start-up)."""
     from imgest.app import open_catalog
@@ -489,10 +491,6 @@ def _bulk(
 keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed in the catalog).")
 app.add_typer(keys_app, name="keys")
 
-CatalogOption = Annotated[
-    str | None, typer.Option("--catalog", help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-]
-
 
 def _key_store(catalog: str | None) -> KeyStore:
     from imgest.app import open_catalog
@@ -556,9 +554,6 @@ def keys_revoke(
 
 # --- maintenance jobs (issue 3) ---------------------------------------------------------
 
-_STORAGE_OPTION = typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
-_CATALOG_OPTION = typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
-
 
 def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T]]) -> T:
     """Open the store and catalog that settings name, run `job` on them, close both."""
@@ -593,8 +588,8 @@ def gc(
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    storage: Annotated[str | None, _STORAGE_OPTION] = None,
-    catalog: Annotated[str | None, _CATALOG_OPTION] = None,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Delete blobs no catalog row references that are older than the grace period."""
     from imgest.jobs import gc as job
@@ -634,8 +629,8 @@ def fsck(
         bool, typer.Option("--deep", help="Also hash every original against its id.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    storage: Annotated[str | None, _STORAGE_OPTION] = None,
-    catalog: Annotated[str | None, _CATALOG_OPTION] = None,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Check every catalog row's blobs exist (and with --deep, hash right); exit 1 on problems."""
     from imgest.jobs import fsck as job
@@ -670,13 +665,6 @@ Where = Annotated[
         help="Filter the corpus like the API's list: label=L, tag=T, since=ISO, until=ISO "
         "(repeat for several).",
     ),
-]
-
-StorageUrl = Annotated[
-    str | None, typer.Option(help="Blob store URL or directory [IMGEST_STORAGE_URL].")
-]
-CatalogUrl = Annotated[
-    str | None, typer.Option(help="Catalog SQLAlchemy URL [IMGEST_CATALOG_URL].")
 ]
 
 
@@ -719,13 +707,13 @@ def rescore(
     ] = 2,
     batch_size: Annotated[int, typer.Option(help="Images per model call.", min=1)] = 16,
     device: Annotated[
-        str | None, typer.Option(help="cpu or cuda (no fallback) [IMGEST_DEVICE].")
+        str | None, typer.Option(help="cpu or cuda (no fallback) (IMGEST_DEVICE).")
     ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
     ] = None,
-    storage: StorageUrl = None,
-    catalog: CatalogUrl = None,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Score every image that lacks this model's prediction through this pipeline (resumable)."""
     from imgest.jobs import rescore as job
@@ -764,8 +752,8 @@ def compare(
     where: Where = None,
     top: Annotated[int, typer.Option(help="Labels in the change matrix.", min=1)] = 10,
     thumbnails: Annotated[int, typer.Option(help="Disagreements shown.", min=0)] = 48,
-    storage: StorageUrl = None,
-    catalog: CatalogUrl = None,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Compare two runs: agreement, change matrix, confidence, accuracy, disagreements."""
     from imgest.jobs.compare import compare as run_compare
@@ -806,8 +794,8 @@ def export(
     ] = None,
     where: Where = None,
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
-    storage: StorageUrl = None,
-    catalog: CatalogUrl = None,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
 ) -> None:
     """Write a labelled training set of one pipeline's renditions (streamed, resumable)."""
     from imgest.jobs import export as job

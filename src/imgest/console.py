@@ -7,51 +7,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from imgest.bulk import Outcome, Summary
+from imgest.jobs.progress import progress_bar
 
 MAX_LISTED = 50  # rejected/failed files listed by name; the rest are counted
-
-
-class _Rate(ProgressColumn):
-    """Files per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} files/s" if speed else "- files/s", style="progress.data.speed")
 
 
 @contextmanager
 def progress(total: int) -> Iterator[Callable[[Outcome], None]]:
     """A progress bar on stderr; yields the callback that advances it by one outcome."""
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    with bar:
-        task = bar.add_task("uploading", total=total)
-
-        def advance(outcome: Outcome) -> None:
-            bar.advance(task)
-
-        yield advance
+    with progress_bar("uploading", total, unit="files") as advance:
+        yield lambda outcome: advance(1)
 
 
 def render_summary(summary: Summary, *, as_json: bool = False) -> None:

@@ -29,12 +29,8 @@ schema = schemathesis.openapi.from_dict(
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("schemathesis"))
-    server.start()
-    try:
+    with Server(tmp_path_factory.mktemp("schemathesis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @schema.parametrize()

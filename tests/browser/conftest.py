@@ -25,12 +25,8 @@ expect.set_options(timeout=20_000)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One `imgest serve` per test module (the tests share its corpus)."""
-    server = Server(tmp_path_factory.mktemp("ui-server"))
-    server.start()
-    try:
+    with Server(tmp_path_factory.mktemp("ui-server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

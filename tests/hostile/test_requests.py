@@ -116,12 +116,8 @@ def test_hostile_multipart(hostile_client: TestClient, cat: bytes, case: str) ->
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("hostile-server"))
-    server.start()
-    try:
+    with Server(tmp_path_factory.mktemp("hostile-server")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _raw(server: Server, request: bytes, *, read_timeout: float = 15.0) -> bytes:

@@ -83,6 +83,13 @@ class Server:
                 pytest.fail(f"server did not become ready:\n{self.log.read_text()}")
             time.sleep(0.2)
 
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
         if self.proc is not None:

@@ -1,4 +1,5 @@
-"""A progress bar for corpus jobs (count, rate, elapsed, ETA) on stderr, via rich."""
+"""A progress bar for long CLI work (count, rate, elapsed, ETA) on stderr, via rich: corpus
+jobs count images, `imgest upload`/`import` count files."""
 
 from __future__ import annotations
 
@@ -22,20 +23,27 @@ from rich.text import Text
 class RateColumn(ProgressColumn):
     """Items per second."""
 
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         """The task's current speed, e.g. `41.2 img/s`."""
         speed = task.finished_speed or task.speed
-        return Text("-- img/s" if speed is None else f"{speed:.1f} img/s", style="cyan")
+        shown = "--" if speed is None else f"{speed:.1f}"
+        return Text(f"{shown} {self.unit}/s", style="cyan")
 
 
 @contextmanager
-def progress_bar(description: str, total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, total: int, *, enabled: bool = True, unit: str = "img"
+) -> Iterator[Callable[[int], None]]:
     """Yields advance(n); draws nothing when `enabled` is False."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(),
+        RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
