@@ -3,8 +3,9 @@
 Three servers on loopback at once (imgest serve, bench/naive_app.py, thumbor); each round
 loads one after the other at concurrency 8, so a busy machine slows all of them alike, and the
 ratios use medians over the rounds. Each round also asks ours for on-demand 224 renditions
-of the photos it just took: the same work thumbor does. Also: re-uploads of stored bytes (dedupe), and peak RSS of
-fresh servers taking 32 concurrent 12 MP uploads, with our malloc settings and without.
+of the photos it just took: the same work thumbor does. Also: re-uploads of stored bytes
+(dedupe), and peak RSS of fresh servers taking 32 concurrent 12 MP uploads, with our malloc
+settings and without.
 The load client runs on the same cores as the servers.
 """
 
