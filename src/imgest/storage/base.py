@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, runtime_checkable
@@ -64,6 +64,44 @@ class BlobReader(Protocol):
     async def read(self) -> bytes:
         """The whole blob (for small blobs); consumes the reader like `stream()`."""
         ...
+
+
+class OneShotReader:
+    """What every store's BlobReader shares: `meta`, consumed once, chunk sizes checked.
+
+    A subclass supplies `_chunks(chunk_size)` (the bytes as non-empty chunks of at most that
+    size) and `read()`, and calls `_take()` first in anything that consumes the blob.
+    """
+
+    def __init__(self, meta: BlobMeta) -> None:
+        self.meta = meta
+        self._consumed = False
+
+    def _take(self) -> None:
+        if self._consumed:
+            raise RuntimeError(f"blob reader for {self.meta.path!r} was already consumed")
+        self._consumed = True
+
+    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """Yield the blob's bytes in non-empty chunks of at most `chunk_size`."""
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        self._take()
+        return self._chunks(chunk_size)
+
+    def _chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def read(self) -> bytes:
+        """The whole blob."""
+        raise NotImplementedError
+
+
+def split(data: bytes, chunk_size: int) -> Iterator[bytes]:
+    """`data` in pieces of at most `chunk_size` bytes (none for empty data)."""
+    view = memoryview(data)
+    for start in range(0, len(view), chunk_size):
+        yield bytes(view[start : start + chunk_size])
 
 
 @runtime_checkable

@@ -44,6 +44,7 @@ from imgest.storage.base import (
     BlobMeta,
     BlobNotFoundError,
     InvalidPathError,
+    OneShotReader,
     PutMode,
     StoreUnavailableError,
     validate_path,
@@ -115,7 +116,7 @@ def remove_stale_temps(root: Path, older_than: float) -> int:
     return removed
 
 
-class FileReader:
+class FileReader(OneShotReader):
     """A BlobReader over an open file descriptor.
 
     The descriptor is opened by `get`, so the reader keeps the version it opened even if the
@@ -124,24 +125,12 @@ class FileReader:
     """
 
     def __init__(self, meta: BlobMeta, fd: int) -> None:
-        self.meta = meta
+        super().__init__(meta)
         self._fd = fd
-        self._consumed = False
         self._close = weakref.finalize(self, os.close, fd)
 
-    def _take(self) -> None:
-        if self._consumed:
-            raise RuntimeError(f"blob reader for {self.meta.path!r} was already consumed")
-        self._consumed = True
-
-    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        """Yield the file's bytes in chunks of at most `chunk_size`, each read off the loop."""
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-        self._take()
-        return self._chunks(chunk_size)
-
     async def _chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        # Each chunk is read off the event loop.
         try:
             while chunk := await self._run(os.read, self._fd, chunk_size):
                 yield chunk

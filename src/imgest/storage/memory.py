@@ -16,8 +16,10 @@ from imgest.storage.base import (
     BlobExistsError,
     BlobMeta,
     BlobNotFoundError,
+    OneShotReader,
     PutMode,
     StoreUnavailableError,
+    split,
     validate_path,
     validate_prefix,
 )
@@ -25,34 +27,25 @@ from imgest.storage.base import (
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class BytesReader:
+class BytesReader(OneShotReader):
     """A BlobReader over bytes already in memory; consumed once, like a network stream."""
 
     def __init__(self, meta: BlobMeta, data: bytes) -> None:
-        self.meta = meta
-        self._data: bytes | None = data
+        super().__init__(meta)
+        self._data = data
 
-    def _take(self) -> bytes:
-        if self._data is None:
-            raise RuntimeError(f"blob reader for {self.meta.path!r} was already consumed")
-        data, self._data = self._data, None
+    def _release(self) -> bytes:
+        data, self._data = self._data, b""
         return data
 
-    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        """Yield the bytes in chunks of at most `chunk_size`."""
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-        return self._chunks(self._take(), chunk_size)
-
-    @staticmethod
-    async def _chunks(data: bytes, chunk_size: int) -> AsyncIterator[bytes]:
-        view = memoryview(data)
-        for start in range(0, len(view), chunk_size):
-            yield bytes(view[start : start + chunk_size])
+    async def _chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        for chunk in split(self._release(), chunk_size):
+            yield chunk
 
     async def read(self) -> bytes:
         """The whole blob."""
-        return self._take()
+        self._take()
+        return self._release()
 
 
 class MemoryStore:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import anyio
 
-from imgest.storage.base import BlobMeta, StoreOptions
+from imgest.storage.base import BlobMeta, OneShotReader, StoreOptions, split
 
 # Query parameters of storage URLs that hold secrets (Azure, S3, and SAS tokens).
 SECRET_PARAMS = frozenset({"key", "secret", "session_token", "connection_string", "sig"})
@@ -122,7 +122,7 @@ def bare_etag(etag: str | None) -> str | None:
     return etag.strip('"') if etag else None
 
 
-class ChunkedReader:
+class ChunkedReader(OneShotReader):
     """A BlobReader over a network body: re-chunks it to at most `chunk_size`, consumed once.
 
     `chunks` yields the body in whatever pieces the library gives; `release` frees the
@@ -135,29 +135,15 @@ class ChunkedReader:
         chunks: AsyncIterator[bytes],
         release: Callable[[], Awaitable[None]],
     ) -> None:
-        self.meta = meta
-        self._chunks = chunks
+        super().__init__(meta)
+        self._body = chunks
         self._release = release
-        self._consumed = False
 
-    def _take(self) -> None:
-        if self._consumed:
-            raise RuntimeError(f"blob reader for {self.meta.path!r} was already consumed")
-        self._consumed = True
-
-    def stream(self, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        """Yield the body in non-empty chunks of at most `chunk_size` bytes."""
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
-        self._take()
-        return self._rechunk(chunk_size)
-
-    async def _rechunk(self, chunk_size: int) -> AsyncIterator[bytes]:
+    async def _chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
         try:
-            async for piece in self._chunks:
-                view = memoryview(piece)
-                for start in range(0, len(view), chunk_size):
-                    yield bytes(view[start : start + chunk_size])
+            async for piece in self._body:
+                for chunk in split(piece, chunk_size):
+                    yield chunk
         finally:
             await self._release()
 
@@ -165,6 +151,6 @@ class ChunkedReader:
         """The whole body."""
         self._take()
         try:
-            return b"".join([piece async for piece in self._chunks])
+            return b"".join([piece async for piece in self._body])
         finally:
             await self._release()
