@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -286,35 +287,43 @@ async def test_get_reads_the_file_chunk_by_chunk(
     assert len(sizes) >= 32 and max(sizes) <= 32 * 1024
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _open_fds(path: Path) -> int:
+    """Descriptors of this process open on `path` (other tests' threads may open and close
+    unrelated files meanwhile, so counting all of them is not a measure of this reader)."""
+    target = str(path.resolve())
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(f"/proc/self/fd/{fd}") == target
+    return count
 
 
 @pytest.mark.anyio
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-async def test_readers_close_their_file(store: LocalStore) -> None:
+async def test_readers_close_their_file(store: LocalStore, root: Path) -> None:
     await store.put("f", payload(300_000))
-    baseline = _open_fds()
+    blob = root / "f"
+    baseline = _open_fds(blob)
 
     assert len(await (await store.get("f")).read()) == 300_000
-    assert _open_fds() == baseline
+    assert _open_fds(blob) == baseline
 
     reader = await store.get("f")
     assert len(b"".join([c async for c in reader.stream()])) == 300_000
-    assert _open_fds() == baseline
+    assert _open_fds(blob) == baseline
 
     stream = (await store.get("f")).stream(1000)
     async for _ in stream:
         break
-    assert _open_fds() == baseline + 1
+    assert _open_fds(blob) == baseline + 1
     await stream.aclose()  # type: ignore[attr-defined]  # an async generator underneath
-    assert _open_fds() == baseline
+    assert _open_fds(blob) == baseline
 
     unread = await store.get("f")
-    assert _open_fds() == baseline + 1
+    assert _open_fds(blob) == baseline + 1
     del unread
     gc.collect()
-    assert _open_fds() == baseline
+    assert _open_fds(blob) == baseline
 
 
 @pytest.mark.anyio
