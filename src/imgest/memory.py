@@ -1,10 +1,12 @@
-"""glibc malloc settings for the server process: fewer arenas, big buffers returned at once.
+"""glibc malloc settings for the server process: fewer arenas, optionally big buffers unmapped.
 
-A 12 MP upload passes through several multi-megabyte buffers (the body, its joined bytes, the
-decoder's output) on many worker threads. With glibc's defaults every thread may get its own
-arena (up to 8 per core) that keeps freed memory, and the mmap threshold rises to the largest
-buffer freed so far, so later big buffers land in those arenas too. Measured in
-docs/benchmarks.md: peak RSS for 32 concurrent 12 MP uploads drops by about 60 MB.
+A 12 MP upload passes through several multi-megabyte buffers (the body, the decoder's output)
+on many worker threads. With glibc's defaults every thread may get its own arena (up to 8 per
+core) that keeps freed memory; `malloc_arena_max` (2 by default) caps them. A fixed
+`malloc_mmap_threshold` gives every big buffer its own mapping, returned to the OS when freed:
+lower peak RSS, but each buffer's pages are faulted in afresh. It is off by default (0: glibc's
+dynamic threshold) since the faults cost more than the memory saves (docs/benchmarks.md,
+tuning log: duplicate 12 MP uploads 124 -> 157/s for about 11 MB more peak RSS).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Streaming multipart/form-data reader: parts to memory under limits, hashed as they arrive.
 
 Nothing is spooled to disk (unlike Starlette's UploadFile): each file part is held in memory,
-bounded by the per-file and per-request limits, and its SHA-256 is computed chunk by chunk.
+bounded by the per-file and per-request limits. Its SHA-256 is computed once the body has been
+read: in a worker thread for big parts (hashlib lets go of the GIL), so the event loop, which
+parses every request's bytes, is not also the one core that hashes them (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import io
 import re
 import unicodedata
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -31,6 +34,9 @@ from imgest.errors import (
 from imgest.ingest import Upload
 
 _MAX_FILENAME = 255
+# Parts at least this big are hashed in a worker thread; below it the thread hand-off costs
+# about as much as the hash.
+THREAD_HASH_BYTES = 256 * 1024
 _MAX_FIELD_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -90,7 +96,6 @@ class _PartBuilder:
         # over BytesIO's own bytes object without a copy (docs/benchmarks.md).
         self._buffer = io.BytesIO()
         self._size = 0
-        self._hash: hashlib._Hash | None = None
         self._file: _FilePart | None = None
         self._field_name: str | None = None
 
@@ -100,7 +105,6 @@ class _PartBuilder:
         self._header_bytes = 0
         self._buffer = io.BytesIO()
         self._size = 0
-        self._hash = None
         self._file = None
         self._field_name = None
 
@@ -135,7 +139,6 @@ class _PartBuilder:
                 filename=clean_filename(_decode_header(options[b"filename"])),
                 content_type=_decode_header(ctype)[:200] if ctype else None,
             )
-            self._hash = hashlib.sha256()
         else:
             if len(self.form.fields) >= self.limits.max_fields:
                 raise TooManyFields(
@@ -156,10 +159,7 @@ class _PartBuilder:
                 self._buffer = io.BytesIO()
                 self._size += n
                 return
-            chunk = memoryview(data)[start:end]
-            assert self._hash is not None
-            self._hash.update(chunk)
-            self._buffer.write(chunk)
+            self._buffer.write(memoryview(data)[start:end])
             self._size += n
         else:
             if self._size + n > self.limits.max_field_bytes:
@@ -180,11 +180,10 @@ class _PartBuilder:
                     self._buffer = io.BytesIO()
                     return
                 part.error = EmptyFile(f"{part.filename} has no bytes.")
-            assert self._hash is not None
             self.form.files.append(
                 Upload(
                     data=data,
-                    sha256=self._hash.hexdigest() if part.error is None else "",
+                    sha256="",  # read_form fills it in once the body is read
                     filename=part.filename,
                     content_type=part.content_type,
                     size=self._size,
@@ -289,4 +288,15 @@ async def read_form(
         raise MalformedMultipart(
             "The multipart body ended before its closing boundary (truncated upload?)."
         )
-    return builder.form
+    form = builder.form
+    big = sum(len(f.data) for f in form.files) >= THREAD_HASH_BYTES
+    digests = await anyio.to_thread.run_sync(_digests, form.files) if big else _digests(form.files)
+    form.files = [
+        replace(f, sha256=digest) if f.error is None else f
+        for f, digest in zip(form.files, digests, strict=True)
+    ]
+    return form
+
+
+def _digests(files: list[Upload]) -> list[str]:
+    return [hashlib.sha256(f.data).hexdigest() if f.error is None else "" for f in files]

@@ -11,9 +11,23 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Exists, Select, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    Exists,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -423,29 +437,25 @@ class Catalog:
         return self._guard(run)
 
     def _load(self, session: Session, image_id: str) -> ImageRecord | None:
-        row = session.get(ImageRow, image_id)
+        row = session.execute(_IMAGE_BY_ID, {"id": image_id}).first()
         if row is None:
             return None
         return self._hydrate(session, [row])[0]
 
-    def _hydrate(self, session: Session, rows: Sequence[ImageRow]) -> list[ImageRecord]:
-        ids = [r.id for r in rows]
-        if not ids:
+    def _hydrate(self, session: Session, rows: Sequence[Any]) -> list[ImageRecord]:
+        """ImageRecords of image rows (ORM objects or plain rows) with their tags,
+        renditions and predictions: one query for each of the three."""
+        ids = {"ids": [r.id for r in rows]}
+        if not ids["ids"]:
             return []
         tags: dict[str, list[str]] = {}
-        for t in session.execute(
-            select(TagRow).where(TagRow.image_id.in_(ids)).order_by(TagRow.tag)
-        ).scalars():
+        for t in session.execute(_TAGS_OF, ids):
             tags.setdefault(t.image_id, []).append(t.tag)
         rends: dict[str, list[RenditionRecord]] = {}
-        for r in session.execute(
-            select(RenditionRow).where(RenditionRow.image_id.in_(ids))
-        ).scalars():
+        for r in session.execute(_RENDITIONS_OF, ids):
             rends.setdefault(r.image_id, []).append(_record(RenditionRecord, r))
         preds: dict[str, list[PredictionRecord]] = {}
-        for p in session.execute(
-            select(PredictionRow).where(PredictionRow.image_id.in_(ids)).order_by(PredictionRow.id)
-        ).scalars():
+        for p in session.execute(_PREDICTIONS_OF, ids):
             preds.setdefault(p.image_id, []).append(_prediction_record(p))
         return [
             _record(
@@ -539,8 +549,10 @@ class Catalog:
         Idempotent: a prediction or rendition already recorded under its key is left as it
         is. Returns how many predictions were new.
         """
-        predictions = [_columns(_prediction_row(i, p)) for i, p, _ in results]
-        renditions = [_columns(_rendition_row(i, r)) for i, _, r in results if r is not None]
+        predictions = [_prediction_values(i, p) for i, p, _ in results]
+        renditions = [
+            {**dataclasses.asdict(r), "image_id": i} for i, _, r in results if r is not None
+        ]
 
         def run() -> int:
             with self._sessions() as session, session.begin():
@@ -667,6 +679,32 @@ def _filtered(query: Q, where: ImageFilter) -> Q:
     return query
 
 
+def _table(cls: type[Base]) -> Table:
+    """The Core table behind an ORM class (selecting from it yields plain rows)."""
+    return cast(Table, cls.__table__)
+
+
+# Built once: every duplicate upload and image GET loads a record through these. Plain
+# rows, not ORM objects: building ORM instances (and the statements) was most of the time.
+_IMAGES, _TAGS, _RENDITIONS, _PREDICTIONS = (
+    _table(c) for c in (ImageRow, TagRow, RenditionRow, PredictionRow)
+)
+_IMAGE_BY_ID = select(_IMAGES).where(_IMAGES.c.id == bindparam("id"))
+_TAGS_OF = (
+    select(_TAGS.c.image_id, _TAGS.c.tag)
+    .where(_TAGS.c.image_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_TAGS.c.tag)
+)
+_RENDITIONS_OF = select(_RENDITIONS).where(
+    _RENDITIONS.c.image_id.in_(bindparam("ids", expanding=True))
+)
+_PREDICTIONS_OF = (
+    select(_PREDICTIONS)
+    .where(_PREDICTIONS.c.image_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_PREDICTIONS.c.id)
+)
+
+
 def _record(cls: type[R], row: object, **computed: Any) -> R:
     """A record dataclass from the row's same-named columns, plus computed fields."""
     names = [f.name for f in dataclasses.fields(cls) if f.name not in computed]  # type: ignore[arg-type]
@@ -690,12 +728,6 @@ def _has_prediction(key: PredictionKey) -> Exists:
     )
 
 
-def _columns(row: Base) -> dict[str, Any]:
-    """A row's column values (autoincrement ids left to the database)."""
-    names = row.__table__.columns.keys()
-    return {n: getattr(row, n) for n in names if getattr(row, n) is not None}
-
-
 def _insert_new(session: Session, table: type[Base], rows: list[dict[str, Any]]) -> int:
     """INSERT rows, skipping those whose key is already there; returns how many were new."""
     if not rows:
@@ -707,11 +739,15 @@ def _insert_new(session: Session, table: type[Base], rows: list[dict[str, Any]])
         from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
         raise NotImplementedError(f"idempotent insert on {dialect}")
-    result = session.execute(insert(table).values(rows).on_conflict_do_nothing())
-    return int(getattr(result, "rowcount", 0) or 0)
+    # One cached statement run for many rows (SQLAlchemy's "insertmanyvalues"), not a
+    # multi-VALUES statement compiled anew per call; RETURNING counts the rows inserted.
+    target = _table(table)
+    key = next(iter(target.columns))
+    statement = insert(target).on_conflict_do_nothing().returning(key)
+    return len(session.execute(statement, rows).all())
 
 
-def _prediction_record(row: PredictionRow) -> PredictionRecord:
+def _prediction_record(row: Any) -> PredictionRecord:
     return _record(
         PredictionRecord,
         row,
@@ -736,13 +772,20 @@ def _rendition_row(image_id: str, r: RenditionRecord) -> RenditionRow:
     return _row(RenditionRow, r, image_id=image_id)
 
 
+def _prediction_values(image_id: str, p: PredictionRecord) -> dict[str, Any]:
+    """The predictions table's column values for one record (no ORM object: bulk inserts)."""
+    return {
+        "image_id": image_id,
+        "model": p.model,
+        "model_version": p.model_version,
+        "pipeline": p.pipeline,
+        "pipeline_version": p.pipeline_version,
+        "top": [dataclasses.asdict(x) for x in p.top],
+        "top1_label": p.top[0].label if p.top else "",
+        "top1_score": p.top[0].score if p.top else 0.0,
+        "created_at": _utc(p.created_at),
+    }
+
+
 def _prediction_row(image_id: str, p: PredictionRecord) -> PredictionRow:
-    return _row(
-        PredictionRow,
-        p,
-        image_id=image_id,
-        top=[dataclasses.asdict(x) for x in p.top],
-        top1_label=p.top[0].label if p.top else "",
-        top1_score=p.top[0].score if p.top else 0.0,
-        created_at=_utc(p.created_at),
-    )
+    return PredictionRow(**_prediction_values(image_id, p))

@@ -73,7 +73,7 @@ class ScorerSpec:
 
     store_url: str
     model: ModelSpec
-    model_bytes: bytes
+    model_bytes: bytes = field(repr=False)  # megabytes: a repr would print them all
     model_version: str
     pipeline: Pipeline
     top_k: int = 5
