@@ -59,6 +59,7 @@ $(BENCH_THUMBOR)/.ready:
 
 ## Run the benchmarks and rewrite docs/benchmarks.md (baselines: naive app, libvips, thumbor).
 bench: $(VENV)/.bench $(BENCH_THUMBOR)/.ready
+	bash bench/install_wrk.sh
 	$(BIN)/python bench/run.py
 
 ## Re-export the bundled ONNX model from the PyTorch packages (needs torch==2.13.0 on disk).

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +46,8 @@ class LoadResult:
     elapsed: float = 0.0
     acked: dict[str, bytes] = field(default_factory=dict)  # id -> bytes, when keep_acked
     server_cpu_s: float = 0.0  # CPU time the server used meanwhile, when the caller measures it
+    client: str = "httpx"  # the load generator: "httpx" (run_load) or "wrk" (run_wrk)
+    percentiles: dict[float, float] = field(default_factory=dict)  # q -> s, from wrk
 
     @property
     def ok(self) -> int:
@@ -63,7 +67,7 @@ class LoadResult:
     def percentile_ms(self, q: float) -> float:
         """The q-quantile (0..1) of 2xx latencies, in milliseconds (nearest rank)."""
         if not self.latencies:
-            return float("nan")
+            return 1000 * self.percentiles.get(q, float("nan"))
         ordered = sorted(self.latencies)
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -170,6 +174,58 @@ async def run_load(
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
     result.elapsed = time.perf_counter() - started
+    return result
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+local f = assert(io.open("{body}", "rb"))
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "{content_type}"
+"""
+_WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def run_wrk(url: str, body: bytes, *, concurrency: int, seconds: float) -> LoadResult:
+    """POST the same multipart `body` to url + /v1/images with wrk (C, one thread) for
+    `seconds`: a load generator that leaves the cores to the server, where a Python client
+    sending megabytes costs about as much CPU as the server answering. Needs `wrk` on PATH."""
+    require_loopback(url)
+    with tempfile.TemporaryDirectory(prefix="imgest-wrk-") as tmp:
+        body_file, script = Path(tmp) / "body", Path(tmp) / "post.lua"
+        body_file.write_bytes(body)
+        script.write_text(WRK_SCRIPT.format(body=body_file, content_type=MULTIPART["content-type"]))
+        argv = ["wrk", "-t", "1", "-c", str(concurrency), "-d", f"{seconds:g}s", "--latency"]
+        out = subprocess.run(
+            [*argv, "-s", str(script), url + "/v1/images"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> LoadResult:
+    """A LoadResult from wrk's --latency report (counts, elapsed, percentiles, failures)."""
+    result = LoadResult(client="wrk")
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if done is None:
+        raise RuntimeError(f"wrk printed no request count:\n{out}")
+    result.sent = int(done.group(1))
+    result.elapsed = float(done.group(2)) * _WRK_UNITS[done.group(3)]
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    bad = int(failed.group(1)) if failed else 0
+    result.statuses[200] = result.sent - bad
+    if bad:
+        result.statuses[0] = bad
+        result.errors.append(f"wrk: {bad} non-2xx answers")
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if socket_errors:
+        result.errors.append(f"wrk socket errors: {socket_errors.group(1)}")
+    for q, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M):
+        result.percentiles[int(q) / 100] = float(value) * _WRK_UNITS[unit]
     return result
 
 
