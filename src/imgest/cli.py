@@ -712,6 +712,13 @@ def rescore(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
     ] = None,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            help="Bind each local worker to a core of its own (when there are enough cores); "
+            "--no-pin where other work shares the cores."
+        ),
+    ] = True,
     storage: StorageOption = None,
     catalog: CatalogOption = None,
 ) -> None:
@@ -733,6 +740,7 @@ def rescore(
             device=device,
             ray_address=ray_address,
             progress=True,
+            pin=pin,
         )
     )
 

@@ -98,11 +98,13 @@ def run(
     device: str | None = None,
     ray_address: str | None = None,
     progress: bool = False,
+    pin: bool = True,
 ) -> RescoreSummary:
     """Score every image `where` selects that lacks the (model, pipeline) prediction.
 
     workers=0 with the local engine scores in this process (no pool), for debugging and
-    for measuring the single-core bound.
+    for measuring the single-core bound. `pin` binds each local worker to a core of its own
+    where there are enough cores (see imgest.jobs.pool).
     """
     where = where or ImageFilter()
     device = device or settings.device
@@ -127,7 +129,7 @@ def run(
         if summary.pending == 0:
             summary.skipped = summary.matched
             return summary
-        runner = _engine(engine, spec, loaded, workers, batch_size, ray_address)
+        runner = _engine(engine, spec, loaded, workers, batch_size, ray_address, pin)
         _drive(catalog, runner, key, where, batch_size, summary, progress)
         return summary
     finally:
@@ -168,6 +170,7 @@ def _engine(
     workers: int,
     batch_size: int,
     ray_address: str | None,
+    pin: bool,
 ) -> Engine:
     if name == "ray":
         return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address)
@@ -175,7 +178,7 @@ def _engine(
         store = open_store(spec.store_url)
         inline = BatchScorer(spec, store=store, model=loaded, owns_store=True)
         return LocalEngine(spec, workers=0, inline=inline)
-    return LocalEngine(spec, workers=workers)
+    return LocalEngine(spec, workers=workers, pin=pin)
 
 
 def _drive(
