@@ -106,6 +106,18 @@ def _median_rate(results: list[LoadResult]) -> float:
     return statistics.median(r.rate for r in results) if results else float("nan")
 
 
+def _pooled_percentiles(results: list[LoadResult]) -> tuple[float, float]:
+    """p50 and p99 ms of the rounds' latencies together; for wrk, which reports only its
+    percentiles, the median of the rounds' percentiles."""
+    if any(r.latencies for r in results):
+        both = LoadResult(latencies=[x for r in results for x in r.latencies])
+        return both.percentile_ms(0.5), both.percentile_ms(0.99)
+    return (
+        statistics.median(r.percentile_ms(0.5) for r in results),
+        statistics.median(r.percentile_ms(0.99) for r in results),
+    )
+
+
 def _median_cpu(results: list[LoadResult]) -> float:
     return statistics.median(r.cpu_ms_per_request for r in results) if results else float("nan")
 
@@ -250,10 +262,10 @@ def _result(
             lines.append(f"| {case} | not run | {thumbor_error} | | | | | |")
             continue
         median = _median_rate(results)
-        both = LoadResult(latencies=[x for r in results for x in r.latencies])
+        p50_ms, p99_ms = _pooled_percentiles(results)
         lines.append(
             f"| {case} | {median:.1f} | {' / '.join(f'{r.rate:.1f}' for r in results)} | "
-            f"{both.percentile_ms(0.5):.0f} | {both.percentile_ms(0.99):.0f} | "
+            f"{p50_ms:.0f} | {p99_ms:.0f} | "
             f"{median / rate:.2f}x | {cpu[case]:.1f} | {cpu[case] / ours_cpu:.2f}x |"
         )
     lines += [

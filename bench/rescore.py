@@ -50,6 +50,7 @@ PIPELINE = "stretch"
 BATCH = 16
 TARGET_PER_CORE = 0.90
 TARGET_RAY = 1.8
+RAY_REPEATS = 3  # odd: the median pair is one of them
 SMALL = 4  # the small run scores the first 1/SMALL of the corpus
 
 
@@ -273,7 +274,14 @@ def run(repeats: int = 3, n: int = 960) -> dict[str, Any]:
         try:
             # Ray Data starts its own helper actors on first use: not part of either case.
             ray.data.range(4).map_batches(lambda batch: batch).take_all()
-            on_ray = [marginal(template, work, f"ray{w}", engine="ray", workers=w) for w in (1, 2)]
+            ray_pairs = []
+            for r in range(RAY_REPEATS):  # 1 then 2 actors, then 2 then 1, ...
+                order = (1, 2) if r % 2 == 0 else (2, 1)
+                runs = {
+                    w: marginal(template, work, f"ray{w}-{r}", engine="ray", workers=w)
+                    for w in order
+                }
+                ray_pairs.append((runs[1], runs[2]))
         finally:
             ray.shutdown()
     finally:
@@ -320,6 +328,10 @@ def run(repeats: int = 3, n: int = 960) -> dict[str, Any]:
             "second core with nothing else of ours running",
         )
     )
+    speedups = sorted(one["wall"] / two["wall"] for one, two in ray_pairs)
+    speedup = statistics.median(speedups)
+    e2e = statistics.median(two["e2e_rate"] / one["e2e_rate"] for one, two in ray_pairs)
+    on_ray = ray_pairs[[one["wall"] / two["wall"] for one, two in ray_pairs].index(speedup)]
     for m in on_ray:
         rows.append(
             _row(
@@ -334,8 +346,6 @@ def run(repeats: int = 3, n: int = 960) -> dict[str, Any]:
             )
         )
     efficiency = statistics.median(efficiencies)
-    speedup = on_ray[0]["wall"] / on_ray[1]["wall"]
-    e2e = on_ray[1]["e2e_rate"] / on_ray[0]["e2e_rate"]
     return {
         "name": NAME,
         "title": TITLE,
@@ -361,7 +371,9 @@ def run(repeats: int = 3, n: int = 960) -> dict[str, Any]:
             {
                 "what": "Ray 2 actors vs 1 (marginal wall time per image)",
                 "target": f">= {TARGET_RAY}x",
-                "value": f"{speedup:.2f}x (end to end {e2e:.2f}x)",
+                "value": f"{speedup:.2f}x (median of {len(speedups)} interleaved pairs: "
+                + ", ".join(f"{x:.2f}x" for x in speedups)
+                + f"; end to end {e2e:.2f}x)",
                 "met": speedup >= TARGET_RAY,
                 "note": f"bound: on this machine two plain processes of the bound loop get "
                 f"{two / one:.2f}x of one, and 2 actors also share the 2 cores with the driver "
