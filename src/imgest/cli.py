@@ -715,8 +715,8 @@ def rescore(
     pin: Annotated[
         bool,
         typer.Option(
-            help="Bind each local worker to a core of its own (when there are enough cores); "
-            "--no-pin where other work shares the cores."
+            help="Bind each worker (and each Ray actor on this machine) to a core of its own "
+            "when there are enough cores; --no-pin where other work shares the cores."
         ),
     ] = True,
     storage: StorageOption = None,

@@ -6,10 +6,11 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from imgest.jobs.pool import cores_to_pin, pin_to_next_core
+from imgest.jobs.pool import cores_to_pin, pin_to_free_core, pin_to_next_core
 
 
 def _affinity_after_a_while() -> tuple[int, ...]:
@@ -34,3 +35,30 @@ def test_no_pinning_with_more_workers_than_cores() -> None:
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     assert cores_to_pin(allowed + 1) == ()
     assert cores_to_pin(0) == ()
+
+
+def test_seat_files_give_each_taker_its_own_core(tmp_path: Path) -> None:
+    cores = cores_to_pin(2)[:2]
+    if not cores:
+        pytest.skip("needs 2 allowed cores and sched_setaffinity")
+    before = os.sched_getaffinity(0)
+    held = []
+    try:
+        first = pin_to_free_core(str(tmp_path), cores)
+        assert first is not None and os.sched_getaffinity(0) == {first[0]}
+        held.append(first[1])
+        os.sched_setaffinity(0, before)
+        second = pin_to_free_core(str(tmp_path), cores)  # a flock conflicts across opens
+        assert second is not None and second[0] != first[0]
+        held.append(second[1])
+        os.sched_setaffinity(0, before)
+        assert pin_to_free_core(str(tmp_path), cores) is None  # every seat taken: no pinning
+        assert os.sched_getaffinity(0) == before
+        first[1].close()  # a seat is free again once its holder lets go (or exits)
+        again = pin_to_free_core(str(tmp_path), cores)
+        assert again is not None and again[0] == first[0]
+        held.append(again[1])
+    finally:
+        os.sched_setaffinity(0, before)
+        for seat in held:
+            seat.close()

@@ -2,28 +2,49 @@
 
 The input dataset is the catalog's listing (image ids, original paths, whether the rendition
 must be stored), built on the driver in chunks; each actor builds one BatchScorer (store + model)
-and scores whole batches; outcomes stream back to the driver, which records them.
+and scores whole batches; outcomes stream back to the driver, which records them. With `pin`,
+actors that run on the driver's machine bind themselves to a core each, as the local pool's
+workers do (imgest.jobs.pool).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from imgest.jobs.pool import cores_to_pin, pin_to_free_core
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 
 CHUNK_ITEMS = 20_000  # images per Ray Dataset: bounds the driver's memory for huge corpora
 
 
+@dataclass(frozen=True)
+class Pinning:
+    """Where actors may bind themselves to a core: on `host` only (the driver's machine),
+    to one of `cores`, taking a seat file in the folder `seats`."""
+
+    host: str
+    cores: tuple[int, ...]
+    seats: str
+
+
 class RayScorer:
     """The map_batches UDF: a BatchScorer per actor, built once."""
 
-    def __init__(self, spec: ScorerSpec) -> None:
+    def __init__(self, spec: ScorerSpec, pinning: Pinning | None = None) -> None:
+        self._seat: IO[str] | None = None  # held open: the core stays this actor's
+        if pinning is not None and socket.gethostname() == pinning.host:
+            taken = pin_to_free_core(pinning.seats, pinning.cores)
+            self._seat = taken[1] if taken else None
         self.scorer = BatchScorer.from_spec(spec)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
@@ -43,12 +64,20 @@ class RayEngine:
     name = "ray"
 
     def __init__(
-        self, spec: ScorerSpec, *, workers: int, batch_size: int, address: str | None = None
+        self,
+        spec: ScorerSpec,
+        *,
+        workers: int,
+        batch_size: int,
+        address: str | None = None,
+        pin: bool = False,
     ) -> None:
         self.spec = spec
         self.workers = max(1, workers)
         self.batch_size = batch_size
         self.address = address
+        self.pin = pin
+        self._pinning: Pinning | None = None
 
     def run(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
         """Outcomes of each batch as the actors finish them."""
@@ -56,6 +85,10 @@ class RayEngine:
         import ray.data
 
         started = self._connect(ray)
+        cores = cores_to_pin(self.workers) if self.pin else ()
+        seats = tempfile.mkdtemp(prefix="imgest-ray-seats-") if cores else None
+        if seats is not None:
+            self._pinning = Pinning(socket.gethostname(), cores, seats)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on screen
             items = chain.from_iterable(batches)
@@ -64,6 +97,8 @@ class RayEngine:
         finally:
             if started:
                 ray.shutdown()
+            if seats is not None:
+                shutil.rmtree(seats, ignore_errors=True)
 
     def _connect(self, ray: Any) -> bool:
         """Join the cluster (or start a local one); True if this call started Ray."""
@@ -94,7 +129,7 @@ class RayEngine:
             ]
         ).map_batches(
             RayScorer,
-            fn_constructor_kwargs={"spec": self.spec},
+            fn_constructor_kwargs={"spec": self.spec, "pinning": self._pinning},
             compute=data.ActorPoolStrategy(size=self.workers),
             batch_size=self.batch_size,
             batch_format="numpy",

@@ -103,8 +103,8 @@ def run(
     """Score every image `where` selects that lacks the (model, pipeline) prediction.
 
     workers=0 with the local engine scores in this process (no pool), for debugging and
-    for measuring the single-core bound. `pin` binds each local worker to a core of its own
-    where there are enough cores (see imgest.jobs.pool).
+    for measuring the single-core bound. `pin` binds each local worker (and each Ray actor on
+    this machine) to a core of its own where there are enough cores (see imgest.jobs.pool).
     """
     where = where or ImageFilter()
     device = device or settings.device
@@ -173,7 +173,7 @@ def _engine(
     pin: bool,
 ) -> Engine:
     if name == "ray":
-        return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address)
+        return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address, pin=pin)
     if workers == 0 and loaded is not None:  # in this process, with the model loaded
         store = open_store(spec.store_url)
         inline = BatchScorer(spec, store=store, model=loaded, owns_store=True)
