@@ -245,3 +245,32 @@ def test_hostile_text_roundtrips(catalog: Catalog, make_record: Callable[..., Im
     rec = ImageRecord(**{**rec.__dict__, "fields": odd, "filename": "ä%00b.jpg"})
     assert catalog.add_image(rec)
     assert catalog.get_image(rec.id) == rec
+
+
+def test_add_results_records_new_predictions_and_renditions_once(
+    catalog: Catalog, make_record: Callable[..., ImageRecord]
+) -> None:
+    records = [make_record(n) for n in range(3)]
+    for rec in records:
+        catalog.add_image(rec)
+    prediction = PredictionRecord(
+        model="m2",
+        model_version="v" * 64,
+        pipeline="tiles",
+        pipeline_version="t1",
+        top=(Label("tabby", 281, 0.75), Label("tiger cat", 282, 0.125)),
+        created_at=datetime(2026, 2, 1, tzinfo=UTC),
+    )
+    rendition = RenditionRecord("tiles", "t1", "renditions/tiles/x.jpg", 224, 224, "image/jpeg", 9)
+    results = [(rec.id, prediction, rendition if n == 0 else None) for n, rec in enumerate(records)]
+    assert catalog.add_results(results) == 3
+    assert catalog.add_results(results) == 0  # idempotent: already recorded under its key
+    newer = dataclasses.replace(prediction, model_version="w" * 64)
+    assert catalog.add_results([results[0], (records[1].id, newer, None)]) == 1  # only the new
+    first = catalog.get_image(records[0].id)
+    assert first is not None
+    stored = [p for p in first.predictions if p.model == "m2"]
+    assert stored == [prediction]
+    assert [r for r in first.renditions if r.pipeline == "tiles"] == [rendition]
+    second = catalog.get_image(records[1].id)
+    assert second is not None and not [r for r in second.renditions if r.pipeline == "tiles"]
