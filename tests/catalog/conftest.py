@@ -75,3 +75,18 @@ def make_record() -> Callable[..., ImageRecord]:
         )
 
     return make
+
+
+@pytest.fixture
+def stored(
+    catalog: Catalog, make_record: Callable[..., ImageRecord]
+) -> Callable[[int], list[ImageRecord]]:
+    """stored(n): records 0..n-1 of make_record, added to the catalog."""
+
+    def store(count: int) -> list[ImageRecord]:
+        records = [make_record(n) for n in range(count)]
+        for rec in records:
+            assert catalog.add_image(rec)
+        return records
+
+    return store

@@ -106,11 +106,9 @@ def test_release_orphans_hands_over_only_unreferenced_paths(
 
 
 def test_referenced_and_blob_refs(
-    catalog: Catalog, make_record: Callable[..., ImageRecord]
+    catalog: Catalog, stored: Callable[[int], list[ImageRecord]]
 ) -> None:
-    records = [make_record(n) for n in range(7)]
-    for rec in records:
-        catalog.add_image(rec)
+    records = stored(7)
     missing = original_path("0" * 64)
     paths = [r.original_path for r in records] + [records[0].renditions[0].path, missing]
     assert catalog.referenced([*paths, "healthz/probe"]) == set(paths) - {missing}

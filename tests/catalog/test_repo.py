@@ -248,11 +248,9 @@ def test_hostile_text_roundtrips(catalog: Catalog, make_record: Callable[..., Im
 
 
 def test_add_results_records_new_predictions_and_renditions_once(
-    catalog: Catalog, make_record: Callable[..., ImageRecord]
+    catalog: Catalog, stored: Callable[[int], list[ImageRecord]]
 ) -> None:
-    records = [make_record(n) for n in range(3)]
-    for rec in records:
-        catalog.add_image(rec)
+    records = stored(3)
     prediction = PredictionRecord(
         model="m2",
         model_version="v" * 64,
