@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imgest.jobs.pool import cores_to_pin, pin_to_free_core, pin_to_next_core
+from imgest.jobs.pool import core_seats, cores_to_pin, pin_to_free_core, take_seat
 
 
 def _affinity_after_a_while() -> tuple[int, ...]:
@@ -20,14 +20,14 @@ def _affinity_after_a_while() -> tuple[int, ...]:
 
 def test_each_worker_gets_a_core_of_its_own() -> None:
     cores = cores_to_pin(2)
-    if not cores:
-        pytest.skip("needs 2 allowed cores and sched_setaffinity")
-    context = multiprocessing.get_context("spawn")
-    seat = context.Value("i", 0)
-    with ProcessPoolExecutor(
-        2, mp_context=context, initializer=pin_to_next_core, initargs=(seat, cores)
-    ) as pool:
-        seen = [f.result() for f in [pool.submit(_affinity_after_a_while) for _ in range(2)]]
+    with core_seats(2, enabled=True) as seats:
+        if seats is None:
+            pytest.skip("needs 2 allowed cores and sched_setaffinity")
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            2, mp_context=context, initializer=take_seat, initargs=(seats,)
+        ) as pool:
+            seen = [f.result() for f in [pool.submit(_affinity_after_a_while) for _ in range(2)]]
     assert sorted(seen) == [(cores[0],), (cores[1],)]
 
 

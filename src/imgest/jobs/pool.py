@@ -3,17 +3,21 @@
 With `pin` (the default of `imgest rescore`), each worker is bound to a core of its own when
 there are at least as many allowed cores as workers: a worker that stays on one core keeps its
 caches (9.2 vs 9.9 CPU ms per image, docs/benchmarks.md, tuning log). The Ray engine does the
-same for the actors that run on the driver's machine (`pin_to_free_core`).
+same for the actors that run on the driver's machine (`core_seats`, `take_seat`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import socket
+import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
-from multiprocessing.sharedctypes import Synchronized
 from typing import IO
 
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
@@ -21,29 +25,58 @@ from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 _scorer: BatchScorer | None = None  # one per worker process, built by _start
 
 
-def _start(
-    spec: ScorerSpec, seat: Synchronized[int] | None = None, cores: tuple[int, ...] = ()
-) -> None:
+def _start(spec: ScorerSpec, seats: Seats | None = None) -> None:
     global _scorer
-    if seat is not None and cores:
-        pin_to_next_core(seat, cores)
+    take_seat(seats)
     _scorer = BatchScorer.from_spec(spec)
 
 
-def pin_to_next_core(seat: Synchronized[int], cores: tuple[int, ...]) -> int:
-    """Bind this process to the next of `cores` (the shared `seat` counts takers); the core."""
-    with seat.get_lock():
-        core = cores[seat.value % len(cores)]
-        seat.value += 1
-    os.sched_setaffinity(0, {core})
-    return core
+@dataclass(frozen=True)
+class Seats:
+    """One core each for the processes of a job: a seat file per core of `cores` in the
+    folder `folder`, on the machine `host` (processes elsewhere are not pinned)."""
+
+    folder: str
+    cores: tuple[int, ...]
+    host: str
+
+
+@contextmanager
+def core_seats(workers: int, enabled: bool) -> Iterator[Seats | None]:
+    """Seats for `workers` processes, or None where they cannot each have a core (or pinning
+    is off); the folder is removed afterwards."""
+    cores = cores_to_pin(workers) if enabled else ()
+    if not cores:
+        yield None
+        return
+    folder = tempfile.mkdtemp(prefix="imgest-seats-")
+    try:
+        yield Seats(folder, cores, socket.gethostname())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_held_seat: IO[str] | None = None  # this process's seat, held open for its lifetime
+
+
+def take_seat(seats: Seats | None) -> int | None:
+    """Bind this process to a free core of `seats` and hold the seat while it lives; the
+    core, or None (no seats, another machine, or every seat taken)."""
+    global _held_seat
+    if seats is None or socket.gethostname() != seats.host:
+        return None
+    taken = pin_to_free_core(seats.folder, seats.cores)
+    if taken is None:
+        return None
+    _held_seat = taken[1]
+    return taken[0]
 
 
 def pin_to_free_core(seats: str, cores: tuple[int, ...]) -> tuple[int, IO[str]] | None:
     """Bind this process to the first of `cores` whose seat file in the folder `seats` no
-    other process holds (an exclusive flock, released when the holder exits); the core and
-    the open seat file to keep, or None when every seat is taken. For processes that share
-    no counter, such as Ray actors started on this machine."""
+    other process holds (an exclusive flock, released when the holder exits, so a replaced
+    worker frees its core); the core and the open seat file to keep, or None when every
+    seat is taken."""
     import fcntl
 
     allowed = os.sched_getaffinity(0)
@@ -100,14 +133,17 @@ class LocalEngine:
             return
         # Inherited by the workers: onnxruntime reads it at import (see scoring/model.py).
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        context = multiprocessing.get_context("spawn")
-        cores = cores_to_pin(self.workers) if self.pin else ()
-        seat = context.Value("i", 0) if cores else None
+        with core_seats(self.workers, self.pin) as seats:
+            yield from self._run_pool(batches, seats)
+
+    def _run_pool(
+        self, batches: Iterable[list[WorkItem]], seats: Seats | None
+    ) -> Iterator[list[Outcome]]:
         pool = ProcessPoolExecutor(
             self.workers,
-            mp_context=context,
+            mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(self.spec, seat, cores),
+            initargs=(self.spec, seats),
         )
         try:
             todo = iter(batches)

@@ -10,41 +10,24 @@ workers do (imgest.jobs.pool).
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import chain, islice
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from imgest.jobs.pool import cores_to_pin, pin_to_free_core
+from imgest.jobs.pool import Seats, core_seats, take_seat
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 
 CHUNK_ITEMS = 20_000  # images per Ray Dataset: bounds the driver's memory for huge corpora
 
 
-@dataclass(frozen=True)
-class Pinning:
-    """Where actors may bind themselves to a core: on `host` only (the driver's machine),
-    to one of `cores`, taking a seat file in the folder `seats`."""
-
-    host: str
-    cores: tuple[int, ...]
-    seats: str
-
-
 class RayScorer:
     """The map_batches UDF: a BatchScorer per actor, built once."""
 
-    def __init__(self, spec: ScorerSpec, pinning: Pinning | None = None) -> None:
-        self._seat: IO[str] | None = None  # held open: the core stays this actor's
-        if pinning is not None and socket.gethostname() == pinning.host:
-            taken = pin_to_free_core(pinning.seats, pinning.cores)
-            self._seat = taken[1] if taken else None
+    def __init__(self, spec: ScorerSpec, seats: Seats | None = None) -> None:
+        take_seat(seats)  # a core of its own, where the actor runs on the driver's machine
         self.scorer = BatchScorer.from_spec(spec)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
@@ -77,7 +60,7 @@ class RayEngine:
         self.batch_size = batch_size
         self.address = address
         self.pin = pin
-        self._pinning: Pinning | None = None
+        self._seats: Seats | None = None
 
     def run(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
         """Outcomes of each batch as the actors finish them."""
@@ -85,20 +68,15 @@ class RayEngine:
         import ray.data
 
         started = self._connect(ray)
-        cores = cores_to_pin(self.workers) if self.pin else ()
-        seats = tempfile.mkdtemp(prefix="imgest-ray-seats-") if cores else None
-        if seats is not None:
-            self._pinning = Pinning(socket.gethostname(), cores, seats)
         try:
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours is on screen
             items = chain.from_iterable(batches)
-            while chunk := list(islice(items, CHUNK_ITEMS)):
-                yield from self._run_chunk(ray.data, chunk)
+            with core_seats(self.workers, self.pin) as self._seats:
+                while chunk := list(islice(items, CHUNK_ITEMS)):
+                    yield from self._run_chunk(ray.data, chunk)
         finally:
             if started:
                 ray.shutdown()
-            if seats is not None:
-                shutil.rmtree(seats, ignore_errors=True)
 
     def _connect(self, ray: Any) -> bool:
         """Join the cluster (or start a local one); True if this call started Ray."""
@@ -129,7 +107,7 @@ class RayEngine:
             ]
         ).map_batches(
             RayScorer,
-            fn_constructor_kwargs={"spec": self.spec, "pinning": self._pinning},
+            fn_constructor_kwargs={"spec": self.spec, "seats": self._seats},
             compute=data.ActorPoolStrategy(size=self.workers),
             batch_size=self.batch_size,
             batch_format="numpy",
