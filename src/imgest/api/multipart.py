@@ -291,12 +291,10 @@ async def read_form(
     form = builder.form
     big = sum(len(f.data) for f in form.files) >= THREAD_HASH_BYTES
     digests = await anyio.to_thread.run_sync(_digests, form.files) if big else _digests(form.files)
-    form.files = [
-        replace(f, sha256=digest) if f.error is None else f
-        for f, digest in zip(form.files, digests, strict=True)
-    ]
+    form.files = [replace(f, sha256=d) for f, d in zip(form.files, digests, strict=True)]
     return form
 
 
 def _digests(files: list[Upload]) -> list[str]:
+    """Each file's SHA-256 (hex), or "" for a file refused while streaming."""
     return [hashlib.sha256(f.data).hexdigest() if f.error is None else "" for f in files]
