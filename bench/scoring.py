@@ -1,8 +1,10 @@
-"""Benchmark: the bundled model in onnxruntime by micro-batch size and thread count.
+"""Benchmark: the bundled model in onnxruntime by run size and thread count.
 
-Per-image time (interleaved rounds, medians) and the memory one batch of each size leaves in
-onnxruntime's arena (a fresh process per size: the arena never shrinks). These pick the
-defaults `batch_max_size` and `inference_threads`.
+Per-image time (interleaved rounds, medians) with a batch given to onnxruntime in one run of
+each size, and the memory one run of each size leaves in onnxruntime's arena (a fresh process
+per size: the arena never shrinks). These pick the defaults `batch_max_size`,
+`inference_threads` and `CPU_RUN_INPUTS` (how many inputs `Model.predict` gives onnxruntime
+per run on the CPU).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ sys.path[:0] = [str(ROOT)]
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from bench.normalize import interleaved  # noqa: E402
-from imgest.scoring.model import BUNDLED_DIR, Model  # noqa: E402
+from imgest.scoring.model import BUNDLED_DIR, CPU_RUN_INPUTS, Model  # noqa: E402
 
 NAME = "scoring"
-TITLE = "Scoring: EfficientNet-Lite0 (onnxruntime, CPU) by batch size and threads"
+TITLE = "Scoring: EfficientNet-Lite0 (onnxruntime, CPU) by run size and threads"
 BATCHES = (1, 4, 8, 16)
 
 _ARENA_SCRIPT = """
@@ -35,7 +37,8 @@ def rss():
         return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:")) / 1024
 model = Model(BUNDLED_DIR)
 before = rss()
-model.predict(np.zeros((int(sys.argv[1]), 3, 224, 224), np.float32))
+n = int(sys.argv[1])
+model.predict(np.zeros((n, 3, 224, 224), np.float32), per_run=n)
 print(rss() - before)
 """
 
@@ -58,16 +61,17 @@ def run(repeats: int = 15) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, 3, 224, 224)).astype(np.float32) for b in BATCHES}
     cases = {
-        (threads, b): (lambda m=model, x=inputs[b]: m.predict(x))
+        (threads, b): (lambda m=model, x=inputs[b], b=b: m.predict(x, per_run=b))
         for threads, model in models.items()
         for b in BATCHES
     }
     medians = interleaved({f"{t}/{b}": fn for (t, b), fn in cases.items()}, max(5, repeats // 2))
     arena = {b: arena_growth_mb(b) for b in BATCHES}
     lines = [
-        f"{max(5, repeats // 2)} interleaved rounds; 'per image' = batch time / batch size.",
+        f"{max(5, repeats // 2)} interleaved rounds; 'per image' = run time / run size; "
+        f"on the CPU, Model.predict gives onnxruntime {CPU_RUN_INPUTS} inputs per run.",
         "",
-        "| threads | batch | ms per batch | ms per image | images/s | arena after one batch MB |",
+        "| threads | run size | ms per run | ms per image | images/s | arena after one run MB |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for (threads, b), _ in cases.items():

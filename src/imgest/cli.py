@@ -705,7 +705,14 @@ def rescore(
     workers: Annotated[
         int, typer.Option(help="Worker processes (local; 0 = this process) or Ray actors.")
     ] = 2,
-    batch_size: Annotated[int, typer.Option(help="Images per model call.", min=1)] = 16,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Images per batch: read, rendered, stored and recorded together "
+            "(onnxruntime on the CPU runs 4 model inputs at a time).",
+            min=1,
+        ),
+    ] = 16,
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (no fallback) (IMGEST_DEVICE).")
     ] = None,

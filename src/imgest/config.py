@@ -96,9 +96,10 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(
         4,
         ge=1,
-        description="Largest scoring micro-batch. onnxruntime keeps an arena sized for the "
-        "largest batch it has run (about 8 MB per image for the bundled model); larger batches "
-        "were not faster on CPU (docs/benchmarks.md).",
+        description="Largest scoring micro-batch (inputs from concurrent requests scored "
+        "together). On the CPU onnxruntime runs at most 4 inputs at a time whatever this is: "
+        "bigger runs were slower per image and keep a bigger arena, about 8 MB per input for "
+        "the bundled model (docs/benchmarks.md); on a GPU a batch is one run.",
     )
     batch_max_wait_ms: float = Field(
         5.0, ge=0, description="Longest wait for a micro-batch to fill, milliseconds."

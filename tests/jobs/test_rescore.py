@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from imgest.catalog.records import PredictionKey
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.cli import app
 from imgest.errors import DeviceUnavailable, JobError
@@ -46,8 +47,17 @@ def test_rescore_matches_what_ingest_scores_and_reruns_do_nothing(
 ) -> None:
     files = photo_files[::4]  # 8 images, two variants of each photo
     corpus = make_corpus(files)
-    summary = rescore.run(corpus.settings, pipeline="stretch", workers=0, batch_size=3)
+    seen: list[int] = []
+    summary = rescore.run(
+        corpus.settings,
+        pipeline="stretch",
+        workers=0,
+        batch_size=3,
+        on_batch=lambda s: seen.append(s.scored),
+    )
     assert (summary.matched, summary.pending, summary.scored, summary.failed) == (8, 8, 8, [])
+    assert seen == [3, 6, 8]  # after each batch of 3 is recorded
+    assert [done for _, done in summary.marks] == [3, 6, 8]
     # The same images ingested by a server whose pipeline is `stretch` got the same top-k.
     reference = make_corpus(
         files, pipeline="stretch", catalog_url=f"sqlite:///{tmp_path / 'ref.db'}"
@@ -59,6 +69,17 @@ def test_rescore_matches_what_ingest_scores_and_reruns_do_nothing(
     again = rescore.run(corpus.settings, pipeline="stretch", workers=0)
     assert (again.pending, again.scored, again.skipped) == (0, 0, 8)
     assert again.lines()[0].startswith("nothing to do: all 8 matching images have")
+
+
+def test_steady_rate_leaves_out_the_start_and_the_tail() -> None:
+    key = PredictionKey("m", "v" * 64, "p", "1")
+    summary = rescore.RescoreSummary(key=key, engine="ray", workers=2, matched=100, pending=100)
+    # 5 s of start-up before the first batch, then 10 images a second, then a slow tail.
+    summary.marks = [(5.0 + i, 10 * (i + 1)) for i in range(9)] + [(20.0, 100)]
+    assert summary.steady_rate == pytest.approx(10.0)  # from 10 images (5 s) to 90 (13 s)
+    assert summary.rate == 0.0  # nothing recorded as scored or elapsed yet
+    summary.marks = [(3.0, 100)]  # one batch: no stretch to measure
+    assert summary.steady_rate == 0.0
 
 
 def test_process_pool_gives_the_same_predictions_as_one_process(

@@ -11,7 +11,7 @@ from PIL import Image
 
 from imgest.errors import ModelUnavailable, ScoringQueueFull
 from imgest.scoring.batcher import MicroBatcher
-from imgest.scoring.model import Model, aggregate
+from imgest.scoring.model import CPU_RUN_INPUTS, Model, aggregate
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,23 @@ def test_aggregate_mean_and_max_on_a_known_array() -> None:
         aggregate(probs[:0], "mean")
     with pytest.raises(ValueError):
         aggregate(probs, "median")  # type: ignore[arg-type]
+
+
+def test_a_batch_longer_than_one_cpu_run_keeps_each_inputs_result(
+    model: Model, data_dir: Path
+) -> None:
+    # onnxruntime gets CPU_RUN_INPUTS inputs at a time: every row must still be its own
+    # input's, in order, the short last run included.
+    rng = np.random.default_rng(2)
+    cat = cat_pixels(data_dir)
+    inputs = [cat] + [rng.integers(0, 256, cat.shape, dtype=np.uint8) for _ in range(8)]
+    assert len(inputs) % CPU_RUN_INPUTS != 0
+    batch = np.stack([model.preprocess(p) for p in inputs])
+    rows = model.predict(batch)
+    alone = np.concatenate([model.predict(x[None]) for x in batch])
+    assert rows.shape == (len(inputs), 1000)
+    np.testing.assert_allclose(rows, alone, atol=1e-6)
+    assert rows[0].argmax() in range(281, 286)
 
 
 def test_classify_aggregates_each_images_inputs(model: Model, data_dir: Path) -> None:

@@ -21,14 +21,20 @@ from imgest.jobs.pool import Seats, core_seats, take_seat
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 
 CHUNK_ITEMS = 20_000  # images per Ray Dataset: bounds the driver's memory for huge corpora
+# Images per Ray task, in rescore batches of those: each task costs the driver (Ray Data's
+# executor) and Ray's own processes a fixed amount, so bigger tasks leave more of the cores
+# to the actors (docs/benchmarks.md, tuning log).
+BATCHES_PER_TASK = 4
 
 
 class RayScorer:
-    """The map_batches UDF: a BatchScorer per actor, built once."""
+    """The map_batches UDF: a BatchScorer per actor, built once; each Ray batch is scored in
+    rescore batches of `batch_size` images."""
 
-    def __init__(self, spec: ScorerSpec, seats: Seats | None = None) -> None:
+    def __init__(self, spec: ScorerSpec, batch_size: int, seats: Seats | None = None) -> None:
         take_seat(seats)  # a core of its own, where the actor runs on the driver's machine
         self.scorer = BatchScorer.from_spec(spec)
+        self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         items = [
@@ -37,7 +43,11 @@ class RayScorer:
                 batch["image_id"], batch["original_path"], batch["store_rendition"], strict=True
             )
         ]
-        outcomes = self.scorer.score(items)
+        outcomes = [
+            o
+            for start in range(0, len(items), self.batch_size)
+            for o in self.scorer.score(items[start : start + self.batch_size])
+        ]
         return {"outcome": np.array([o.to_json() for o in outcomes], dtype=object)}
 
 
@@ -107,9 +117,13 @@ class RayEngine:
             ]
         ).map_batches(
             RayScorer,
-            fn_constructor_kwargs={"spec": self.spec, "seats": self._seats},
+            fn_constructor_kwargs={
+                "spec": self.spec,
+                "batch_size": self.batch_size,
+                "seats": self._seats,
+            },
             compute=data.ActorPoolStrategy(size=self.workers),
-            batch_size=self.batch_size,
+            batch_size=self.batch_size * BATCHES_PER_TASK,
             batch_format="numpy",
             num_cpus=1,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -63,11 +63,25 @@ class RescoreSummary:
         0.0  # seconds until the first batch came back (workers starting, models loading)
     )
     first_batch: int = 0  # images in that first batch
+    # (seconds since the start, images done) after each batch: the steady rate's source
+    marks: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     @property
     def rate(self) -> float:
         """Images scored per second of wall time."""
         return self.scored / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def steady_rate(self) -> float:
+        """Images done per second from the batch that took the run past 10% of its images
+        to the one that took it past 90%: the rate with the workers' start-up and the last
+        batches' tail (some workers idle) left out; 0.0 where the run has too few batches."""
+        total = self.marks[-1][1] if self.marks else 0
+        start = next((m for m in self.marks if m[1] >= 0.1 * total), None)
+        end = next((m for m in self.marks if m[1] >= 0.9 * total), None)
+        if start is None or end is None or end[0] <= start[0]:
+            return 0.0
+        return (end[1] - start[1]) / (end[0] - start[0])
 
     def lines(self) -> list[str]:
         """A human summary, one fact per line."""
@@ -80,7 +94,8 @@ class RescoreSummary:
             f"scored {self.scored}, skipped {self.skipped}, failed {len(self.failed)} "
             f"of {self.matched} matching images",
             f"elapsed {self.elapsed:.1f} s ({self.startup:.1f} s to the first batch), "
-            f"{self.rate:.1f} images/s",
+            f"{self.rate:.1f} images/s"
+            + (f", {self.steady_rate:.1f}/s from 10% to 90%" if self.steady_rate else ""),
         ]
         lines += [f"failed {image_id}: {reason}" for image_id, reason in self.failed]
         return lines
@@ -99,12 +114,14 @@ def run(
     ray_address: str | None = None,
     progress: bool = False,
     pin: bool = True,
+    on_batch: Callable[[RescoreSummary], None] | None = None,
 ) -> RescoreSummary:
     """Score every image `where` selects that lacks the (model, pipeline) prediction.
 
     workers=0 with the local engine scores in this process (no pool), for debugging and
     for measuring the single-core bound. `pin` binds each local worker (and each Ray actor on
     this machine) to a core of its own where there are enough cores (see imgest.jobs.pool).
+    `on_batch` is called with the summary so far after each batch is recorded.
     """
     where = where or ImageFilter()
     device = device or settings.device
@@ -130,7 +147,7 @@ def run(
             summary.skipped = summary.matched
             return summary
         runner = _engine(engine, spec, loaded, workers, batch_size, ray_address, pin)
-        _drive(catalog, runner, key, where, batch_size, summary, progress)
+        _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch)
         return summary
     finally:
         catalog.close()
@@ -189,16 +206,22 @@ def _drive(
     batch_size: int,
     summary: RescoreSummary,
     progress: bool,
+    on_batch: Callable[[RescoreSummary], None] | None,
 ) -> None:
     started = time.monotonic()
     summary.skipped = summary.matched - summary.pending
+    done = 0
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
         for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
             if not summary.startup:
                 summary.startup = time.monotonic() - started
                 summary.first_batch = len(outcomes)
             _record(catalog, key, outcomes, summary)
+            done += len(outcomes)
+            summary.marks.append((time.monotonic() - started, done))
             advance(len(outcomes))
+            if on_batch is not None:
+                on_batch(summary)
     summary.elapsed = time.monotonic() - started
 
 
