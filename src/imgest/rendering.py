@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Rendered:
     """What rendering one original yields: its header facts, the rendition, its JPEG bytes
-    and the model inputs cut from it (made here, in the worker thread, not on the loop)."""
+    (empty when not asked for) and the model inputs cut from it (made here, in the worker
+    thread, not on the loop)."""
 
     info: ImageInfo
     rendition: Rendition
@@ -28,8 +29,11 @@ class Rendered:
     inputs: list[npt.NDArray[np.uint8]]
 
 
-def render(data: bytes, pipeline: Pipeline, limits: ImageLimits) -> Rendered:
-    """Probe, check limits, decode and render `data` (blocking, CPU-bound).
+def render(
+    data: bytes, pipeline: Pipeline, limits: ImageLimits, *, encode: bool = True
+) -> Rendered:
+    """Probe, check limits, decode and render `data` (blocking, CPU-bound); encode the
+    rendition as JPEG unless `encode` is false (a rescore whose rendition is stored already).
 
     Raises the ClientError that explains a refusal; a decoder crashing on hostile bytes is
     ImageCorrupt, never a 500.
@@ -38,7 +42,7 @@ def render(data: bytes, pipeline: Pipeline, limits: ImageLimits) -> Rendered:
         info = probe(data)
         check(info, limits)
         rendition = pipeline.render(data, info)
-        encoded = rendition.encode()
+        encoded = rendition.encode() if encode else b""
         inputs = rendition.model_inputs()
     except ImgestError:
         raise

@@ -19,7 +19,9 @@ from imgest.catalog.records import PredictionKey
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.cli import app
 from imgest.errors import DeviceUnavailable, JobError
+from imgest.imaging.pipeline import Rendition
 from imgest.jobs import rescore
+from imgest.jobs.scorer import BatchScorer, WorkItem
 from imgest.scoring.model import BUNDLED_DIR, Model
 from tests.jobs.conftest import Corpus
 
@@ -69,6 +71,37 @@ def test_rescore_matches_what_ingest_scores_and_reruns_do_nothing(
     again = rescore.run(corpus.settings, pipeline="stretch", workers=0)
     assert (again.pending, again.scored, again.skipped) == (0, 0, 8)
     assert again.lines()[0].startswith("nothing to do: all 8 matching images have")
+
+
+def test_a_stored_rendition_is_not_encoded_again(
+    make_corpus: Callable[..., Corpus], photo_files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encodes: list[int] = []
+    encode = Rendition.encode
+
+    def counted(self: Rendition) -> bytes:
+        encodes.append(1)
+        return encode(self)
+
+    corpus = make_corpus(photo_files[:2])
+    monkeypatch.setattr(Rendition, "encode", counted)
+    catalog = Catalog.open(corpus.settings.catalog_url)
+    try:
+        spec = rescore.scorer_spec(corpus.settings, catalog, None, "stretch", "cpu")
+        page = catalog.image_page(spec.pipeline.name, spec.pipeline.version)
+    finally:
+        catalog.close()
+    scorer = BatchScorer.from_spec(spec)
+    try:
+        fresh = scorer.score([WorkItem(p.id, p.original_path, True) for p in page])
+        assert len(encodes) == 2
+        again = scorer.score([WorkItem(p.id, p.original_path, False) for p in page])
+        assert len(encodes) == 2  # the catalog has these renditions: no JPEG made for them
+    finally:
+        scorer.close()
+    assert all(o.rendition is not None and o.rendition.bytes > 0 for o in fresh)
+    assert all(o.rendition is None and o.error is None for o in again)
+    assert [o.top for o in again] == [o.top for o in fresh]
 
 
 def test_steady_rate_leaves_out_the_start_and_the_tail() -> None:
