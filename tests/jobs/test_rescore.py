@@ -167,6 +167,28 @@ def _rows(catalog_url: str, pipeline: str) -> int:
     return int(n)
 
 
+def test_a_worker_that_cannot_start_fails_the_job_instead_of_hanging(
+    make_corpus: Callable[..., Corpus], photo_files: Files, tmp_path: Path
+) -> None:
+    # A script without a __main__ guard: each spawned worker re-runs it on import, which
+    # multiprocessing refuses, so the worker dies before it reads its start-up data.
+    corpus = make_corpus(photo_files[:2])
+    script = tmp_path / "no_main_guard.py"
+    script.write_text(
+        "from imgest.config import load_settings\n"
+        "from imgest.jobs import rescore\n"
+        f"settings = load_settings(storage_url={corpus.settings.storage_url!r}, "
+        f"catalog_url={corpus.settings.catalog_url!r})\n"
+        "rescore.run(settings, pipeline='stretch', workers=1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode != 0
+    assert "JobError: a rescore worker process died" in done.stderr
+    assert "bootstrapping phase" in done.stderr  # the worker's own complaint, shown above
+
+
 def test_killed_rescore_resumes_without_redoing_work(
     make_corpus: Callable[..., Corpus], photo_files: Files
 ) -> None:

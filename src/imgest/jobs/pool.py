@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import IO
 
+from imgest.errors import JobError
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 
 _scorer: BatchScorer | None = None  # one per worker process, built by _start
 
 
-def _start(spec: ScorerSpec, seats: Seats | None = None) -> None:
+def _start(spec_file: str, seats: Seats | None = None) -> None:
     global _scorer
     take_seat(seats)
+    with open(spec_file, "rb") as fh:
+        spec = pickle.load(fh)  # written by this job's driver (LocalEngine._run_pool)
     _scorer = BatchScorer.from_spec(spec)
 
 
@@ -108,6 +113,20 @@ def _score(items: list[WorkItem]) -> list[Outcome]:
     return _scorer.score(items)
 
 
+def _drain(
+    pool: ProcessPoolExecutor, todo: Iterator[list[WorkItem]], workers: int
+) -> Iterator[list[Outcome]]:
+    """Outcomes of each batch, in completion order; at most 2 batches queued per worker."""
+    running: set[Future[list[Outcome]]] = {
+        pool.submit(_score, b) for b in islice(todo, 2 * workers)
+    }
+    while running:
+        done, running = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+            running.update(pool.submit(_score, b) for b in islice(todo, 1))
+
+
 class LocalEngine:
     """`workers` processes (spawned, so no thread or ORT state is forked); 0 = in this process."""
 
@@ -139,24 +158,30 @@ class LocalEngine:
     def _run_pool(
         self, batches: Iterable[list[WorkItem]], seats: Seats | None
     ) -> Iterator[list[Outcome]]:
-        pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start,
-            initargs=(self.spec, seats),
-        )
-        try:
-            todo = iter(batches)
-            running: set[Future[list[Outcome]]] = {
-                pool.submit(_score, b) for b in islice(todo, 2 * self.workers)
-            }
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-                    running.update(pool.submit(_score, b) for b in islice(todo, 1))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        # The spec (megabytes of model weights) reaches the workers in a file, not in their
+        # start-up arguments: a spawned child that dies before reading those (a script
+        # without a __main__ guard, say) would leave this process blocked for ever writing
+        # them into a pipe whose reading end multiprocessing keeps open here until it is done.
+        with tempfile.TemporaryDirectory(prefix="imgest-spec-") as folder:
+            spec_file = os.path.join(folder, "spec.pickle")
+            with open(spec_file, "wb") as fh:
+                pickle.dump(self.spec, fh)
+            pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start,
+                initargs=(spec_file, seats),
+            )
+            try:
+                yield from _drain(pool, iter(batches), self.workers)
+            except BrokenProcessPool as exc:
+                raise JobError(
+                    "a rescore worker process died (killed, out of memory, or it could not "
+                    "start: see its error above); finished batches are recorded, run the "
+                    "command again to go on"
+                ) from exc
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _run_inline(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
         scorer = self._inline or BatchScorer.from_spec(self.spec)
