@@ -360,10 +360,11 @@ def run(repeats: int = 3, n: int = 960) -> dict[str, Any]:
             "second core with nothing else of ours running",
         )
     )
-    speedups = sorted(two["rate"] / one["rate"] for one, two in ray_pairs)
+    ratios = [two["rate"] / one["rate"] for one, two in ray_pairs]
+    speedups = sorted(ratios)
     speedup = statistics.median(speedups)
     e2e = statistics.median(two["e2e_rate"] / one["e2e_rate"] for one, two in ray_pairs)
-    on_ray = ray_pairs[[two["rate"] / one["rate"] for one, two in ray_pairs].index(speedup)]
+    on_ray = ray_pairs[ratios.index(speedup)]
     for m in on_ray:
         rows.append(
             _row(

@@ -59,12 +59,19 @@ class RescoreSummary:
     skipped: int = 0  # had the prediction already (at the start, or recorded meanwhile)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
     elapsed: float = 0.0
-    startup: float = (
-        0.0  # seconds until the first batch came back (workers starting, models loading)
-    )
-    first_batch: int = 0  # images in that first batch
-    # (seconds since the start, images done) after each batch: the steady rate's source
+    # (seconds since the start when a batch came back, images done with it): start-up and
+    # the steady rate are read off these
     marks: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+    @property
+    def startup(self) -> float:
+        """Seconds until the first batch came back (workers starting, models loading)."""
+        return self.marks[0][0] if self.marks else 0.0
+
+    @property
+    def first_batch(self) -> int:
+        """Images in that first batch."""
+        return self.marks[0][1] if self.marks else 0
 
     @property
     def rate(self) -> float:
@@ -213,12 +220,10 @@ def _drive(
     done = 0
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
         for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
-            if not summary.startup:
-                summary.startup = time.monotonic() - started
-                summary.first_batch = len(outcomes)
+            came_back = time.monotonic() - started
             _record(catalog, key, outcomes, summary)
             done += len(outcomes)
-            summary.marks.append((time.monotonic() - started, done))
+            summary.marks.append((came_back, done))
             advance(len(outcomes))
             if on_batch is not None:
                 on_batch(summary)
