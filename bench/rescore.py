@@ -80,23 +80,32 @@ def images(n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def ingest(root: Path, n: int) -> Settings:
-    """The template corpus: n images through the API (default pipeline) into root."""
+def ingest(root: Path, n: int, *, clients: int = 1, **overrides: Any) -> Settings:
+    """The template corpus: n images through the API (default pipeline) into root, posted by
+    `clients` threads at once; `overrides` are settings (device="cuda", say)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from fastapi.testclient import TestClient
 
     from imgest.app import create_app
 
     settings = load_settings(
-        storage_url=str(root / "blobs"), catalog_url=f"sqlite:///{root / 'catalog.db'}"
+        storage_url=str(root / "blobs"),
+        catalog_url=f"sqlite:///{root / 'catalog.db'}",
+        **overrides,
     )
     data = images(n)
     with TestClient(create_app(settings)) as client:
-        for start in range(0, n, 16):  # n // SMALL a multiple of 16: whole requests tagged
+
+        def post(start: int) -> None:  # n // SMALL a multiple of 16: whole requests tagged
             part = range(start, min(n, start + 16))
             files = [("file", (f"{i}.jpg", data[i], "image/jpeg")) for i in part]
             tag = "small" if start < n // SMALL else "rest"
             r = client.post("/v1/images", files=files, data={"tag": tag})
             assert r.status_code == 201, r.text
+
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(post, range(0, n, 16)))
     return settings
 
 
@@ -114,7 +123,12 @@ def copy(template: Settings, root: Path) -> Settings:
 
 
 def bound(
-    settings: Settings, *, store: bool = False, core: int | None = None, start_at: float = 0.0
+    settings: Settings,
+    *,
+    store: bool = False,
+    core: int | None = None,
+    start_at: float = 0.0,
+    device: str = "cpu",
 ) -> tuple[float, float, int]:
     """CPU and wall seconds of the worker loop over every image, in this process pinned to
     one core (the lowest allowed, or `core`), nothing recorded; and the number of images.
@@ -122,6 +136,7 @@ def bound(
     store=True also encodes and durably stores each rendition, as rescore must for a pipeline
     not rendered yet (the bound proper leaves that out). The loop starts once the clock
     (time.time) reaches `start_at`, so loops in several processes run at the same time.
+    device="cuda" runs the model on the GPU (bench/gpu.py).
     """
     from imgest.catalog.repo import Catalog
     from imgest.jobs.scorer import BatchScorer, WorkItem
@@ -129,7 +144,7 @@ def bound(
 
     catalog = Catalog.open(settings.catalog_url)
     try:
-        spec = rescore.scorer_spec(settings, catalog, None, PIPELINE, "cpu")
+        spec = rescore.scorer_spec(settings, catalog, None, PIPELINE, device)
         page = catalog.image_page(spec.pipeline.name, spec.pipeline.version, limit=1_000_000)
     finally:
         catalog.close()
@@ -199,8 +214,9 @@ def cpu_seconds() -> float:
 
 
 def process_cpu() -> dict[int, tuple[str, float]]:
-    """pid -> (who, CPU seconds so far) of this process and Ray's: "driver" (this one),
-    "actors" (the map_batches workers), "ray" (raylet, GCS and Ray's own actors)."""
+    """pid -> (who, CPU seconds so far) of this process, its children and Ray's: "driver"
+    (this one), "actors" (the map_batches workers), "ray" (raylet, GCS and Ray's own actors),
+    "workers" (other children: the local pool's workers)."""
     me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
     seen: dict[int, tuple[str, float]] = {}
     for entry in os.listdir("/proc"):
@@ -220,6 +236,8 @@ def process_cpu() -> dict[int, tuple[str, float]]:
             who = "actors"
         elif "ray::" in cmd or "/ray/core/src/" in cmd or "ray/_private" in cmd:
             who = "ray"
+        elif int(fields[1]) == me:  # the local pool's workers
+            who = "workers"
         else:
             continue
         seen[pid] = (who, (int(fields[11]) + int(fields[12])) / tick)
@@ -229,7 +247,7 @@ def process_cpu() -> dict[int, tuple[str, float]]:
 def timed(settings: Settings, **kwargs: Any) -> tuple[rescore.RescoreSummary, float, float]:
     """Summary, wall seconds and CPU seconds (driver + pool workers) of one run."""
     before, started = cpu_seconds(), time.perf_counter()
-    summary = rescore.run(settings, pipeline=PIPELINE, batch_size=BATCH, **kwargs)
+    summary = rescore.run(settings, **{"pipeline": PIPELINE, "batch_size": BATCH, **kwargs})
     assert summary.failed == [] and summary.scored == summary.pending, summary.lines()
     return summary, time.perf_counter() - started, cpu_seconds() - before
 
@@ -246,10 +264,12 @@ def steady(settings: Settings, **kwargs: Any) -> dict[str, float]:
             snaps.append((done, process_cpu()))
 
     summary, wall, _ = timed(settings, on_batch=on_batch, **kwargs)
-    (first, before), (last, after) = snaps
     by_kind: dict[str, float] = {}
-    for pid, (who, seconds) in after.items():
-        by_kind[who] = by_kind.get(who, 0.0) + seconds - before.get(pid, (who, 0.0))[1]
+    first = last = 0
+    if len(snaps) == 2:  # else one batch took the run past both marks: no CPU figures
+        (first, before), (last, after) = snaps
+        for pid, (who, seconds) in after.items():
+            by_kind[who] = by_kind.get(who, 0.0) + seconds - before.get(pid, (who, 0.0))[1]
     return {
         "rate": summary.steady_rate,
         "e2e_rate": summary.rate,

@@ -26,6 +26,7 @@ ROOT = HERE.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 TUNING_LOG = HERE / "tuning.md"
 LONG_RUNS = HERE / "long_runs.md"
+GPU_RUNS = HERE / "gpu.md"  # kept by hand: measured on a machine with a GPU (bench/gpu.sh)
 
 BENCHMARKS = [
     "normalize",
@@ -140,7 +141,7 @@ def markdown(
     for result in results:
         lines += [f"## {result['title']}", ""]
         lines += _timed_rows(result) if "rows" in result else list(result["lines"])
-    for extra in (TUNING_LOG, LONG_RUNS):
+    for extra in (TUNING_LOG, GPU_RUNS, LONG_RUNS):
         if extra.exists():
             lines.append(extra.read_text().rstrip() + "\n")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
 import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
@@ -223,6 +224,10 @@ def test_killed_rescore_resumes_without_redoing_work(
     assert _rows(corpus.settings.catalog_url, "pad") == 20
 
 
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has a CUDA provider (tests/jobs/test_gpu.py covers it)",
+)
 def test_cuda_without_a_cuda_onnxruntime_is_a_clear_error(
     make_corpus: Callable[..., Corpus], photo_files: Files
 ) -> None:

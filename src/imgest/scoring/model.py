@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import io
+import logging
 import os
 import tomllib
 from collections.abc import Sequence
@@ -22,6 +26,8 @@ import onnxruntime as ort
 from imgest.catalog.records import Label
 from imgest.errors import DeviceUnavailable
 from imgest.imaging.steps import Aggregate
+
+log = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).parent / "models" / "efficientnet-lite0"
 
@@ -311,7 +317,30 @@ def providers(device: str) -> list[str]:
             f"(available: {', '.join(available)}); "
             "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
         )
+    preload_cuda_libraries()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* pip packages beside onnxruntime-gpu
+    (`pip install onnxruntime-gpu[cuda,cudnn]`), once per process.
+
+    onnxruntime's CUDA provider finds those libraries only through the system's loader path,
+    which pip's packages are not on; onnxruntime.preload_dlls is its own answer to that. Where
+    CUDA is installed system-wide, or the libraries are missing, this changes nothing and
+    check_device still refuses a session that fell back to the CPU."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:  # onnxruntime < 1.21
+        return
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):  # it prints what it could not load
+            preload()
+    except Exception as exc:  # its own errors (a missing directory): the session decides
+        log.warning("onnxruntime.preload_dlls failed: %s", exc)
+    if said.getvalue().strip():
+        log.info("onnxruntime.preload_dlls: %s", " ".join(said.getvalue().split()))
 
 
 def check_device(session: ort.InferenceSession, device: str) -> None:
