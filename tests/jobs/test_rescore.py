@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from imgest.imaging.pipeline import Rendition
 from imgest.jobs import rescore
 from imgest.jobs.scorer import BatchScorer, WorkItem
 from imgest.scoring.model import BUNDLED_DIR, Model
+from imgest.storage import local
+from imgest.storage.local import LocalStore
 from tests.jobs.conftest import Corpus
 
 Files = list[tuple[str, bytes, dict[str, Any]]]
@@ -156,6 +159,26 @@ def test_a_missing_original_fails_that_image_only(
     )
     # Failed images are still pending: the next run tries them again.
     assert rescore.run(corpus.settings, pipeline="stretch", workers=0).pending == 1
+
+
+def test_a_failed_rendition_flush_fails_its_batch_and_records_nothing(
+    make_corpus: Callable[..., Corpus], photo_files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = make_corpus(photo_files[:3])
+
+    def syncfs(fd: int) -> None:  # the disk fails the batch's group commit
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(LocalStore, "_group_commit", True)
+    monkeypatch.setattr(local, "syncfs", syncfs)
+    summary = rescore.run(corpus.settings, pipeline="stretch", workers=0, batch_size=3)
+    assert summary.scored == 0 and len(summary.failed) == 3
+    assert all(reason.startswith("storage error: ") for _, reason in summary.failed)
+    assert all("Input/output error" in reason for _, reason in summary.failed)
+    assert _rows(corpus.settings.catalog_url, "stretch") == 0
+    monkeypatch.undo()
+    again = rescore.run(corpus.settings, pipeline="stretch", workers=0)
+    assert (again.pending, again.scored) == (3, 3)  # nothing was recorded: all redone
 
 
 def _rows(catalog_url: str, pipeline: str) -> int:

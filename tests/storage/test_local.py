@@ -12,18 +12,24 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 
+from imgest.errors import StorageUnavailable
+from imgest.storage import local
 from imgest.storage.base import (
     BlobExistsError,
+    BlobMeta,
     BlobNotFoundError,
     InvalidPathError,
     StoreUnavailableError,
 )
 from imgest.storage.local import TEMP_PREFIX, LocalStore
+from imgest.storage.memory import MemoryStore
+from imgest.storage.once import put_all_once
 
 from .contract import INVALID_PATHS, BlobStoreContract, listed, payload, read
 
@@ -133,6 +139,128 @@ async def test_put_fsyncs_the_file_then_its_directory_off_the_loop(
     calls.clear()
     await store.put("x/y/w", b"data", mode="create")  # directories exist now
     assert [kind for kind, _ in calls] == ["file", "dir"]
+
+
+# --- put_many: a group commit ---------------------------------------------------------
+
+
+@pytest.fixture
+def flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every syncfs, file fsync, directory fsync and link of the store, in order; syncfs as
+    if the store's filesystem were one known to flush (whatever the test machine's is)."""
+    events: list[str] = []
+    real_syncfs, real_fsync, real_link = local.syncfs, os.fsync, os.link
+
+    def syncfs(fd: int) -> None:
+        events.append("syncfs")
+        real_syncfs(fd)
+
+    def fsync(fd: int) -> None:
+        events.append("file fsync" if stat.S_ISREG(os.fstat(fd).st_mode) else "dir fsync")
+        real_fsync(fd)
+
+    def link(*args: Any, **kwargs: Any) -> None:
+        events.append("link")
+        real_link(*args, **kwargs)
+
+    monkeypatch.setattr(local, "syncfs", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(LocalStore, "_group_commit", True)
+    return events
+
+
+@pytest.mark.anyio
+async def test_put_many_flushes_the_batch_twice_instead_of_fsyncing_each_blob(
+    store: LocalStore, root: Path, flushes: list[str]
+) -> None:
+    blobs = [(f"r/{i:02x}/{i}", payload(100 + i, seed=i)) for i in range(5)]  # new directories
+    metas = await store.put_many(blobs)
+    # the temp files (and new directories) are flushed before any takes its name, and the
+    # names before put_many returns; no per-blob fsync
+    assert flushes == ["syncfs", *["link"] * 5, "syncfs"]
+    assert [(m.path, m.size) for m in metas if isinstance(m, BlobMeta)] == [
+        (path, len(data)) for path, data in blobs
+    ]
+    for (path, data), meta in zip(blobs, metas, strict=True):
+        assert await read(store, path) == data
+        assert await store.head(path) == meta  # the inode, size and mtime now at `path`
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_put_many_gives_each_blob_its_own_answer(
+    store: LocalStore, root: Path, flushes: list[str]
+) -> None:
+    await store.put("kept", b"old")
+    await store.put("afile", b"x")
+    flushes.clear()
+    results = await store.put_many(
+        [("new", b"1"), ("kept", b"other"), ("a/../b", b"2"), ("afile/below", b"3"), ("n2", b"4")]
+    )
+    assert isinstance(results[0], BlobMeta) and isinstance(results[4], BlobMeta)
+    assert isinstance(results[1], BlobExistsError)  # create: the blob there is kept
+    assert isinstance(results[2], InvalidPathError)
+    assert isinstance(results[3], InvalidPathError)  # through a file
+    assert flushes.count("syncfs") == 2 and "file fsync" not in flushes
+    assert await read(store, "kept") == b"old"
+    assert await listed(store) == ["afile", "kept", "n2", "new"]
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_a_failed_flush_fails_the_whole_batch_and_names_nothing(
+    store: LocalStore, root: Path, flushes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def syncfs(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(local, "syncfs", syncfs)
+    with pytest.raises(StoreUnavailableError) as got:
+        await store.put_many([("a", b"1"), ("b/c", b"2")])
+    assert isinstance(got.value.__cause__, OSError) and got.value.__cause__.errno == errno.EIO
+    assert await listed(store) == []  # nothing took its name before the data was flushed
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_put_many_is_plain_puts_where_syncfs_is_not_known_to_flush(
+    store: LocalStore, root: Path, flushes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalStore, "_group_commit", False)  # FUSE, NFS, another OS...
+    await store.put("p/a", b"1")
+    flushes.clear()
+    results = await store.put_many([("p/a", b"3"), ("p/b", b"2"), ("p/c", b"4")])
+    assert "syncfs" not in flushes
+    assert flushes.count("file fsync") == 3 and flushes.count("link") == 3
+    assert [type(r) for r in results] == [BlobExistsError, BlobMeta, BlobMeta]
+    assert await read(store, "p/a") == b"1"
+
+
+def test_group_commit_is_chosen_by_the_roots_filesystem(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(root)
+    kind = local.filesystem_type(os.open(root, os.O_RDONLY))  # fd closed with the test
+    assert store._group_commit == (
+        local._SYNCFS is not None and kind in local.GROUP_COMMIT_FILESYSTEMS
+    )
+    monkeypatch.setattr(local, "filesystem_type", lambda fd: 0x65735546)  # FUSE
+    assert LocalStore(root)._group_commit is False
+
+
+@pytest.mark.anyio
+async def test_put_all_once_treats_an_existing_blob_as_stored(
+    store: LocalStore, flushes: list[str]
+) -> None:
+    memory = MemoryStore()
+    for target in (store, memory):  # with put_many, and without
+        await target.put("there", b"same")
+        done = await put_all_once(target, [("there", b"same"), ("new", b"n"), ("../x", b"")])
+        assert done[:2] == [None, None]
+        assert isinstance(done[2], StorageUnavailable)
+        assert isinstance(done[2].__cause__, InvalidPathError)
+        assert await read(target, "new") == b"n"
 
 
 # --- atomicity -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
 from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
-from imgest.storage.once import put_once
+from imgest.storage.once import put_all_once
 from imgest.storage.paths import rendition_path
 from imgest.storage.registry import open_store
 
@@ -159,8 +159,9 @@ class BatchScorer:
             extension = result.rendition.extension
             path = rendition_path(pipeline.name, pipeline.version, items[n].image_id, extension)
             records[n] = rendition_record_of(pipeline, path, result)
-            writes.append(put_once(self.store, path, result.encoded))
-        done = self._run(_gather(writes))
+            writes.append((path, result.encoded))
+        # One call for the batch: a local store writes it with one flush (put_many).
+        done = self._run(put_all_once(self.store, writes))
         return {
             n: error if isinstance(error, BaseException) else record
             for (n, record), error in zip(records.items(), done, strict=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, runtime_checkable
@@ -142,6 +142,19 @@ class BlobStore(Protocol):
 
         Idempotent; afterwards every operation raises StoreUnavailableError.
         """
+        ...
+
+
+@runtime_checkable
+class BatchPutStore(Protocol):
+    """The optional capability of backends that store a batch of blobs more cheaply than one
+    put each (LocalStore: one flush of the filesystem for the batch)."""
+
+    async def put_many(
+        self, blobs: Sequence[tuple[str, bytes]], *, mode: PutMode = "create"
+    ) -> list[BlobMeta | StoreError]:
+        """Store every (path, data) durably before returning, each as `put` would: in order,
+        the BlobMeta of each, or the StoreError that blob got."""
         ...
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from imgest.errors import StorageUnavailable
-from imgest.storage.base import BlobExistsError, BlobStore, StoreError
+from imgest.storage.base import BatchPutStore, BlobExistsError, BlobMeta, BlobStore, StoreError
 
 
 async def put_once(store: BlobStore, path: str, data: bytes) -> None:
@@ -18,3 +21,28 @@ async def put_once(store: BlobStore, path: str, data: bytes) -> None:
         pass
     except StoreError as exc:
         raise StorageUnavailable() from exc
+
+
+async def put_all_once(
+    store: BlobStore, blobs: Sequence[tuple[str, bytes]]
+) -> list[BaseException | None]:
+    """put_once for every (path, data): in order, None where the blob is stored (now or
+    before), else the exception (StorageUnavailable for a storage failure). A store with
+    put_many (BatchPutStore) gets the whole batch in one call."""
+    if not isinstance(store, BatchPutStore):
+        return await asyncio.gather(
+            *(put_once(store, path, data) for path, data in blobs), return_exceptions=True
+        )
+    try:
+        results: Sequence[BlobMeta | StoreError] = await store.put_many(blobs, mode="create")
+    except StoreError as exc:  # the batch's flush failed: none of it is known to be durable
+        results = [exc] * len(blobs)
+    return [_once(result) for result in results]
+
+
+def _once(result: BlobMeta | StoreError) -> BaseException | None:
+    if isinstance(result, BlobMeta | BlobExistsError):
+        return None
+    error = StorageUnavailable()
+    error.__cause__ = result
+    return error
