@@ -17,10 +17,9 @@ async def put_once(store: BlobStore, path: str, data: bytes) -> None:
     """
     try:
         await store.put(path, data, mode="create")
-    except BlobExistsError:
-        pass
     except StoreError as exc:
-        raise StorageUnavailable() from exc
+        if (error := _once(exc)) is not None:
+            raise error from exc
 
 
 async def put_all_once(
@@ -41,6 +40,8 @@ async def put_all_once(
 
 
 def _once(result: BlobMeta | StoreError) -> BaseException | None:
+    """What one put's result means for put_once: None (stored, or there already with the
+    same bytes), else the StorageUnavailable to report."""
     if isinstance(result, BlobMeta | BlobExistsError):
         return None
     error = StorageUnavailable()
