@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pillow_heif
 import pytest
 from PIL import Image
 
@@ -53,7 +54,12 @@ def encode() -> Callable[..., bytes]:
 
     def _encode(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
         out = io.BytesIO()
-        img.save(out, fmt, **kwargs)
+        if fmt == "HEIF":
+            # imgest decodes HEIF with pi-heif, which has no encoder; the tests write HEIC with
+            # pillow-heif's x265 (a dev dependency), without registering it as Pillow's opener.
+            pillow_heif.from_pillow(img).save(out, format="HEIF", **kwargs)
+        else:
+            img.save(out, fmt, **kwargs)
         return out.getvalue()
 
     return _encode

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Registers pillow-heif's plugin, which the HEIF tests also use to encode (oriented_jpeg(k,
-# img, "HEIF") writes `irot`/`imir`, as Pillow's AVIF encoder does for "AVIF").
+# Registers pi-heif's plugin (HEIF decoding). The HEIF tests encode with pillow-heif (the
+# `encode` fixture; oriented_jpeg(k, img, "HEIF") writes `irot`/`imir`, as Pillow's AVIF
+# encoder does for "AVIF").
 import imgest.imaging.decode  # noqa: F401
 
 

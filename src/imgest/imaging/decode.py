@@ -3,7 +3,7 @@
 JPEGs are decoded at a reduced DCT scale (simplejpeg, or Pillow's draft for CMYK/YCCK) so a
 12 MP photo never exists at full size when a 224 px rendition is all that is wanted; other
 formats are decoded whole and box-reduced by an integer factor right away. HEIF (HEVC, through
-pillow-heif's libheif) and AVIF (AV1, Pillow's own plugin) have no reduced decode either.
+pi-heif's libheif and libde265) and AVIF (AV1, Pillow's own plugin) have no reduced decode either.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-import pillow_heif
+import pi_heif
 import simplejpeg
 from PIL import AvifImagePlugin, Image, ImageCms
 
@@ -35,18 +35,19 @@ _PILLOW_FORMATS = {
     "gif": "GIF",
     "tiff": "TIFF",
     "bmp": "BMP",
-    "heif": "HEIF",  # pillow-heif's plugin, registered below for HEIF only
+    "heif": "HEIF",  # pi-heif's plugin, registered below for HEIF only
     "avif": "AVIF",  # Pillow's own plugin (libavif)
 }
 # libheif applies `clap`, `irot` and `imir` while decoding, so it delivers the upright picture;
 # Pillow's AVIF plugin leaves the transforms to us, like EXIF orientation.
 _DECODER_ORIENTS = frozenset({"heif"})
 
-# pillow-heif 1.x decodes HEVC only (its libheif has no AV1 decoder), so registering it cannot
-# take AVIF away from Pillow's plugin; each format is opened by name anyway. Embedded
-# thumbnails, depth maps and auxiliary images are never used, so they are not even read.
+# pi-heif (pillow-heif's decode-only build: no x265, which is GPL) decodes HEVC only (its
+# libheif has no AV1 decoder), so registering it cannot take AVIF away from Pillow's plugin;
+# each format is opened by name anyway. Embedded thumbnails, depth maps and auxiliary images
+# are never used, so they are not even read.
 # One decoder thread, as for every other format: renders already run one per core.
-pillow_heif.register_heif_opener(
+pi_heif.register_heif_opener(
     thumbnails=False, depth_images=False, aux_images=False, decode_threads=1
 )
 AvifImagePlugin.DEFAULT_MAX_THREADS = 1
@@ -72,7 +73,7 @@ _DECODER_ERRORS = (
     IndexError,
     KeyError,
     TypeError,
-    RuntimeError,  # how pillow-heif and Pillow's AVIF plugin report most decoder failures
+    RuntimeError,  # how pi-heif and Pillow's AVIF plugin report most decoder failures
 )
 # How the decoders word running out of data (libjpeg/Pillow; libheif).
 _TRUNCATED = ("truncated", "end of file")
