@@ -7,18 +7,20 @@ BENCH_THUMBOR := bench/.venv-thumbor
 # onnxruntime's Linux builds phone home unless told not to (see src/imgest/scoring/model.py).
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run test test-deps lint typecheck pytest bench export-model clean
+.PHONY: run test test-deps audit lock lint typecheck pytest bench export-model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt --upgrade pip setuptools
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Every install takes its versions from constraints.txt, the lock (`make lock` remakes it).
+# The server venv has the client too: `imgest upload` / `imgest import` run from it.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[server]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 $(EXPORT_VENV)/.ready: scripts/setup_export_env.sh
@@ -30,11 +32,20 @@ run: $(VENV)/.installed
 	$(BIN)/imgest serve
 
 ## Lint, type-check and run every test (slow ones included).
-test: $(VENV)/.dev $(EXPORT_VENV)/.ready test-deps lint typecheck pytest
+test: $(VENV)/.dev $(EXPORT_VENV)/.ready test-deps audit lint typecheck pytest
 
 ## Install the real servers and tools the tests start (each script is idempotent).
 test-deps:
 	@for script in scripts/install/*.sh; do [ -e "$$script" ] || continue; bash "$$script" || exit 1; done
+
+## Fail on a pin of constraints.txt or a floor of pyproject.toml with a known vulnerability
+## (PyPI's advisories; scripts/advisories.json when PyPI cannot be reached).
+audit: $(VENV)/.dev
+	$(BIN)/python scripts/audit_deps.py
+
+## Re-resolve constraints.txt (uv) and refresh the advisory snapshot: after editing pyproject.toml.
+lock: $(VENV)/.dev
+	PYTHON=$(BIN)/python bash scripts/lock.sh
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench scripts
@@ -47,7 +58,7 @@ pytest: $(VENV)/.dev
 	$(BIN)/pytest
 
 $(VENV)/.bench: $(VENV)/.dev
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 # thumbor, the HTTP baseline, in its own venv (it pins its own Pillow); pinned to the release

@@ -832,9 +832,28 @@ def export(
     )
 
 
+# Distributions of `imgest[server]` (pyproject.toml) whose absence means a client-only install.
+_SERVER_ONLY = frozenset(
+    {"fastapi", "starlette", "uvicorn", "h11", "uvloop", "python_multipart", "multipart", "PIL",
+     "pi_heif", "simplejpeg", "numpy", "onnxruntime", "sqlalchemy", "alembic", "jinja2",
+     "prometheus_client", "pythonjsonlogger"}
+)  # fmt: skip
+
+
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="imgest")
+    try:
+        app(prog_name="imgest")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _SERVER_ONLY:
+            raise
+        # `pip install imgest` is the client: upload and import work, the rest needs the server.
+        typer.echo(
+            f"imgest: this command needs the server's dependencies ({exc.name} is not "
+            "installed): pip install 'imgest[server]'",
+            err=True,
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
