@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgest.config import Settings
-from imgest.errors import ConfigError
+from imgest.errors import ConfigError, RequestHeadTooLarge
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -48,6 +49,30 @@ class _GuardedH11(H11Protocol):
 
     header_timeout: float = 10.0
     send_timeout: float = 30.0
+    max_head_bytes: int = 16 * 1024
+
+    def send_400_response(self, msg: str) -> None:
+        # h11 refuses a head still incomplete past h11_max_incomplete_event_size ("Receive
+        # buffer too long"); answer that as the request guard answers a complete one.
+        if len(self.conn.trailing_data[0]) <= self.max_head_bytes:
+            super().send_400_response(msg)
+            return
+        error = RequestHeadTooLarge(
+            f"The request line and headers are longer than {self.max_head_bytes} bytes."
+        )
+        body = json.dumps(error.problem()).encode()
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=error.status, headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,12 +126,16 @@ class _GuardedH11(H11Protocol):
             self.transport.close()
 
 
-def guarded_protocol(header_timeout: float, send_timeout: float) -> type[H11Protocol]:
-    """An h11 protocol class for uvicorn with the header and send clocks."""
+def guarded_protocol(settings: Settings) -> type[H11Protocol]:
+    """An h11 protocol class for uvicorn with the header and send clocks and the head cap."""
     return type(
         "ImgestH11Protocol",
         (_GuardedH11,),
-        {"header_timeout": header_timeout, "send_timeout": send_timeout},
+        {
+            "header_timeout": settings.header_timeout_s,
+            "send_timeout": settings.send_timeout_s,
+            "max_head_bytes": settings.max_request_head_bytes,
+        },
     )
 
 
@@ -126,7 +155,7 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
         log_level=log_level,
         log_config=None,  # records go through imgest.logs (text or JSON, with request ids)
         access_log=False,  # imgest.api.observe writes the access log (route, status, time)
-        http=guarded_protocol(settings.header_timeout_s, settings.send_timeout_s),
+        http=guarded_protocol(settings),
         # A head still arriving is cut at the same size the request guard checks (431).
         h11_max_incomplete_event_size=settings.max_request_head_bytes,
         timeout_keep_alive=settings.keep_alive_timeout_s,

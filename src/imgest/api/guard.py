@@ -12,8 +12,11 @@ route (JSON or otherwise, present or future) can read more or wait longer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgest.api.auth import authenticate, check_scope, scopes_for
@@ -70,6 +73,21 @@ def declared_length(headers: Headers) -> int | None:
 def has_body(headers: Headers) -> bool:
     """Whether the request announces a body (a length above 0, or chunked)."""
     return bool(declared_length(headers)) or "transfer-encoding" in headers
+
+
+def route_of(routes: Any, scope: Scope) -> Any:
+    """The route a request would reach (for the access log of a refusal), else None."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI 0.16x: an included router
+        if inner is not None:
+            found = route_of(inner.routes, scope)
+            if found is not None:
+                return found
+            continue
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return child.get("route", route)
+    return None
 
 
 def replaying(first: Message, receive: Receive) -> Receive:
@@ -165,6 +183,10 @@ class RequestGuard:
     @staticmethod
     async def _refuse(exc: ImgestError, request: Request, send: Send, *, outstanding: bool) -> None:
         """Answer the refusal; hang up after it when the body was not (all) read."""
+        if "route" not in request.scope:  # refused before routing: log the route anyway
+            route = route_of(request.app.router.routes, request.scope)
+            if route is not None:
+                request.scope["route"] = route
         response = problem_response(exc, request)
         if outstanding or isinstance(exc, RequestHeadTooLarge):
             response.headers["Connection"] = "close"
