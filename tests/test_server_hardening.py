@@ -1,8 +1,9 @@
 """A real `imgest serve` with auth, JSON logs and tight limits, driven over real sockets.
 
-Slow clients (headers and body), saturation (503 server_busy and 429 rate_limited with
-Retry-After while admitted uploads complete), JSON access logs with request ids, and no token
-in any log line.
+Slow clients (headers, bodies of every route, downloads that are not read), request heads
+over the cap, unauthenticated and oversized bodies (bounded in RSS and time), saturation (503
+server_busy and 429 rate_limited with Retry-After while admitted uploads complete), JSON access
+logs with request ids, and no token in any log line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,7 +36,10 @@ SETTINGS = {
     "IMGEST_MAX_UPLOADS_PER_CLIENT": "1",
     "IMGEST_QUEUE_TIMEOUT_S": "20",
     "IMGEST_RETRY_AFTER_S": "3",
+    "IMGEST_METRICS": "open",  # the gauges below are read without a key
+    "IMGEST_SEND_TIMEOUT_S": "1",
 }
+MiB = 1024 * 1024
 
 
 @dataclass
@@ -56,7 +61,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
     server = Server(root, env=SETTINGS, log_level="info")
     catalog = Catalog.open(f"sqlite:///{server.var / 'catalog.db'}")
     keys = KeyStore(catalog)
-    tokens = [keys.create(["upload", "read"], name=f"client {i}").token for i in range(6)]
+    tokens = [keys.create(["upload", "read"], name=f"client {i}").token for i in range(10)]
     catalog.close()
     server.start()
     try:
@@ -286,3 +291,168 @@ def test_json_logs_carry_request_ids_and_no_secrets(
     denied_line = [r for r in records if r["request_id"] == generated]
     assert denied_line and denied_line[0]["route"] == "/v1/images/{image}"
     assert denied_line[0]["status"] == 401
+
+
+def rss_bytes(server: Server) -> int:
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def closed(sock: socket.socket, within: float = 2.0) -> bool:
+    """Whether the server hangs up within `within` seconds (reading what is left)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_an_unauthenticated_100_mib_patch_is_refused_before_its_body(
+    hardened: Hardened,
+) -> None:
+    before = rss_bytes(hardened.server)
+    head = (
+        f"PATCH /v1/images/{'ab' * 32} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {100 * MiB}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode() + b'{"label": "' + b"x" * 65536)
+        response = read_response(sock)  # answered with 100 MiB still to come
+        elapsed = time.monotonic() - started
+        assert response.status == 401
+        assert json.loads(response.read())["code"] == "auth_required"
+        assert response.getheader("connection") == "close"
+        assert closed(sock)  # the server hung up instead of reading the rest
+    assert elapsed < 1.0
+    assert rss_bytes(hardened.server) - before < 8 * MiB
+
+
+def test_a_chunked_100_mib_patch_with_a_key_stops_at_the_body_cap(hardened: Hardened) -> None:
+    before = rss_bytes(hardened.server)
+    head = (
+        f"PATCH /v1/images/{'ab' * 32} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {hardened.tokens[6]}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"%x\r\n%s\r\n" % (MiB, b"x" * MiB)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        while sent < 100 * MiB:
+            try:
+                sock.sendall(chunk)
+                sent += MiB
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+            except TimeoutError:
+                continue  # the server stopped reading: its answer is on the way
+            except OSError:
+                break
+            finally:
+                assert time.monotonic() - started < 10, "no 413 for a 100 MiB body"
+        sock.settimeout(5)
+        response = read_response(sock)
+        assert response.status == 413
+        assert json.loads(response.read())["code"] == "request_too_large"
+    assert sent < 16 * MiB  # socket buffers' worth, not the 100 MiB
+    assert rss_bytes(hardened.server) - before < 8 * MiB
+
+
+def test_a_trickling_patch_gets_408_for_its_rate(hardened: Hardened) -> None:
+    """The body clock is every route's, not only the upload's (issue 14)."""
+    head = (
+        f"PATCH /v1/images/{'ab' * 32} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {hardened.tokens[7]}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(0.3)
+        started = time.monotonic()
+        # One byte every 0.3 s never trips the 1 s idle timeout, only the 1 KiB/s minimum.
+        for _ in range(1000):
+            try:
+                sock.sendall(b" ")
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            finally:
+                assert time.monotonic() - started < 10, "no 408 for a 3 bytes/s PATCH"
+        sock.settimeout(5)
+        response = read_response(sock)
+        assert response.status == 408
+        assert json.loads(response.read())["code"] == "request_timeout"
+        assert closed(sock)
+    assert 1.0 <= time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("pieces", [1, 40], ids=["one-read", "arriving"])
+def test_a_request_head_over_the_cap_is_431(hardened: Hardened, pieces: int) -> None:
+    padding = "".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(120))  # ~120 KB
+    head = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{padding}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
+        step = -(-len(head) // pieces)
+        try:
+            for offset in range(0, len(head), step):
+                sock.sendall(head[offset : offset + step])
+                time.sleep(0.02 if pieces > 1 else 0)
+        except OSError:
+            pass  # refused while still sending
+        response = read_response(sock)
+        assert response.status == 431
+        assert response.getheader("content-type") == "application/problem+json"
+        assert json.loads(response.read())["code"] == "request_head_too_large"
+    fits = "".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(14))  # ~14 KB
+    with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{fits}\r\n".encode())
+        assert read_response(sock).status == 200
+
+
+def test_a_client_that_stops_reading_a_download_is_dropped(
+    hardened: Hardened, read: Callable[[str], bytes]
+) -> None:
+    token = hardened.tokens[8]
+    data = read("cat.jpg") + b"D" * (16 * MiB)  # bytes after the end marker are kept as sent
+    r = httpx.post(
+        f"{hardened.server.base}/v1/images",
+        files=[("file", ("big.jpg", data, "image/jpeg"))],
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    image = r.json()["images"][0]["id"]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", hardened.port))
+    with sock:
+        sock.sendall(
+            f"GET /v1/images/{image}/original HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n".encode()
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        time.sleep(3.0)  # stop reading: the server's send buffer fills (send timeout 1 s)
+        received = 0
+        started = time.monotonic()
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        drained = time.monotonic() - started
+    assert received < len(data) // 2  # dropped: the rest never came
+    assert drained < 5.0
+    assert httpx.get(f"{hardened.server.base}/healthz", timeout=2).status_code == 200

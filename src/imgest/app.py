@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from imgest import __version__
 from imgest.admission import Admission, AdmissionLimits
 from imgest.api import auth, health, images, metrics, problems, ui, upload
-from imgest.api.body import BodyTimeouts
+from imgest.api.guard import DOC_PATHS, RequestGuard
 from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
@@ -159,7 +159,6 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         app.state.keys = KeyStore(catalog)
         admission = from_settings(AdmissionLimits, settings).resolved(cpu_threads)
         app.state.admission = Admission(admission)
-        app.state.body_timeouts = from_settings(BodyTimeouts, settings)
         app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, scorers)
         app.state.corpus = Corpus(
             store=bounded,
@@ -188,18 +187,24 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             await store.close()
             catalog.close()
 
+    docs = settings.api_docs != "off"
     app = FastAPI(
         title="imgest",
         version=__version__,
         summary="Photo ingest for image-recognition networks.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
+    assert app.openapi_url is None or app.openapi_url in DOC_PATHS
     problems.install(app)
     # Settings and metrics exist before start-up, so the auth dependency, problem answers
     # and middleware can read them from the first request.
     app.state.settings = settings
     app.state.metrics = Metrics()
-    guarded = [Depends(auth.by_method)]
+    # The guard has checked the key before the app runs; this only documents Bearer auth.
+    guarded = [Depends(auth.documented)]
     app.include_router(upload.router, dependencies=guarded)
     app.include_router(images.router, dependencies=guarded)
     app.include_router(health.router)
@@ -208,6 +213,9 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         # The pages read the catalog server-side and a browser has no way to send a bearer
         # key, so with API keys on the web UI is not served at all rather than served open.
         ui.install(app)
+    # Innermost first: the guard runs inside CORS (preflights need no key, refusals carry
+    # the CORS headers) and inside the observer (refusals are logged and counted).
+    app.add_middleware(RequestGuard, settings=settings)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -163,9 +163,20 @@ class Settings(BaseSettings):
         "CORS headers.",
     )
     metrics: Literal["open", "admin", "off"] = Field(
-        "open",
-        description="GET /metrics: open to all, admin (needs the admin scope when auth is on) "
-        "or off (404).",
+        "admin",
+        description="GET /metrics: admin (needs the admin scope when auth is on; open when it "
+        "is off), open to all, or off (404).",
+    )
+    api_docs: Literal["open", "read", "off"] = Field(
+        "read",
+        description="/docs, /redoc and /openapi.json: read (need the read scope when auth is "
+        "on; open when it is off), open to all, or off (not served: 404).",
+    )
+    readyz_counters: Literal["open", "admin", "off"] = Field(
+        "admin",
+        description="The work counters in GET /readyz: admin (shown to an admin key when auth "
+        "is on, to all when it is off), open (shown to all), or off (never shown). The "
+        "readiness status and checks are always open.",
     )
     forwarded_allow_ips: str = Field(
         "127.0.0.1,::1",
@@ -204,6 +215,18 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(
         2, ge=0, description="Retry-After (seconds) sent with 429 and 503 answers."
     )
+    max_request_head_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest accepted request line plus headers, bytes; larger: 431 "
+        "request_head_too_large (or 400 and closed while still arriving).",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest accepted request body of every route but the upload (JSON bodies "
+        "such as PATCH), bytes; larger: 413 request_too_large.",
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -215,13 +238,19 @@ class Settings(BaseSettings):
     body_idle_timeout_s: float = Field(
         30.0,
         gt=0,
-        description="Longest wait for the next chunk of an upload body before 408.",
+        description="Longest wait for the next chunk of any request body before 408.",
     )
     body_min_bytes_per_s: int = Field(
         1024,
         ge=0,
-        description="Slowest average upload rate accepted once a body has taken "
+        description="Slowest average rate accepted for any request body once it has taken "
         "body_idle_timeout_s; slower: 408. 0: no minimum.",
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a response may wait for a client that stops reading it (the "
+        "server's send buffer full) before the connection is dropped.",
     )
 
     # --- catalog database (issue 3) ---------------------------------------------------------

@@ -15,7 +15,12 @@ from sqlalchemy.exc import IntegrityError
 
 from imgest.catalog.records import ImageRecord, RenditionRecord
 from imgest.catalog.repo import UNSET, Catalog, ImageFilter, Page, Unset
-from imgest.errors import ImageNotFound, PipelineNotFound, StorageUnavailable
+from imgest.errors import (
+    ImageNotFound,
+    InsufficientScope,
+    PipelineNotFound,
+    StorageUnavailable,
+)
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import render, rendition_record_of
@@ -80,10 +85,13 @@ class Corpus:
         reader = await self._open(record.original_path, image_id)
         return OpenBlob(reader, record.content_type, f'"{record.id}"')
 
-    async def rendition_of(self, record: ImageRecord, name: str) -> RenditionRecord:
+    async def rendition_of(
+        self, record: ImageRecord, name: str, *, may_render: bool = True
+    ) -> RenditionRecord:
         """The rendition of `record` by pipeline `name` at its configured version, rendered
         from the original and stored now if it is missing. A pipeline no longer configured
-        still serves what it stored."""
+        still serves what it stored. Without `may_render` (a caller that may only read) a
+        missing rendition is InsufficientScope: rendering writes to storage."""
         stored = [r for r in record.renditions if r.pipeline == name]
         pipeline = self.pipelines.get(name)
         if pipeline is None:
@@ -95,6 +103,11 @@ class Corpus:
         for r in stored:
             if r.pipeline_version == pipeline.version:
                 return r
+        if not may_render:
+            raise InsufficientScope(
+                f"The {name} rendition of this image is not stored yet; rendering it stores a "
+                "new blob and needs the upload or admin scope."
+            )
         return await self._render(record, pipeline)
 
     async def _render(self, record: ImageRecord, pipeline: Pipeline) -> RenditionRecord:
@@ -112,10 +125,12 @@ class Corpus:
         log.info("rendered %s for %s on demand", pipeline.name, record.id)
         return rendition
 
-    async def open_rendition(self, image_id: str, pipeline: str) -> OpenBlob:
+    async def open_rendition(
+        self, image_id: str, pipeline: str, *, may_render: bool = True
+    ) -> OpenBlob:
         """A rendition's bytes (made and stored first if the pipeline has none yet)."""
         record = await self.get(image_id)
-        rendition = await self.rendition_of(record, pipeline)
+        rendition = await self.rendition_of(record, pipeline, may_render=may_render)
         reader = await self._open(rendition.path, image_id)
         return OpenBlob(
             reader, rendition.content_type, f'"{record.id}-{rendition.pipeline_version}"'
@@ -144,9 +159,12 @@ class Corpus:
         record = await self.get(image_id)
         return await self._sign(record.original_path, record.content_type)
 
-    async def rendition_url(self, image_id: str, pipeline: str) -> str | None:
+    async def rendition_url(
+        self, image_id: str, pipeline: str, *, may_render: bool = True
+    ) -> str | None:
         """A short-lived signed URL of a rendition, or None when the store cannot sign."""
-        rendition = await self.rendition_of(await self.get(image_id), pipeline)
+        record = await self.get(image_id)
+        rendition = await self.rendition_of(record, pipeline, may_render=may_render)
         return await self._sign(rendition.path, rendition.content_type)
 
     async def _sign(self, path: str, content_type: str) -> str | None:

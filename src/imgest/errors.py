@@ -67,6 +67,13 @@ class RequestTooLarge(ClientError):
     default_detail = "The request body is larger than the server accepts."
 
 
+class RequestHeadTooLarge(ClientError):
+    status = 431
+    code = "request_head_too_large"
+    title = "Request head too large"
+    default_detail = "The request line and headers are larger than the server accepts."
+
+
 class FileTooLarge(ClientError):
     status = 413
     code = "file_too_large"

@@ -1,21 +1,23 @@
-"""Serving under uvicorn: the bind-address check, a header timeout, logging, the run call.
+"""Serving under uvicorn: the bind-address check, connection clocks, logging, the run call.
 
 uvicorn bounds idle keep-alive connections but not a client that opens a connection and sends
-its request headers slowly (slow-loris); `header_timeout_protocol` adds that bound to uvicorn's
-h11 protocol.
+its request headers slowly (slow-loris), nor one that stops reading a response (its writes
+wait on a full send buffer for ever); `guarded_protocol` adds both bounds to uvicorn's h11
+protocol. Request heads, auth and bodies are the ASGI request guard's (api/guard.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgest.config import Settings
-from imgest.errors import ConfigError
+from imgest.errors import ConfigError, RequestHeadTooLarge
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -41,19 +43,68 @@ def check_bind(settings: Settings) -> None:
         )
 
 
-class _HeaderTimeoutH11(H11Protocol):
-    """uvicorn's h11 protocol, closing connections whose request headers take too long."""
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose request headers take too long and
+    dropping those whose client stops reading the response for `send_timeout`."""
 
     header_timeout: float = 10.0
+    send_timeout: float = 30.0
+    max_head_bytes: int = 16 * 1024
+
+    def send_400_response(self, msg: str) -> None:
+        # h11 refuses a head still incomplete past h11_max_incomplete_event_size ("Receive
+        # buffer too long"); answer that as the request guard answers a complete one.
+        if len(self.conn.trailing_data[0]) <= self.max_head_bytes:
+            super().send_400_response(msg)
+            return
+        error = RequestHeadTooLarge(
+            f"The request line and headers are longer than {self.max_head_bytes} bytes."
+        )
+        body = json.dumps(error.problem()).encode()
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=error.status, headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_send_timer()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The transport's buffer is full: the client has not read what the kernel holds.
+        super().pause_writing()
+        self._cancel_send_timer()
+        self._send_timer = self.loop.call_later(self.send_timeout, self._send_deadline)
+
+    def resume_writing(self) -> None:
+        self._cancel_send_timer()
+        super().resume_writing()
+
+    def _cancel_send_timer(self) -> None:
+        timer = getattr(self, "_send_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._send_timer = None
+
+    def _send_deadline(self) -> None:
+        # abort, not close: close would wait to flush the very buffer the client won't read.
+        # connection_lost then marks the request disconnected and releases its blocked send.
+        self.transport.abort()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -75,9 +126,17 @@ class _HeaderTimeoutH11(H11Protocol):
             self.transport.close()
 
 
-def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
-    """An h11 protocol class for uvicorn that closes connections idle in their headers."""
-    return type("ImgestH11Protocol", (_HeaderTimeoutH11,), {"header_timeout": seconds})
+def guarded_protocol(settings: Settings) -> type[H11Protocol]:
+    """An h11 protocol class for uvicorn with the header and send clocks and the head cap."""
+    return type(
+        "ImgestH11Protocol",
+        (_GuardedH11,),
+        {
+            "header_timeout": settings.header_timeout_s,
+            "send_timeout": settings.send_timeout_s,
+            "max_head_bytes": settings.max_request_head_bytes,
+        },
+    )
 
 
 def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None:
@@ -96,7 +155,9 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
         log_level=log_level,
         log_config=None,  # records go through imgest.logs (text or JSON, with request ids)
         access_log=False,  # imgest.api.observe writes the access log (route, status, time)
-        http=header_timeout_protocol(settings.header_timeout_s),
+        http=guarded_protocol(settings),
+        # A head still arriving is cut at the same size the request guard checks (431).
+        h11_max_incomplete_event_size=settings.max_request_head_bytes,
         timeout_keep_alive=settings.keep_alive_timeout_s,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,

@@ -112,8 +112,9 @@ def test_probes_stay_open(secured: TestClient) -> None:
 
 
 def test_metrics_access_modes(make_client: Callable[..., TestClient]) -> None:
-    assert make_client(auth="keys").get("/metrics").status_code == 200  # open by default
-    admin_only = make_client(auth="keys", metrics="admin")
+    assert make_client().get("/metrics").status_code == 200  # auth off: open
+    assert make_client(auth="keys", metrics="open").get("/metrics").status_code == 200
+    admin_only = make_client(auth="keys")  # closed by default when auth is on
     assert admin_only.get("/metrics").status_code == 401
     read_token = keys_of(admin_only).create(["read"]).token
     assert admin_only.get("/metrics", headers=bearer(read_token)).status_code == 403
@@ -125,7 +126,8 @@ def test_metrics_access_modes(make_client: Callable[..., TestClient]) -> None:
 def test_openapi_documents_bearer_auth_only_when_it_is_on(
     client: TestClient, secured: TestClient
 ) -> None:
-    on = secured.get("/openapi.json").json()
+    reader = keys_of(secured).create(["read"]).token
+    on = secured.get("/openapi.json", headers=bearer(reader)).json()
     assert on["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     upload = on["paths"]["/v1/images"]["post"]
     assert upload["security"] and "401" in upload["responses"]
@@ -166,5 +168,64 @@ def test_cors_preflight_for_a_configured_origin(make_client: Callable[..., TestC
 def test_web_ui_is_not_served_when_auth_is_on(client: TestClient, secured: TestClient) -> None:
     """A browser cannot send a bearer key, so the pages would be an open door: they are off."""
     assert client.get("/gallery").status_code == 200
+    reader = bearer(keys_of(secured).create(["read"]).token)
     for path in ("/", "/gallery", f"/images/{'0' * 64}", "/ui/static/ui.css"):
-        assert secured.get(path).status_code == 404, path
+        assert secured.get(path).status_code == 401, path  # closed like any other path
+        assert secured.get(path, headers=reader).status_code == 404, path
+
+
+def test_docs_are_closed_by_default_when_auth_is_on(
+    make_client: Callable[..., TestClient],
+) -> None:
+    secured = make_client(auth="keys")
+    reader = bearer(keys_of(secured).create(["read"]).token)
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert secured.get(path).status_code == 401, path
+        assert secured.get(path, headers=reader).status_code == 200, path
+        assert make_client().get(path).status_code == 200, path  # auth off: open
+        assert make_client(auth="keys", api_docs="open").get(path).status_code == 200, path
+        off = make_client(auth="keys", api_docs="off")
+        admin = bearer(keys_of(off).create(["admin"]).token)
+        assert off.get(path, headers=admin).status_code == 404, path
+
+
+def test_readyz_counters_are_for_admin_keys_by_default_when_auth_is_on(
+    make_client: Callable[..., TestClient],
+) -> None:
+    secured = make_client(auth="keys")
+    plain = secured.get("/readyz")
+    assert plain.status_code == 200 and plain.json()["status"] == "ok"
+    assert "counters" not in plain.json()
+    reader = bearer(keys_of(secured).create(["read"]).token)
+    assert "counters" not in secured.get("/readyz", headers=reader).json()
+    admin = bearer(keys_of(secured).create(["admin"]).token)
+    assert "renders" in secured.get("/readyz", headers=admin).json()["counters"]
+    assert "counters" in make_client().get("/readyz").json()  # auth off: shown
+    assert "counters" in make_client(auth="keys", readyz_counters="open").get("/readyz").json()
+    never = make_client(auth="keys", readyz_counters="off")
+    admin = bearer(keys_of(never).create(["admin"]).token)
+    assert "counters" not in never.get("/readyz", headers=admin).json()
+
+
+def test_a_read_key_cannot_make_the_server_render_and_store(
+    secured: TestClient, read: Callable[[str], bytes]
+) -> None:
+    keys = keys_of(secured)
+    reader = bearer(keys.create(["read"]).token)
+    uploader = bearer(keys.create(["upload", "read"]).token)
+    image = upload(secured, read("cat.jpg"), uploader).json()["images"][0]["id"]
+    store = secured.app.state.store  # type: ignore[attr-defined]
+    blobs = set(store._blobs)
+    for query in ("", "?redirect=true"):
+        r = secured.get(f"/v1/images/{image}/renditions/stretch{query}", headers=reader)
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "insufficient_scope"
+        assert "upload or admin" in r.json()["detail"]
+    assert set(store._blobs) == blobs  # nothing rendered, nothing stored
+    stored = secured.get(f"/v1/images/{image}/renditions/default", headers=reader)
+    assert stored.status_code == 200  # what exists is served to a read key
+    made = secured.get(f"/v1/images/{image}/renditions/stretch", headers=uploader)
+    assert made.status_code == 200 and made.headers["content-type"] == "image/jpeg"
+    assert len(set(store._blobs) - blobs) == 1
+    again = secured.get(f"/v1/images/{image}/renditions/stretch", headers=reader)
+    assert again.status_code == 200 and again.content == made.content

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Message
 
-from imgest.api.body import BodyTimeouts, timed_body
-from imgest.errors import RequestTimeout
+from imgest.api.body import BodyClock, BodyTimeouts
+from imgest.errors import RequestTimeout, RequestTooLarge
 
 
 def test_active_uploads_default_to_twice_the_decode_threads(
@@ -30,39 +31,57 @@ def test_uploads_give_their_slot_back(client: TestClient, read: Callable[[str], 
     assert (admission.active, admission.queued, admission.inflight_bytes) == (0, 0, 0)
 
 
-async def chunks(*steps: bytes | float) -> AsyncIterator[bytes]:
-    for step in steps:
-        if isinstance(step, float):
-            await anyio.sleep(step)
-        else:
-            yield step
+def receiving(*steps: bytes | float) -> Callable[[], Awaitable[Message]]:
+    """An ASGI receive that sends `steps` (bytes: a chunk, float: a pause), the last chunk
+    with more_body=False."""
+    queue = list(steps)
+
+    async def receive() -> Message:
+        while queue and isinstance(queue[0], float):
+            await anyio.sleep(queue.pop(0))  # type: ignore[arg-type]
+        chunk = queue.pop(0)
+        assert isinstance(chunk, bytes)
+        return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
+
+    return receive
 
 
-async def drain(body: AsyncIterator[bytes]) -> bytes:
-    return b"".join([c async for c in body])
+async def drain(clock: BodyClock) -> bytes:
+    body = b""
+    while True:
+        message = await clock()
+        body += message["body"]
+        if not message["more_body"]:
+            return body
 
 
 @pytest.mark.anyio
 async def test_a_prompt_body_passes_and_is_counted() -> None:
     seen: list[int] = []
-    body = timed_body(chunks(b"ab", 0.01, b"cd"), BodyTimeouts(0.5, 1024), seen.append)
-    assert await drain(body) == b"abcd" and seen == [2, 2]
+    clock = BodyClock(receiving(b"ab", 0.01, b"cd"), BodyTimeouts(0.5, 1024), 100, seen.append)
+    assert await drain(clock) == b"abcd" and seen == [2, 2] and clock.complete
 
 
 @pytest.mark.anyio
 async def test_a_stall_is_a_408() -> None:
     with pytest.raises(RequestTimeout, match=r"No body data arrived for 0\.2 s after 2 bytes"):
-        await drain(timed_body(chunks(b"ab", 5.0, b"cd"), BodyTimeouts(0.2, 0)))
+        await drain(BodyClock(receiving(b"ab", 5.0, b"cd"), BodyTimeouts(0.2, 0), 100))
 
 
 @pytest.mark.anyio
 async def test_a_trickle_is_a_408_once_the_grace_period_is_over() -> None:
-    trickle = chunks(*[step for _ in range(20) for step in (b"x", 0.05)])
+    trickle = [step for _ in range(20) for step in (b"x", 0.05)][:-1]
     with pytest.raises(RequestTimeout, match="slower than the minimum of 1024 bytes/s"):
-        await drain(timed_body(trickle, BodyTimeouts(0.2, 1024)))
+        await drain(BodyClock(receiving(*trickle), BodyTimeouts(0.2, 1024), 100))
     # With no minimum rate, the same trickle is accepted.
-    trickle = chunks(*[step for _ in range(20) for step in (b"x", 0.05)])
-    assert len(await drain(timed_body(trickle, BodyTimeouts(0.2, 0)))) == 20
+    assert len(await drain(BodyClock(receiving(*trickle), BodyTimeouts(0.2, 0), 100))) == 20
+
+
+@pytest.mark.anyio
+async def test_a_body_past_the_cap_is_a_413() -> None:
+    with pytest.raises(RequestTooLarge, match="larger than 3 bytes"):
+        await drain(BodyClock(receiving(b"ab", b"cd"), BodyTimeouts(1, 0), 3))
+    assert await drain(BodyClock(receiving(b"ab", b"c"), BodyTimeouts(1, 0), 3)) == b"abc"
 
 
 def test_a_hung_store_answers_503_in_time(client: TestClient, read: Callable[[str], bytes]) -> None:

@@ -1,13 +1,13 @@
-"""API-key authentication as FastAPI dependencies: Bearer token -> key -> scope check.
+"""API-key authentication: Bearer token -> key -> scope check.
 
-`by_method` guards a whole router by HTTP method (GET/HEAD read, POST upload, PUT/PATCH
-upload or admin, DELETE admin); `require("upload", "admin")` guards one route with explicit
-scopes (any of them). Both do nothing while the `auth` setting is "off".
+The request guard (`imgest.api.guard`) runs it for every request before the app sees it (so
+before any body is read); routes only read the outcome. `documented` is the dependency the
+`/v1` routers carry so the OpenAPI document names the Bearer scheme; `holds` asks whether the
+caller may do something more than its route's scope (e.g. render a missing rendition).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import anyio.to_thread
@@ -33,33 +33,47 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
 }
 
 
-async def authorize(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, any_of: tuple[str, ...]
-) -> ApiKey | None:
-    """The caller's key if it holds one of `any_of`; None when auth is off; else 401/403."""
-    if request.app.state.settings.auth == "off":
+def scopes_for(method: str) -> tuple[str, ...]:
+    """The scopes (any of) a method needs; unknown methods need admin."""
+    return METHOD_SCOPES.get(method, ("admin",))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    if not authorization:
         return None
-    if credentials is None:
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(keys: KeyStore, authorization: str | None) -> ApiKey:
+    """The key an Authorization header names; Unauthorized (none) or InvalidToken (bad)."""
+    token = bearer_token(authorization)
+    if token is None:
         raise Unauthorized()
-    keys: KeyStore = request.app.state.keys
-    key = await anyio.to_thread.run_sync(keys.verify, credentials.credentials)
+    key = await anyio.to_thread.run_sync(keys.verify, token)
     if key is None:
         raise InvalidToken()
-    request.state.api_key = key
-    if not key.allows(*any_of):
-        raise InsufficientScope(f"This request needs the scope {' or '.join(any_of)}.")
     return key
 
 
-def require(*any_of: str) -> Callable[[Request, Credentials], Awaitable[ApiKey | None]]:
-    """A dependency that admits keys holding any of these scopes."""
-
-    async def dependency(request: Request, credentials: Credentials) -> ApiKey | None:
-        return await authorize(request, credentials, any_of)
-
-    return dependency
+def check_scope(key: ApiKey, any_of: tuple[str, ...]) -> None:
+    """InsufficientScope unless `key` holds one of `any_of` (admin holds all)."""
+    if not key.allows(*any_of):
+        raise InsufficientScope(f"This request needs the scope {' or '.join(any_of)}.")
 
 
-async def by_method(request: Request, credentials: Credentials) -> ApiKey | None:
-    """A dependency that picks the scope from the HTTP method (unknown methods need admin)."""
-    return await authorize(request, credentials, METHOD_SCOPES.get(request.method, ("admin",)))
+def holds(request: Request, *any_of: str) -> bool:
+    """Whether the caller may act with one of these scopes (always, with auth off)."""
+    if request.app.state.settings.auth == "off":
+        return True
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    return key is not None and key.allows(*any_of)
+
+
+async def documented(request: Request, credentials: Credentials) -> ApiKey | None:
+    """The guard's verified key (None with auth off); declares Bearer auth in the OpenAPI."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    return key

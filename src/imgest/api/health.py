@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from imgest.api.auth import holds
 from imgest.api.schemas import Health, Ready
 from imgest.catalog.repo import Catalog
 from imgest.errors import ImgestError
@@ -36,8 +37,17 @@ async def readyz(request: Request) -> JSONResponse:
         "model": _model(state.scorers),
     }
     ok = all(v == "ok" for v in checks.values())
-    body = Ready(status="ok" if ok else "unavailable", checks=checks, counters=_counters(state))
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+    body = Ready(status="ok" if ok else "unavailable", checks=checks)
+    if _shows_counters(request):
+        body.counters = _counters(state)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if ok else 503)
+
+
+def _shows_counters(request: Request) -> bool:
+    # The probe itself stays open (orchestrators send no key); the counters are the
+    # readyz_counters setting's choice (docs/security.md).
+    mode = request.app.state.settings.readyz_counters
+    return mode == "open" or (mode == "admin" and holds(request, "admin"))
 
 
 async def _storage(store: BlobStore) -> str:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BeforeValidator
 
+from imgest.api.auth import holds
 from imgest.api.schemas import (
     ImageOut,
     ImagePage,
@@ -197,6 +198,7 @@ def _blob_response(request: Request, blob: OpenBlob) -> Response:
 
 _BLOB: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/*": {}}, "description": "The bytes."},
+    403: {"model": Problem, "description": "A rendition not stored yet, asked by a read-only key."},
     304: {"description": "Not modified (If-None-Match)."},
     307: {"description": "redirect=true on Azure/S3: a short-lived signed URL of the bytes."},
     **_ERRORS,
@@ -236,11 +238,15 @@ async def get_rendition(
     request: Request, image: str, pipeline: str, redirect: Redirect = False
 ) -> Response:
     """A rendition (e.g. the 224x224 model input as JPEG); for a configured pipeline that
-    has none yet, rendered from the original, stored, then served."""
+    has none yet, rendered from the original, stored, then served. Rendering writes to
+    storage, so it needs the upload or admin scope: a read-only key gets 403
+    insufficient_scope for a rendition not stored yet."""
     corpus, image = _corpus(request), image_id(image)
-    if redirect and (url := await corpus.rendition_url(image, pipeline)):
+    may_render = holds(request, "upload", "admin")
+    if redirect and (url := await corpus.rendition_url(image, pipeline, may_render=may_render)):
         return _redirect(url)
-    return _blob_response(request, await corpus.open_rendition(image, pipeline))
+    blob = await corpus.open_rendition(image, pipeline, may_render=may_render)
+    return _blob_response(request, blob)
 
 
 @router.patch("/{image}", response_model=ImageOut, responses={**_ERRORS, 422: {"model": Problem}})

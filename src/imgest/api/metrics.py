@@ -1,10 +1,13 @@
-"""GET /metrics: the Prometheus text exposition (open, admin-only or off, by setting)."""
+"""GET /metrics: the Prometheus text exposition (admin-only, open or off, by setting).
+
+Who may read it is the request guard's decision (`imgest.api.guard.access`); this route only
+answers 404 when metrics are off.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from imgest.api.auth import Credentials, authorize
 from imgest.errors import NotFound
 from imgest.metrics import CONTENT_TYPE_LATEST, Metrics
 
@@ -12,12 +15,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)
-async def metrics(request: Request, credentials: Credentials) -> Response:
+async def metrics(request: Request) -> Response:
     """Counters, histograms and live gauges for Prometheus."""
-    mode = request.app.state.settings.metrics
-    if mode == "off":
+    if request.app.state.settings.metrics == "off":
         raise NotFound("Metrics are turned off (IMGEST_METRICS=off).")
-    if mode == "admin":
-        await authorize(request, credentials, ("admin",))
     exported: Metrics = request.app.state.metrics
     return Response(exported.exposition(), media_type=CONTENT_TYPE_LATEST)

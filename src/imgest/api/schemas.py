@@ -117,8 +117,9 @@ class Health(BaseModel):
 
 
 class Ready(Health):
-    counters: dict[str, int] = Field(
-        default={},
+    counters: dict[str, int] | None = Field(
+        default=None,
         description="Work done by this process since start-up (files ingested, renders, "
-        "images created, idempotent replays).",
+        "images created, idempotent replays); present only for callers the readyz_counters "
+        "setting allows.",
     )

@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from imgest.admission import Admission
-from imgest.api.body import timed_body
 from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import Form, UploadLimits, read_form
@@ -180,7 +179,6 @@ async def upload_images(
     state = request.app.state
     limits: UploadLimits = state.upload_limits
     admission: Admission = state.admission
-    metrics: Metrics = state.metrics
     service: IngestService = state.ingest
     scorer = await service.scorer(model)  # an unknown model is refused before the body is read
     content_length = request.headers.get("content-length")
@@ -190,7 +188,7 @@ async def upload_images(
             form = await read_form(
                 request.headers.get("content-type"),
                 content_length,
-                timed_body(request.stream(), state.body_timeouts, metrics.body_bytes.inc),
+                request.stream(),  # under the guard's body clock and cap (api/guard.py)
                 limits,
             )
         except ClientDisconnect:
