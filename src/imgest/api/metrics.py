@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
 from imgest.api.auth import Credentials, authorize
@@ -20,4 +21,6 @@ async def metrics(request: Request, credentials: Credentials) -> Response:
     if mode == "admin":
         await authorize(request, credentials, ("admin",))
     exported: Metrics = request.app.state.metrics
-    return Response(exported.exposition(), media_type=CONTENT_TYPE_LATEST)
+    # Rendering walks every series: off the event loop, so a scrape never stalls other requests.
+    body = await anyio.to_thread.run_sync(exported.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
