@@ -38,3 +38,12 @@ def test_the_access_log_of_a_hostile_path_is_one_line(
     assert len(lines) == 1, lines
     assert "/nope\\n1999-12-31 23:59:59,000 INFO" in lines[0]
     assert "\\x1b[31m" in lines[0] and "\\x85" in lines[0]
+
+
+def test_the_access_log_names_a_made_up_method_as_other(
+    access_log: Callable[[], str], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client()
+    assert client.request("X" * 2000, "/v1/images").status_code == 405
+    (line,) = access_log().splitlines()
+    assert " other /v1/images 405 " in line and "XXX" not in line
