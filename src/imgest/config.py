@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     )
     allowed_hosts: tuple[str, ...] = Field(
         (),
-        description='Host names (the `Host` header, port ignored) the server answers besides '
+        description="Host names (the `Host` header, port ignored) the server answers besides "
         "the loopback names (localhost, 127.0.0.0/8, ::1), the bind host and public_url's "
         'host, e.g. ["img.example.com"]; ["*"] allows any. Others: 400 host_not_allowed.',
     )

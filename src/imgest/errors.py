@@ -272,8 +272,7 @@ class HostNotAllowed(ClientError):
     code = "host_not_allowed"
     title = "Host not allowed"
     default_detail = (
-        "This server does not answer to that Host; list it in IMGEST_ALLOWED_HOSTS if it "
-        "should."
+        "This server does not answer to that Host; list it in IMGEST_ALLOWED_HOSTS if it should."
     )
 
 
