@@ -92,6 +92,7 @@ def ingest(root: Path, n: int, *, clients: int = 1, **overrides: Any) -> Setting
     settings = load_settings(
         storage_url=str(root / "blobs"),
         catalog_url=f"sqlite:///{root / 'catalog.db'}",
+        allowed_hosts=["testserver"],  # the TestClient's Host
         **overrides,
     )
     data = images(n)

@@ -74,3 +74,12 @@ def test_reference_doc_is_current() -> None:
     assert doc == settings_reference(), "run: imgest config --reference > docs/configuration.md"
     for name in Settings.model_fields:
         assert f"IMGEST_{name.upper()}" in doc
+
+
+def test_allowed_hosts_are_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGEST_ALLOWED_HOSTS", '["IMG.example.com.", "[2001:db8::1]", "*"]')
+    assert load_settings().allowed_hosts == ("img.example.com", "2001:db8::1", "*")
+    assert Settings.model_fields["allowed_hosts"].default == ()  # loopback and bind host only
+    for bad in ("https://img.example.com", "img.example.com:443", "", "a b", "user@host"):
+        with pytest.raises(ConfigError, match="IMGEST_ALLOWED_HOSTS"):
+            load_settings(allowed_hosts=[bad])

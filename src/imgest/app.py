@@ -24,6 +24,7 @@ from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
 from imgest.api.observe import RequestObserver
+from imgest.api.origin import OriginGuard
 from imgest.catalog.db import CatalogOptions
 from imgest.catalog.idempotency import IdempotencyKeys
 from imgest.catalog.keys import KeyStore
@@ -225,6 +226,9 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After", "ETag", "Idempotent-Replayed"],
             max_age=600,
         )
+    # Outside CORS and every route (UI, static files, unmatched paths included), inside the
+    # observer so that its refusals are logged and counted.
+    app.add_middleware(OriginGuard, settings=settings, metrics=app.state.metrics)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app
 

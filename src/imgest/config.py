@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         False,
         description="Allow `imgest serve` to bind a non-loopback address with auth off.",
     )
+    allowed_hosts: tuple[str, ...] = Field(
+        (),
+        description="Host names (the `Host` header, port ignored) the server answers besides "
+        "the loopback names (localhost, 127.0.0.0/8, ::1), the bind host and public_url's "
+        'host, e.g. ["img.example.com"]; ["*"] allows any. Others: 400 host_not_allowed.',
+    )
     cors_origins: tuple[str, ...] = Field(
         (),
         description='Origins allowed by CORS, e.g. ["https://app.example.com"]; empty: no '
@@ -317,6 +323,20 @@ class Settings(BaseSettings):
         "which reuses big buffers instead of faulting in fresh pages for each (faster; 1048576 "
         "lowers peak RSS a little: docs/benchmarks.md).",
     )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = []
+        for entry in value:
+            name = entry.strip().lower().rstrip(".")
+            if not name or any(c in name for c in "/@ \t") or name.count(":") == 1:
+                raise ValueError(
+                    f"{entry!r} is not a host name: give names like img.example.com or "
+                    "192.0.2.7, without scheme, port or path (or * for any host)"
+                )
+            names.append(name.strip("[]"))
+        return tuple(names)
 
     @field_validator("background")
     @classmethod

@@ -272,6 +272,29 @@ class InsufficientScope(ClientError):
     default_detail = "The API key lacks the scope this request needs."
 
 
+class HostNotAllowed(ClientError):
+    """The `Host` header names a host the server does not answer to (DNS rebinding)."""
+
+    status = 400
+    code = "host_not_allowed"
+    title = "Host not allowed"
+    default_detail = (
+        "This server does not answer to that Host; list it in IMGEST_ALLOWED_HOSTS if it should."
+    )
+
+
+class CrossOriginRefused(ClientError):
+    """A browser sent a state-changing request from a page on another origin."""
+
+    status = 403
+    code = "cross_origin_refused"
+    title = "Cross-origin request refused"
+    default_detail = (
+        "State-changing requests from another origin are refused; list the origin in "
+        "IMGEST_CORS_ORIGINS if it should be allowed."
+    )
+
+
 class RequestTimeout(ClientError):
     status = 408
     code = "request_timeout"

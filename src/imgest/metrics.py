@@ -24,11 +24,21 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "Gauges", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Gauges", "Metrics", "method_label"]
+
+# The only values of the `method` label: any other request method (HTTP lets a client invent
+# one per request) is counted as "other", so clients cannot grow the label set.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 # Seconds: from a cache hit (~1 ms) to a large HEIC decode or a slow store (~10 s).
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def method_label(method: str) -> str:
+    """`method` if it is one of the standard methods imgest counts, else "other"."""
+    return method if method in METHODS else OTHER_METHOD
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "imgest_http_requests",
-            "HTTP requests by method, route template and status.",
+            "HTTP requests by method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or other), "
+            "route template and status.",
             ["method", "route", "status"],
             registry=r,
         )
@@ -140,7 +151,11 @@ class Metrics:
         r.register(_LiveCollector(lambda: self.gauges))
 
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric (merged across workers if multiprocess)."""
+        """The Prometheus text format of every metric (merged across workers if multiprocess).
+
+        Blocking work (it walks every series, and reads files in multiprocess mode): async
+        callers run it in a worker thread.
+        """
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]

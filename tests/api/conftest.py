@@ -13,6 +13,9 @@ from imgest.app import create_app
 from imgest.config import load_settings
 from imgest.scoring.model import Model
 
+# The Host of a TestClient's requests: allowed explicitly, as a deployment lists its own names.
+TESTSERVER = "testserver"
+
 
 @pytest.fixture(scope="session")
 def model() -> Model:
@@ -27,6 +30,7 @@ def make_client(tmp_path: Path, model: Model) -> Iterator[Callable[..., TestClie
         defaults = {
             "storage_url": "memory://",
             "catalog_url": f"sqlite:///{tmp_path / f'catalog{len(opened)}.db'}",
+            "allowed_hosts": [TESTSERVER],
         }
         settings = load_settings(**{**defaults, **overrides})
         client = TestClient(create_app(settings, model=model), raise_server_exceptions=False)

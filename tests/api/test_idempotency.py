@@ -178,7 +178,9 @@ def test_keys_expire_and_are_purged(
 
 def test_replicas_share_keys(tmp_path: Path, model: Model, read: Callable[[str], bytes]) -> None:
     settings = load_settings(
-        storage_url=f"{tmp_path / 'blobs'}", catalog_url=f"sqlite:///{tmp_path / 'c.db'}"
+        storage_url=f"{tmp_path / 'blobs'}",
+        catalog_url=f"sqlite:///{tmp_path / 'c.db'}",
+        allowed_hosts=["testserver"],  # the TestClient's Host
     )
     with (
         TestClient(create_app(settings, model=model)) as a,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable
 
+import anyio
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from imgest.metrics import Metrics
 
 
 def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -84,3 +91,69 @@ def test_request_ids_are_echoed_or_made(client: TestClient) -> None:
     made = client.get("/healthz", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"]
     assert len(made) == 32 and made != "x" * 500
     assert client.get("/healthz").headers["x-request-id"] != made
+
+
+def test_odd_methods_cannot_grow_the_label_set(client: TestClient) -> None:
+    """Issue 14 item 2: each unique method name was a new label (and its 17 histogram series)."""
+    first = len(client.get("/metrics").content)
+    for i in range(300):
+        method = f"X{i:04d}" + "M" * 2000  # unique, 2 KB, a valid HTTP token
+        assert client.request(method, "/v1/images").status_code == 405
+        assert client.request(method, "/no/such/path").status_code == 404
+    scrape = client.get("/metrics").content
+    # 600 requests add two route label sets of one `method="other"` each, not 600 new series.
+    assert len(scrape) - first < 8 * 1024, f"/metrics grew from {first} to {len(scrape)} bytes"
+    methods = {
+        labels["method"]
+        for (name, pairs), _ in samples(client).items()
+        if name.startswith("imgest_http_")
+        for labels in [dict(pairs)]
+    }
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    other = {"method": "other", "route": "/v1/images", "status": "405"}
+    assert value(samples(client), "imgest_http_requests_total", **other) == 300
+
+
+@pytest.mark.anyio
+async def test_a_scrape_does_not_block_the_event_loop(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """Issue 14 item 2: rendering a big exposition on the loop stalled every other request."""
+    app = make_client().app
+    exported: Metrics = app.state.metrics  # type: ignore[attr-defined]
+    for i in range(30_000):  # a registry big enough that rendering it takes a while
+        exported.problems.labels(code=f"c{i}").inc()
+    started = time.perf_counter()
+    exported.exposition()
+    render = time.perf_counter() - started
+    assert render > 0.1, f"the exposition took only {render:.3f} s: make the registry bigger"
+
+    gaps: list[float] = []
+    done = anyio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await anyio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    transport = httpx.ASGITransport(app=app)
+    # The 30,000 series make a heap whose full garbage collections pause every thread; freeze
+    # it so that what is measured is the scrape, not the collector.
+    gc.collect()
+    gc.freeze()
+    try:
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://localhost") as http,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(tick)
+            await anyio.sleep(0.02)
+            r = await http.get("/metrics")
+            done.set()
+    finally:
+        gc.unfreeze()
+    assert r.status_code == 200 and b'code="c29999"' in r.content
+    assert max(gaps) < render / 3, f"loop stalled {max(gaps):.3f} s (render {render:.3f} s)"

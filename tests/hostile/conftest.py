@@ -25,7 +25,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hostile_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """A memory-store app with default limits, as a server on the internet would run."""
     db = tmp_path_factory.mktemp("hostile-catalog") / "catalog.db"
-    settings = load_settings(storage_url="memory://", catalog_url=f"sqlite:///{db}")
+    settings = load_settings(
+        storage_url="memory://", catalog_url=f"sqlite:///{db}", allowed_hosts=["testserver"]
+    )
     app = create_app(settings, model=Model.bundled(threads=1))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

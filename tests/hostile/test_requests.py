@@ -7,6 +7,7 @@ the HTTP server sees (request line, header block size, a body shorter than Conte
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,8 @@ def test_hostile_multipart(hostile_client: TestClient, cat: bytes, case: str) ->
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(tmp_path_factory.mktemp("hostile-server")) as server:
+    """`imgest serve` with default settings, logging access lines (text) to server.log."""
+    with Server(tmp_path_factory.mktemp("hostile-server"), log_level="info") as server:
         yield server
 
 
@@ -139,37 +141,92 @@ def _raw(server: Server, request: bytes, *, read_timeout: float = 15.0) -> bytes
     return b"".join(chunks)
 
 
+def _upload(method: bytes, headers: bytes) -> bytes:
+    """A complete multipart upload of one small GIF with `method` and header lines."""
+    gif = (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
+        b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
+    body = _file(b"planted.gif", gif) + _part(FIELD.replace(b'"f"', b'"label"'), b"dog") + END
+    return (
+        method
+        + b" /v1/images HTTP/1.1\r\n"
+        + headers
+        + b"\r\nContent-Type: "
+        + CT.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
 RAW = {
     "garbage-request-line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100,
-    "header-block-1mb": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: "
+    "header-block-1mb": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: "
     + b"a" * 1_000_000
     + b"\r\n\r\n",
     "body-shorter-than-length": (
-        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
         + CT.encode()
         + b"\r\nContent-Length: 100000\r\n\r\n"
         + _part(b'Content-Disposition: form-data; name="f"', b"x")
     ),
     "negative-content-length": (
-        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
         + CT.encode()
         + b"\r\nContent-Length: -5\r\n\r\n"
     ),
     "two-content-lengths": (
-        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
         + CT.encode()
         + b"\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello"
     ),
     "chunked-and-length": (
-        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
         + CT.encode()
         + b"\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     ),
     "bad-chunk-size": (
-        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
         + CT.encode()
         + b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
     ),
+    # Odd methods (issue 14 item 2): made-up, huge, lower-case, proxy-only.
+    "method-20kb": b"X" * 20_000 + b" /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "method-made-up-on-upload": _upload(b"PROPFIND", b"Host: 127.0.0.1"),
+    "method-lower-case": b"get /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "method-m-search-star": b"M-SEARCH * HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "method-connect": b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
+    "method-trace": b"TRACE / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    # Odd hosts and origins (issue 14 item 7): DNS rebinding, cross-site forms.
+    "host-foreign": b"GET /v1/images HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
+    "host-foreign-upload": _upload(b"POST", b"Host: attacker.example:8000"),
+    "host-foreign-ui": b"GET /gallery HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
+    "host-foreign-unmatched": b"GET /nope HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
+    "host-userinfo": b"GET /v1/images HTTP/1.1\r\nHost: 127.0.0.1@attacker.example\r\n\r\n",
+    "host-missing": b"GET /v1/images HTTP/1.1\r\n\r\n",
+    "host-twice": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\n\r\n",
+    "host-absolute-target": b"GET http://attacker.example/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "origin-foreign-upload": _upload(b"POST", b"Host: 127.0.0.1\r\nOrigin: https://evil.example"),
+    "origin-null-upload": _upload(b"POST", b"Host: 127.0.0.1\r\nOrigin: null"),
+    "fetch-cross-site-upload": _upload(b"POST", b"Host: 127.0.0.1\r\nSec-Fetch-Site: cross-site"),
+    "origin-foreign-delete": (
+        b"DELETE /v1/images/" + b"0" * 64 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Origin: https://evil.example\r\n\r\n"
+    ),
+}
+# The code these cases must get (the others: any 4xx, or a closed connection).
+RAW_CODES = {
+    "host-foreign": "host_not_allowed",
+    "host-foreign-upload": "host_not_allowed",
+    "host-foreign-ui": "host_not_allowed",
+    "host-foreign-unmatched": "host_not_allowed",
+    "host-userinfo": "host_not_allowed",
+    "origin-foreign-upload": "cross_origin_refused",
+    "origin-null-upload": "cross_origin_refused",
+    "fetch-cross-site-upload": "cross_origin_refused",
+    "origin-foreign-delete": "cross_origin_refused",
 }
 
 
@@ -180,9 +237,46 @@ def test_hostile_http_gets_a_4xx_and_the_server_stays_up(live: Server, case: str
     if answer:
         status = int(answer.split(b" ", 2)[1])
         assert 400 <= status < 500, answer[:300]
+        if case in RAW_CODES:
+            assert f'"code":"{RAW_CODES[case]}"'.encode() in answer, answer[:600]
     else:
         # Closing without an answer is right for bytes that are not HTTP at all, and for a
         # client that ended its side before the body it promised (nobody is left to read it).
         assert case in ("garbage-request-line", "body-shorter-than-length")
     assert httpx.get(f"{live.base}/healthz", timeout=10).status_code == 200
     assert httpx.get(f"{live.base}/v1/images", timeout=10).json()["items"] == []
+
+
+@pytest.mark.timeout(300)
+def test_odd_methods_leave_metrics_small_on_a_real_server(live: Server) -> None:
+    """Issue 14 item 2: 300 unique 20 KB method names grew /metrics to 115 MiB for good."""
+    before = len(httpx.get(f"{live.base}/metrics", timeout=30).content)
+    for i in range(300):
+        method = b"X%04d" % i + b"M" * 20_000
+        answer = _raw(live, method + b" /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 405"), answer[:300]
+    started = time.perf_counter()
+    after = httpx.get(f"{live.base}/metrics", timeout=30)
+    took = time.perf_counter() - started
+    assert after.status_code == 200
+    # One new `method="other"` label set (a counter and a 15-bucket histogram), not 300.
+    assert len(after.content) - before < 8 * 1024, (before, len(after.content))
+    assert b"XM" not in after.content and b'method="other"' in after.content
+    assert took < 2.0, f"a scrape took {took:.2f} s"
+
+
+def test_a_forged_path_leaves_one_access_line(live: Server) -> None:
+    """Issue 14 item 8: a `%0a` in the path wrote a whole fake access line to the text log."""
+    forged = (
+        b"/log-forging%0a1999-12-31%2023:59:59,000%20INFO%20imgest.access%20[-]:%20GET%20/%20200"
+    )
+    answer = _raw(live, b"GET " + forged + b"%1b[2J%c2%9b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404"), answer[:300]
+    deadline = time.monotonic() + 10
+    while b"/log-forging" not in live.log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = live.log.read_text()
+    lines = [line for line in log.splitlines() if "/log-forging" in line or "1999-12-31" in line]
+    assert len(lines) == 1 and lines[0].startswith("20"), lines
+    assert "/log-forging\\n1999-12-31 23:59:59,000 INFO" in lines[0]
+    assert "\x1b" not in log and "\x9b" not in log and "\\x1b[2J\\x9b" in lines[0]

@@ -101,6 +101,7 @@ def make_corpus(tmp_path: Path, model: Model) -> Iterator[Callable[..., Corpus]]
             **{
                 "storage_url": str(tmp_path / "blobs"),
                 "catalog_url": f"sqlite:///{tmp_path / 'catalog.db'}",
+                "allowed_hosts": ["testserver"],  # the TestClient's Host
                 **overrides,
             }
         )

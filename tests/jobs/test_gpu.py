@@ -98,6 +98,7 @@ def test_a_server_on_cuda_scores_uploads_as_the_cpu_does(
         storage_url=str(tmp_path / "gpu-blobs"),
         catalog_url=f"sqlite:///{tmp_path / 'gpu.db'}",
         device="cuda",
+        allowed_hosts=["testserver"],  # the TestClient's Host
     )
     with TestClient(create_app(settings)) as client:
         ids = []

@@ -6,6 +6,7 @@ answers 404 when metrics are off.
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
 from imgest.errors import NotFound
@@ -20,4 +21,6 @@ async def metrics(request: Request) -> Response:
     if request.app.state.settings.metrics == "off":
         raise NotFound("Metrics are turned off (IMGEST_METRICS=off).")
     exported: Metrics = request.app.state.metrics
-    return Response(exported.exposition(), media_type=CONTENT_TYPE_LATEST)
+    # Rendering walks every series: off the event loop, so a scrape never stalls other requests.
+    body = await anyio.to_thread.run_sync(exported.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
