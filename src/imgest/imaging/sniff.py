@@ -108,7 +108,6 @@ def probe(data: bytes) -> ImageInfo:
     try:
         if fmt in ("heif", "avif"):
             width, height, frames, orientation, canvas = isobmff.read_header(data, fmt)
-            # libheif/libavif planes, then Pillow's RGB(A) and its premultiplied reduce copy.
             header = _Header(width, height, frames, orientation, bytes_per_pixel=_HEIF_BPP)
         else:
             header = _READERS[fmt](data)
@@ -144,7 +143,9 @@ class _Header(NamedTuple):
 _ALPHA = 4  # Image.reduce premultiplies LA/RGBA into a full-size copy
 _TO_RGB = 4  # palette/CMYK/LAB/YCbCr converted to RGB(A) before reducing
 _TO_L = 1  # 1-bit, 16-bit, 32-bit and float grey brought to 8-bit grey
-_HEIF_BPP = 4 + 4 + _ALPHA  # decoder planes and buffer, Pillow's copy, alpha
+# libheif/libavif planes and RGB buffer, then Pillow's copy: 7.3 measured for a 24 MP HEIC
+# (no alpha; an alpha one costs more, which the header does not say without parsing auxC).
+_HEIF_BPP = 8
 
 
 # --- JPEG ----------------------------------------------------------------------------------
