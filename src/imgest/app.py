@@ -133,7 +133,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         bounded = TimeoutStore(store, settings.storage_timeout_s)
         catalog = await anyio.to_thread.run_sync(lambda: open_catalog(settings))
         scorers, pipeline, configured = await _scoring(settings, catalog, store, model)
-        limits = ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames)
+        limits = ImageLimits.from_settings(settings)
         cpu = CapacityLimiter(cpu_threads)
         app.state.store = store
         app.state.catalog = catalog

@@ -76,6 +76,28 @@ class Settings(BaseSettings):
         50_000_000, gt=0, description="Largest accepted width x height, checked before decode."
     )
     max_frames: int = Field(1000, gt=0, description="Most frames accepted in an animated image.")
+    max_scans: int = Field(
+        100,
+        gt=0,
+        lt=100_000,
+        description="Most scans accepted in a (progressive) JPEG, counted from its segments "
+        "before decode; encoders write about 10, each scan costs a pass over the image. "
+        "Beyond it: 422 image_too_complex.",
+    )
+    max_decode_bytes: int = Field(
+        512 * MiB,
+        gt=0,
+        description="Most memory one image's decode may take, estimated from the header "
+        "before decode: pixels (after JPEG's reduced-size decode) x bytes per pixel of the "
+        "decode path (JPEG RGB 7, PNG/TIFF RGB 4, 16-bit grey 3, float 5, alpha +4, WebP 16). "
+        "Beyond it: 422 image_too_much_memory.",
+    )
+    max_icc_bytes: int = Field(
+        4 * MiB,
+        gt=0,
+        description="Largest embedded ICC profile used for colour management; a bigger one is "
+        "ignored (the pixels are taken as sRGB) and a warning logged.",
+    )
 
     # --- processing -------------------------------------------------------------------------
     pipeline: str = Field(

@@ -150,6 +150,33 @@ class ImageTooManyFrames(ClientError):
     default_detail = "The animated image has more frames than the server accepts."
 
 
+class ImageTooComplex(ClientError):
+    status = 422
+    code = "image_too_complex"
+    title = "Image too complex to decode"
+    default_detail = (
+        "The image needs more decoding passes (progressive JPEG scans) than the server accepts."
+    )
+
+
+class ImageTooMuchMemory(ClientError):
+    status = 422
+    code = "image_too_much_memory"
+    title = "Image needs too much memory to decode"
+    default_detail = (
+        "Decoding the image would take more memory than the server allows for one image."
+    )
+
+
+class UnsupportedPixelFormat(UnsupportedMediaType):
+    code = "unsupported_pixel_format"
+    title = "Unsupported pixel format"
+    default_detail = (
+        "The image's format is supported, but not its pixel layout (sample type, bit depth "
+        "or channel count)."
+    )
+
+
 class ImageTruncated(ClientError):
     status = 422
     code = "image_truncated"

@@ -40,8 +40,8 @@ def render(
     """
     try:
         info = probe(data)
-        check(info, limits)
-        rendition = pipeline.render(data, info)
+        check(info, limits, min_size=pipeline.min_decode_size(*info.oriented_size))
+        rendition = pipeline.render(data, info, max_icc_bytes=limits.max_icc_bytes)
         encoded = rendition.encode() if encode else b""
         inputs = rendition.model_inputs()
     except ImgestError:

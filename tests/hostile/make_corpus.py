@@ -227,6 +227,65 @@ def jpeg_many_app_segments() -> bytes:
     return data[:2] + seg * 2000 + data[2:]
 
 
+def jpeg_scan_bomb(scans: int = 3000) -> bytes:
+    """A flat 2048 x 2048 progressive JPEG whose smallest scan is repeated to `scans` scans.
+
+    A flat picture's AC scans are a few bytes (end-of-band runs), yet libjpeg walks every
+    block for each, and only warns about the repeats: ~0.5 MB that costs seconds of CPU.
+    """
+    flat = Image.new("RGB", (2048, 2048), (120, 130, 140))
+    base = _encode(flat, "JPEG", quality=90, progressive=True)
+    end = base.rindex(b"\xff\xd9")
+    starts = [i for i in range(len(base) - 1) if base[i : i + 2] == b"\xff\xda"]
+    bounds = list(zip(starts, [*starts[1:], end], strict=True))
+    first, last = min(bounds[1:], key=lambda b: b[1] - b[0])  # not the DC scan
+    # Scans are separated by table segments (DHT) in Pillow's output: keep each scan's own.
+    return base[:end] + base[first:last] * (scans - len(starts)) + base[end:]
+
+
+def jpeg_giant_icc() -> bytes:
+    """A real (ProPhoto) profile padded to 5 MiB, over max_icc_bytes, in 81 APP2 segments."""
+    icc = (DATA / "ProPhotoRGB.icc").read_bytes()
+    icc += b"\x00" * (5 * 1024 * 1024 - len(icc))
+    chunk = 65519
+    parts = [icc[i : i + chunk] for i in range(0, len(icc), chunk)]
+    segments = b"".join(
+        b"\xff\xe2"
+        + struct.pack(">H", len(part) + 16)
+        + b"ICC_PROFILE\x00"
+        + bytes([n + 1, len(parts)])
+        + part
+        for n, part in enumerate(parts)
+    )
+    data = _encode(_small_cat(), "JPEG", quality=90)
+    return data[:2] + segments + data[2:]
+
+
+def jpeg_giant_xmp() -> bytes:
+    """40 full-size XMP APP1 segments (2.6 MB of metadata around a 225 x 150 picture)."""
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00" + b"<x:xmpmeta>" + b"A" * 65000
+    segment = b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    data = _cat()
+    return data[:2] + segment * 40 + data[2:]
+
+
+def png_giant_exif() -> bytes:
+    """A 4 MiB eXIf chunk whose IFD0 has 65535 entries, each a loop back to itself."""
+    entry = struct.pack(">HHII", 0x8769, 4, 1, 8)  # ExifIFD pointer back at IFD0
+    ifd = struct.pack(">H", 0xFFFF) + entry * 0xFFFF + struct.pack(">I", 8)
+    exif = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd
+    exif += b"\x00" * (4 * 1024 * 1024 - len(exif))
+    png = _encode(_small_cat(), "PNG")
+    return png[:33] + _png_chunk(b"eXIf", exif) + png[33:]
+
+
+def png_giant_iccp() -> bytes:
+    """An iCCP chunk that inflates to 64 MiB (a few tens of KB on disk)."""
+    body = b"icc\x00\x00" + zlib.compress(b"\x00" * (64 * 1024 * 1024), 9)
+    png = _encode(_small_cat(), "PNG")
+    return png[:33] + _png_chunk(b"iCCP", body) + png[33:]
+
+
 def jpeg_cmyk_inverted_adobe() -> bytes:
     return _encode(_small_cat().convert("CMYK"), "JPEG", quality=80)
 
@@ -287,6 +346,59 @@ def tiff_2000_pages() -> bytes:
 
 def tiff_float32() -> bytes:
     return _encode(_small_cat().convert("F"), "TIFF")
+
+
+def tiff_float32_49mp() -> bytes:
+    """7000 x 7000 float grey (mode F), deflated to ~300 KB: 196 MB of samples to decode."""
+    ramp = Image.linear_gradient("L").resize((7000, 7000)).convert("F")
+    return _encode(ramp.point(lambda v: v * (1 / 255)), "TIFF", compression="tiff_adobe_deflate")
+
+
+def _tiff_samples(width: int, height: int, bits: int, samples: int, sample_format: int) -> bytes:
+    """An uncompressed chunky TIFF with per-sample BitsPerSample/SampleFormat arrays."""
+    arrays = struct.pack(f"<{samples}H", *[bits] * samples)
+    arrays += struct.pack(f"<{samples}H", *[sample_format] * samples)
+    entries = 11
+    arrays_at = 8 + 2 + 12 * entries + 4
+    data_at = arrays_at + len(arrays)
+    size = width * height * samples * bits // 8
+
+    ifd = struct.pack("<H", entries)
+    for tag, kind, count, value in (
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, samples, arrays_at if samples > 2 else bits),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2 if samples >= 3 else 1),
+        (273, 4, 1, data_at),
+        (277, 3, 1, samples),
+        (278, 4, 1, height),
+        (279, 4, 1, size),
+        (284, 3, 1, 1),
+        (339, 3, samples, arrays_at + 2 * samples if samples > 2 else sample_format),
+    ):
+        if kind == 3 and count <= 2:
+            packed = struct.pack("<H", value) * count + b"\x00\x00" * (2 - count)
+        else:
+            packed = struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + packed
+    body = b"II\x2a\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + arrays
+    rng = random.Random(f"{bits}-{samples}-{sample_format}")
+    return body + bytes(rng.randrange(256) for _ in range(size))
+
+
+def tiff_float32_rgb() -> bytes:
+    """RGB with three 32-bit float samples: valid TIFF, no Pillow mode for it."""
+    return _tiff_samples(64, 48, 32, 3, 3)
+
+
+def tiff_float16_grey() -> bytes:
+    return _tiff_samples(64, 48, 16, 1, 3)
+
+
+def png_16bit_grey_49mp() -> bytes:
+    """7000 x 7000 16-bit grey in ~110 KB: Pillow's I;16 is 98 MB before any conversion."""
+    return _png(7000, 7000, depth=16, rows=(b"\x00" + b"\x12\x34" * 7000) * 7000)
 
 
 def tiff_16bit_grey() -> bytes:
@@ -431,11 +543,20 @@ MAKERS: dict[str, Maker] = {
     "polyglot-jpeg-zip.jpg": jpeg_zip_polyglot,
     "jpeg-2000-app-segments.jpg": jpeg_many_app_segments,
     "jpeg-cmyk.jpg": jpeg_cmyk_inverted_adobe,
+    "bomb-jpeg-3000-scans.jpg": jpeg_scan_bomb,
+    "jpeg-giant-icc-5mib.jpg": jpeg_giant_icc,
+    "jpeg-giant-xmp.jpg": jpeg_giant_xmp,
+    "png-giant-exif.png": png_giant_exif,
+    "png-giant-iccp.png": png_giant_iccp,
+    "png-16bit-grey-49mp.png": png_16bit_grey_49mp,
     "bomb-tiff-huge-dimensions.tiff": tiff_huge_dimensions,
     "tiff-strip-offset-past-end.tiff": tiff_strip_offset_past_end,
     "tiff-ifd-loop.tiff": tiff_ifd_loop,
     "tiff-2000-pages.tiff": tiff_2000_pages,
     "tiff-float32.tiff": tiff_float32,
+    "tiff-float32-49mp.tiff": tiff_float32_49mp,
+    "tiff-float32-rgb.tiff": tiff_float32_rgb,
+    "tiff-float16-grey.tiff": tiff_float16_grey,
     "tiff-16bit-grey.tiff": tiff_16bit_grey,
     "tiff-cmyk.tiff": tiff_cmyk,
     "tiff-lab.tiff": tiff_lab,

@@ -473,3 +473,100 @@ def test_libheif_security_limit_becomes_too_many_pixels(read: Callable[[str], by
     forged = data[: idat + 4] + struct.pack(">HH", 60_000, 60_000) + data[idat + 8 :]
     with pytest.raises(ImageTooManyPixels):
         decode(forged, ImageInfo("heif", "image/heic", 451, 300, 1), min_size=None)
+
+
+# --- ICC profiles: cache keyed by digest, bounded by bytes, size cap (issue 14 item 5) -------
+
+
+def _padded_profile(icc: bytes, size: int, tag: int) -> bytes:
+    """A valid profile made `size` bytes long by padding; `tag` makes each one distinct."""
+    return icc + bytes([tag % 256]) * (size - len(icc))
+
+
+def test_icc_transforms_are_cached_by_digest_not_by_profile(
+    read: Callable[[str], bytes],
+) -> None:
+    decode_module.TRANSFORMS.clear()
+    full(read("cat-prophoto.jpg"))
+    assert len(decode_module.TRANSFORMS) == 1
+    ((key, mode),) = decode_module.TRANSFORMS._entries
+    assert len(key) == 32 and mode == "RGB"  # a SHA-256, never the profile itself
+
+
+def test_icc_cache_does_not_keep_profiles(
+    read: Callable[[str], bytes], small_cat: Image.Image, encode: Any
+) -> None:
+    """Ten distinct 1 MiB profiles decoded: the cache holds none of their bytes (it held every
+    one while it was keyed on whole profiles: 32 x 20 MB profiles stayed resident)."""
+    import tracemalloc
+
+    icc = read("ProPhotoRGB.icc")
+    files = [
+        encode(small_cat, "JPEG", quality=90, icc_profile=_padded_profile(icc, 1 << 20, n))
+        for n in range(10)
+    ]
+    decode_module.TRANSFORMS.clear()
+    tracemalloc.start()
+    try:
+        for data in files:
+            full(data)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2 << 20, f"{held / 2**20:.1f} MiB still held after decoding"
+    assert len(decode_module.TRANSFORMS) <= 10
+
+
+def test_icc_cache_is_bounded_by_bytes(read: Callable[[str], bytes]) -> None:
+    icc = read("ProPhotoRGB.icc")
+    cache = decode_module.TransformCache(max_bytes=3 << 20)
+    for n in range(12):
+        assert cache.get(_padded_profile(icc, 1 << 20, n), "RGB") is not None
+        assert cache.bytes <= cache.max_bytes
+    assert len(cache) == 2  # (1 MiB + ENTRY_BYTES) each: the third would pass 3 MiB
+    recent = _padded_profile(icc, 1 << 20, 11)
+    hits = len(cache)
+    cache.get(recent, "RGB")
+    assert len(cache) == hits  # the most recent one is still there: no rebuild, no growth
+
+
+def test_icc_profile_over_the_cap_is_ignored_with_a_warning(
+    read: Callable[[str], bytes], diff: Diff, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = read("cat-prophoto.jpg")
+    icc = Image.open(io.BytesIO(data)).info["icc_profile"]
+    capped = full(data, max_icc_bytes=len(icc) - 1)
+    assert diff(capped, _without_icc(data)) < 1.0  # taken as sRGB, not converted
+    assert diff(full(data, max_icc_bytes=len(icc)), _without_icc(data)) > 10.0
+    assert "ignoring an embedded ICC profile" in caplog.text
+
+
+# --- high-bit-depth and float TIFF (issue 16) ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["F", "I;16", "I"])
+def test_high_depth_tiff_decodes(mode: str, small_cat: Image.Image, encode: Any) -> None:
+    grey = small_cat.convert("L")
+    if mode == "F":
+        src = Image.fromarray(np.asarray(grey, dtype=np.float32) / 255.0, "F")
+    elif mode == "I;16":
+        src = Image.fromarray(np.asarray(grey, dtype=np.uint16) * 257)
+    else:
+        src = Image.fromarray(np.asarray(grey, dtype=np.int32) * 257, "I")
+    img = full(encode(src, "TIFF"))
+    assert img.mode == "RGB" and img.size == grey.size
+    assert float(np.abs(np.asarray(img.convert("L"), np.int16) - np.asarray(grey)).mean()) < 1.0
+
+
+def test_high_depth_conversion_in_bands_matches_whole_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(7)
+    arr = (rng.random((301, 97)) * 1.0).astype(np.float32)
+    arr[5, 5] = np.nan
+    whole = decode_module._high_depth_to_l(Image.fromarray(arr, "F"))
+    monkeypatch.setattr(decode_module, "_BAND_PIXELS", 97 * 7)  # many bands, a short last one
+    banded = decode_module._high_depth_to_l(Image.fromarray(arr, "F"))
+    assert np.array_equal(np.asarray(whole), np.asarray(banded))
+    expected = np.clip(np.nan_to_num(arr) * 255.0, 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(banded), expected)

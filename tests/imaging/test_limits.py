@@ -67,3 +67,69 @@ def test_limits_are_validated() -> None:
     assert Image.MAX_IMAGE_PIXELS is not None
     with pytest.raises(ValueError, match="MAX_IMAGE_PIXELS"):
         ImageLimits(max_pixels=Image.MAX_IMAGE_PIXELS + 1)
+
+
+# --- scans and decode memory (issue 14 items 3 and 4) ----------------------------------------
+
+
+def test_scan_limit_is_inclusive() -> None:
+    from imgest.errors import ImageTooComplex
+
+    jpeg = ImageInfo("jpeg", "image/jpeg", 100, 100, 1, scans=100, scalable=True)
+    check(jpeg, ImageLimits(max_scans=100))
+    with pytest.raises(ImageTooComplex, match="101 scans"):
+        check(ImageInfo("jpeg", "image/jpeg", 100, 100, 1, scans=101), ImageLimits())
+
+
+def test_real_progressive_jpeg_is_under_the_scan_limit(read: Callable[[str], bytes]) -> None:
+    progressive = probe(read("cat-progressive.jpg"))
+    assert 1 < progressive.scans <= 20
+    check(progressive, ImageLimits())
+
+
+def test_decode_memory_is_pixels_times_bytes_per_pixel() -> None:
+    from imgest.errors import ImageTooMuchMemory
+    from imgest.imaging.limits import decode_bytes
+
+    grey16 = ImageInfo("png", "image/png", 7000, 7000, 1, bytes_per_pixel=3)
+    assert decode_bytes(grey16) == 7000 * 7000 * 3
+    check(grey16, ImageLimits(max_decode_bytes=7000 * 7000 * 3))
+    with pytest.raises(ImageTooMuchMemory, match="3 bytes per pixel"):
+        check(grey16, ImageLimits(max_decode_bytes=7000 * 7000 * 3 - 1))
+
+
+def test_jpeg_counts_at_its_reduced_decode_size() -> None:
+    from imgest.imaging.limits import decode_bytes
+
+    photo = ImageInfo("jpeg", "image/jpeg", 8000, 6000, 1, bytes_per_pixel=7, scalable=True)
+    assert decode_bytes(photo) == 8000 * 6000 * 7  # no target: full size
+    assert decode_bytes(photo, (224, 224)) == 1000 * 750 * 7  # 1/8
+    assert decode_bytes(photo, (3000, 3000)) == 4000 * 3000 * 7  # 1/2 (3000 <= 6000 / 2)
+    assert decode_bytes(photo, (4001, 10)) == 8000 * 6000 * 7
+    rotated = ImageInfo(
+        "jpeg", "image/jpeg", 8000, 6000, 1, orientation=6, bytes_per_pixel=7, scalable=True
+    )
+    assert decode_bytes(rotated, (3000, 4000)) == 4000 * 3000 * 7  # upright target, swapped
+    png = ImageInfo("png", "image/png", 8000, 6000, 1, bytes_per_pixel=4)
+    assert decode_bytes(png, (224, 224)) == 8000 * 6000 * 4  # no reduced decode
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "fmt", "bpp"),
+    [(8660, 5773, "jpeg", 7), (8660, 5773, "png", 4), (8660, 5773, "tiff", 4)],
+)
+def test_default_budget_takes_50_mp_8_bit_rgb_photos(
+    width: int, height: int, fmt: str, bpp: int
+) -> None:
+    photo = ImageInfo(fmt, f"image/{fmt}", width, height, 1, bytes_per_pixel=bpp)
+    check(photo, ImageLimits())  # even a JPEG decoded at full size
+
+
+def test_limits_from_settings() -> None:
+    from imgest.config import load_settings
+
+    limits = ImageLimits.from_settings(
+        load_settings(max_scans=7, max_decode_bytes=123, max_icc_bytes=45, max_frames=3)
+    )
+    assert (limits.max_scans, limits.max_decode_bytes, limits.max_icc_bytes) == (7, 123, 45)
+    assert limits.max_frames == 3

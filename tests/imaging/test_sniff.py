@@ -20,7 +20,7 @@ from imgest.errors import (
 )
 from imgest.imaging import sniff as sniff_module
 from imgest.imaging.limits import ImageLimits, check
-from imgest.imaging.sniff import ImageInfo, probe, sniff
+from imgest.imaging.sniff import probe, sniff
 
 FILES = {
     "cat.jpg": ("jpeg", "image/jpeg", 451, 300, 1),
@@ -73,7 +73,15 @@ def test_sniff_names_each_format(name: str, read: Callable[[str], bytes]) -> Non
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_probe_reads_the_header(name: str, read: Callable[[str], bytes]) -> None:
     fmt, mime, width, height, frames = FILES[name]
-    assert probe(read(name)) == ImageInfo(fmt, mime, width, height, frames)
+    info = probe(read(name))
+    assert (info.format, info.mime, info.width, info.height, info.frames) == (
+        fmt,
+        mime,
+        width,
+        height,
+        frames,
+    )
+    assert info.orientation == 1 and info.scans >= 1 and info.bytes_per_pixel >= 1
 
 
 @pytest.mark.parametrize("name", sorted(set(FILES) - {"bomb.png"}))
@@ -533,3 +541,68 @@ def test_item_data_past_the_end_is_truncated() -> None:
     iloc = full_box(b"iloc", bytes([0x44, 0x00]) + struct.pack(">HHHHII", 1, 1, 0, 1, 10_000, 500))
     with pytest.raises(ImageTruncated):
         probe(heif_file([ispe(64, 48)], meta_extra=iloc))
+
+
+# --- decode cost from the header (issue 14 items 3 and 4, issue 16) --------------------------
+
+
+def test_jpeg_scans_are_counted(read: Callable[[str], bytes], encode: Any) -> None:
+    assert probe(read("cat.jpg")).scans == 1
+    progressive = read("cat-progressive.jpg")
+    assert probe(progressive).scans == progressive.count(b"\xff\xda") > 1
+    flat = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG", progressive=True)
+    assert probe(flat).scans == flat.count(b"\xff\xda")
+
+
+def test_scan_bomb_is_counted_cheaply() -> None:
+    from tests.hostile.make_corpus import jpeg_scan_bomb
+
+    assert probe(jpeg_scan_bomb(3000)).scans == 3000
+
+
+def test_scan_walk_is_bounded(read: Callable[[str], bytes]) -> None:
+    """A million empty scans (10 MB) is counted up to MAX_SCANS_COUNTED, fast."""
+    from imgest.imaging.sniff import MAX_SCANS_COUNTED
+
+    data = read("cat.jpg")
+    end = data.rindex(b"\xff\xd9")
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00"
+    bomb = data[:end] + empty_scan * 1_000_000 + data[end:]
+    started = time.monotonic()
+    assert probe(bomb).scans == MAX_SCANS_COUNTED
+    assert time.monotonic() - started < 5.0
+
+
+def test_scan_count_skips_fake_markers_in_segments(read: Callable[[str], bytes]) -> None:
+    """0xFFDA inside a segment between scans (a COM) is payload, not a scan."""
+    data = read("cat-progressive.jpg")
+    scans = probe(data).scans
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    comment = b"\xff\xfe\x00\x0a" + b"\xff\xda" * 4
+    assert probe(data[:second] + comment + data[second:]).scans == scans
+
+
+@pytest.mark.parametrize(
+    ("depth", "colour", "bpp"),
+    [(8, 0, 1), (16, 0, 3), (1, 0, 2), (8, 2, 4), (16, 2, 4), (8, 3, 5), (8, 6, 8), (16, 4, 8)],
+)
+def test_png_bytes_per_pixel(depth: int, colour: int, bpp: int) -> None:
+    from tests.hostile.make_corpus import _png
+
+    assert probe(_png(10, 10, depth=depth, colour=colour)).bytes_per_pixel == bpp
+
+
+def test_float_tiff_costs_five_bytes_per_pixel() -> None:
+    from tests.hostile.make_corpus import tiff_float32
+
+    assert probe(tiff_float32()).bytes_per_pixel == 5
+
+
+@pytest.mark.parametrize("maker", ["tiff_float32_rgb", "tiff_float16_grey"])
+def test_float_tiff_layouts_pillow_cannot_read_are_415(maker: str) -> None:
+    from imgest.errors import UnsupportedPixelFormat
+    from tests.hostile import make_corpus
+
+    with pytest.raises(UnsupportedPixelFormat) as raised:
+        probe(getattr(make_corpus, maker)())
+    assert raised.value.status == 415 and raised.value.code == "unsupported_pixel_format"

@@ -4,27 +4,45 @@ JPEGs are decoded at a reduced DCT scale (simplejpeg, or Pillow's draft for CMYK
 12 MP photo never exists at full size when a 224 px rendition is all that is wanted; other
 formats are decoded whole and box-reduced by an integer factor right away. HEIF (HEVC, through
 pi-heif's libheif and libde265) and AVIF (AV1, Pillow's own plugin) have no reduced decode either.
+High-bit-depth and float grey is brought to 8 bits a band of rows at a time, so the conversion
+adds one byte per pixel, not several full-size copies. ICC -> sRGB transforms are cached by the
+profile's SHA-256 in an LRU bounded by profile bytes; a profile over `max_icc_bytes` is ignored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import math
 import struct
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pi_heif
 import simplejpeg
-from PIL import AvifImagePlugin, Image, ImageCms
+from PIL import AvifImagePlugin, Image, ImageCms, UnidentifiedImageError
 
-from imgest.errors import ImageCorrupt, ImageTooManyPixels, ImageTruncated, ImgestError
+from imgest.errors import (
+    ImageCorrupt,
+    ImageTooManyPixels,
+    ImageTruncated,
+    ImgestError,
+    UnsupportedPixelFormat,
+)
 from imgest.imaging.header import SWAPS_AXES
 from imgest.imaging.sniff import ImageInfo, jpeg_segments
 
+log = logging.getLogger(__name__)
+
 Size = tuple[int, int]
+DEFAULT_MAX_ICC_BYTES = 4 * 1024 * 1024  # ImageLimits.max_icc_bytes
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]
 
@@ -109,12 +127,15 @@ def decode(
     *,
     min_size: Size | None,
     background: RGB = (255, 255, 255),
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> Image.Image:
     """Decode to an upright sRGB "RGB" image at least `min_size` (w, h) when the original is.
 
     `info` must come from `probe(data)` and have passed `limits.check`.
     """
-    return decode_exact(data, info, min_size=min_size, background=background).image
+    return decode_exact(
+        data, info, min_size=min_size, background=background, max_icc_bytes=max_icc_bytes
+    ).image
 
 
 def decode_exact(
@@ -123,6 +144,7 @@ def decode_exact(
     *,
     min_size: Size | None,
     background: RGB = (255, 255, 255),
+    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> Decoded:
     """decode(), also saying which sub-pixel region of the result is the picture."""
     if info.format in _DECODER_ORIENTS and info.orientation != 1:
@@ -147,6 +169,14 @@ def decode_exact(
         img, factor = _shrink(img, target)
         scale /= factor
         content: Box = (0.0, 0.0, info.width * scale, info.height * scale)
+        if icc is not None and len(icc) > max_icc_bytes:
+            log.warning(
+                "ignoring an embedded ICC profile of %d bytes (max_icc_bytes %d): "
+                "the pixels are taken as sRGB",
+                len(icc),
+                max_icc_bytes,
+            )
+            icc = None
         img = _to_srgb(img, icc, background)
         transpose = _UPRIGHT.get(info.orientation)
         if transpose is None:
@@ -158,6 +188,14 @@ def decode_exact(
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooManyPixels() from exc
+    except UnidentifiedImageError as exc:
+        if info.format != "tiff":
+            raise ImageCorrupt() from exc
+        # The header parsed (sniff), but Pillow's TIFF reader has no mode for its samples.
+        raise UnsupportedPixelFormat(
+            "The TIFF's sample layout (bits, sample format, photometric interpretation and "
+            "channel count together) is not one this server can decode."
+        ) from exc
     except MemoryError as exc:
         raise ImageTooManyPixels(
             "The image needs more memory to decode than is available."
@@ -279,18 +317,40 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_BAND_PIXELS = 1 << 20  # pixels converted at a time: a few MB of temporaries
+
+
+def _bands(im: Image.Image) -> Iterator[tuple[int, npt.NDArray[Any]]]:
+    """(first row, array) of successive bands of rows, each copied out on its own."""
+    rows = max(1, _BAND_PIXELS // max(1, im.width))
+    for top in range(0, im.height, rows):
+        bottom = min(im.height, top + rows)
+        yield top, np.asarray(im.crop((0, top, im.width, bottom)))
+
+
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    """16-bit, 32-bit integer and float grey to 8-bit, by the range the mode implies."""
-    arr = np.asarray(im)
+    """16-bit, 32-bit integer and float grey to 8-bit, by the range the mode implies.
+
+    A band of rows at a time: whole-image numpy temporaries cost 12-16 bytes a pixel (a 7000 x
+    7000 float TIFF took 796 MiB), the bands a few MB.
+    """
+    out = np.empty((im.height, im.width), np.uint8)
     if im.mode.startswith("I;16"):
-        out = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        for top, arr in _bands(im):
+            out[top : top + len(arr)] = arr >> 8
     elif im.mode == "F":
-        scale = 255.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 1.0
-        out = np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
+        # fmax skips NaN; an all-NaN image keeps a NaN peak and scale 1, as before banding.
+        peak = np.float32(np.nan)
+        for _, arr in _bands(im):
+            peak = np.fmax(peak, np.fmax.reduce(arr, axis=None, initial=np.nan))
+        scale = np.float32(255.0 if peak <= 1.0 else 1.0)
+        for top, arr in _bands(im):
+            out[top : top + len(arr)] = np.clip(np.nan_to_num(arr) * scale, 0, 255)
     else:  # "I": 32-bit signed; PNG and TIFF put 16-bit data here
-        peak = int(arr.max()) if arr.size else 0
-        clipped = np.clip(arr, 0, 65535)
-        out = (clipped >> 8 if peak > 255 else clipped).astype(np.uint8)
+        peak_i = max((int(a.max()) for _, a in _bands(im) if a.size), default=0)
+        shift = 8 if peak_i > 255 else 0
+        for top, arr in _bands(im):
+            out[top : top + len(arr)] = np.clip(arr, 0, 65535) >> shift
     return Image.fromarray(out)
 
 
@@ -327,9 +387,63 @@ def _srgb() -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-@lru_cache(maxsize=32)
+class TransformCache:
+    """LRU of ICC -> sRGB transforms keyed by (profile SHA-256, mode), bounded by bytes.
+
+    Keyed on a digest so the cache never holds the profiles themselves; each entry is charged
+    its profile's size plus `ENTRY_BYTES` for lcms's tables, and least recently used entries
+    go once the total passes `max_bytes`. Thread-safe: renders run in worker threads.
+    """
+
+    ENTRY_BYTES = 256 * 1024
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[
+            tuple[bytes, str], tuple[ImageCms.ImageCmsTransform | None, int]
+        ] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform | None:
+        """The transform for `icc` (or CIELAB when None) and `mode`, built on a miss."""
+        key = (hashlib.sha256(icc or b"").digest(), mode)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit[0]
+        transform = _build_transform(icc, mode)  # outside the lock: may take milliseconds
+        cost = len(icc or b"") + self.ENTRY_BYTES
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (transform, cost)
+                self.bytes += cost
+            while self.bytes > self.max_bytes and len(self._entries) > 1:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+        return transform
+
+    def clear(self) -> None:
+        """Forget every transform."""
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+# 16 MiB: dozens of ordinary profiles (a few KB to ~1 MB each), four at the 4 MiB cap.
+TRANSFORMS = TransformCache(16 * 1024 * 1024)
+
+
 def _transform(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform | None:
     """A cached transform from the embedded profile (or CIELAB) to sRGB; None if unusable."""
+    return TRANSFORMS.get(icc, mode)
+
+
+def _build_transform(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform | None:
     try:
         if mode == "LAB":
             source = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))

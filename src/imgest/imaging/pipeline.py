@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from imgest.imaging.decode import decode_exact
+from imgest.imaging.decode import DEFAULT_MAX_ICC_BYTES, decode_exact
 from imgest.imaging.registry import get_step
 from imgest.imaging.sniff import ImageInfo
 from imgest.imaging.steps import (
@@ -173,7 +173,9 @@ class Pipeline:
         assert isinstance(crop, float)
         return resize_min_input(width, height, size=self.size, mode=mode, crop=crop)
 
-    def render(self, data: bytes, info: ImageInfo) -> Rendition:
+    def render(
+        self, data: bytes, info: ImageInfo, *, max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES
+    ) -> Rendition:
         """Decode `data` (already probed and checked) and run the steps."""
         width, height = info.oriented_size
         decoded = decode_exact(
@@ -181,6 +183,7 @@ class Pipeline:
             info,
             min_size=self.min_decode_size(width, height),
             background=self.background,
+            max_icc_bytes=max_icc_bytes,
         )
         img = decoded.image
         for name, params in self.steps:

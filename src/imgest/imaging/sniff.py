@@ -3,14 +3,22 @@
 Everything here reads headers with `struct`; no pixel is decoded and no image library is
 touched, so the size limits in `limits` run before any decoder sees the bytes. HEIF and AVIF
 are ISOBMFF containers: their size and orientation come from the item properties in `meta`.
+
+Besides the size, each reader says what decoding will cost: how many bytes per pixel the decode
+path holds at its peak (the decoder's output mode, the copies our conversion makes, Pillow's
+alpha premultiplication when reducing; measured in tests/imaging/test_decode_memory.py) and, for
+JPEG, how many scans the decoder must run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from imgest.errors import EmptyFile, UnsupportedMediaType
+from imgest.errors import EmptyFile, UnsupportedMediaType, UnsupportedPixelFormat
 from imgest.imaging import isobmff
 from imgest.imaging.header import SWAPS_AXES, corrupt, truncated
 
@@ -47,6 +55,11 @@ class ImageInfo:
     orientation: int = 1  # EXIF orientation 1-8; 1 when absent or invalid
     # What the decoder allocates before cropping (HEIF `clap`), when more than width x height.
     canvas_pixels: int = 0
+    scans: int = 1  # JPEG scans (progressive JPEGs have several); 1 for every other format
+    # Peak bytes per pixel of the decode path at full size (see the module docstring).
+    bytes_per_pixel: int = 4
+    # Whether the decoder can decode at a reduced size (JPEG's DCT scaling).
+    scalable: bool = False
 
     @property
     def pixels(self) -> int:
@@ -95,22 +108,44 @@ def probe(data: bytes) -> ImageInfo:
     try:
         if fmt in ("heif", "avif"):
             width, height, frames, orientation, canvas = isobmff.read_header(data, fmt)
+            header = _Header(width, height, frames, orientation, bytes_per_pixel=_HEIF_BPP)
         else:
-            width, height, frames, orientation = _READERS[fmt](data)
+            header = _READERS[fmt](data)
     except (struct.error, IndexError) as exc:
         raise truncated(fmt.upper()) from exc
+    width, height = header.width, header.height
     return ImageInfo(
         format=fmt,
         mime=isobmff.heif_mime(data) if fmt == "heif" else MIME_TYPES[fmt],
         width=width,
         height=height,
-        frames=max(1, frames),
-        orientation=orientation if 1 <= orientation <= 8 else 1,
+        frames=max(1, header.frames),
+        orientation=header.orientation if 1 <= header.orientation <= 8 else 1,
         canvas_pixels=canvas if canvas > width * height else 0,
+        scans=header.scans,
+        bytes_per_pixel=header.bytes_per_pixel,
+        scalable=header.scalable,
     )
 
 
-_Header = tuple[int, int, int, int]  # width, height, frames, orientation
+class _Header(NamedTuple):
+    width: int
+    height: int
+    frames: int
+    orientation: int
+    scans: int = 1
+    bytes_per_pixel: int = 4
+    scalable: bool = False
+
+
+# Peak decode bytes per pixel, by what the decoder delivers (Pillow keeps RGB in 4 bytes):
+# 1-byte grey/palette, 4-byte RGB(A)/CMYK/LAB/32-bit, and what our steps add at full size.
+_ALPHA = 4  # Image.reduce premultiplies LA/RGBA into a full-size copy
+_TO_RGB = 4  # palette/CMYK/LAB/YCbCr converted to RGB(A) before reducing
+_TO_L = 1  # 1-bit, 16-bit, 32-bit and float grey brought to 8-bit grey
+# libheif/libavif planes and RGB buffer, then Pillow's copy: 7.3 measured for a 24 MP HEIC
+# (no alpha; an alpha one costs more, which the header does not say without parsing auxC).
+_HEIF_BPP = 8
 
 
 # --- JPEG ----------------------------------------------------------------------------------
@@ -149,19 +184,54 @@ def jpeg_segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
 
 
 def _read_jpeg(data: bytes) -> _Header:
-    segments, _ = jpeg_segments(data)
+    segments, scan_start = jpeg_segments(data)
     width = height = -1
+    components = 3
     orientation = 1
     exif_seen = False
     for marker, start, end in segments:
         if marker in _SOF_MARKERS and width < 0:
-            height, width = struct.unpack_from(">HH", data, start + 1)
+            height, width, components = struct.unpack_from(">HHB", data, start + 1)
         elif marker == 0xE1 and not exif_seen and data[start : start + 6] == b"Exif\x00\x00":
             exif_seen = True  # like Pillow, only the first Exif APP1 counts
             orientation = exif_orientation(data[start + 6 : end])
     if width < 0:
         raise corrupt("JPEG", "no frame header (SOF) before the first scan")
-    return width, height, 1, orientation
+    # simplejpeg's array, then Pillow's copy (RGB: 3 + 4, grey: 1 + 1); CMYK/YCCK through
+    # Pillow: CMYK, then the colour transform's RGB.
+    bpp = {1: 2, 3: 7}.get(components, 4 + _TO_RGB)
+    scans = jpeg_scans(data, scan_start)
+    return _Header(width, height, 1, orientation, scans, bpp, scalable=True)
+
+
+# A marker in entropy-coded data: 0xFF (any fill) then neither a stuffed 0x00 nor RSTn.
+_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+MAX_SCANS_COUNTED = 100_000  # bounds the walk; far above any scan limit
+
+
+def jpeg_scans(data: bytes, pos: int) -> int:
+    """How many scans (SOS segments) a JPEG has, its first scan's data starting at `pos`.
+
+    Walks the segments between scans, skipping scan data with one regex search each, so a
+    file of many tiny scans costs one Python step per segment, up to MAX_SCANS_COUNTED.
+    """
+    scans = 1
+    size = len(data)
+    while scans < MAX_SCANS_COUNTED:
+        found = _NEXT_MARKER.search(data, pos)
+        if found is None:
+            break  # cut short: the decoder reports that
+        marker, pos = found.group(1)[0], found.end()
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0x01:  # TEM: no length
+            continue
+        if pos + 2 > size:
+            break
+        if marker == 0xDA:
+            scans += 1
+        pos += struct.unpack_from(">H", data, pos)[0]
+    return scans
 
 
 def exif_orientation(tiff: bytes) -> int:
@@ -197,10 +267,11 @@ def _read_png(data: bytes) -> _Header:
     (length,) = struct.unpack_from(">I", data, 8)
     if data[12:16] != b"IHDR" or length != 13:
         raise corrupt("PNG", "the first chunk is not IHDR")
-    width, height = struct.unpack_from(">II", data, 16)
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
     frames = 1
     orientation = 1
     idat_seen = False
+    transparency = False
     pos = 8
     # Walk chunk headers only (no inflating): acTL counts APNG frames, eXIf may follow IDAT.
     while pos + 8 <= len(data):
@@ -212,10 +283,24 @@ def _read_png(data: bytes) -> _Header:
             orientation = exif_orientation(data[body : body + length])
         elif kind == b"IDAT":
             idat_seen = True
+        elif kind == b"tRNS":
+            transparency = True
         elif kind == b"IEND":
             break
         pos = body + length + 4
-    return width, height, frames, orientation
+    return _Header(width, height, frames, orientation, 1, _png_bpp(depth, colour, transparency))
+
+
+def _png_bpp(depth: int, colour: int, transparency: bool) -> int:
+    if colour == 0:  # grey: "1", "L" or "I;16"
+        decoded = 2 if depth == 16 else 1
+        converted = _TO_L if depth in (1, 16) else 0
+        # A tRNS colour key turns it into LA (4 bytes), premultiplied when reduced.
+        return decoded + converted + (4 + _ALPHA if transparency else 0)
+    if colour == 3:  # palette: P, then RGB(A)
+        return 1 + _TO_RGB + (_ALPHA if transparency else 0)
+    alpha = colour in (4, 6) or transparency
+    return 4 + (_TO_RGB if colour == 2 and transparency else 0) + (_ALPHA if alpha else 0)
 
 
 # --- GIF -----------------------------------------------------------------------------------
@@ -259,7 +344,8 @@ def _read_gif(data: bytes) -> _Header:
             break  # garbage after the last complete block: Pillow stops there too
     if frames == 0:
         raise truncated("GIF") if pos >= len(data) else corrupt("GIF", "no image")
-    return width, height, frames, 1
+    # P, then RGBA when it has transparency, premultiplied when reduced.
+    return _Header(width, height, frames, 1, 1, 1 + _TO_RGB + _ALPHA)
 
 
 # --- WebP ----------------------------------------------------------------------------------
@@ -298,7 +384,9 @@ def _read_webp(data: bytes) -> _Header:
         if pos < len(data) or len(data) < end:
             raise truncated("WebP")
         raise corrupt("WebP", "no image chunk")
-    return width, height, frames, orientation
+    # libwebp's RGBA buffer, Pillow's bytes copy and image, the premultiplied reduce copy:
+    # 16 bytes per pixel measured with or without alpha.
+    return _Header(width, height, frames, orientation, 1, 4 + 4 + 4 + _ALPHA)
 
 
 # --- TIFF ----------------------------------------------------------------------------------
@@ -316,8 +404,10 @@ def _read_tiff(data: bytes) -> _Header:
         (offset,) = struct.unpack_from(order + "I", data, 4)
         count_fmt, entry_size, offset_fmt, value_at = "H", 12, "I", 8
     count_size = struct.calcsize(count_fmt)
+    inline = struct.calcsize(offset_fmt)
     width = height = -1
     orientation = 1
+    tags: dict[int, int] = {}
     frames = 0
     seen: set[int] = set()
     while offset and offset not in seen and frames < _MAX_IFDS:
@@ -340,6 +430,15 @@ def _read_tiff(data: bytes) -> _Header:
                         height = value
                     else:
                         orientation = value
+                elif tag in _TIFF_PIXEL_TAGS and kind == 3:
+                    # The first of SHORT values: inline when they fit, else at an offset.
+                    (n,) = struct.unpack_from(order + count_fmt, data, entry + 4)
+                    at = entry + value_at
+                    if 2 * n > inline:
+                        (at,) = struct.unpack_from(order + offset_fmt, data, at)
+                    # An array past the end: Pillow refuses the file itself.
+                    with contextlib.suppress(struct.error):
+                        (tags[tag],) = struct.unpack_from(order + "H", data, at)
         frames += 1
         next_at = offset + count_size + entry_size * count
         if next_at + struct.calcsize(offset_fmt) > len(data):
@@ -347,7 +446,33 @@ def _read_tiff(data: bytes) -> _Header:
         (offset,) = struct.unpack_from(order + offset_fmt, data, next_at)
     if width < 0 or height < 0:
         raise corrupt("TIFF", "no ImageWidth/ImageLength in the first directory")
-    return width, height, frames, orientation
+    return _Header(width, height, frames, orientation, 1, _tiff_bpp(tags))
+
+
+# BitsPerSample, PhotometricInterpretation, SamplesPerPixel, ExtraSamples, SampleFormat
+_TIFF_PIXEL_TAGS = frozenset({258, 262, 277, 338, 339})
+
+
+def _tiff_bpp(tags: dict[int, int]) -> int:
+    """Peak decode bytes per pixel of a TIFF; raises for sample layouts Pillow cannot read."""
+    bits, samples = tags.get(258, 1), tags.get(277, 1)
+    photometric, sample_format = tags.get(262, 1), tags.get(339, 1)
+    if sample_format == 3 and (samples, bits) != (1, 32):
+        raise UnsupportedPixelFormat(
+            f"The TIFF holds {samples} x {bits}-bit floating-point samples per pixel; this "
+            "server decodes floating-point TIFF only as one 32-bit sample (grey, Pillow's "
+            "mode F). Convert it to 8- or 16-bit integer samples."
+        )
+    if samples == 1:
+        if photometric == 3:  # palette
+            return 1 + _TO_RGB
+        decoded = {1: 1, 16: 2, 32: 4}.get(bits, 1)
+        return decoded + (_TO_L if bits in (1, 16, 32) else 0)
+    if photometric == 2 and samples == 3:  # RGB, 8 or 16 bits (Pillow keeps 8)
+        return 4
+    if (photometric == 2 and samples == 4) or samples == 2 or 338 in tags:
+        return 4 + _ALPHA
+    return 4 + _TO_RGB  # CMYK, LAB, YCbCr: converted to RGB
 
 
 # --- BMP -----------------------------------------------------------------------------------
@@ -356,10 +481,12 @@ def _read_tiff(data: bytes) -> _Header:
 def _read_bmp(data: bytes) -> _Header:
     (header_size,) = struct.unpack_from("<I", data, 14)
     if header_size == 12:
-        width, height = struct.unpack_from("<HH", data, 18)
+        width, height, _, bits = struct.unpack_from("<HHHH", data, 18)
     else:
-        width, height = struct.unpack_from("<ii", data, 18)
-    return abs(width), abs(height), 1, 1
+        width, height, _, bits = struct.unpack_from("<iiHH", data, 18)
+    # Up to 8 bits: palette, converted to RGB; 32 bits may carry alpha.
+    bpp = 1 + _TO_RGB if bits <= 8 else 4 + _ALPHA if bits == 32 else 4
+    return _Header(abs(width), abs(height), 1, 1, 1, bpp)
 
 
 _READERS = {

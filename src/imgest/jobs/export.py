@@ -145,7 +145,7 @@ class _Source:
         self.loop = loop
         self.pipeline = pipeline
         self.model = model
-        self.limits = ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames)
+        self.limits = ImageLimits.from_settings(settings)
         self.summary = summary
 
     def samples(self, where: ImageFilter, done: set[str], advance: Any) -> Iterator[Sample]:

@@ -181,7 +181,7 @@ def scorer_spec(
             pipeline=resolve_pipeline(settings, pipeline, entry),
             top_k=settings.top_k,
             device=device,
-            limits=ImageLimits(max_pixels=settings.max_pixels, max_frames=settings.max_frames),
+            limits=ImageLimits.from_settings(settings),
         )
 
     return asyncio.run(resolve())
