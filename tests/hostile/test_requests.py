@@ -82,6 +82,8 @@ def bodies(cat: bytes) -> dict[str, tuple[str, bytes]]:
         "absolute-filename": (CT, _file(b"/var/lib/imgest/blobs/x.jpg", cat) + END),
         "crlf-in-filename": (CT, _file(b"a.jpg\r\nX-Injected: 1", cat) + END),
         "non-utf8-filename": (CT, _file(b"\xff\xfe\xc3(.jpg", cat) + END),
+        "rtl-override-filename": (CT, _file("cat\u202egpj.exe".encode(), cat) + END),
+        "bidi-isolates-filename": (CT, _file("\u2067cat\u2069\u200f.jpg".encode(), cat) + END),
         "filename-4k": (CT, _file(b"a" * 4096 + b".jpg", cat) + END),
         "lf-only-line-endings": (
             CT,
