@@ -187,7 +187,8 @@ async def upload_images(
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
     With `Idempotency-Key`, a repeat of the same request answers the stored first response
-    (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content, 409
+    (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content or query
+    parameters, 409
     `idempotency_key_in_flight` while the first request is still processed.
     """
     key = parse_key(idempotency_key)
@@ -226,7 +227,8 @@ async def upload_images(
 
         # Keys are scoped to the API key that sent them ("" with auth off).
         api_key = getattr(request.state, "api_key", None)
-        return await gate.run(api_key.id if api_key is not None else "", key, form, work)
+        principal = api_key.id if api_key is not None else ""
+        return await gate.run(principal, key, form, work, request.url.query)
 
 
 async def ingest_form(request: Request, form: Form, scorer: MicroBatcher) -> Response:
