@@ -94,6 +94,30 @@ def test_same_key_different_request_is_422(
     assert counters(client)["files"] == 1
 
 
+def test_same_key_with_other_query_parameters_is_422(
+    client: TestClient, read: Callable[[str], bytes]
+) -> None:
+    # Issue 14 item 10: the fingerprint ignored the query, so a retry with ?model= (score
+    # with another model) replayed the first answer as if it had been done.
+    cat = read("cat.jpg")
+    files = [("file", ("cat.jpg", cat, "image/jpeg"))]
+    headers = {"Idempotency-Key": "k-q"}
+    first = client.post("/v1/images?x=1&y=2", files=files, headers=headers)
+    assert first.status_code == 201, first.text
+    same = client.post("/v1/images?y=2&x=1", files=files, headers=headers)  # other order
+    assert same.headers.get("idempotent-replayed") == "true"
+    for query in ("?x=1&y=2&model=efficientnet-lite0", "?x=1", "?x=1&y=3"):
+        r = client.post(f"/v1/images{query}", files=files, headers=headers)
+        assert r.status_code == 422, (query, r.text)
+        assert r.json()["code"] == "idempotency_key_reused"
+
+
+def test_the_fingerprint_covers_the_query() -> None:
+    form = Form()
+    assert fingerprint(form, "model=a") != fingerprint(form, "model=b") != fingerprint(form)
+    assert fingerprint(form, "a=1&b=") == fingerprint(form, "b=&a=1")
+
+
 def test_final_4xx_answers_are_stored_and_replayed(
     client: TestClient, read: Callable[[str], bytes]
 ) -> None:

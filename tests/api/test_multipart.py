@@ -164,6 +164,13 @@ async def test_empty_files() -> None:
         ("a\x00b\x1f.jpg", "ab.jpg"),
         ("..", ""),
         ("x" * 300 + ".jpg", "x" * 255),
+        # Issue 14 item 10: bidi controls made "cat\u202egpj.exe" display as "catexe.jpg".
+        ("cat\u202egpj.exe", "catgpj.exe"),
+        ("\u202a\u202b\u202c\u202d\u202ea.jpg", "a.jpg"),
+        ("\u2066\u2067\u2068\u2069b.jpg", "b.jpg"),
+        ("\u200e\u200f\u061cc.jpg", "c.jpg"),
+        ("d\x85\u2028\u2029.jpg", "d.jpg"),
+        ("\U0001f468\u200d\U0001f469.jpg", "\U0001f468\u200d\U0001f469.jpg"),  # ZWJ stays
     ],
 )
 def test_clean_filename(raw: str, clean: str) -> None:

@@ -87,3 +87,32 @@ def test_labels_become_safe_directory_names() -> None:
     assert safe_label("../etc/passwd") == "_.._etc_passwd"
     assert safe_label("a/b\\c") == "a_b_c"
     assert safe_label(".hidden") == "_.hidden"
+
+
+def test_long_labels_fit_a_file_name_and_stay_apart(
+    make_corpus: Callable[..., Corpus], photo_files: Files, tmp_path: Path
+) -> None:
+    # Issue 14 item 10: a 200-emoji label was cut to 120 characters (480 bytes) and the
+    # export died on "File name too long". Now cut to 255 bytes, whole code points, unique.
+    corpus = make_corpus(photo_files[:2])
+    labels = ["😀" * 199 + "a", "😀" * 199 + "b"]
+    for image_id, label in zip(corpus.ids, labels, strict=True):
+        assert corpus.client.patch(f"/v1/images/{image_id}", json={"label": label}).is_success
+    out = tmp_path / "set"
+    summary = export.run(corpus.settings, pipeline="default", out=out)
+    assert (summary.written, summary.failed) == (2, [])
+    directories = [p.name for p in out.iterdir() if p.is_dir()]
+    assert len(set(directories)) == 2
+    for name in directories:
+        assert 250 <= len(name.encode()) <= export.NAME_BYTES
+        assert name.startswith("😀" * 60)
+
+
+@pytest.mark.parametrize("char", ["a", "é", "€", "😀", "e\u0301"])
+def test_safe_label_cuts_at_a_code_point_within_the_byte_budget(char: str) -> None:
+    for length in range(240, 270):
+        name = safe_label(char * length)
+        assert len(name.encode()) <= export.NAME_BYTES
+        assert name.encode().decode() == name  # valid UTF-8: no code point split
+    assert safe_label(char * 300) != safe_label(char * 299 + "x")
+    assert safe_label("x\ud800y") == "x_y"

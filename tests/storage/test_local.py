@@ -637,3 +637,52 @@ def test_from_url_opens_the_directory(tmp_path: Path) -> None:
 def test_from_url_refuses_other_urls(url: str) -> None:
     with pytest.raises(ValueError):
         LocalStore.from_url(url)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """umask 000 for the test: what the store asks for is exactly what it gets."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["put", "put_many"])
+async def test_blobs_and_their_directories_are_owner_only(
+    tmp_path: Path, open_umask: None, how: str
+) -> None:
+    # Issue 14 item 10: blobs were created 0644 (readable by every local user). Even with
+    # umask 000 they are 0600 in 0700 directories, the root included when the store makes it.
+    root = tmp_path / "blobs"
+    store = LocalStore(root)
+    paths = ["originals/ab/cd/" + "a" * 64, "renditions/default@x/ab/cd/b.jpg"]
+    if how == "put":
+        for path in paths:
+            await store.put(path, b"bytes")
+    else:
+        await store.put_many([(path, b"bytes") for path in paths])
+    modes = {}
+    for path in paths:
+        modes[path] = stat.S_IMODE((root / path).stat().st_mode)
+        parent = (root / path).parent
+        while parent != tmp_path:
+            modes[str(parent.relative_to(tmp_path))] = stat.S_IMODE(parent.stat().st_mode)
+            parent = parent.parent
+    expected = {name: 0o600 if name in paths else 0o700 for name in modes}
+    assert {k: oct(v) for k, v in modes.items()} == {k: oct(v) for k, v in expected.items()}
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_stricter_umask_still_applies(tmp_path: Path) -> None:
+    previous = os.umask(0o077)
+    try:
+        store = LocalStore(tmp_path / "blobs")
+        await store.put("a/b", b"x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "blobs" / "a" / "b").stat().st_mode) == 0o600
+    await store.close()

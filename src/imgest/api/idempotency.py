@@ -1,8 +1,9 @@
 """The Idempotency-Key header on POST /v1/images (IETF httpapi idempotency-key draft).
 
 Same key and same request -> the first response again, without new work; same key and a
-different request -> 422; same key while the first is still processed -> 409. Only final
-answers (2xx, 4xx) are stored; a 5xx releases the key so that a retry runs afresh.
+different request (other files, fields or query parameters) -> 422; same key while the first
+is still processed -> 409. Only final answers (2xx, 4xx) are stored; a 5xx releases the key
+so that a retry runs afresh.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
@@ -49,14 +51,18 @@ def parse_key(raw: str | None) -> str | None:
     return value
 
 
-def fingerprint(form: Form) -> str:
-    """SHA-256 of what the request asks for: each file's name, type and content hash, the fields.
+def fingerprint(form: Form, query: str = "") -> str:
+    """SHA-256 of what the request asks for: its query parameters (`?model=` scores with
+    another model), each file's name, type and content hash, and the fields.
 
     Built from the per-file SHA-256 computed while the body streamed in, not from the raw
     body: a client that rebuilds its multipart body for a retry gets a new random boundary,
-    and that must not turn its retry into a 422.
+    and that must not turn its retry into a 422. Query parameters count in name order, so a
+    client that sends them in another order is still retrying the same request.
     """
     digest = hashlib.sha256()
+    for name, value in sorted(parse_qsl(query, keep_blank_values=True)):
+        digest.update(json.dumps(["query", name, value]).encode() + b"\n")
     for f in form.files:
         error = f.error.code if f.error is not None else None
         part = ["file", f.filename, f.content_type, f.sha256, f.size, error]
@@ -80,11 +86,13 @@ class IdempotencyGate:
         key: str,
         form: Form,
         work: Callable[[], Awaitable[Response]],
+        query: str = "",
     ) -> Response:
-        """The response of `work()` run once for this key, or the one stored for it."""
+        """The response of `work()` run once for this key, or the one stored for it; `query`
+        is the request's query string (part of what the key promises)."""
         await self._purge_now_and_then()
         claim = await anyio.to_thread.run_sync(
-            self.keys.claim, principal, key, fingerprint(form), datetime.now(UTC)
+            self.keys.claim, principal, key, fingerprint(form, query), datetime.now(UTC)
         )
         if claim.outcome == "mismatch":
             raise IdempotencyKeyReused()

@@ -38,7 +38,12 @@ _MAX_FILENAME = 255
 # about as much as the hash.
 THREAD_HASH_BYTES = 256 * 1024
 _MAX_FIELD_NAME = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Stripped from display names: C0/C1 controls, line/paragraph separators, and the bidi
+# controls (LRE RLE PDF LRO RLO, LRI RLI FSI PDI, LRM RLM, ALM) with which "gpj.exe" shows
+# as "exe.jpg". Other format characters stay (ZWJ joins emoji, ZWNJ is Persian spelling).
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]"
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class Form:
 
 
 def clean_filename(raw: str) -> str:
-    """The client's filename reduced to a safe display name (no path, no control characters)."""
+    """The client's filename reduced to a safe display name: no path, no control or bidi
+    control characters (every display name is made here)."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = _CONTROL.sub("", unicodedata.normalize("NFC", name)).strip()
     if name in (".", ".."):

@@ -7,7 +7,7 @@ request per file (see static/upload.js).
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -24,6 +24,7 @@ from imgest.config import Settings
 from imgest.corpus import Corpus
 from imgest.errors import ImgestError, InvalidParameter
 from imgest.imaging.sniff import FORMATS
+from imgest.params import day, day_end, day_start
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/ui/static"
@@ -142,21 +143,6 @@ def thumbnail(image: dict[str, Any], pipeline: str) -> dict[str, Any] | None:
     return next(iter(renditions.values()), None)
 
 
-def parse_day(raw: str | None, name: str) -> date | None:
-    """A YYYY-MM-DD form value (empty means no filter)."""
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidParameter(f"{name} is not a date of the form YYYY-MM-DD.") from None
-
-
-def day_start(day: date) -> datetime:
-    """Midnight UTC at the start of `day`."""
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
 @router.get("/", response_class=HTMLResponse)
 async def upload_page(request: Request) -> HTMLResponse:
     """Upload several images with a description and tags; see each result."""
@@ -185,13 +171,13 @@ async def gallery_page(
     filters = {"label": label.strip(), "tag": tag.strip(), "from": since, "to": until}
     context: dict[str, Any] = {"filters": filters, "labels": model_labels(request)}
     try:
-        first = parse_day(since, "From")
-        last = parse_day(until, "To")
+        first = day(since, "From")
+        last = day(until, "To")
         where = ImageFilter(
             label=filters["label"] or None,
             tag=filters["tag"] or None,
             since=day_start(first) if first else None,
-            until=day_start(last + timedelta(days=1)) if last else None,
+            until=day_end(last, "To") if last else None,
         )
         corpus: Corpus = request.app.state.corpus
         page = await corpus.list(limit=PAGE_SIZE, cursor=cursor or None, where=where)

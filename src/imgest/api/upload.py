@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
@@ -25,6 +26,10 @@ router = APIRouter(tags=["upload"])
 
 TAG_FIELDS = ("tag", "tags")
 LABEL_FIELD = "label"
+# Text fields at least this big (in characters, all together) are split and checked in a
+# worker thread: the largest form (max_fields x max_field_bytes of tags) is a pass over a
+# megabyte that should not hold up every other request on the event loop.
+THREAD_FIELD_CHARS = 64 * 1024
 
 _REQUEST_BODY = {
     "required": True,
@@ -78,6 +83,15 @@ def split_fields(
         else:
             fields[name] = value
     return fields, check_tags(raw_tags), label
+
+
+async def read_fields(
+    pairs: Sequence[tuple[str, str]],
+) -> tuple[dict[str, str | list[str]], list[str], str | None]:
+    """split_fields, in a worker thread when the fields are big enough to stall the loop."""
+    if sum(len(value) for _, value in pairs) < THREAD_FIELD_CHARS:
+        return split_fields(pairs)
+    return await anyio.to_thread.run_sync(split_fields, pairs)
 
 
 def item_out(result: IngestResult, links: Links) -> UploadItemOut:
@@ -172,7 +186,8 @@ async def upload_images(
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
     With `Idempotency-Key`, a repeat of the same request answers the stored first response
-    (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content, 409
+    (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content or query
+    parameters, 409
     `idempotency_key_in_flight` while the first request is still processed.
     """
     key = parse_key(idempotency_key)
@@ -210,14 +225,15 @@ async def upload_images(
 
         # Keys are scoped to the API key that sent them ("" with auth off).
         api_key = getattr(request.state, "api_key", None)
-        return await gate.run(api_key.id if api_key is not None else "", key, form, work)
+        principal = api_key.id if api_key is not None else ""
+        return await gate.run(principal, key, form, work, request.url.query)
 
 
 async def ingest_form(request: Request, form: Form, scorer: MicroBatcher) -> Response:
     """Ingest every file of a parsed form with `scorer` and build the per-file answer."""
     state = request.app.state
     service: IngestService = state.ingest
-    fields, tags, label = split_fields(form.fields)
+    fields, tags, label = await read_fields(form.fields)
     results = await service.ingest_many(form.files, fields, tags, scorer=scorer, label=label)
     form.files.clear()  # the bodies: let them go before the response is built
     count_results(state.metrics, results)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import functools
 import hashlib
@@ -43,7 +41,8 @@ from imgest.catalog.records import (
     PredictionRun,
     RenditionRecord,
 )
-from imgest.errors import CatalogUnavailable, InvalidParameter
+from imgest.errors import CatalogUnavailable
+from imgest.params import decode_cursor, encode_cursor, filter_text, utc
 from imgest.storage.paths import image_id_of
 
 T = TypeVar("T")
@@ -68,6 +67,16 @@ class ImageFilter:
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
 
+    def __post_init__(self) -> None:
+        # Client values, checked once here (API, UI and CLI build filters): times become UTC
+        # now, so that one with no UTC equivalent is a 422, not an OverflowError in a query.
+        filter_text(self.label, "label")
+        filter_text(self.tag, "tag")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, utc(value, name))
+
 
 @dataclass(frozen=True)
 class BlobRef:
@@ -91,22 +100,6 @@ def _utc(value: datetime) -> datetime:
     # Every stored time is UTC: SQLite keeps the wall time as text and hands back naive
     # datetimes, PostgreSQL a real timestamptz.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def encode_cursor(created_at: datetime, image_id: str) -> str:
-    """Opaque keyset cursor for the position after (created_at, id)."""
-    raw = f"{_utc(created_at).isoformat()}|{image_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of encode_cursor; a bad cursor is the client's error."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, image_id = raw.split("|", 1)
-        return _utc(datetime.fromisoformat(stamp)), image_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidParameter("The cursor is not one this server issued.") from None
 
 
 def lock_key(image_id: str) -> int:
@@ -418,7 +411,7 @@ class Catalog:
         def run() -> Page:
             query = _filtered(select(ImageRow), where)
             if after is not None:
-                stamp = _utc(after[0])
+                stamp = after[0]
                 query = query.where(
                     or_(
                         ImageRow.created_at < stamp,
@@ -673,9 +666,9 @@ def _filtered(query: Q, where: ImageFilter) -> Q:
             )
         )
     if where.since is not None:
-        query = query.where(ImageRow.created_at >= _utc(where.since))
+        query = query.where(ImageRow.created_at >= where.since)
     if where.until is not None:
-        query = query.where(ImageRow.created_at < _utc(where.until))
+        query = query.where(ImageRow.created_at < where.until)
     return query
 
 

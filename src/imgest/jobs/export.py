@@ -14,6 +14,7 @@ a rerun skips what the manifest lists and redoes at most one shard.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -44,7 +45,11 @@ Format = Literal["imagefolder", "webdataset"]
 MANIFEST = "manifest.jsonl"
 CLASSES = "classes.txt"
 PAGE = 200
-_UNSAFE = re.compile(r"[/\\\x00-\x1f]")
+# Separators, control characters, and lone surrogates (which no filesystem name can hold).
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
+# The most bytes in one path component on ext4, XFS, Btrfs, ZFS and APFS (NTFS counts 255
+# UTF-16 units, which 255 UTF-8 bytes never exceed).
+NAME_BYTES = 255
 
 
 @dataclass
@@ -225,9 +230,23 @@ def _manifest_ids(out: Path) -> set[str]:
 
 
 def safe_label(label: str) -> str:
-    """A label as one directory name: no separators or control characters, no leading dot."""
-    name = _UNSAFE.sub("_", label).strip()[:120]
-    return "_" + name if not name or name.startswith(".") else name
+    """A label as one directory name: no separators or control characters, no leading dot,
+    at most NAME_BYTES of UTF-8. A longer one is cut at a code point boundary and ends in
+    `~` and 12 hex digits of the label's SHA-256, so labels that share a long start stay
+    apart."""
+    name = _UNSAFE.sub("_", label).strip()
+    name = "_" + name if not name or name.startswith(".") else name
+    if len(name.encode()) <= NAME_BYTES:
+        return name
+    suffix = "~" + hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return fit_bytes(name, NAME_BYTES - len(suffix)).rstrip() + suffix
+
+
+def fit_bytes(text: str, budget: int) -> str:
+    """The longest start of `text` whose UTF-8 is at most `budget` bytes (whole code points)."""
+    data = text.encode()
+    # The input is valid UTF-8, so only the cut at the end can leave a partial code point.
+    return data[:budget].decode(errors="ignore")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -16,6 +16,16 @@ A local filesystem cannot hold both `a` and `a/b`; a put that would need that ra
 InvalidPathError (the content-addressed layout never does). Directories emptied by `delete`
 stay in place: removing them could race with a concurrent put into the same directory.
 
+Permissions: blobs are created 0600 and directories 0700, owner only. The store is read
+through imgest (the API serves blobs itself; gc, fsck, export and rescore run as the same
+user), and uploads are people's photos, so no other account on the host has a reason to
+read them: the 0644/0755 a default umask gives would hand them to every local user and
+service. The mode is passed to open/mkdir, so the umask still applies but can only take
+bits away: a stricter umask (e.g. 077 already) changes nothing, a looser one (000) cannot
+widen it. A second reader (a backup agent) should run as the store's user, or be granted
+access to the tree explicitly. A root given by the operator that already exists keeps its
+mode; files and directories made before this rule keep theirs.
+
 `etag` is `<inode>-<size>-<mtime_ns>` in hex: each put makes a new inode while the previous
 version still exists, so consecutive versions always differ, even within one mtime tick.
 
@@ -68,6 +78,8 @@ from imgest.storage.base import (
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".imgest-tmp-"
+FILE_MODE = 0o600  # blobs: owner read/write (see the module docstring)
+DIR_MODE = 0o700  # fan-out directories and a root this store creates
 
 _T = TypeVar("_T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -104,7 +116,7 @@ def _open_subdir(parent: int, name: str, *, create: bool, sync: bool = True) -> 
         if not create:
             raise
     with contextlib.suppress(FileExistsError):  # a concurrent writer made it
-        os.mkdir(name, dir_fd=parent)
+        os.mkdir(name, DIR_MODE, dir_fd=parent)
     if sync:
         os.fsync(parent)  # the new entry must survive a crash as much as the blob itself
     return os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -250,7 +262,7 @@ class LocalStore:
         self.stale_temp_after = stale_temp_after
         self._closed = False
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(DIR_MODE, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailableError(f"cannot create store root {self.root}: {exc}") from exc
         remove_stale_temps(self.root, stale_temp_after)
@@ -337,7 +349,7 @@ class LocalStore:
         try:
             self._check_not_dir(dfd, path, name)
             staged = _Staged(path, dfd, TEMP_PREFIX + secrets.token_hex(8), name)
-            fd = os.open(staged.tmp, _TEMP_FLAGS, 0o666, dir_fd=dfd)
+            fd = os.open(staged.tmp, _TEMP_FLAGS, FILE_MODE, dir_fd=dfd)
         except BaseException:
             os.close(dfd)
             raise
