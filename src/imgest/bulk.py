@@ -49,6 +49,24 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Top:
+    """The best label of the first prediction an answer lists, and whose it is."""
+
+    label: str
+    score: float
+    model: str
+    pipeline: str
+
+    @classmethod
+    def first(cls, predictions: Sequence[PredictionOut]) -> Top | None:
+        """Top-1 of the first prediction with any label, or None."""
+        for p in predictions:
+            if p.top:
+                return cls(p.top[0].label, p.top[0].score, p.model, p.pipeline)
+        return None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one job (kept small: a run may cover a million files)."""
 
@@ -66,24 +84,6 @@ class Outcome:
         error = result.error
         reason = f"{error.code}: {error.detail}" if error is not None else ""
         return cls(job, result.status, reason, result.id, result.sent)
-
-
-@dataclass(frozen=True)
-class Top:
-    """The best label of the first prediction an answer lists, and whose it is."""
-
-    label: str
-    score: float
-    model: str
-    pipeline: str
-
-    @classmethod
-    def first(cls, predictions: Sequence[PredictionOut]) -> Top | None:
-        """Top-1 of the first prediction with any label, or None."""
-        for p in predictions:
-            if p.top:
-                return cls(p.top[0].label, p.top[0].score, p.model, p.pipeline)
-        return None
 
 
 @dataclass
