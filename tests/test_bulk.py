@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,13 +72,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def imgest(*args: str) -> subprocess.CompletedProcess[str]:
+def imgest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # A clean environment (no IMGEST_*), but the same imgest this test imports.
+    path = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
     return subprocess.run(
         [sys.executable, "-m", "imgest.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **path, **(env or {})},
     )
 
 
@@ -132,8 +137,51 @@ def test_upload_command_reports_rejections(server: Server, tmp_path: Path, data_
         "failed": 0,
     }
 
-    nobody = f"http://127.0.0.1:{free_port()}"
-    failed = imgest("upload", str(data_dir / "cat.jpg"), "--url", nobody, "--retries", "2")
-    assert failed.returncode == 1
-    assert summary_counts(failed.stdout)["failed"] == 1
-    assert "no answer from the server" in failed.stdout
+
+def test_upload_prints_each_files_id_status_and_top1(
+    server: Server, tmp_path: Path, data_dir: Path
+) -> None:
+    photo = data_dir / "coffee.jpg"
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+    # No --url: the server is found through IMGEST_PORT.
+    first = imgest("upload", str(photo), env={"IMGEST_PORT": str(server.port)})
+    assert first.returncode == 0, first.stdout + first.stderr
+    line = next(x for x in first.stdout.splitlines() if digest in x)
+    top1 = r".+ 0\.\d{3} \(efficientnet-lite0@default\)"
+    assert re.fullmatch(rf"(created|existing)\s+{digest}\s+coffee\.jpg\s+{top1}", line), line
+    # Again: skipped by hash, and still its prediction (read back), and the full answer.
+    again = imgest("upload", str(photo), "--url", server.base, "--json")
+    assert again.returncode == 0, again.stderr
+    body = json.loads(again.stdout)
+    (file,) = body["files"]
+    assert (file["status"], file["id"], file["sent"]) == ("existing", digest, False)
+    assert file["answer"]["id"] == digest and file["answer"]["predictions"]
+    best = file["answer"]["predictions"][0]["top"][0]
+    assert file["top"] == {
+        "label": best["label"],
+        "score": best["score"],
+        "model": "efficientnet-lite0",
+        "pipeline": "default",
+    }
+    assert f"{best['label']} {best['score']:.3f}" in line
+
+
+@pytest.mark.parametrize("command", ["upload", "import"])
+def test_a_stopped_server_stops_the_run_in_seconds_naming_the_url(
+    command: str, tmp_path: Path, data_dir: Path
+) -> None:
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes((data_dir / "cat.jpg").read_bytes())
+    target = (
+        [str(p) for p in sorted(tmp_path.glob("*.jpg"))] if command == "upload" else [str(tmp_path)]
+    )
+    port = free_port()
+    started = time.monotonic()
+    failed = imgest(command, *target, env={"IMGEST_PORT": str(port)})
+    elapsed = time.monotonic() - started
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert f"imgest: cannot reach imgest at http://127.0.0.1:{port} (connection refused)\n" in (
+        failed.stderr
+    )
+    assert "Traceback" not in failed.stderr and failed.stdout == ""
+    assert elapsed < 12, elapsed  # about 5 s of retries (plus start-up), not 64 s

@@ -4,21 +4,134 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer.main
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
-from imgest import __version__
+from imgest import __version__, exits
 from imgest.cli import app
 from imgest.docs import settings_reference
+from imgest.exits import EXIT_NOT_FOUND, EXIT_USAGE
 
 runner = CliRunner()
 
 
 def test_version() -> None:
-    result = runner.invoke(app, ["version"])
-    assert result.exit_code == 0 and result.stdout.strip() == __version__
+    for args in (["version"], ["--version"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and result.stdout.strip() == __version__
+
+
+def test_shell_completion_is_offered() -> None:
+    shown = runner.invoke(app, ["--help"]).stdout
+    assert "--install-completion" in shown and "--show-completion" in shown
+    script = runner.invoke(app, ["--show-completion", "bash"])
+    assert script.exit_code == 0 and "complete" in script.stdout
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group (typer vendors its own click)
+            found += _commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_group(app))
+
+
+def test_every_command_is_found() -> None:
+    assert {"upload", "rescore", "init"} <= {c[0] for c in COMMANDS if len(c) == 1}
+    assert ("models", "list") in COMMANDS and ("keys", "revoke") in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "imgest")
+def test_every_help_exits_0(command: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.stdout
+
+
+def test_help_lists_every_exit_code_and_docs_match() -> None:
+    shown = runner.invoke(app, ["--help"]).stdout
+    doc = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    for code, meaning in exits.table():
+        assert f"  {code}  {meaning}" in shown
+        assert f"| {code} | {meaning} |" in doc, (code, meaning)
+
+
+def test_every_rule_names_a_real_exception() -> None:
+    import importlib
+
+    for rule in exits.RULES:
+        for name in rule.errors:
+            module, _, attr = name.partition(":")
+            assert issubclass(getattr(importlib.import_module(module), attr), Exception), name
+    assert exits.rule_for(RuntimeError("a bug")) is None  # a bug keeps its traceback
+
+
+# Every command that opens the catalog, with arguments that would otherwise let it run.
+NEEDS_CATALOG = [
+    ["models", "list"],
+    ["models", "activate", "x"],
+    ["models", "remove", "x"],
+    ["pipelines", "list"],
+    ["pipelines", "show", "default"],
+    ["label", "0" * 64, "tabby"],
+    ["keys", "list"],
+    ["keys", "create", "--scope", "read"],
+    ["keys", "revoke", "x"],
+    ["migrate"],
+    ["gc"],
+    ["fsck"],
+    ["rescore", "--pipeline", "default"],
+    ["rescore", "--pipeline", "default", "--engine", "ray"],
+    ["compare", "a@default", "b@default", "--html", "r.html"],
+    ["export", "out", "--pipeline", "default"],
+]
+
+
+@pytest.mark.parametrize("args", NEEDS_CATALOG, ids=" ".join)
+def test_commands_refuse_a_missing_catalog_and_create_nothing(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("IMGEST_CATALOG_URL", "IMGEST_STORAGE_URL", "IMGEST_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_NOT_FOUND, result.output
+    assert f"no catalog at {tmp_path / 'var' / 'catalog.db'}" in result.stderr
+    assert "IMGEST_CATALOG_URL" in result.stderr and "imgest init" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_blob_directory_is_refused_too(tmp_path: Path) -> None:
+    from imgest.catalog.repo import Catalog
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    Catalog.open(url).close()
+    result = runner.invoke(app, ["fsck", "--catalog", url, "--storage", str(tmp_path / "nope")])
+    assert result.exit_code == EXIT_NOT_FOUND
+    assert f"no blob store at {tmp_path / 'nope'}" in result.stderr
+    assert not (tmp_path / "nope").exists()
+
+
+def test_a_bad_toml_file_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "imgest.toml"
+    bad.write_text("port = [unclosed\n")
+    monkeypatch.setenv("IMGEST_CONFIG", str(bad))
+    for args in (["config"], ["fsck"], ["serve"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert f"{bad} is not valid TOML" in result.stderr and "Traceback" not in result.output
 
 
 def test_config_prints_effective_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,13 +153,22 @@ def test_bad_setting_exits_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch
     assert "IMGEST_PORT" in result.stderr
 
 
-def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+def test_init_creates_the_schema_and_migrate_needs_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sub' / 'catalog.db'}"
-    result = runner.invoke(app, ["migrate", "--catalog", url])
-    assert result.exit_code == 0, result.output
+    blobs = tmp_path / "sub" / "blobs"
+    refused = runner.invoke(app, ["migrate", "--catalog", url])
+    assert refused.exit_code == EXIT_NOT_FOUND and "imgest init" in refused.stderr
+    assert not (tmp_path / "sub").exists()
+    for _ in range(2):  # a second init keeps what is there
+        result = runner.invoke(app, ["init", "--catalog", url, "--storage", str(blobs)])
+        assert result.exit_code == 0, result.output
+        assert f"catalog {tmp_path / 'sub' / 'catalog.db'}, blobs {blobs}" in result.stdout
+    assert blobs.is_dir()
     engine = create_engine(url)
     assert "images" in inspect(engine).get_table_names()
     engine.dispose()
+    result = runner.invoke(app, ["migrate", "--catalog", url])
+    assert result.exit_code == 0, result.output
 
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
@@ -54,6 +176,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     from imgest.catalog.repo import Catalog
 
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    Catalog.open(url).close()
     created = runner.invoke(
         app,
         [
@@ -92,7 +215,10 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 
 
 def test_keys_create_refuses_unknown_scopes(tmp_path: Path) -> None:
+    from imgest.catalog.repo import Catalog
+
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    Catalog.open(url).close()
     result = runner.invoke(app, ["keys", "create", "--scope", "write", "--catalog", url])
     assert result.exit_code == 2 and "unknown scope 'write'" in result.stderr
 
@@ -140,6 +266,7 @@ def test_serve_binds_when_allowed(
     result = runner.invoke(app, ["serve", *args])
     assert result.exit_code == 0, result.output
     assert no_binding[0]["host"] == args[1]
+    assert f"catalog {Path.cwd() / 'var' / 'catalog.db'}, blobs " in result.stderr
     assert no_binding[0]["timeout_keep_alive"] == 5
 
 

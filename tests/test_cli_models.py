@@ -23,6 +23,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("IMGEST_CATALOG_URL", f"sqlite:///{tmp_path / 'catalog.db'}")
     (tmp_path / "tiny.onnx").write_bytes(tiny_classifier())
     (tmp_path / "labels.txt").write_text("\n".join(COLOURS) + "\n")
+    assert runner.invoke(app, ["init"]).exit_code == 0
     return tmp_path
 
 

@@ -18,9 +18,12 @@ from imgest.client import (
     ConnectionFailed,
     NotFound,
     RetryPolicy,
+    ServerUnreachable,
     Unavailable,
+    default_url,
     retry_after,
 )
+from imgest.errors import ConfigError
 from tests.services.fault_proxy import FaultProxy, Faults
 from tests.services.imgest_server import Server, free_port
 from tests.test_bulk import ground_truth
@@ -222,3 +225,50 @@ async def test_async_client(
         assert again.status == "existing" and not again.sent
         with pytest.raises(NotFound):
             await client.get("f" * 64)
+
+
+def test_a_stopped_server_is_reported_within_seconds_naming_the_url() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with Client(url) as client, pytest.raises(ServerUnreachable) as failed:
+        client.upload(b"\xff\xd8\xff", filename="a.jpg")  # the default policy: 8 attempts
+    elapsed = time.monotonic() - started
+    assert str(failed.value) == f"cannot reach imgest at {url} (connection refused)"
+    assert failed.value.url == url and failed.value.reason == "connection refused"
+    # retried for RetryPolicy.connect_max_time (5 s), not the 8 attempts' ~64 s
+    assert 1.0 < elapsed < 7.0, elapsed
+
+
+@pytest.mark.anyio
+async def test_async_client_reports_a_stopped_server_too() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    policy = RetryPolicy(connect_max_time=1.0)
+    started = time.monotonic()
+    async with AsyncClient(url, retry=policy) as client:
+        with pytest.raises(ServerUnreachable, match="connection refused"):
+            await client.exists("0" * 64)
+    assert time.monotonic() - started < 3.0
+    with Client(url) as sync:
+        assert sync.http.timeout.connect == 3.0 and sync.http.timeout.read == 60.0
+
+
+def test_server_url_from_argument_then_imgest_url_then_imgest_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IMGEST_URL", raising=False)
+    monkeypatch.delenv("IMGEST_PORT", raising=False)
+    assert default_url() == "http://127.0.0.1:8000"
+    monkeypatch.setenv("IMGEST_PORT", "8123")
+    assert default_url() == "http://127.0.0.1:8123"
+    with Client() as client:
+        assert str(client.http.base_url) == "http://127.0.0.1:8123"
+    monkeypatch.setenv("IMGEST_URL", "http://img.test:9000/")
+    assert default_url() == "http://img.test:9000/"
+    with Client() as client:
+        assert client.options.base_url == "http://img.test:9000"
+    with Client("http://other.test") as client:
+        assert client.options.base_url == "http://other.test"
+    monkeypatch.delenv("IMGEST_URL")
+    monkeypatch.setenv("IMGEST_PORT", "eighty")
+    with pytest.raises(ConfigError, match="IMGEST_PORT='eighty' is not a port number"):
+        default_url()

@@ -2,19 +2,27 @@
 
 The library under `imgest upload` and `imgest import`: each file is hashed locally and
 skipped when the server already has its bytes (HEAD by SHA-256), otherwise uploaded with its
-own Idempotency-Key and the client's retries. Nothing here prints; the CLI renders progress
-and the summary.
+own Idempotency-Key and the client's retries. A server that cannot be reached at all stops
+the run (no file after it is tried) and `Summary.unreachable` says why. Nothing here prints;
+the CLI renders progress and the summary.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from imgest.client import ApiError, AsyncClient, ImgestClientError, UploadResult
+from imgest.api.schemas import PredictionOut
+from imgest.client import (
+    ApiError,
+    AsyncClient,
+    ImgestClientError,
+    ServerUnreachable,
+    UploadResult,
+)
 
 DEFAULT_EXTENSIONS = (
     "jpg",
@@ -41,6 +49,24 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Top:
+    """The best label of the first prediction an answer lists, and whose it is."""
+
+    label: str
+    score: float
+    model: str
+    pipeline: str
+
+    @classmethod
+    def first(cls, predictions: Sequence[PredictionOut]) -> Top | None:
+        """Top-1 of the first prediction with any label, or None."""
+        for p in predictions:
+            if p.top:
+                return cls(p.top[0].label, p.top[0].score, p.model, p.pipeline)
+        return None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What happened to one job (kept small: a run may cover a million files)."""
 
@@ -49,6 +75,8 @@ class Outcome:
     reason: str = ""  # why it was rejected or failed
     image_id: str | None = None
     sent: bool = True  # False when found by hash and never uploaded
+    top: Top | None = None  # top-1 prediction (only when answers are kept)
+    answer: dict[str, Any] | None = None  # the server's answer for the file (when kept)
 
     @classmethod
     def of(cls, job: Job, result: UploadResult) -> Outcome:
@@ -63,6 +91,7 @@ class Summary:
     """Every outcome, with the counts a person reads at the end."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    unreachable: ServerUnreachable | None = None  # why the run stopped early, if it did
 
     def count(self, status: str) -> int:
         """How many files ended with `status`."""
@@ -75,8 +104,10 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        """Nothing was rejected and nothing failed."""
-        return self.count("rejected") == 0 and self.count("failed") == 0
+        """Nothing was rejected, nothing failed, and the server could be reached."""
+        return (
+            self.unreachable is None and self.count("rejected") == 0 and self.count("failed") == 0
+        )
 
     def counts(self) -> dict[str, int]:
         """created / existing / rejected / failed / skipped, for display or JSON."""
@@ -124,25 +155,42 @@ async def run(
     concurrency: int = 4,
     description: str | None = None,
     skip_existing: bool = True,
+    keep_answers: bool = False,
     on_done: Callable[[Outcome], None] | None = None,
 ) -> Summary:
-    """Send every job with at most `concurrency` in flight; outcomes in job order."""
+    """Send every job with at most `concurrency` in flight; outcomes in job order.
+
+    `keep_answers` keeps each file's full answer and top-1 prediction in its outcome (a file
+    skipped by hash costs one GET more); leave it off for large runs.
+    """
     outcomes: list[Outcome | None] = [None] * len(jobs)
     todo = iter(enumerate(jobs))
+    unreachable: list[ServerUnreachable] = []
 
     async def worker() -> None:
         for index, job in todo:  # workers share one iterator: each job is taken once
-            outcome = await _send(client, job, description, skip_existing)
+            if unreachable:
+                return
+            try:
+                outcome = await _send(client, job, description, skip_existing, keep_answers)
+            except ServerUnreachable as exc:
+                unreachable.append(exc)
+                return
             outcomes[index] = outcome
             if on_done is not None:
                 on_done(outcome)
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    return Summary([o for o in outcomes if o is not None])
+    done = [o for o in outcomes if o is not None]
+    return Summary(done, unreachable[0] if unreachable else None)
 
 
 async def _send(
-    client: AsyncClient, job: Job, description: str | None, skip_existing: bool
+    client: AsyncClient,
+    job: Job,
+    description: str | None,
+    skip_existing: bool,
+    keep_answers: bool,
 ) -> Outcome:
     try:
         result = await client.upload(
@@ -152,6 +200,10 @@ async def _send(
             label=job.label,
             skip_existing=skip_existing,
         )
+        if keep_answers:
+            return await _answered(client, job, result)
+    except ServerUnreachable:
+        raise
     except ApiError as exc:
         return Outcome(job, "failed", f"{exc.code}: {exc.detail}")
     except ImgestClientError as exc:
@@ -159,3 +211,15 @@ async def _send(
     except OSError as exc:
         return Outcome(job, "failed", f"cannot read: {exc.strerror or exc}")
     return Outcome.of(job, result)
+
+
+async def _answered(client: AsyncClient, job: Job, result: UploadResult) -> Outcome:
+    """The outcome with the server's full answer and top-1 (fetched when skipped by hash)."""
+    outcome = Outcome.of(job, result)
+    if result.item is not None:
+        item = result.item
+        return replace(
+            outcome, top=Top.first(item.predictions), answer=item.model_dump(mode="json")
+        )
+    image = await client.get(result.id)
+    return replace(outcome, top=Top.first(image.predictions), answer=image.model_dump(mode="json"))

@@ -1,4 +1,9 @@
-"""The `imgest` command: a thin Typer layer over the library."""
+"""The `imgest` command: a thin Typer layer over the library.
+
+Expected failures are not handled here one by one: they escape as exceptions and
+`imgest.exits` turns each into its exit code and one line on stderr (the table is in
+`imgest --help` and docs/cli.md).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ import typer
 
 from imgest import __version__
 from imgest.config import Settings, load_settings
-from imgest.errors import ConfigError, ImgestError
+from imgest.errors import InvalidParameter, MissingDependency
+from imgest.exits import EXIT_FAILED, EXIT_USAGE, ImgestGroup, epilog
 
 T = TypeVar("T")
-EXIT_UNAVAILABLE = 3  # storage or catalog unreachable (2 is a usage or settings error)
 
 if TYPE_CHECKING:
     from imgest.catalog.keys import KeyStore
@@ -22,10 +27,34 @@ if TYPE_CHECKING:
     from imgest.storage.base import BlobMeta, BlobStore
 
 app = typer.Typer(
-    help="imgest: photo ingest for image-recognition networks.",
+    cls=ImgestGroup,
+    help="imgest: photo ingest for image-recognition networks.\n\n"
+    "Settings come from IMGEST_* variables and the TOML file IMGEST_CONFIG names; relative "
+    "paths (the defaults var/catalog.db and var/blobs) are taken from the current directory. "
+    "Only `serve` and `init` create a catalog or blob directory.",
+    epilog=epilog(),
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """The options before any command."""
+
 
 StorageOption = Annotated[
     str | None,
@@ -37,11 +66,16 @@ CatalogOption = Annotated[
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _existing(**overrides: Any) -> Settings:
+    """Settings whose catalog and blob directory must exist already (CatalogNotFound if not)."""
+    from imgest.locations import require_existing
+
+    settings = _settings(**overrides)
+    require_existing(settings)
+    return settings
 
 
 @app.command()
@@ -60,35 +94,59 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the HTTP API (defaults: 127.0.0.1:8000, ./var/blobs, ./var/catalog.db)."""
+    """Serve the HTTP API (defaults: 127.0.0.1:8000, ./var/blobs, ./var/catalog.db).
+
+    Creates the catalog and blob directory if they do not exist yet, and says where they are.
+    """
+    from imgest.locations import describe
     from imgest.memory import tune_malloc
     from imgest.server import serve as run_server
 
     settings = _settings(
         host=host, port=port, storage_url=storage, catalog_url=catalog, insecure=insecure
     )
+    typer.echo(f"imgest: {describe(settings)}", err=True)
     # Before any worker thread exists: arenas are handed out as threads first allocate.
     tune_malloc(arena_max=settings.malloc_arena_max, mmap_threshold=settings.malloc_mmap_threshold)
-    try:
-        run_server(settings, log_level=log_level)
-    except ConfigError as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
+    run_server(settings, log_level=log_level)
+
+
+@app.command()
+def init(
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Create the catalog (schema up to date) and blob store the settings name, and say where.
+
+    Safe to rerun: what exists is kept. `imgest serve` does the same at start-up.
+    """
+    import anyio
+
+    from imgest.app import open_catalog, store_options
+    from imgest.locations import describe
+    from imgest.storage.registry import open_store
+
+    settings = _settings(storage_url=storage, catalog_url=catalog)
+
+    async def touch_store() -> None:
+        await open_store(settings.storage_url, options=store_options(settings)).close()
+
+    anyio.run(touch_store)
+    open_catalog(settings).close()
+    typer.echo(f"ready: {describe(settings)}")
 
 
 @app.command()
 def migrate(
     catalog: CatalogOption = None,
 ) -> None:
-    """Apply catalog migrations (the server also does this at start-up)."""
+    """Apply catalog migrations to an existing catalog (serve and init also do this)."""
     from imgest.app import open_catalog
+    from imgest.locations import require_existing
 
     settings = _settings(catalog_url=catalog)
-    try:
-        open_catalog(settings).close()
-    except ImgestError as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    require_existing(settings.model_copy(update={"storage_url": "memory://"}))
+    open_catalog(settings).close()
     typer.echo("catalog is up to date")
 
 
@@ -127,10 +185,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(pipelines_app, name="pipelines")
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    detail = getattr(exc, "detail", None) or str(exc)
-    typer.echo(f"imgest: {detail}", err=True)
-    return typer.Exit(2)
+def _fail(exc: Exception) -> InvalidParameter:
+    """A library ValueError/OSError about what the user gave, as a usage error (exit 2)."""
+    return InvalidParameter(str(exc))
 
 
 def _with_registry(fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -141,7 +198,7 @@ def _with_registry(fn: Callable[[Any], Awaitable[T]]) -> T:
     from imgest.scoring.registry import ModelRegistry
     from imgest.storage.registry import open_store
 
-    settings = _settings()
+    settings = _existing()
 
     async def run() -> T:
         store = open_store(settings.storage_url, options=store_options(settings))
@@ -156,7 +213,7 @@ def _with_registry(fn: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return anyio.run(run)
-    except (ImgestError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         raise _fail(exc) from None
 
 
@@ -285,10 +342,7 @@ def _pipelines() -> dict[str, Any]:
 
     settings = _settings()
     spec = _with_registry(active).spec.input
-    try:
-        return load_pipelines(settings, size=spec.size, crop=spec.crop)
-    except ConfigError as exc:
-        raise _fail(exc) from None
+    return load_pipelines(settings, size=spec.size, crop=spec.crop)
 
 
 @app.command("label")
@@ -316,7 +370,7 @@ def label(
         pairs.append((image.lower(), None if clear else value))
     else:
         raise typer.BadParameter("give IMAGE LABEL, IMAGE --clear, or --from-csv FILE")
-    settings = _settings()
+    settings = _existing()
     catalog = open_catalog(settings)
     missing = 0
     try:
@@ -325,13 +379,11 @@ def label(
             if catalog.update_image(image_id, label=checked) is None:
                 typer.echo(f"imgest: no image {image_id}", err=True)
                 missing += 1
-    except ImgestError as exc:
-        raise _fail(exc) from None
     finally:
         catalog.close()
     typer.echo(f"labelled {len(pairs) - missing} image(s)")
     if missing:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- upload and import through the HTTP API (issue 5) ----------------------------------------
@@ -339,7 +391,9 @@ def label(
 UrlOption = Annotated[
     str | None,
     typer.Option(
-        "--url", envvar="IMGEST_URL", help="Server base URL (default http://127.0.0.1:8000)."
+        "--url",
+        envvar="IMGEST_URL",
+        help="Server base URL; else IMGEST_URL, else http://127.0.0.1:${IMGEST_PORT:-8000}.",
     ),
 ]
 ApiKeyOption = Annotated[
@@ -360,6 +414,10 @@ SkipOption = Annotated[
     typer.Option(help="Ask the server by SHA-256 first and skip files it already stores."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+UNREACHABLE_HELP = (
+    " A server that cannot be reached stops the run after about 5 s (exit 3); "
+    "rerun to continue: stored files are skipped."
+)
 
 
 @app.command("upload")
@@ -376,9 +434,18 @@ def upload_files(
     retries: RetriesOption = 8,
     backoff: BackoffOption = 0.5,
     skip_existing: SkipOption = True,
-    json_out: JsonOption = False,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the summary and each file's full server answer as JSON."
+        ),
+    ] = False,
 ) -> None:
-    """Upload image files; exit 1 if any was rejected or failed."""
+    """Upload image files: prints each one's status, id and top-1 prediction.
+
+    Exit 1 if any was rejected or failed. A server that cannot be reached stops the run
+    after about 5 s (exit 3).
+    """
     from imgest.bulk import Job
 
     jobs = [Job(p, tuple(tag or ()), label) for p in paths]
@@ -391,6 +458,7 @@ def upload_files(
         policy=(retries, backoff),
         skip_existing=skip_existing,
         json_out=json_out,
+        files=True,
     )
 
 
@@ -420,7 +488,11 @@ def import_folder(
     skip_existing: SkipOption = True,
     json_out: JsonOption = False,
 ) -> None:
-    """Import every image under DIRECTORY (recursive); rerunning skips what is stored."""
+    """Import every image under DIRECTORY (recursive); rerunning skips what is stored.
+
+    Exit 1 if any file was rejected or failed. A server that cannot be reached stops the run
+    after about 5 s (exit 3).
+    """
     from imgest.bulk import DEFAULT_EXTENSIONS, find_images, folder_jobs
 
     extensions = [e.strip() for e in ext.split(",") if e.strip()] if ext else DEFAULT_EXTENSIONS
@@ -454,6 +526,7 @@ def _bulk(
     policy: tuple[int, float],
     skip_existing: bool,
     json_out: bool,
+    files: bool = False,
 ) -> None:
     import asyncio
 
@@ -462,8 +535,7 @@ def _bulk(
         from imgest.client import AsyncClient, RetryPolicy
         from imgest.console import progress, render_summary
     except ImportError as exc:  # httpx, tenacity and rich come with the `client` extra
-        typer.echo(f"imgest: {exc.name} is missing: pip install 'imgest[client]'", err=True)
-        raise typer.Exit(2) from None
+        raise MissingDependency(f"{exc.name} is missing: pip install 'imgest[client]'") from None
 
     retry = RetryPolicy(attempts=policy[0], initial=policy[1])
 
@@ -478,13 +550,17 @@ def _bulk(
                     concurrency=concurrency,
                     description=description,
                     skip_existing=skip_existing,
+                    keep_answers=files,
                     on_done=advance,
                 )
 
     summary = asyncio.run(go())
-    render_summary(summary, as_json=json_out)
+    if summary.unreachable is None or summary.outcomes:
+        render_summary(summary, as_json=json_out, files=files)
+    if summary.unreachable is not None:
+        raise summary.unreachable  # exit 3 (imgest.exits), naming the URL
     if not summary.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- API keys (issue 6) ----------------------------------------------------------------------
@@ -495,8 +571,10 @@ app.add_typer(keys_app, name="keys")
 def _key_store(catalog: str | None) -> KeyStore:
     from imgest.app import open_catalog
     from imgest.catalog.keys import KeyStore
+    from imgest.locations import require_existing
 
     settings = _settings(catalog_url=catalog)
+    require_existing(settings.model_copy(update={"storage_url": "memory://"}))
     return KeyStore(open_catalog(settings))
 
 
@@ -513,8 +591,7 @@ def keys_create(
     try:
         new = store.create(scope, name=name)
     except ValueError as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise _fail(exc) from None
     finally:
         store.catalog.close()
     typer.echo(f"created key {new.key.id} ({', '.join(new.key.scopes)}); its token, shown once:")
@@ -548,7 +625,7 @@ def keys_revoke(
         store.catalog.close()
     if not revoked:
         typer.echo(f"imgest: no active key {key_id!r}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     typer.echo(f"revoked key {key_id}")
 
 
@@ -560,8 +637,10 @@ def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T
     import anyio
 
     from imgest.app import open_catalog, store_options
-    from imgest.storage.base import StoreError
+    from imgest.locations import require_existing
     from imgest.storage.registry import open_store
+
+    require_existing(settings)
 
     async def main() -> T:
         store = open_store(settings.storage_url, options=store_options(settings))
@@ -572,11 +651,7 @@ def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T
             await store.close()
             catalog.close()
 
-    try:
-        return anyio.run(main)
-    except (ImgestError, StoreError) as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    return anyio.run(main)
 
 
 @app.command()
@@ -653,7 +728,7 @@ def fsck(
             + f": {len(report.problems)} problem(s)"
         )
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- corpus jobs: rescore, compare, export (issue 4) ----------------------------------------
@@ -668,29 +743,19 @@ Where = Annotated[
 ]
 
 
-def _job_errors() -> tuple[type[Exception], ...]:
-    from imgest.errors import JobError
-
-    return (ConfigError, JobError)
-
-
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         typer.echo(f"imgest: {option} must be one of {', '.join(allowed)}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _summarize(job: Callable[[], Any]) -> None:
-    """Run a corpus job; print its summary; exit 2 if it could not run, 1 if images failed."""
-    try:
-        summary = job()
-    except _job_errors() as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
+    """Run a corpus job; print its summary; exit 1 if images failed."""
+    summary = job()
     for line in summary.lines():
         typer.echo(line)
     if summary.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
@@ -733,7 +798,7 @@ def rescore(
     from imgest.jobs import rescore as job
     from imgest.jobs.selection import parse_where
 
-    settings = _settings(storage_url=storage, catalog_url=catalog)
+    settings = _existing(storage_url=storage, catalog_url=catalog)
     _choice("--engine", engine, ("local", "ray"))
     _summarize(
         lambda: job.run(
@@ -776,12 +841,8 @@ def compare(
     from imgest.jobs.report import render_html
     from imgest.jobs.selection import parse_where
 
-    settings = _settings(storage_url=storage, catalog_url=catalog)
-    try:
-        result = run_compare(settings, a, b, where=parse_where(where or []), thumbnails=thumbnails)
-    except _job_errors() as exc:
-        typer.echo(f"imgest: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = _existing(storage_url=storage, catalog_url=catalog)
+    result = run_compare(settings, a, b, where=parse_where(where or []), thumbnails=thumbnails)
     if html is not None:
         html.write_text(render_html(result, top=top))
         typer.echo(f"wrote {html}", err=True)
@@ -816,7 +877,7 @@ def export(
     from imgest.jobs import export as job
     from imgest.jobs.selection import parse_where
 
-    settings = _settings(storage_url=storage, catalog_url=catalog)
+    settings = _existing(storage_url=storage, catalog_url=catalog)
     _choice("--format", format, ("imagefolder", "webdataset"))
     _summarize(
         lambda: job.run(

@@ -4,7 +4,13 @@ Every upload carries its own `Idempotency-Key` (a UUID made once per file and re
 retry), so a retry after a lost answer gets the first answer back instead of doing the work
 again. Connection errors, 429, 502, 503, 504 and 409 `idempotency_key_in_flight` are retried
 with exponential backoff and jitter (tenacity), waiting what `Retry-After` says when the server
-says it, within a bounded number of attempts and a bounded total time.
+says it, within a bounded number of attempts and a bounded total time. A server that cannot be
+connected to at all (refused, or no connection within `connect_timeout`) is given up on sooner,
+after `RetryPolicy.connect_max_time`, with `ServerUnreachable` naming the URL.
+
+The server URL: the `url` argument, else `$IMGEST_URL`, else
+`http://127.0.0.1:$IMGEST_PORT` (port 8000 when `IMGEST_PORT` is unset), as `imgest serve`
+binds by default.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,20 +36,25 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
     stop_before_delay,
     wait_exponential,
     wait_random,
 )
+from tenacity.stop import stop_base
 
 from imgest import __version__
 from imgest.api.schemas import ErrorOut, ImageOut, ImagePage, UploadItemOut
+from imgest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_ENV = "IMGEST_API_KEY"
 URL_ENV = "IMGEST_URL"
+PORT_ENV = "IMGEST_PORT"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # nothing was sent
 
 Image = ImageOut  # what the API answers for one image (GET /v1/images/{id})
 Source = str | os.PathLike[str] | bytes | IO[bytes]
@@ -76,6 +88,45 @@ class Unavailable(ApiError):
 
 class ConnectionFailed(ImgestClientError):
     """No answer (connection refused, reset or timed out) after every retry."""
+
+
+class ServerUnreachable(ConnectionFailed):
+    """No connection could be made at all (refused, unresolvable, connect timeout)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach imgest at {url} ({reason})")
+
+
+def default_url() -> str:
+    """`$IMGEST_URL`, else http://127.0.0.1:`$IMGEST_PORT` (8000 when unset)."""
+    url = os.environ.get(URL_ENV)
+    if url:
+        return url
+    port = os.environ.get(PORT_ENV, "").strip()
+    if not port:
+        return DEFAULT_URL
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{PORT_ENV}={port!r} is not a port number (1..65535)")
+    return f"http://127.0.0.1:{int(port)}"
+
+
+def _reason(error: BaseException, connect_timeout: float) -> str:
+    """Why a connection failed, in words: connection refused, a timeout, a name not found."""
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"no connection within {connect_timeout:g} s"
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host name not found"
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    if "refused" in text.lower() or "all connection attempts failed" in text.lower():
+        return "connection refused"
+    return text or type(error).__name__
 
 
 class _RetryableAnswer(Exception):
@@ -119,6 +170,19 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+class _StopUnreachable(stop_base):
+    """Stop once a connection has failed and the next try would start past `max_time`."""
+
+    def __init__(self, max_time: float) -> None:
+        self.max_time = max_time
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        assert retry_state.outcome is not None
+        waited = (retry_state.seconds_since_start or 0.0) + retry_state.upcoming_sleep
+        error = retry_state.outcome.exception()
+        return isinstance(error, CONNECT_ERRORS) and waited > self.max_time
+
+
 def _should_retry(response: httpx.Response) -> bool:
     if response.status_code in RETRY_STATUSES:
         return True
@@ -142,6 +206,9 @@ class RetryPolicy:
     initial: float = 0.5  # first backoff, seconds; doubles each time
     max_wait: float = 30.0  # longest backoff (Retry-After is honoured even when longer)
     jitter: float = 0.5  # up to this many random seconds added to each backoff
+    # A server that cannot be connected to is not retried past this many seconds from the
+    # first try: a restart of a few seconds is ridden out, a stopped server is reported fast.
+    connect_max_time: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -202,21 +269,31 @@ class _Options:
     api_key: str | None
     retry: RetryPolicy
     timeout: float
+    connect_timeout: float
     headers: dict[str, str] = field(default_factory=dict)
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        """`timeout` for each read and write, `connect_timeout` to connect."""
+        return httpx.Timeout(self.timeout, connect=self.connect_timeout)
 
 
 def _options(
-    url: str | None, api_key: str | None, retry: RetryPolicy | None, timeout: float
+    url: str | None,
+    api_key: str | None,
+    retry: RetryPolicy | None,
+    timeout: float,
+    connect_timeout: float,
 ) -> _Options:
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     headers = {"User-Agent": f"imgest-client/{__version__}"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     return _Options(
-        base_url=(url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/"),
+        base_url=(url or default_url()).rstrip("/"),
         api_key=key,
         retry=retry or RetryPolicy(),
         timeout=timeout,
+        connect_timeout=connect_timeout,
         headers=headers,
     )
 
@@ -250,7 +327,11 @@ class _Requests:
 
         return {
             "retry": retry_if_exception_type((httpx.TransportError, _RetryableAnswer)),
-            "stop": stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_time),
+            "stop": stop_any(
+                stop_after_attempt(policy.attempts),
+                stop_before_delay(policy.max_time),
+                _StopUnreachable(policy.connect_max_time),
+            ),
             "wait": wait,
             "before_sleep": before_sleep,
             "reraise": True,
@@ -262,11 +343,13 @@ class _Requests:
             raise _RetryableAnswer(response)
         return response
 
-    @staticmethod
-    def _final(error: BaseException) -> ImgestClientError:
+    def _final(self, error: BaseException) -> ImgestClientError:
         if isinstance(error, _RetryableAnswer):
             return api_error(error.response)
-        return ConnectionFailed(f"no answer from the server after retries: {error!r}")
+        url, reason = self.options.base_url, _reason(error, self.options.connect_timeout)
+        if isinstance(error, CONNECT_ERRORS):
+            return ServerUnreachable(url, reason)
+        return ConnectionFailed(f"no answer from imgest at {url} after retries ({reason})")
 
     def _upload_request(
         self, http: httpx.Client | httpx.AsyncClient, file: _File, fields: list[tuple[str, str]]
@@ -364,8 +447,9 @@ def _part(dest: Path) -> Path:
 class Client(_Requests):
     """Synchronous client. Use as a context manager, or call `close()`.
 
-    `url` defaults to `$IMGEST_URL` or http://127.0.0.1:8000; `api_key` to `$IMGEST_API_KEY`
-    (sent as `Authorization: Bearer`).
+    `url` defaults to `$IMGEST_URL`, else http://127.0.0.1:`$IMGEST_PORT` (8000); `api_key`
+    to `$IMGEST_API_KEY` (sent as `Authorization: Bearer`). `timeout` bounds each read and
+    write, `connect_timeout` each connection attempt (seconds).
     """
 
     def __init__(
@@ -375,13 +459,14 @@ class Client(_Requests):
         api_key: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
+        connect_timeout: float = 3.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.options = _options(url, api_key, retry, timeout)
+        self.options = _options(url, api_key, retry, timeout, connect_timeout)
         self.http = httpx.Client(
             base_url=self.options.base_url,
             headers=self.options.headers,
-            timeout=timeout,
+            timeout=self.options.httpx_timeout(),
             transport=transport,
         )
 
@@ -497,14 +582,15 @@ class AsyncClient(_Requests):
         api_key: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 60.0,
+        connect_timeout: float = 3.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 16,
     ) -> None:
-        self.options = _options(url, api_key, retry, timeout)
+        self.options = _options(url, api_key, retry, timeout, connect_timeout)
         self.http = httpx.AsyncClient(
             base_url=self.options.base_url,
             headers=self.options.headers,
-            timeout=timeout,
+            timeout=self.options.httpx_timeout(),
             transport=transport,
             limits=httpx.Limits(max_connections=max_connections),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -390,6 +391,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"IMGEST_CONFIG: no such file: {toml_path}")
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"IMGEST_CONFIG: {toml_path} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

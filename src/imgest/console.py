@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -22,19 +24,52 @@ def progress(total: int) -> Iterator[Callable[[Outcome], None]]:
         yield lambda outcome: advance(1)
 
 
-def render_summary(summary: Summary, *, as_json: bool = False) -> None:
-    """Print the counts (and each rejected or failed file with its reason) to stdout."""
+def _file(o: Outcome) -> dict[str, Any]:
+    top = None if o.top is None else dataclasses.asdict(o.top)
+    return {
+        "path": str(o.job.path),
+        "status": o.status,
+        "id": o.image_id,
+        "sent": o.sent,
+        "reason": o.reason,
+        "top": top,
+        "answer": o.answer,
+    }
+
+
+def _file_line(o: Outcome) -> str:
+    """`status  id  file  top-1 score (model@pipeline)`, or the reason it was not stored."""
+    if o.status in ("rejected", "failed"):
+        what = o.reason
+    elif o.top is None:
+        what = "no prediction"
+    else:
+        what = f"{o.top.label} {o.top.score:.3f} ({o.top.model}@{o.top.pipeline})"
+    return f"{o.status:<8}  {o.image_id or '-':<64}  {o.job.path.name}  {what}"
+
+
+def render_summary(summary: Summary, *, as_json: bool = False, files: bool = False) -> None:
+    """Print the counts (and each rejected or failed file with its reason) to stdout.
+
+    `files` adds each file: one line with its id, status and top-1 prediction, or in JSON the
+    server's full answer under `files`.
+    """
     console = Console(soft_wrap=True)
     problems = [o for o in summary.outcomes if o.status in ("rejected", "failed")]
     if as_json:
-        body = {
+        body: dict[str, Any] = {
             **summary.counts(),
             "problems": [
                 {"path": str(o.job.path), "status": o.status, "reason": o.reason} for o in problems
             ],
         }
+        if files:
+            body["files"] = [_file(o) for o in summary.outcomes]
         console.print_json(json.dumps(body))
         return
+    if files:
+        for o in summary.outcomes:
+            console.print(_file_line(o), markup=False, highlight=False)
     counts = Table(title="imgest upload summary", show_header=True, box=None)
     counts.add_column("status")
     counts.add_column("files", justify="right")

@@ -359,6 +359,18 @@ class DeviceUnavailable(ConfigError):
     """The scoring device asked for (e.g. cuda) is not usable here; never silently replaced."""
 
 
+class MissingDependency(ConfigError):
+    """An optional dependency a command needs is not installed; the message names the extra."""
+
+
+class CatalogNotFound(ConfigError):
+    """The SQLite catalog or local blob directory the settings name does not exist.
+
+    Only `imgest serve` and `imgest init` create them; every other command refuses, so a run
+    from the wrong folder cannot start an empty corpus there.
+    """
+
+
 # --- models, labels, scoring queue (issue 4) -----------------------------------------------
 
 

@@ -122,6 +122,7 @@ def test_cli_unreachable_catalog_exits_3(tmp_path: Path) -> None:
     from tests.services.imgest_server import free_port
 
     url = f"postgresql://imgest@127.0.0.1:{free_port()}/imgest"
+    (tmp_path / "blobs").mkdir()  # the store exists; the database does not answer
     result = CliRunner().invoke(
         app, ["gc", "--storage", str(tmp_path / "blobs"), "--catalog", url, "--grace", "0"]
     )

@@ -280,5 +280,39 @@ def test_bad_requests_are_refused_before_any_work(
     memory = corpus.settings.model_copy(update={"storage_url": "memory://"})
     with pytest.raises(JobError, match="memory://"):
         rescore.run(memory, pipeline="pad")
-    result = CliRunner().invoke(app, ["rescore", "--pipeline", "pad", "--where", "colour=red"])
+    env = {
+        "IMGEST_STORAGE_URL": corpus.settings.storage_url,
+        "IMGEST_CATALOG_URL": corpus.settings.catalog_url,
+    }
+    args = ["rescore", "--pipeline", "pad", "--where", "colour=red"]
+    result = CliRunner().invoke(app, args, env=env)
     assert result.exit_code == 2 and "bad --where 'colour=red'" in result.stderr
+
+
+@pytest.mark.parametrize("pending", [1, 0], ids=["work to do", "nothing to do"])
+def test_engine_ray_without_ray_installed_is_one_line_exit_2(
+    make_corpus: Callable[..., Corpus],
+    photo_files: Files,
+    monkeypatch: pytest.MonkeyPatch,
+    pending: int,
+) -> None:
+    corpus = make_corpus(photo_files[:1])
+    if not pending:
+        rescore.run(corpus.settings, pipeline="pad", workers=0)
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = CliRunner().invoke(
+        app,
+        ["rescore", "--pipeline", "pad", "--engine", "ray"],
+        env={
+            "IMGEST_STORAGE_URL": corpus.settings.storage_url,
+            "IMGEST_CATALOG_URL": corpus.settings.catalog_url,
+        },
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "imgest: --engine ray needs Ray, which is not installed (no module 'ray'): "
+        "pip install 'imgest[ray]', or use --engine local\n"
+    )
+    assert result.stdout == ""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from imgest.errors import MissingDependency
 from imgest.jobs.pool import Seats, core_seats, take_seat
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 
@@ -25,6 +26,18 @@ CHUNK_ITEMS = 20_000  # images per Ray Dataset: bounds the driver's memory for h
 # executor) and Ray's own processes a fixed amount, so bigger tasks leave more of the cores
 # to the actors (docs/benchmarks.md, tuning log).
 BATCHES_PER_TASK = 4
+
+
+def require_ray() -> None:
+    """MissingDependency, with the pip line, unless Ray (the `ray` extra) can be imported."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependency(
+            f"--engine ray needs Ray, which is not installed (no module {exc.name!r}): "
+            "pip install 'imgest[ray]', or use --engine local"
+        ) from None
 
 
 class RayScorer:

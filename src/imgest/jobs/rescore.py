@@ -24,7 +24,7 @@ from imgest.errors import JobError
 from imgest.imaging.limits import ImageLimits
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
-from imgest.jobs.raydata import RayEngine
+from imgest.jobs.raydata import RayEngine, require_ray
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.scoring.model import Model
@@ -132,6 +132,8 @@ def run(
     """
     where = where or ImageFilter()
     device = device or settings.device
+    if engine == "ray":
+        require_ray()  # before any work, even when there is nothing to do
     if settings.storage_url.startswith("memory:"):
         raise JobError("rescore reads originals from storage; a memory:// store has none to read")
     catalog = Catalog.open(settings.catalog_url)

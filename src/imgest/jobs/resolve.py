@@ -31,7 +31,15 @@ def resolve_pipeline(settings: Settings, name: str, model: RegisteredModel) -> P
     size, crop = model.spec.input.size, model.spec.input.crop
     pipelines = load_pipelines(settings, size=size, crop=crop)
     if name not in pipelines:
-        raise JobError(f"unknown pipeline {name!r}; known: {', '.join(sorted(pipelines))}")
+        where = (
+            f"the pipelines file {settings.pipelines_file}"
+            if settings.pipelines_file
+            else "a pipelines file named by IMGEST_PIPELINES_FILE (unset)"
+        )
+        raise JobError(
+            f"unknown pipeline {name!r}; known: {', '.join(sorted(pipelines))}. "
+            f"Declare others in {where}: see docs/model.md"
+        )
     pipeline = pipelines[name]
     if pipeline.input_size != size:
         raise JobError(

@@ -6,6 +6,8 @@ import inspect
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from imgest.storage.base import BlobStore, StoreOptions
 
@@ -50,3 +52,14 @@ def open_store(url: str, *, options: StoreOptions | None = None) -> BlobStore:
     if not isinstance(store, BlobStore):
         raise TypeError(f"storage backend for {scheme!r} returned {store!r}, not a BlobStore")
     return store
+
+
+def local_directory(url: str) -> Path | None:
+    """The absolute directory a local store URL (a path or `file://`) names; None for others."""
+    scheme = _scheme(url)
+    if scheme is None:
+        return Path(url).expanduser().absolute()
+    if scheme != "file":
+        return None
+    parts = urlsplit(url)
+    return Path(url2pathname(parts.path)).absolute()
