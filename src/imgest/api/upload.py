@@ -15,7 +15,7 @@ from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import Form, UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
-from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
+from imgest.api.schemas import AppliedOut, ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import ClientError, InvalidLabel, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 from imgest.labels import check_label, check_tags
@@ -97,11 +97,20 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
     view = image_out(result.record, links).model_dump(
         exclude={"content_type", "filename", "frames", "created_at"}
     )
+    applied = result.applied
     return UploadItemOut(
         **view,
         status=result.status,
         filename=result.filename,
         content_type=result.content_type,
+        applied=None
+        if applied is None
+        else AppliedOut(
+            tags_added=list(applied.tags_added),
+            label=applied.label,
+            fields_set=list(applied.fields_set),
+            fields_conflict=list(applied.fields_conflict),
+        ),
     )
 
 
