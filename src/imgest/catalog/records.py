@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,17 @@ class PredictionPair:
 LabelOutcome = Literal["set", "unchanged", "conflict"]
 
 
+class Described(Protocol):
+    """What a person attached to an image (an ImageRecord, or the API's view of one)."""
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def fields(self) -> Mapping[str, str | list[str]]: ...
+
+
 @dataclass(frozen=True)
 class Additions:
     """Metadata an upload brings for bytes that may be stored already: tags are merged in,
@@ -124,7 +135,7 @@ class Additions:
     def __bool__(self) -> bool:
         return bool(self.tags or self.label is not None or self.fields)
 
-    def applied_to(self, record: ImageRecord) -> Applied:
+    def applied_to(self, record: Described) -> Applied:
         """What these additions change on `record` (and what they leave, with a reason)."""
         have = set(record.tags)
         if self.label is None:
