@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from imgest import __version__
 from imgest.admission import Admission, AdmissionLimits
-from imgest.api import auth, health, images, metrics, problems, ui, upload
+from imgest.api import apidocs, auth, health, images, metrics, problems, ui, upload
 from imgest.api.body import BodyTimeouts
 from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
@@ -193,8 +193,11 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         version=__version__,
         summary="Photo ingest for image-recognition networks.",
         lifespan=lifespan,
+        docs_url=None,  # served by apidocs, from installed assets rather than a CDN
+        redoc_url=None,
     )
     problems.install(app)
+    apidocs.install(app)
     # Settings and metrics exist before start-up, so the auth dependency, problem answers
     # and middleware can read them from the first request.
     app.state.settings = settings
