@@ -12,6 +12,7 @@ import typer
 from imgest import __version__
 from imgest.config import Settings, load_settings
 from imgest.errors import ConfigError, ImgestError
+from imgest.labels import MIN_SCORE
 
 T = TypeVar("T")
 EXIT_UNAVAILABLE = 3  # storage or catalog unreachable (2 is a usage or settings error)
@@ -809,10 +810,22 @@ def export(
     ] = None,
     where: Where = None,
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
+    min_score: Annotated[
+        float,
+        typer.Option(
+            help="Leave out images without ground truth whose top-1 score is below this "
+            "(counted in the summary).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = MIN_SCORE,
     storage: StorageOption = None,
     catalog: CatalogOption = None,
 ) -> None:
-    """Write a labelled training set of one pipeline's renditions (streamed, resumable)."""
+    """Write a labelled training set of one pipeline's renditions (streamed, resumable).
+
+    Ground truth that names a model class by one of its synonyms ("tabby cat") is exported
+    as that class; classes are named by their first synonym ("tabby")."""
     from imgest.jobs import export as job
     from imgest.jobs.selection import parse_where
 
@@ -827,6 +840,7 @@ def export(
             model=model,
             where=parse_where(where or []),
             shard_size=shard_size,
+            min_score=min_score,
             progress=True,
         )
     )
