@@ -117,6 +117,25 @@ def test_filters(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> N
     assert ids(tag="birds") == []
 
 
+def test_label_contains_is_a_case_insensitive_part_with_wildcards_escaped(
+    catalog: Catalog, make_record: Callable[..., ImageRecord]
+) -> None:
+    labels = ["tabby, tabby cat", "tiger cat", "Egyptian cat", "cattle", "50% off", "a_b"]
+    for n, label in enumerate(labels, 1):
+        catalog.add_image(make_record(n, at=T0 + timedelta(days=n), label=label))
+
+    def found(part: str) -> list[str]:
+        where = ImageFilter(label_contains=part)
+        return [r.filename for r in catalog.list_images(where=where).items]
+
+    assert found("CAT") == ["4.jpg", "3.jpg", "2.jpg", "1.jpg"]
+    assert found("tabby cat") == ["1.jpg"]
+    assert found(" cat") == ["3.jpg", "2.jpg", "1.jpg"]
+    assert found("%") == ["5.jpg"] and found("_") == ["6.jpg"]  # literal, not wildcards
+    assert found("\\") == [] and found("dog") == []
+    assert catalog.count_images(ImageFilter(label_contains="cat")) == 4
+
+
 def test_bad_cursor(catalog: Catalog) -> None:
     with pytest.raises(InvalidParameter):
         catalog.list_images(cursor="not-a-cursor!")

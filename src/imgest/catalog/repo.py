@@ -66,6 +66,8 @@ class ImageFilter:
     """What `list_images` narrows the corpus to."""
 
     label: str | None = None  # top-1 predicted label of any prediction
+    # Case-insensitive part of the top-1 label of any prediction ("cat" finds "tiger cat").
+    label_contains: str | None = None
     tag: str | None = None
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
@@ -707,11 +709,28 @@ def _filtered(query: Q, where: ImageFilter) -> Q:
                 )
             )
         )
+    if where.label_contains is not None:
+        # LIKE on lower(): in SQL on SQLite and PostgreSQL, and the EXISTS probes predictions
+        # by image id, so a page of matches costs one index lookup per image row it passes.
+        pattern = "%" + escape_like(where.label_contains.lower()) + "%"
+        query = query.where(
+            exists().where(
+                and_(
+                    PredictionRow.image_id == ImageRow.id,
+                    func.lower(PredictionRow.top1_label).like(pattern, escape="\\"),
+                )
+            )
+        )
     if where.since is not None:
         query = query.where(ImageRow.created_at >= _utc(where.since))
     if where.until is not None:
         query = query.where(ImageRow.created_at < _utc(where.until))
     return query
+
+
+def escape_like(text: str) -> str:
+    """`text` with LIKE's wildcards (and the escape character, a backslash) escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _table(cls: type[Base]) -> Table:

@@ -96,10 +96,16 @@
     }
     const prediction = (image.predictions || [])[0];
     if (prediction) {
-      const items = prediction.top.slice(0, 5).map((t) => {
+      const minScore = Number(form.dataset.minScore);
+      const items = prediction.top.slice(0, 5).map((t, i) => {
         const meter = el("meter", { min: "0", max: "1", value: String(t.score), "aria-label": t.label + " score" });
-        return el("li", {}, [
-          el("span", { class: "top-label", text: t.label, title: t.label }),
+        const unsure = i === 0 && t.score < minScore;
+        const label = el("span", { class: "top-label", text: t.label, title: t.label });
+        if (unsure) {
+          label.append(el("span", { class: "unsure-mark", title: "Low confidence: below " + percent(minScore), text: "?" }));
+        }
+        return el("li", unsure ? { class: "unsure" } : {}, [
+          label,
           meter,
           el("span", { class: "top-score", text: percent(t.score) }),
         ]);
