@@ -181,6 +181,8 @@ async def upload_images(
     in memory, stored (original + rendition), scored and recorded. 201 when something was
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
+    Bytes already stored take the request's new tags, and its label and fields where the
+    image has none (a different stored value is kept: a conflict); `applied` says, per file.
     With `Idempotency-Key`, a repeat of the same request answers the stored first response
     (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content, 409
     `idempotency_key_in_flight` while the first request is still processed.
