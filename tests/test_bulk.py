@@ -114,12 +114,52 @@ def test_import_command(server: Server, tmp_path: Path, data_dir: Path) -> None:
         "rejected": 0,
         "failed": 0,
         "skipped": 4,
+        "existing_tagged": 0,
+        "existing_labelled": 0,
+        "label_conflicts": 0,
         "problems": [],
+        "conflicts": [],
     }
     items = httpx.get(f"{server.base}/v1/images", params={"tag": "cats"}).json()["items"]
     assert [i["filename"] for i in items] == ["cat.jpg"]
     assert ground_truth(items[0]) == "cats"
     assert sorted(items[0]["tags"]) == ["cats", "pets"]
+
+
+def test_reimport_with_folder_tags_and_labels_applies_them(
+    tmp_path: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    srv = Server(tmp_path_factory.mktemp("reimport-server"))
+    srv.start()
+    try:
+        make_tree(tmp_path, data_dir)
+        assert imgest("import", str(tmp_path), "--url", srv.base).returncode == 0
+        cat = httpx.get(f"{srv.base}/v1/images", params={"limit": 50}).json()
+        png = next(i for i in cat["items"] if i["filename"] == "cat.png")
+        # A person labelled one image already: the folder's label must not overwrite it.
+        httpx.patch(f"{srv.base}/v1/images/{png['id']}", json={"label": "tabby cat"})
+        args = ("import", str(tmp_path), "--url", srv.base, "--tags-from-folders")
+        again = imgest(*args, "--label-from-folder", "--json")
+        assert again.returncode == 0, again.stdout + again.stderr
+        report = json.loads(again.stdout)
+        assert report["existing"] == 4 and report["skipped"] == 1  # rocket.jpg: nothing to add
+        assert report["existing_tagged"] == 3  # rocket.jpg lies in no folder
+        assert report["existing_labelled"] == 2  # cats, food; cat.png's label is kept
+        assert report["label_conflicts"] == 1
+        assert report["conflicts"] == [{"path": str(tmp_path / "pets/cat.png"), "label": "pets"}]
+        items = httpx.get(f"{srv.base}/v1/images", params={"tag": "cats"}).json()["items"]
+        assert items[0]["label"] == "cats" and items[0]["tags"] == ["cats", "pets"]
+        stored = httpx.get(f"{srv.base}/v1/images/{png['id']}").json()
+        assert stored["label"] == "tabby cat" and stored["tags"] == ["pets"]
+
+        # Everything applied: a third run sends no bytes (found by hash with its metadata).
+        third = imgest(*args, "--label-from-folder")
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert re.search(r"of which skipped by hash\s+4", third.stdout), third.stdout
+        assert re.search(r"label conflicts \(kept\)\s+1", third.stdout), third.stdout
+        assert "pets/cat.png" in third.stdout
+    finally:
+        srv.stop()
 
 
 def test_upload_command_reports_rejections(server: Server, tmp_path: Path, data_dir: Path) -> None:

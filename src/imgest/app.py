@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from imgest import __version__
 from imgest.admission import Admission, AdmissionLimits
-from imgest.api import auth, health, images, metrics, problems, ui, upload
+from imgest.api import apidocs, auth, health, images, metrics, problems, ui, upload
 from imgest.api.guard import DOC_PATHS, RequestGuard
 from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
@@ -195,11 +195,13 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
         summary="Photo ingest for image-recognition networks.",
         lifespan=lifespan,
         openapi_url="/openapi.json" if docs else None,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # /docs and /redoc are served by apidocs, from installed assets (no CDN)
+        redoc_url=None,
     )
     assert app.openapi_url is None or app.openapi_url in DOC_PATHS
     problems.install(app)
+    if docs:
+        apidocs.install(app)
     # Settings and metrics exist before start-up, so the auth dependency, problem answers
     # and middleware can read them from the first request.
     app.state.settings = settings

@@ -77,13 +77,24 @@ class Outcome:
     sent: bool = True  # False when found by hash and never uploaded
     top: Top | None = None  # top-1 prediction (only when answers are kept)
     answer: dict[str, Any] | None = None  # the server's answer for the file (when kept)
+    tags_added: int = 0  # tags the image did not have before
+    label: Literal["set", "unchanged", "conflict"] | None = None  # what became of job.label
 
     @classmethod
     def of(cls, job: Job, result: UploadResult) -> Outcome:
         """The outcome of a server answer (or of a skip by hash)."""
         error = result.error
         reason = f"{error.code}: {error.detail}" if error is not None else ""
-        return cls(job, result.status, reason, result.id, result.sent)
+        applied = result.applied
+        return cls(
+            job,
+            result.status,
+            reason,
+            result.id,
+            result.sent,
+            tags_added=len(applied.tags_added) if applied is not None else 0,
+            label=applied.label if applied is not None else None,
+        )
 
 
 @dataclass
@@ -109,10 +120,21 @@ class Summary:
             self.unreachable is None and self.count("rejected") == 0 and self.count("failed") == 0
         )
 
+    def existing(self, what: Callable[[Outcome], bool]) -> int:
+        """How many existing files `what` holds for."""
+        return sum(1 for o in self.outcomes if o.status == "existing" and what(o))
+
     def counts(self) -> dict[str, int]:
-        """created / existing / rejected / failed / skipped, for display or JSON."""
+        """created / existing / rejected / failed / skipped, and what the existing files got
+        of their metadata (new tags, labels set, label conflicts), for display or JSON."""
         names = ("created", "existing", "rejected", "failed")
-        return {**{n: self.count(n) for n in names}, "skipped": self.skipped}
+        return {
+            **{n: self.count(n) for n in names},
+            "skipped": self.skipped,
+            "existing_tagged": self.existing(lambda o: o.tags_added > 0),
+            "existing_labelled": self.existing(lambda o: o.label == "set"),
+            "label_conflicts": sum(1 for o in self.outcomes if o.label == "conflict"),
+        }
 
 
 def find_images(root: Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS) -> list[Path]:

@@ -18,6 +18,7 @@ from imgest import __version__
 from imgest.config import Settings, load_settings
 from imgest.errors import InvalidParameter, MissingDependency
 from imgest.exits import EXIT_FAILED, EXIT_USAGE, ImgestGroup, epilog
+from imgest.labels import MIN_SCORE
 
 T = TypeVar("T")
 
@@ -870,10 +871,22 @@ def export(
     ] = None,
     where: Where = None,
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.", min=1)] = 1000,
+    min_score: Annotated[
+        float,
+        typer.Option(
+            help="Leave out images without ground truth whose top-1 score is below this "
+            "(counted in the summary).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = MIN_SCORE,
     storage: StorageOption = None,
     catalog: CatalogOption = None,
 ) -> None:
-    """Write a labelled training set of one pipeline's renditions (streamed, resumable)."""
+    """Write a labelled training set of one pipeline's renditions (streamed, resumable).
+
+    Ground truth that names a model class by one of its synonyms ("tabby cat") is exported
+    as that class; classes are named by their first synonym ("tabby")."""
     from imgest.jobs import export as job
     from imgest.jobs.selection import parse_where
 
@@ -888,6 +901,7 @@ def export(
             model=model,
             where=parse_where(where or []),
             shard_size=shard_size,
+            min_score=min_score,
             progress=True,
         )
     )

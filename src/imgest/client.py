@@ -44,8 +44,10 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from imgest import __version__
-from imgest.api.schemas import ErrorOut, ImageOut, ImagePage, UploadItemOut
-from imgest.errors import ConfigError
+from imgest.api.schemas import AppliedOut, ErrorOut, ImageOut, ImagePage, UploadItemOut
+from imgest.catalog.records import Additions
+from imgest.errors import ClientError, ConfigError
+from imgest.labels import check_label, check_tags
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +225,28 @@ class UploadResult:
     error: ErrorOut | None = None
     sent: bool = True  # False when a HEAD found the bytes stored and nothing was uploaded
     replayed: bool = False  # the answer was the stored one of an earlier try (same key)
+    applied: AppliedOut | None = None  # what the upload's tags, label and fields did
+
+
+def additions(
+    description: str | None,
+    tags: Iterable[str],
+    label: str | None,
+    fields: Mapping[str, str] | None,
+) -> Additions | None:
+    """The metadata an upload brings, as the server reads it (None when the server would
+    refuse it: then only an upload can say why)."""
+    try:
+        values: dict[str, str | list[str]] = dict(fields or {})
+        if description is not None:
+            values["description"] = description
+        return Additions(
+            tags=tuple(check_tags(t for raw in tags for t in raw.split(","))),
+            label=None if label is None else check_label(label),
+            fields=values,
+        )
+    except ClientError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -387,17 +411,39 @@ class _Requests:
             item=item,
             error=item.error,
             replayed=response.headers.get("idempotent-replayed") == "true",
+            applied=item.applied,
         )
 
+    @classmethod
+    def _nothing_new(cls, file: _File, stored: Image | None, add: Additions) -> UploadResult | None:
+        """The result of a file stored with everything `add` brings, or None when its
+        metadata would change the stored image (then the bytes are sent: the server merges)."""
+        if stored is None:
+            return None
+        found = add.applied_to(stored)
+        if found.changes:
+            return None
+        applied = AppliedOut(label=found.label, fields_conflict=list(found.fields_conflict))
+        return cls._skipped(file, applied)
+
     @staticmethod
-    def _skipped(file: _File) -> UploadResult:
+    def _skipped(file: _File, applied: AppliedOut | None = None) -> UploadResult:
         return UploadResult(
             status="existing",
             id=file.sha256,
             filename=file.filename,
             size=len(file.data),
             sent=False,
+            applied=applied,
         )
+
+    @staticmethod
+    def _stored(response: httpx.Response) -> Image | None:
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise api_error(response)
+        return Image.model_validate_json(response.content)
 
     @staticmethod
     def _exists(response: httpx.Response) -> bool:
@@ -502,12 +548,21 @@ class Client(_Requests):
     ) -> UploadResult:
         """Upload one file (path, bytes or binary file object) with its metadata.
 
-        With `skip_existing`, ask first (HEAD by the local SHA-256) and send nothing if the
-        server has these bytes already. A rejected file is a result, not an exception.
+        With `skip_existing`, ask first (HEAD by the local SHA-256, or GET when the upload
+        carries tags, a label or fields) and send nothing if the server has these bytes
+        already with everything they would add; otherwise the bytes are sent and the server
+        merges the metadata in. A rejected file is a result, not an exception.
         """
         file = read_source(source, filename)
-        if skip_existing and self.exists(file.sha256):
-            return self._skipped(file)
+        if skip_existing:
+            add = additions(description, tags, label, fields)
+            if not add and add is not None and self.exists(file.sha256):
+                return self._skipped(file)
+            if add:
+                path = f"/v1/images/{file.sha256}"
+                stored = self._stored(self._send(lambda: self.http.build_request("GET", path)))
+                if (skipped := self._nothing_new(file, stored, add)) is not None:
+                    return skipped
         build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
         return self._upload_result(self._send(build), file)
 
@@ -627,8 +682,15 @@ class AsyncClient(_Requests):
     ) -> UploadResult:
         """Upload one file; see `Client.upload`."""
         file = await anyio.to_thread.run_sync(read_source, source, filename)  # read + hash
-        if skip_existing and await self.exists(file.sha256):
-            return self._skipped(file)
+        if skip_existing:
+            add = additions(description, tags, label, fields)
+            if not add and add is not None and await self.exists(file.sha256):
+                return self._skipped(file)
+            if add:
+                path = f"/v1/images/{file.sha256}"
+                got = await self._send(lambda: self.http.build_request("GET", path))
+                if (skipped := self._nothing_new(file, self._stored(got), add)) is not None:
+                    return skipped
         build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
         return self._upload_result(await self._send(build), file)
 

@@ -56,12 +56,14 @@ def render_summary(summary: Summary, *, as_json: bool = False, files: bool = Fal
     """
     console = Console(soft_wrap=True)
     problems = [o for o in summary.outcomes if o.status in ("rejected", "failed")]
+    conflicts = [o for o in summary.outcomes if o.label == "conflict"]
     if as_json:
         body: dict[str, Any] = {
             **summary.counts(),
             "problems": [
                 {"path": str(o.job.path), "status": o.status, "reason": o.reason} for o in problems
             ],
+            "conflicts": [{"path": str(o.job.path), "label": o.job.label} for o in conflicts],
         }
         if files:
             body["files"] = [_file(o) for o in summary.outcomes]
@@ -77,17 +79,25 @@ def render_summary(summary: Summary, *, as_json: bool = False, files: bool = Fal
     counts.add_row("created", str(c["created"]))
     counts.add_row("existing", str(c["existing"]))
     counts.add_row("  of which skipped by hash", str(c["skipped"]))
+    counts.add_row("  of which got new tags", str(c["existing_tagged"]))
+    counts.add_row("  of which got their label", str(c["existing_labelled"]))
+    clash = c["label_conflicts"]
+    counts.add_row("label conflicts (kept)", str(clash), style="yellow" if clash else None)
     counts.add_row("rejected", str(c["rejected"]), style="red" if c["rejected"] else None)
     counts.add_row("failed", str(c["failed"]), style="red" if c["failed"] else None)
     console.print(counts)
-    if not problems:
+    rows = [(o, o.status, o.reason) for o in problems] + [
+        (o, "label conflict", f"stored with another label; {o.job.label!r} not applied")
+        for o in conflicts
+    ]
+    if not rows:
         return
-    listing = Table(title="rejected and failed files", show_header=True, box=None)
+    listing = Table(title="rejected and failed files, label conflicts", show_header=True, box=None)
     listing.add_column("file", overflow="fold")
     listing.add_column("status")
     listing.add_column("reason", overflow="fold")
-    for o in problems[:MAX_LISTED]:
-        listing.add_row(str(o.job.path), o.status, o.reason)
+    for o, status, reason in rows[:MAX_LISTED]:
+        listing.add_row(str(o.job.path), status, reason)
     console.print(listing)
-    if len(problems) > MAX_LISTED:
-        console.print(f"... and {len(problems) - MAX_LISTED} more")
+    if len(rows) > MAX_LISTED:
+        console.print(f"... and {len(rows) - MAX_LISTED} more")

@@ -14,7 +14,7 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio import CapacityLimiter
 
-from imgest.catalog.records import ImageRecord, PredictionRecord
+from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
 from imgest.errors import ClientError, ModelPipelineMismatch, StorageUnavailable
 from imgest.imaging.limits import ImageLimits
@@ -54,6 +54,7 @@ class IngestResult:
     size: int
     record: ImageRecord | None = None
     error: ClientError | None = None
+    applied: Applied | None = None  # what the upload's tags, label and fields did
 
 
 @dataclass
@@ -146,9 +147,13 @@ class IngestService:
         self.counters.files += 1
         if upload.error is not None:
             return self._rejected(upload, upload.error)
+        add = Additions(tags=tuple(tags), label=label, fields=fields)
         existing = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
         if existing is not None:
-            return self._result("existing", upload, existing)
+            merged = await self._add_metadata(existing, add)
+            if merged is not None:
+                return self._result("existing", upload, *merged)
+            # deleted since we looked: store it anew below
         self.counters.renders += 1
         try:
             rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
@@ -202,9 +207,24 @@ class IngestService:
         )
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
-            return self._result("existing", upload, stored or record)
+            merged = await self._add_metadata(stored, add) if stored is not None else None
+            if merged is None:
+                return self._result("existing", upload, stored or record, Applied())
+            return self._result("existing", upload, *merged)
         self.counters.created += 1
-        return self._result("created", upload, record)
+        return self._result("created", upload, record, add.created())
+
+    async def _add_metadata(
+        self, existing: ImageRecord, add: Additions
+    ) -> tuple[ImageRecord, Applied] | None:
+        """An upload's metadata merged into the stored image (None: it is gone). The write
+        (PATCH's path, under the image's lock) only happens when it would change something."""
+        applied = add.applied_to(existing)
+        if not applied.changes:
+            return existing, applied
+        return await anyio.to_thread.run_sync(
+            self.catalog.add_metadata, existing.id, add, limiter=self.catalog_writers
+        )
 
     def _render(self, data: bytes) -> Rendered:
         """Decode + pipeline + encode (in a worker thread), timed for /metrics."""
@@ -236,13 +256,16 @@ class IngestService:
                 raise StorageUnavailable() from exc
 
     @staticmethod
-    def _result(status: Status, upload: Upload, record: ImageRecord) -> IngestResult:
+    def _result(
+        status: Status, upload: Upload, record: ImageRecord, applied: Applied
+    ) -> IngestResult:
         return IngestResult(
             status=status,
             filename=upload.filename,
             content_type=upload.content_type,
             size=upload.size,
             record=record,
+            applied=applied,
         )
 
     @staticmethod

@@ -1,14 +1,17 @@
-"""What a person may attach to an image: a ground-truth label and tags (validated here)."""
+"""What a person may attach to an image: a ground-truth label and tags (validated here),
+and how free-text labels meet a model's class names."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from imgest.errors import InvalidLabel, InvalidParameter
 
 MAX_LABEL_LENGTH = 200  # the catalog column's width
 MAX_TAGS = 100
 MAX_TAG_LENGTH = 100
+# Below this a model's top-1 is a guess: export leaves it out, the UI marks it "?".
+MIN_SCORE = 0.5
 
 
 def check_label(value: str) -> str:
@@ -44,3 +47,41 @@ def check_tags(values: Iterable[str]) -> list[str]:
             raise InvalidParameter(f"More than {MAX_TAGS} tags.")
         tags[tag] = None
     return list(tags)
+
+
+def synonyms(class_name: str) -> list[str]:
+    """A model class name's comma-separated synonyms ("tabby, tabby cat" -> tabby, tabby cat)."""
+    return [s.strip() for s in class_name.split(",") if s.strip()]
+
+
+class Vocabulary:
+    """A model's class names, for mapping free-text ground truth onto them.
+
+    A label matches a class when it equals one of the class's synonyms, case-insensitively
+    ("Tabby Cat" -> "tabby, tabby cat"). A synonym two classes share (ImageNet has two
+    "crane"s) maps to neither. A class's short name is its first synonym, unless another
+    class has the same first synonym: then its full name.
+    """
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        owners: dict[str, set[str]] = {}
+        for name in classes:
+            for word in synonyms(name):
+                owners.setdefault(word.casefold(), set()).add(name)
+        self._class_of = {w: next(iter(n)) for w, n in owners.items() if len(n) == 1}
+        firsts: dict[str, int] = {}
+        for name in classes:
+            first = (synonyms(name) or [name])[0]
+            firsts[first] = firsts.get(first, 0) + 1
+        self._short = {}
+        for name in classes:
+            first = (synonyms(name) or [name])[0]
+            self._short[name] = first if firsts[first] == 1 else name
+
+    def class_of(self, label: str) -> str | None:
+        """The class `label` names (full class name), or None."""
+        return self._class_of.get(label.strip().casefold())
+
+    def short(self, class_name: str) -> str:
+        """The name an export uses for a class: its first synonym where that is unique."""
+        return self._short.get(class_name, class_name)

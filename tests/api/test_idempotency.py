@@ -236,3 +236,19 @@ def test_concurrent_retries_with_one_key_do_the_work_once(
             assert a.content == fresh[0].content
     print("statuses of 6 concurrent tries:", statuses)
     assert counters(client)["files"] == 1
+
+
+def test_a_replay_of_a_metadata_merge_answers_what_the_first_try_applied(
+    client: TestClient, read: Callable[[str], bytes]
+) -> None:
+    cat = read("cat.jpg")
+    assert post(client, cat, "k-a", tag="pets").status_code == 201
+    merged = post(client, cat, "k-b", tag="indoor", label="tabby")
+    assert merged.status_code == 200, merged.text
+    applied = merged.json()["images"][0]["applied"]
+    assert applied["tags_added"] == ["indoor"] and applied["label"] == "set"
+    work = counters(client)
+    again = post(client, cat, "k-b", tag="indoor", label="tabby")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == merged.content  # what the first try did, not "nothing new"
+    assert counters(client) == {**work, "idempotent_replays": work["idempotent_replays"] + 1}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from imgest.api import ui
 from imgest.api.images import image_out
@@ -147,7 +150,7 @@ def test_image_page_shows_what_the_api_has(client: TestClient, data_dir: Path) -
     for prediction in image["predictions"]:
         assert prediction["model"] in html
         for top in prediction["top"]:
-            assert f'<span class="top-label">{top["label"]}</span>' in html
+            assert f'<span class="top-label" title="{top["label"]}">{top["label"]}' in html
     assert "not set" in html  # no ground-truth label yet
     assert 'id="truth"' in html and f'data-url="/v1/images/{image["id"]}"' in html
     assert "/ui/static/image.js" in html
@@ -195,3 +198,55 @@ def test_human_sizes() -> None:
     assert ui.human_time("2026-11-25T21:41:07.123+00:00") == "2026-11-25 21:41 UTC"
     assert ui.human_time("2026-11-25T23:41:07+02:00") == "2026-11-25 21:41 UTC"
     assert ui.human_time("2026-11-25T21:41:07", zone=False) == "2026-11-25 21:41"
+
+
+def card_html(html: str, image_id: str) -> str:
+    """The gallery card of one image."""
+    start = html.index(f'href="/images/{image_id}"')
+    return html[start : html.index("</li>", start)]
+
+
+def test_gallery_label_filter_finds_any_part_in_any_case(
+    client: TestClient, data_dir: Path
+) -> None:
+    cat = put(client, data_dir / "cat.jpg")  # top-1: Egyptian cat
+    coffee = put(client, data_dir / "coffee.jpg")  # top-1: espresso
+    assert "cat" in cat["predictions"][0]["top"][0]["label"].lower()
+    assert cards(client.get("/gallery", params={"label": "CAT"}).text) == [cat["id"]]
+    assert cards(client.get("/gallery", params={"label": "Espress"}).text) == [coffee["id"]]
+    assert cards(client.get("/gallery", params={"label": "%"}).text) == []  # not a wildcard
+    # The API's label filter stays exact (scripts, rescore --where label=...).
+    assert client.get("/v1/images", params={"label": "cat"}).json()["items"] == []
+
+
+def test_low_confidence_predictions_are_marked_with_a_legend(
+    client: TestClient, data_dir: Path
+) -> None:
+    cat = put(client, data_dir / "cat.jpg")
+    coffee = put(client, data_dir / "coffee.jpg")
+    low, high = (i["predictions"][0]["top"][0] for i in (cat, coffee))
+    assert low["score"] < ui.MIN_SCORE <= high["score"], (low, high)
+    gallery = client.get("/gallery").text
+    assert 'class="legend' in gallery and "below 50.0 %" in gallery
+    unsure = card_html(gallery, cat["id"])
+    assert 'class="chip label unsure"' in unsure and 'class="unsure-mark"' in unsure
+    assert f'title="{low["label"]} (' in unsure  # the full label, were it cut off
+    sure = card_html(gallery, coffee["id"])
+    assert 'class="chip label"' in sure and "unsure" not in sure
+    page = client.get(f"/images/{cat['id']}").text
+    assert '<li class="unsure"><span class="top-label"' in page and 'class="legend' in page
+    assert '<li class="unsure">' not in client.get(f"/images/{coffee['id']}").text
+
+
+def test_long_labels_have_the_whole_label_as_a_tooltip(client: TestClient) -> None:
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(out, "PNG")
+    files = [("file", ("noise.png", out.getvalue(), "image/png"))]
+    image = client.post("/v1/images", files=files).json()["images"][0]
+    label = image["predictions"][0]["top"][0]["label"]
+    gallery = card_html(client.get("/gallery").text, image["id"])
+    assert f'title="{label} (' in gallery
+    page = client.get(f"/images/{image['id']}").text
+    for top in image["predictions"][0]["top"]:
+        assert f'<span class="top-label" title="{top["label"]}">' in page

@@ -395,3 +395,64 @@ def test_blobs_removed_before_the_row_commits_are_stored_again(
     item = r.json()["images"][0]
     assert client.get(item["original"]["url"]).content == cat
     assert client.get(item["renditions"]["default"]["url"]).status_code == 200
+
+
+def test_stored_bytes_take_new_tags_and_a_missing_label_and_say_so(
+    client: TestClient, data_dir: Path
+) -> None:
+    cat = (data_dir / "cat.jpg").read_bytes()
+    first = upload(client, [("cat.jpg", cat)], tag="pets", description="kitchen")
+    assert first.json()["images"][0]["applied"] == {
+        "tags_added": ["pets"],
+        "label": None,
+        "fields_set": ["description"],
+        "fields_conflict": [],
+    }
+    r = upload(client, [("cat.jpg", cat)], tag="pets, indoor", label="tabby cat", night="yes")
+    assert r.status_code == 200, r.text
+    (img,) = r.json()["images"]
+    assert img["status"] == "existing"
+    assert img["applied"] == {
+        "tags_added": ["indoor"],
+        "label": "set",
+        "fields_set": ["night"],
+        "fields_conflict": [],
+    }
+    assert img["tags"] == ["indoor", "pets"] and img["label"] == "tabby cat"
+    stored = client.get(f"/v1/images/{img['id']}").json()
+    assert stored["tags"] == ["indoor", "pets"] and stored["label"] == "tabby cat"
+    assert stored["fields"] == {"description": "kitchen", "night": "yes"}
+
+    # A different label or description never overwrites what is stored: a conflict, per file.
+    r = upload(client, [("cat.jpg", cat)], label="dog", description="garden", tag="indoor")
+    (img,) = r.json()["images"]
+    assert img["applied"] == {
+        "tags_added": [],
+        "label": "conflict",
+        "fields_set": [],
+        "fields_conflict": ["description"],
+    }
+    stored = client.get(f"/v1/images/{img['id']}").json()
+    assert stored["label"] == "tabby cat" and stored["fields"]["description"] == "kitchen"
+    again = upload(client, [("cat.jpg", cat)], label="tabby cat").json()["images"][0]
+    assert again["applied"]["label"] == "unchanged"
+
+
+def test_nothing_new_on_stored_bytes_writes_nothing(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = (data_dir / "cat.jpg").read_bytes()
+    upload(client, [("cat.jpg", cat)], tag="pets", label="tabby")
+    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+
+    def no_write(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("nothing to change: no catalog write")
+
+    monkeypatch.setattr(catalog, "add_metadata", no_write)
+    (img,) = upload(client, [("cat.jpg", cat)], tag="pets", label="tabby").json()["images"]
+    assert img["applied"] == {
+        "tags_added": [],
+        "label": "unchanged",
+        "fields_set": [],
+        "fields_conflict": [],
+    }

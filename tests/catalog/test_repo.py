@@ -16,7 +16,14 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from imgest.catalog.db import CatalogOptions
-from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
+from imgest.catalog.records import (
+    Additions,
+    Applied,
+    ImageRecord,
+    Label,
+    PredictionRecord,
+    RenditionRecord,
+)
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.errors import CatalogUnavailable, InvalidParameter
 from tests.catalog.conftest import T0
@@ -110,6 +117,25 @@ def test_filters(catalog: Catalog, make_record: Callable[..., ImageRecord]) -> N
     assert ids(tag="birds") == []
 
 
+def test_label_contains_is_a_case_insensitive_part_with_wildcards_escaped(
+    catalog: Catalog, make_record: Callable[..., ImageRecord]
+) -> None:
+    labels = ["tabby, tabby cat", "tiger cat", "Egyptian cat", "cattle", "50% off", "a_b"]
+    for n, label in enumerate(labels, 1):
+        catalog.add_image(make_record(n, at=T0 + timedelta(days=n), label=label))
+
+    def found(part: str) -> list[str]:
+        where = ImageFilter(label_contains=part)
+        return [r.filename for r in catalog.list_images(where=where).items]
+
+    assert found("CAT") == ["4.jpg", "3.jpg", "2.jpg", "1.jpg"]
+    assert found("tabby cat") == ["1.jpg"]
+    assert found(" cat") == ["3.jpg", "2.jpg", "1.jpg"]
+    assert found("%") == ["5.jpg"] and found("_") == ["6.jpg"]  # literal, not wildcards
+    assert found("\\") == [] and found("dog") == []
+    assert catalog.count_images(ImageFilter(label_contains="cat")) == 4
+
+
 def test_bad_cursor(catalog: Catalog) -> None:
     with pytest.raises(InvalidParameter):
         catalog.list_images(cursor="not-a-cursor!")
@@ -195,6 +221,26 @@ def test_label_and_update(catalog: Catalog, make_record: MakeRecord) -> None:
     assert updated is not None and "description" not in updated.fields
     assert updated.tags == ("b", "c")  # untouched when not given
     assert catalog.update_image("0" * 64, label="x") is None
+
+
+def test_add_metadata_merges_and_never_overwrites(
+    catalog: Catalog, make_record: MakeRecord
+) -> None:
+    record = make_record(4, tags=("a",))
+    catalog.add_image(record)
+    add = Additions(tags=("a", "b"), label="tabby", fields={"description": "new", "x": "1"})
+    changed = catalog.add_metadata(record.id, add)
+    assert changed is not None
+    stored, applied = changed
+    assert applied == Applied(
+        tags_added=("b",), label="set", fields_set=("x",), fields_conflict=("description",)
+    )
+    assert stored.tags == ("a", "b") and stored.label == "tabby"
+    assert stored.fields["description"] == "image 4" and stored.fields["x"] == "1"
+    assert catalog.get_image(record.id) == stored
+    again = catalog.add_metadata(record.id, Additions(label="dog"))
+    assert again is not None and again[1].label == "conflict" and again[0].label == "tabby"
+    assert catalog.add_metadata("0" * 64, add) is None
 
 
 def test_a_locked_database_is_unavailable_within_the_timeout(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from imgest.jobs import export
 from imgest.jobs.export import safe_label
+from imgest.labels import Vocabulary
 from tests.jobs.conftest import Corpus
 
 Files = list[tuple[str, bytes, dict[str, Any]]]
@@ -26,7 +27,7 @@ def test_missing_renditions_are_made_and_labels_fall_back_to_predictions(
     corpus = make_corpus(photo_files[:4])
     corpus.client.patch(f"/v1/images/{corpus.ids[0]}", json={"label": "my cat"})
     out = tmp_path / "set"
-    summary = export.run(corpus.settings, pipeline="pad", out=out)
+    summary = export.run(corpus.settings, pipeline="pad", out=out, min_score=0.0)
     assert (summary.written, summary.rendered, summary.failed) == (4, 4, [])
     assert summary.sources == {"ground_truth": 1, "prediction": 3}
     entries = {m["id"]: m for m in manifest(out)}
@@ -34,14 +35,15 @@ def test_missing_renditions_are_made_and_labels_fall_back_to_predictions(
     for image_id in corpus.ids[1:]:
         entry = entries[image_id]
         top1 = corpus.client.get(f"/v1/images/{image_id}").json()["predictions"][0]["top"][0]
-        assert (entry["label"], entry["label_source"]) == (top1["label"], "prediction")
+        assert (entry["class"], entry["label_source"]) == (top1["label"], "prediction")
+        assert entry["label"] == top1["label"].split(",")[0]  # the first synonym names it
         assert entry["predicted_through"].startswith("default@")  # no pad prediction exists
         # The exported file is the rendition the API now serves.
         served = corpus.client.get(f"/v1/images/{image_id}/renditions/pad")
         assert served.status_code == 200
         assert (out / entry["path"]).read_bytes() == served.content
     assert (out / "my cat" / f"{corpus.ids[0]}.jpg").is_file()
-    again = export.run(corpus.settings, pipeline="pad", out=out)
+    again = export.run(corpus.settings, pipeline="pad", out=out, min_score=0.0)
     assert (again.written, again.already, again.rendered) == (0, 4, 0)
 
 
@@ -65,7 +67,14 @@ def test_an_interrupted_webdataset_export_resumes_at_its_last_whole_shard(
 
     monkeypatch.setattr(export._Source, "_rendition", dies_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
-        export.run(corpus.settings, pipeline="default", out=out, format="webdataset", shard_size=3)
+        export.run(
+            corpus.settings,
+            pipeline="default",
+            out=out,
+            format="webdataset",
+            shard_size=3,
+            min_score=0.0,
+        )
     assert [p.name for p in sorted(out.iterdir())] == [
         "classes.txt",
         "manifest.jsonl",
@@ -75,7 +84,12 @@ def test_an_interrupted_webdataset_export_resumes_at_its_last_whole_shard(
     assert len(manifest(out)) == 3  # only the finished shard's samples
     monkeypatch.setattr(export._Source, "_rendition", real)
     summary = export.run(
-        corpus.settings, pipeline="default", out=out, format="webdataset", shard_size=3
+        corpus.settings,
+        pipeline="default",
+        out=out,
+        format="webdataset",
+        shard_size=3,
+        min_score=0.0,
     )
     assert (summary.written, summary.already) == (5, 3)
     assert sorted(p.name for p in out.glob("shard-*")) == [f"shard-00000{n}.tar" for n in range(3)]
@@ -116,3 +130,39 @@ def test_safe_label_cuts_at_a_code_point_within_the_byte_budget(char: str) -> No
         assert name.encode().decode() == name  # valid UTF-8: no code point split
     assert safe_label(char * 300) != safe_label(char * 299 + "x")
     assert safe_label("x\ud800y") == "x_y"
+
+
+def test_low_scores_are_left_out_and_ground_truth_meets_the_class_names(
+    make_corpus: Callable[..., Corpus], photo_files: Files, tmp_path: Path
+) -> None:
+    corpus = make_corpus(photo_files[:4])
+    scores = {
+        i: corpus.client.get(f"/v1/images/{i}").json()["predictions"][0]["top"][0]
+        for i in corpus.ids
+    }
+    truth, *rest = corpus.ids
+    corpus.client.patch(f"/v1/images/{truth}", json={"label": "Tabby Cat"})
+    cut = sorted(scores[i]["score"] for i in rest)[1]  # between the lowest and the others
+    out = tmp_path / "set"
+    summary = export.run(corpus.settings, pipeline="default", out=out, min_score=cut)
+    kept = [i for i in rest if scores[i]["score"] >= cut]
+    assert summary.low_score == len(rest) - len(kept) >= 1
+    assert summary.written == 1 + len(kept) and summary.mapped == 1
+    assert "below" in summary.lines()[0] and "1 mapped" in summary.lines()[1]
+    entries = {m["id"]: m for m in manifest(out)}
+    assert sorted(entries) == sorted([truth, *kept])
+    assert entries[truth]["label"] == "tabby" and entries[truth]["class"] == "tabby, tabby cat"
+    assert entries[truth]["ground_truth"] == "Tabby Cat"
+    assert (out / "tabby" / f"{truth}.jpg").is_file()
+    assert all(entries[i]["score"] >= cut for i in kept)
+
+
+def test_vocabulary_maps_synonyms_and_keeps_free_text() -> None:
+    words = Vocabulary(["tabby, tabby cat", "tiger cat", "crane", "crane, derrick", "Persian cat"])
+    assert words.class_of("tabby cat") == "tabby, tabby cat"
+    assert words.class_of(" TABBY ") == "tabby, tabby cat"
+    assert words.class_of("persian CAT") == "Persian cat"
+    assert words.class_of("cat") is None  # not a synonym of any class
+    assert words.class_of("crane") is None  # two classes: ambiguous, kept as free text
+    assert words.short("tabby, tabby cat") == "tabby" and words.short("tiger cat") == "tiger cat"
+    assert words.short("crane, derrick") == "crane, derrick"  # its first synonym is shared

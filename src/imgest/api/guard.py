@@ -28,6 +28,7 @@ from imgest.errors import ImgestError, RequestHeadTooLarge, RequestTooLarge
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOC_ASSETS = "/docs/"  # /docs/init.js, /docs/assets/...: the pages' own files
 METRICS_PATH = "/metrics"
 # Routes whose body the app reads as a stream, under max_request_bytes: the upload.
 STREAMED = frozenset({("POST", "/v1/images")})
@@ -43,7 +44,7 @@ def access(settings: Settings, method: str, path: str) -> tuple[str, ...] | None
         return None
     if path == METRICS_PATH:
         return ("admin",) if settings.metrics == "admin" else None
-    if path in DOC_PATHS:
+    if path in DOC_PATHS or path.startswith(DOC_ASSETS):
         return ("read",) if settings.api_docs == "read" else None
     return scopes_for(method)
 

@@ -72,6 +72,24 @@ class ImagePatch(BaseModel):
     )
 
 
+class AppliedOut(BaseModel):
+    """What the upload's tags, label and text fields did to the image (new or stored)."""
+
+    tags_added: list[str] = Field(
+        default=[], description="Tags the image did not have yet and now has."
+    )
+    label: Literal["set", "unchanged", "conflict"] | None = Field(
+        default=None,
+        description="set: the image had no label and now has this one; unchanged: it had "
+        "this label already; conflict: it has another label, which was kept (change it with "
+        "PATCH). null: the upload carried no label.",
+    )
+    fields_set: list[str] = Field(default=[], description="Text fields the image now has.")
+    fields_conflict: list[str] = Field(
+        default=[], description="Text fields stored with another value, which was kept."
+    )
+
+
 class UploadItemOut(BaseModel):
     id: str | None = None
     status: Literal["created", "existing", "rejected"]
@@ -87,6 +105,12 @@ class UploadItemOut(BaseModel):
     renditions: dict[str, RenditionOut] = {}
     predictions: list[PredictionOut] = []
     label: str | None = None
+    applied: AppliedOut | None = Field(
+        default=None,
+        description="What this upload's metadata did (absent for rejected files). An upload "
+        "of bytes already stored merges its tags in and sets the label and fields only where "
+        "the image has none.",
+    )
     error: ErrorOut | None = None
 
 

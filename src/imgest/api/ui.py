@@ -25,6 +25,7 @@ from imgest.corpus import Corpus
 from imgest.errors import ImgestError, InvalidParameter
 from imgest.imaging.sniff import FORMATS
 from imgest.params import day, day_end, day_start
+from imgest.labels import MIN_SCORE
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/ui/static"
@@ -110,6 +111,7 @@ def _page(
         "static": STATIC_PATH,
         "version": __version__,
         "active": name.removesuffix(".html"),
+        "min_score": MIN_SCORE,  # a top-1 below it is marked unsure ("?")
     }
     response = templates.TemplateResponse(
         request, name, {**base, **context}, status_code=status_code
@@ -167,14 +169,15 @@ async def gallery_page(
     until: Annotated[str, Query(alias="to", max_length=_MAX_QUERY)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
 ) -> HTMLResponse:
-    """Stored images, newest first, filtered by top-1 label, tag and upload day (UTC)."""
+    """Stored images, newest first, filtered by a part of the top-1 label (any case: "cat"
+    finds "tiger cat"), tag and upload day (UTC)."""
     filters = {"label": label.strip(), "tag": tag.strip(), "from": since, "to": until}
     context: dict[str, Any] = {"filters": filters, "labels": model_labels(request)}
     try:
         first = day(since, "From")
         last = day(until, "To")
         where = ImageFilter(
-            label=filters["label"] or None,
+            label_contains=filters["label"] or None,
             tag=filters["tag"] or None,
             since=day_start(first) if first else None,
             until=day_end(last, "To") if last else None,

@@ -15,7 +15,7 @@ from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import Form, UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
-from imgest.api.schemas import ErrorOut, Problem, UploadItemOut, UploadOut
+from imgest.api.schemas import AppliedOut, ErrorOut, Problem, UploadItemOut, UploadOut
 from imgest.errors import ClientError, InvalidLabel, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 from imgest.labels import check_label, check_tags
@@ -110,11 +110,20 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
     view = image_out(result.record, links).model_dump(
         exclude={"content_type", "filename", "frames", "created_at"}
     )
+    applied = result.applied
     return UploadItemOut(
         **view,
         status=result.status,
         filename=result.filename,
         content_type=result.content_type,
+        applied=None
+        if applied is None
+        else AppliedOut(
+            tags_added=list(applied.tags_added),
+            label=applied.label,
+            fields_set=list(applied.fields_set),
+            fields_conflict=list(applied.fields_conflict),
+        ),
     )
 
 
@@ -185,6 +194,8 @@ async def upload_images(
     in memory, stored (original + rendition), scored and recorded. 201 when something was
     created, 200 when every file was already stored, 207 when some were rejected, and the
     rejection's own 4xx (as problem+json with the per-file `images`) when all were.
+    Bytes already stored take the request's new tags, and its label and fields where the
+    image has none (a different stored value is kept: a conflict); `applied` says, per file.
     With `Idempotency-Key`, a repeat of the same request answers the stored first response
     (`Idempotent-Replayed: true`); 422 `idempotency_key_reused` for different content or query
     parameters, 409

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,74 @@ class PredictionPair:
     a_score: float
     b_label: str
     b_score: float
+
+
+LabelOutcome = Literal["set", "unchanged", "conflict"]
+
+
+class Described(Protocol):
+    """What a person attached to an image (an ImageRecord, or the API's view of one)."""
+
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def fields(self) -> Mapping[str, str | list[str]]: ...
+
+
+@dataclass(frozen=True)
+class Additions:
+    """Metadata an upload brings for bytes that may be stored already: tags are merged in,
+    the label and each text field are set only where the image has none (never overwritten:
+    a different stored value is a conflict, left as it is)."""
+
+    tags: Sequence[str] = ()
+    label: str | None = None
+    fields: Mapping[str, str | list[str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.tags or self.label is not None or self.fields)
+
+    def applied_to(self, record: Described) -> Applied:
+        """What these additions change on `record` (and what they leave, with a reason)."""
+        have = set(record.tags)
+        if self.label is None:
+            label: LabelOutcome | None = None
+        elif record.label is None:
+            label = "set"
+        else:
+            label = "unchanged" if record.label == self.label else "conflict"
+        fields_set = tuple(n for n in self.fields if n not in record.fields)
+        conflicts = tuple(
+            n for n, v in self.fields.items() if n in record.fields and record.fields[n] != v
+        )
+        return Applied(
+            tags_added=tuple(t for t in dict.fromkeys(self.tags) if t not in have),
+            label=label,
+            fields_set=fields_set,
+            fields_conflict=conflicts,
+        )
+
+    def created(self) -> Applied:
+        """What a new image took of these additions: everything."""
+        return Applied(
+            tags_added=tuple(dict.fromkeys(self.tags)),
+            label=None if self.label is None else "set",
+            fields_set=tuple(self.fields),
+        )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What an upload's metadata did to the image, reported per file."""
+
+    tags_added: tuple[str, ...] = ()
+    label: LabelOutcome | None = None  # None: the upload carried no label
+    fields_set: tuple[str, ...] = ()
+    fields_conflict: tuple[str, ...] = ()  # stored with another value, left as they were
+
+    @property
+    def changes(self) -> bool:
+        """Whether anything is written."""
+        return bool(self.tags_added or self.label == "set" or self.fields_set)

@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
 from imgest.catalog.records import (
+    Additions,
+    Applied,
     ImageRecord,
     Label,
     PendingImage,
@@ -63,6 +65,8 @@ class ImageFilter:
     """What `list_images` narrows the corpus to."""
 
     label: str | None = None  # top-1 predicted label of any prediction
+    # Case-insensitive part of the top-1 label of any prediction ("cat" finds "tiger cat").
+    label_contains: str | None = None
     tag: str | None = None
     since: datetime | None = None  # created_at >= since
     until: datetime | None = None  # created_at < until
@@ -251,25 +255,58 @@ class Catalog:
     ) -> ImageRecord | None:
         """Set the ground-truth label (None clears), replace the tags, or set/clear the
         `description` field, in one transaction; the updated record, or None if absent."""
+        changed = self._change(image_id, label=label, tags=tags, description=description)
+        return None if changed is None else changed[0]
 
-        def run(session: Session) -> ImageRecord | None:
+    def add_metadata(self, image_id: str, add: Additions) -> tuple[ImageRecord, Applied] | None:
+        """Merge an upload's tags, label and fields into a stored image (see `Additions`),
+        under the image's lock; the updated record and what was applied, or None if absent."""
+        return self._change(image_id, add=add)
+
+    def _change(
+        self,
+        image_id: str,
+        *,
+        label: str | Unset | None = UNSET,
+        tags: Sequence[str] | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+        add: Additions | None = None,
+    ) -> tuple[ImageRecord, Applied] | None:
+        """The one write path of an image's metadata (PATCH, `imgest label`, uploads of
+        stored bytes): replacements first, then additions merged into the result."""
+
+        def run(session: Session) -> tuple[ImageRecord, Applied] | None:
+            self._lock(session, image_id)
             row = session.get(ImageRow, image_id, with_for_update=True)
             if row is None:
                 return None
             if not isinstance(label, Unset):
                 row.label = label
+            fields = dict(row.fields)
             if not isinstance(description, Unset):
-                fields = dict(row.fields)
                 if description is None:
                     fields.pop("description", None)
                 else:
                     fields["description"] = description
-                row.fields = fields
             if not isinstance(tags, Unset):
                 session.execute(delete(TagRow).where(TagRow.image_id == image_id))
                 session.add_all(TagRow(image_id=image_id, tag=t) for t in dict.fromkeys(tags))
             session.flush()
-            return self._load(session, image_id)
+            applied = Applied()
+            if add:
+                current = self._load(session, image_id)
+                assert current is not None
+                applied = add.applied_to(current)
+                session.add_all(TagRow(image_id=image_id, tag=t) for t in applied.tags_added)
+                if applied.label == "set":
+                    row.label = add.label
+                fields.update({n: add.fields[n] for n in applied.fields_set})
+            if fields != row.fields:
+                row.fields = fields
+            session.flush()
+            record = self._load(session, image_id)
+            assert record is not None
+            return record, applied
 
         return self.transact(run)
 
@@ -665,11 +702,28 @@ def _filtered(query: Q, where: ImageFilter) -> Q:
                 )
             )
         )
+    if where.label_contains is not None:
+        # LIKE on lower(): in SQL on SQLite and PostgreSQL, and the EXISTS probes predictions
+        # by image id, so a page of matches costs one index lookup per image row it passes.
+        pattern = "%" + escape_like(where.label_contains.lower()) + "%"
+        query = query.where(
+            exists().where(
+                and_(
+                    PredictionRow.image_id == ImageRow.id,
+                    func.lower(PredictionRow.top1_label).like(pattern, escape="\\"),
+                )
+            )
+        )
     if where.since is not None:
         query = query.where(ImageRow.created_at >= where.since)
     if where.until is not None:
         query = query.where(ImageRow.created_at < where.until)
     return query
+
+
+def escape_like(text: str) -> str:
+    """`text` with LIKE's wildcards (and the escape character, a backslash) escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _table(cls: type[Base]) -> Table:

@@ -1,8 +1,12 @@
 """Export: renditions of one pipeline with labels, as a training set (imagefolder or WebDataset).
 
 Each image's label is its ground truth if a person set one, else the top-1 of the chosen
-model's prediction (the one through this pipeline if there is one); `manifest.jsonl` records
-which, per image. Images go one at a time from the catalog (keyset pages) to disk, so memory
+model's prediction (the one through this pipeline if there is one) when its score reaches
+`min_score` (below it the image is left out and counted); `manifest.jsonl` records which, per
+image. Labels meet in one vocabulary, the model's classes: a ground truth that is one of a
+class's synonyms ("tabby cat" for "tabby, tabby cat", any case) is that class, and every class
+is named by its first synonym where that is unique ("tabby"); other ground truth stays a class
+of its own. Images go one at a time from the catalog (keyset pages) to disk, so memory
 does not grow with the corpus; renditions not stored yet are rendered from the original and
 stored (as on-demand renditions are).
 
@@ -34,6 +38,7 @@ from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
+from imgest.labels import MIN_SCORE, Vocabulary
 from imgest.rendering import render, rendition_record_of
 from imgest.scoring.registry import ModelRegistry, RegisteredModel
 from imgest.storage.base import BlobStore, StoreError
@@ -61,6 +66,9 @@ class ExportSummary:
     written: int = 0
     already: int = 0  # in the manifest from an earlier run
     unlabelled: int = 0  # no ground truth and no prediction of the model: left out
+    low_score: int = 0  # no ground truth and a top-1 below min_score: left out
+    mapped: int = 0  # ground truth that named one of the model's classes by a synonym
+    min_score: float = MIN_SCORE
     rendered: int = 0  # renditions made (and stored) because none was stored yet
     sources: dict[str, int] = field(default_factory=lambda: {"ground_truth": 0, "prediction": 0})
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -70,10 +78,11 @@ class ExportSummary:
         """A human summary."""
         lines = [
             f"exported {self.written} images to {self.out} ({self.format}); "
-            f"{self.already} were already there, {self.unlabelled} have no label",
-            f"labels: {self.sources['ground_truth']} ground truth, "
-            f"{self.sources['prediction']} predicted; {self.rendered} renditions made; "
-            f"{self.elapsed:.1f} s",
+            f"{self.already} were already there, {self.unlabelled} have no label, "
+            f"{self.low_score} left out with a top-1 below {self.min_score:g}",
+            f"labels: {self.sources['ground_truth']} ground truth ({self.mapped} mapped to the "
+            f"model's class names), {self.sources['prediction']} predicted; "
+            f"{self.rendered} renditions made; {self.elapsed:.1f} s",
         ]
         return lines + [f"failed {i}: {reason}" for i, reason in self.failed]
 
@@ -97,15 +106,18 @@ def run(
     model: str | None = None,
     where: ImageFilter | None = None,
     shard_size: int = 1000,
+    min_score: float = MIN_SCORE,
     progress: bool = False,
 ) -> ExportSummary:
     """Write every image `where` selects to `out`, skipping what an earlier run wrote."""
     if format not in ("imagefolder", "webdataset"):
         raise JobError(f"unknown export format {format!r}: imagefolder or webdataset")
+    if not 0.0 <= min_score <= 1.0:
+        raise JobError(f"min_score is a probability from 0 to 1, not {min_score}")
     if settings.storage_url.startswith("memory:"):
         raise JobError("export reads renditions from storage; a memory:// store has none")
     out.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary(out=out, format=format)
+    summary = ExportSummary(out=out, format=format, min_score=min_score)
     started = time.monotonic()
     catalog = Catalog.open(settings.catalog_url)
     loop = asyncio.Runner()
@@ -152,6 +164,7 @@ class _Source:
         self.model = model
         self.limits = ImageLimits.from_settings(settings)
         self.summary = summary
+        self.vocabulary = Vocabulary(model.spec.labels)
 
     def samples(self, where: ImageFilter, done: set[str], advance: Any) -> Iterator[Sample]:
         p = self.pipeline
@@ -174,18 +187,28 @@ class _Source:
     def _sample(self, image: PendingImage, prediction: PredictionRecord | None) -> Sample | None:
         entry: dict[str, Any] = {"id": image.id, "pipeline": self.pipeline.name}
         entry["pipeline_version"] = self.pipeline.version
+        words = self.vocabulary
         if image.label is not None:
-            label = image.label
-            entry.update(label=label, label_source="ground_truth")
+            cls = words.class_of(image.label)
+            label = image.label if cls is None else words.short(cls)
+            entry.update(label=label, label_source="ground_truth", ground_truth=image.label)
+            if cls is not None:
+                entry["class"] = cls
+                self.summary.mapped += 1
         elif prediction is not None and prediction.top:
-            label = prediction.top[0].label
+            top = prediction.top[0]
+            if top.score < self.summary.min_score:
+                self.summary.low_score += 1
+                return None
+            label = words.short(top.label)
             entry.update(
                 label=label,
                 label_source="prediction",
-                score=prediction.top[0].score,
+                score=top.score,
                 model=f"{prediction.model}@{prediction.model_version[:12]}",
                 predicted_through=f"{prediction.pipeline}@{prediction.pipeline_version}",
             )
+            entry["class"] = top.label
         else:
             self.summary.unlabelled += 1
             return None

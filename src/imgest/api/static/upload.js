@@ -64,6 +64,18 @@
     summary.textContent = parts.join(" · ");
   }
 
+  // What an upload of already-stored bytes did with this form's tags and description.
+  function appliedText(applied) {
+    if (!applied) return "";
+    const parts = [];
+    if (applied.tags_added.length) parts.push("Tags added: " + applied.tags_added.join(", "));
+    if (applied.label === "set") parts.push("label set");
+    if (applied.label === "conflict") parts.push("label kept (it has another one)");
+    if (applied.fields_set.length) parts.push("set: " + applied.fields_set.join(", "));
+    if (applied.fields_conflict.length) parts.push("kept its own " + applied.fields_conflict.join(", "));
+    return parts.length ? parts.join(" · ") : "Nothing new to add: tags and description as stored.";
+  }
+
   function showResult(entry, image) {
     entry.status = image.status;
     entry.row.className = "result " + image.status;
@@ -84,16 +96,23 @@
     }
     const prediction = (image.predictions || [])[0];
     if (prediction) {
-      const items = prediction.top.slice(0, 5).map((t) => {
+      const minScore = Number(form.dataset.minScore);
+      const items = prediction.top.slice(0, 5).map((t, i) => {
         const meter = el("meter", { min: "0", max: "1", value: String(t.score), "aria-label": t.label + " score" });
-        return el("li", {}, [
-          el("span", { class: "top-label", text: t.label }),
+        const unsure = i === 0 && t.score < minScore;
+        const label = el("span", { class: "top-label", text: t.label, title: t.label });
+        if (unsure) {
+          label.append(el("span", { class: "unsure-mark", title: "Low confidence: below " + percent(minScore), text: "?" }));
+        }
+        return el("li", unsure ? { class: "unsure" } : {}, [
+          label,
           meter,
           el("span", { class: "top-score", text: percent(t.score) }),
         ]);
       });
       entry.body.append(el("ol", { class: "top", "aria-label": "Top 5 for " + image.filename }, items));
     }
+    if (image.status === "existing") entry.body.append(el("p", { class: "applied small", text: appliedText(image.applied) }));
     entry.body.append(
       el("p", { class: "small" }, [
         el("a", { href: "/images/" + image.id, text: "Open image page" }),
