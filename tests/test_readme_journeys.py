@@ -237,11 +237,11 @@ def _failed(rc: int, output: str) -> bool:
 
 
 HELP_TREE = """
-import json, click, typer.main
+import json, typer.main
 from imgest.cli import app
-def walk(cmd, path):
+def walk(cmd, path):  # typer 0.29 vendors click: a group is what has commands
     yield path
-    if isinstance(cmd, click.Group):
+    if getattr(cmd, "commands", None):
         for name in sorted(cmd.commands):
             yield from walk(cmd.commands[name], [*path, name])
 print(json.dumps(list(walk(typer.main.get_command(app), []))))
@@ -294,9 +294,9 @@ def test_fresh_clone_make_run_and_every_doc_block(tmp_path: Path) -> None:
         started = time.monotonic()
         python = str(clone / ".venv" / "bin" / "python")
         rc, output = _run([python, "-c", HELP_TREE], cwd=clone, env=env)
-        assert rc == 0, output
-        commands: list[list[str]] = json.loads(output.strip().splitlines()[-1])
-        assert len(commands) > 10, commands
+        commands: list[list[str]] = json.loads(output.strip().splitlines()[-1]) if rc == 0 else []
+        if len(commands) < 10:
+            failures.append(f"the command tree of imgest.cli.app (exit {rc}): {output}")
         for path in commands:
             cmd = ["imgest", *path, "--help"]
             rc, output = _run(cmd, cwd=clone, env=env)
