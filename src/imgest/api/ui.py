@@ -24,8 +24,8 @@ from imgest.config import Settings
 from imgest.corpus import Corpus
 from imgest.errors import ImgestError, InvalidParameter
 from imgest.imaging.sniff import FORMATS
-from imgest.params import day, day_end, day_start
 from imgest.labels import MIN_SCORE
+from imgest.params import day, day_end, day_start
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/ui/static"
