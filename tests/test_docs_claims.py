@@ -10,13 +10,16 @@ from imgest.config import Settings, load_settings
 
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Read from the environment outside Settings: the client, the config loader, the test suites.
+# Read from the environment outside Settings: the client, the config loader, the test suites,
+# the install scripts.
 OTHER_VARIABLES = {
     "IMGEST_CONFIG",
     "IMGEST_URL",
     "IMGEST_API_KEY",
     "IMGEST_REQUIRE_GPU",
     "IMGEST_FUZZ_EXAMPLES",
+    "IMGEST_EXPORT_TORCH",  # scripts/setup_export_env.sh
+    "IMGEST_DB_PASSWORD",  # compose.yaml
 }
 
 

@@ -99,14 +99,12 @@ def serve(
 
     Creates the catalog and blob directory if they do not exist yet, and says where they are.
     """
-    from imgest.locations import describe
     from imgest.memory import tune_malloc
     from imgest.server import serve as run_server
 
     settings = _settings(
         host=host, port=port, storage_url=storage, catalog_url=catalog, insecure=insecure
     )
-    typer.echo(f"imgest: {describe(settings)}", err=True)
     # Before any worker thread exists: arenas are handed out as threads first allocate.
     tune_malloc(arena_max=settings.malloc_arena_max, mmap_threshold=settings.malloc_mmap_threshold)
     run_server(settings, log_level=log_level)

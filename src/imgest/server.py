@@ -9,6 +9,7 @@ protocol. Request heads, auth and bodies are the ASGI request guard's (api/guard
 from __future__ import annotations
 
 import asyncio
+import logging
 import ipaddress
 import json
 from typing import Any
@@ -146,8 +147,12 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
     from imgest import logs
     from imgest.app import create_app
 
+    from imgest.locations import describe
+
     check_bind(settings)
     logs.configure(settings.log_format, log_level)
+    # Where the data lives, as a log record: JSON logs stay one object per line.
+    logging.getLogger("imgest").info("%s", describe(settings))
     uvicorn.run(
         create_app(settings),
         host=settings.host,

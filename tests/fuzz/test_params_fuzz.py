@@ -117,7 +117,11 @@ def _routes(app: Any) -> list[tuple[str, str, list[str], list[str]]]:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("params-fuzz") / "catalog.db"
-    settings = load_settings(storage_url="memory://", catalog_url=f"sqlite:///{db}")
+    settings = load_settings(
+        storage_url="memory://",
+        catalog_url=f"sqlite:///{db}",
+        allowed_hosts=["testserver"],  # the TestClient's Host
+    )
     app = create_app(settings, model=Model.bundled(threads=1))
     with TestClient(app, raise_server_exceptions=False) as c:
         for name in ("cat.jpg", "astronaut.jpg", "coffee.jpg"):  # rows to list and page over

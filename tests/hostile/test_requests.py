@@ -261,10 +261,14 @@ def test_hostile_http_gets_a_4xx_and_the_server_stays_up(live: Server, case: str
 
 @pytest.mark.timeout(300)
 def test_odd_methods_leave_metrics_small_on_a_real_server(live: Server) -> None:
-    """Issue 14 item 2: 300 unique 20 KB method names grew /metrics to 115 MiB for good."""
+    """Issue 14 item 2: 300 unique 20 KB method names grew /metrics to 115 MiB for good.
+
+    20 KB methods now stop at the 16 KiB head cap (431); 10 KB ones still reach the routes,
+    which is where a method became a label.
+    """
     before = len(httpx.get(f"{live.base}/metrics", timeout=30).content)
     for i in range(300):
-        method = b"X%04d" % i + b"M" * 20_000
+        method = b"X%04d" % i + b"M" * 10_000
         answer = _raw(live, method + b" /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 405"), answer[:300]
     started = time.perf_counter()
