@@ -3,15 +3,16 @@
 # (compose.yaml). See README.md (Container) and docs/deployment.md.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: a venv with imgest and the postgres, azure and s3 extras (wheels only, no compiler)
+# --- build: a venv with imgest and the postgres, azure and s3 extras (each includes the server),
+# at the versions of the lock (constraints.txt), wheels only, no compiler
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
 RUN python -m venv /opt/imgest \
-    && /opt/imgest/bin/pip install --no-cache-dir --only-binary=:all: ".[postgres,azure,s3]" \
+    && /opt/imgest/bin/pip install --no-cache-dir --only-binary=:all: -c constraints.txt ".[postgres,azure,s3]" \
     && /opt/imgest/bin/imgest version
 
 # --- runtime: the venv, the entrypoint and an unprivileged user; nothing else
