@@ -107,6 +107,9 @@ def test_upload_gallery_and_image_page(
     stored = httpx.get(server.base + "/v1" + href).json()
     top = stored["predictions"][0]["top"]
     expect(cat_row.locator(".top-label")).to_have_text([t["label"] for t in top])
+    # A top-1 under the confidence threshold carries a "?" beside its label (the label is
+    # the class name alone); a confident one none.
+    expect(cat_row.locator(".unsure-mark")).to_have_count(1 if top[0]["score"] < 0.5 else 0)
     expect(cat_row.locator(".top-score")).to_have_text([f"{100 * t['score']:.1f} %" for t in top])
     assert stored["fields"] == {"description": "kitchen counter"}
     assert stored["tags"] == ["flow", "pets"]

@@ -100,12 +100,13 @@
       const items = prediction.top.slice(0, 5).map((t, i) => {
         const meter = el("meter", { min: "0", max: "1", value: String(t.score), "aria-label": t.label + " score" });
         const unsure = i === 0 && t.score < minScore;
-        const label = el("span", { class: "top-label", text: t.label, title: t.label });
+        // The mark sits beside the label, not in it: the label's text stays the class name.
+        const name = el("span", { class: "top-name" }, [el("span", { class: "top-label", text: t.label, title: t.label })]);
         if (unsure) {
-          label.append(el("span", { class: "unsure-mark", title: "Low confidence: below " + percent(minScore), text: "?" }));
+          name.append(el("span", { class: "unsure-mark", title: "Low confidence: below " + percent(minScore), text: "?" }));
         }
         return el("li", unsure ? { class: "unsure" } : {}, [
-          label,
+          name,
           meter,
           el("span", { class: "top-score", text: percent(t.score) }),
         ]);
