@@ -248,7 +248,7 @@ class Settings(BaseSettings):
         16 * 1024,
         ge=1024,
         description="Largest accepted request line plus headers, bytes; larger: 431 "
-        "request_head_too_large (or 400 and closed while still arriving).",
+        "request_head_too_large and the connection closed (also while it is still arriving).",
     )
     max_body_bytes: int = Field(
         64 * 1024,
