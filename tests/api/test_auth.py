@@ -91,6 +91,14 @@ def test_scopes_per_method(secured: TestClient, read: Callable[[str], bytes]) ->
     assert secured.get(f"/v1/images/{image}", headers=bearer(uploader)).status_code == 403
     assert secured.get(f"/v1/images/{image}", headers=bearer(reader)).status_code == 200
     assert secured.get(f"/v1/images/{image}/original", headers=bearer(reader)).status_code == 200
+    relabel = {"label": "tabby"}
+    assert (
+        secured.patch(f"/v1/images/{image}", json=relabel, headers=bearer(reader)).status_code
+        == 403
+    )
+    for writer in (uploader, admin):  # PATCH: upload or admin
+        r = secured.patch(f"/v1/images/{image}", json=relabel, headers=bearer(writer))
+        assert r.status_code == 200, r.text
     assert secured.delete(f"/v1/images/{image}", headers=bearer(reader)).status_code == 403
     assert secured.delete(f"/v1/images/{image}", headers=bearer(uploader)).status_code == 403
     assert secured.get("/v1/images", headers=bearer(admin)).status_code == 200  # admin: all
