@@ -85,3 +85,16 @@ def test_the_hostile_suites_are_as_large_as_security_md_says() -> None:
     assert f"`tests/hostile/`, {len(MAKERS)} files written by" in text
     assert f"{len(CASES)} malformed multipart bodies" in text
     assert f"{len(RAW)} hostile HTTP requests over raw sockets" in text
+
+
+def test_the_nginx_example_matches_the_defaults_it_names() -> None:
+    from imgest.config import Settings
+
+    text = (ROOT / "docs" / "security.md").read_text()
+    nginx = text.split("```nginx", 1)[1].split("```", 1)[0]
+    found = re.findall(r"^\s*\w+ (\d+)([ms]);\s*# = IMGEST_(\w+)", nginx, flags=re.MULTILINE)
+    assert len(found) >= 2
+    for number, unit, name in found:
+        value = int(number) * (1024 * 1024 if unit == "m" else 1)
+        default = Settings.model_fields[name.lower()].default
+        assert value == default, f"nginx's {number}{unit} is not IMGEST_{name}'s {default}"
