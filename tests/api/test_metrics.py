@@ -174,9 +174,20 @@ def test_the_metrics_security_md_lists_are_the_ones_exported(
 
     doc = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
     section = doc.split("## Metrics and logs", 1)[1].split("\n## ", 1)[0]
-    named = {m.removesuffix("_total") for m in re.findall(r"`(imgest_\w+)", section)}
+    named = {
+        name.removesuffix("_total"): labels
+        for name, labels in re.findall(r"`(imgest_\w+)(?:\{([\w,]+)\})?`", section)
+    }
     r = client.post("/v1/images", files=[("file", ("cat.jpg", read("cat.jpg"), "image/jpeg"))])
     assert r.status_code == 201
-    exported = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
-    exported = {n for n in exported if n.startswith("imgest_") and not n.endswith("_created")}
-    assert named == exported
+    assert client.get("/nope").status_code == 404  # a refusal, counted by code
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(client.get("/metrics").text)
+        if f.name.startswith("imgest_") and not f.name.endswith("_created")
+    }
+    assert set(named) == set(families)
+    for name, labels in named.items():
+        if labels:  # the label names the page gives
+            seen = {label for s in families[name].samples for label in s.labels} - {"le"}
+            assert seen == set(labels.split(",")), name
