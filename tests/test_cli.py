@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -260,14 +261,19 @@ def test_serve_binds_when_allowed(
     env: dict[str, str],
     no_binding: list[dict[str, object]],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = runner.invoke(app, ["serve", *args])
+    with caplog.at_level(logging.INFO, logger="imgest"):  # the data locations are a log record
+        result = runner.invoke(app, ["serve", *args])
     assert result.exit_code == 0, result.output
     assert no_binding[0]["host"] == args[1]
-    assert f"catalog {Path.cwd() / 'var' / 'catalog.db'}, blobs " in result.stderr
+    assert f"catalog {Path.cwd() / 'var' / 'catalog.db'}, blobs " in caplog.text
     assert no_binding[0]["timeout_keep_alive"] == 5
+    # X-Forwarded-For/-Proto are honoured only from a proxy on this host by default.
+    assert no_binding[0]["proxy_headers"] is True
+    assert no_binding[0]["forwarded_allow_ips"] == "127.0.0.1,::1"
 
 
 @pytest.mark.postgres

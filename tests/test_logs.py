@@ -12,15 +12,16 @@ import pytest
 from imgest.logs import RequestIdFilter, escape_controls, formatter
 
 # Every character a terminal or a log reader may act on: C0 (NUL..US, with TAB, LF, CR, ESC),
-# DEL, C1 (NEL, CSI...), and Unicode's line/paragraph separators and bidi overrides.
+# DEL, C1 (NEL, CSI...), Unicode's line/paragraph separators and every bidi control (Unicode's
+# Bidi_Control property: ALM, LRM, RLM, LRE..RLO, LRI..PDI), as the filename cleaner strips.
 CONTROLS = [
     *map(chr, range(0x20)),
     "\x7f",
     *map(chr, range(0x80, 0xA0)),
     "\u2028",
     "\u2029",
-    "\u202e",
-    "\u2066",
+    "\u061c",
+    *map(chr, [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]),
 ]
 FORGED = "\n1999-12-31 23:59:59,000 INFO imgest.access [-]: DELETE /v1/images/x 204 1.0 ms"
 

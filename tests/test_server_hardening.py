@@ -8,6 +8,7 @@ logs with request ids, and no token in any log line.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -415,6 +416,10 @@ def test_a_request_head_over_the_cap_is_431(hardened: Hardened, pieces: int) -> 
         assert response.status == 431
         assert response.getheader("content-type") == "application/problem+json"
         assert json.loads(response.read())["code"] == "request_head_too_large"
+        assert response.getheader("connection") == "close"
+        # The server closed the connection (a reset when unread bytes were left behind).
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(1024) == b""
     fits = "".join(f"X-Pad-{i}: {'p' * 1000}\r\n" for i in range(14))  # ~14 KB
     with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
         sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{fits}\r\n".encode())

@@ -90,7 +90,8 @@ class Settings(BaseSettings):
         gt=0,
         description="Most memory one image's decode may take, estimated from the header "
         "before decode: pixels (after JPEG's reduced-size decode) x bytes per pixel of the "
-        "decode path (JPEG RGB 7, PNG/TIFF RGB 4, 16-bit grey 3, float 5, alpha +4, WebP 16). "
+        "decode path (JPEG RGB 7, PNG/TIFF RGB 4, 16-bit grey 3, float 5, alpha +4, WebP 16, "
+        "HEIF/AVIF 8). "
         "Beyond it: 422 image_too_much_memory.",
     )
     max_icc_bytes: int = Field(
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
         16 * 1024,
         ge=1024,
         description="Largest accepted request line plus headers, bytes; larger: 431 "
-        "request_head_too_large (or 400 and closed while still arriving).",
+        "request_head_too_large and the connection closed (also while it is still arriving).",
     )
     max_body_bytes: int = Field(
         64 * 1024,

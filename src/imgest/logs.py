@@ -26,7 +26,7 @@ def _escapes() -> dict[int, str]:
     for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]:  # C0, DEL, C1
         table.setdefault(code, f"\\x{code:02x}")
     # Line and paragraph separators, and the bidi controls that reorder what a reader sees.
-    bidi = [*range(0x200E, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    bidi = [0x061C, *range(0x200E, 0x2010), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
     for code in [0x2028, 0x2029, *bidi]:
         table[code] = f"\\u{code:04x}"
     return table

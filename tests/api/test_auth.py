@@ -91,6 +91,14 @@ def test_scopes_per_method(secured: TestClient, read: Callable[[str], bytes]) ->
     assert secured.get(f"/v1/images/{image}", headers=bearer(uploader)).status_code == 403
     assert secured.get(f"/v1/images/{image}", headers=bearer(reader)).status_code == 200
     assert secured.get(f"/v1/images/{image}/original", headers=bearer(reader)).status_code == 200
+    relabel = {"label": "tabby"}
+    assert (
+        secured.patch(f"/v1/images/{image}", json=relabel, headers=bearer(reader)).status_code
+        == 403
+    )
+    for writer in (uploader, admin):  # PATCH: upload or admin
+        r = secured.patch(f"/v1/images/{image}", json=relabel, headers=bearer(writer))
+        assert r.status_code == 200, r.text
     assert secured.delete(f"/v1/images/{image}", headers=bearer(reader)).status_code == 403
     assert secured.delete(f"/v1/images/{image}", headers=bearer(uploader)).status_code == 403
     assert secured.get("/v1/images", headers=bearer(admin)).status_code == 200  # admin: all
@@ -162,7 +170,14 @@ def test_cors_preflight_for_a_configured_origin(make_client: Callable[..., TestC
     r = client.get("/v1/images", headers={"Origin": "https://app.example"})
     assert r.status_code == 401
     assert r.headers["access-control-allow-origin"] == "https://app.example"
-    assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert exposed == {"x-request-id", "retry-after", "etag", "idempotent-replayed"}
+    assert "access-control-allow-credentials" not in r.headers
+    methods = {m.strip() for m in ok.headers["access-control-allow-methods"].split(",")}
+    assert methods == {"GET", "HEAD", "POST", "PATCH", "DELETE"}
+    allowed = {h.strip().lower() for h in ok.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "x-request-id", "idempotency-key"} <= allowed
+    assert "access-control-allow-credentials" not in ok.headers
 
 
 def test_web_ui_is_not_served_when_auth_is_on(client: TestClient, secured: TestClient) -> None:
@@ -229,3 +244,21 @@ def test_a_read_key_cannot_make_the_server_render_and_store(
     assert len(set(store._blobs) - blobs) == 1
     again = secured.get(f"/v1/images/{image}/renditions/stretch", headers=reader)
     assert again.status_code == 200 and again.content == made.content
+
+
+def test_a_method_no_route_knows_needs_admin(secured: TestClient) -> None:
+    """Any other path or method takes its method's scope; a made-up method needs admin."""
+    keys = keys_of(secured)
+    tokens = {scope: keys.create([scope]).token for scope in ("read", "upload", "admin")}
+    for method in ("PROPFIND", "PUT", "X" * 50):
+        for scope, token in tokens.items():
+            r = secured.request(method, "/v1/images", headers=bearer(token))
+            needs = ("admin",) if method != "PUT" else ("upload", "admin")
+            if scope in needs:
+                assert r.status_code == 405, (method, scope, r.text)
+            else:
+                assert r.status_code == 403, (method, scope, r.text)
+                assert r.json()["code"] == "insufficient_scope"
+    r = secured.get("/no/such/path", headers=bearer(tokens["upload"]))
+    assert r.status_code == 403  # GET needs read, wherever it goes
+    assert secured.get("/no/such/path", headers=bearer(tokens["read"])).status_code == 404

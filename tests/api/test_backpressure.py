@@ -103,3 +103,54 @@ def test_a_hung_store_answers_503_in_time(client: TestClient, read: Callable[[st
     assert r.headers["retry-after"] == "2"
     assert time.monotonic() - started < 5
     assert client.get("/v1/images").json()["items"] == []  # nothing recorded
+
+
+def test_a_stalled_upload_gets_408_and_gives_its_slot_back(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(body_idle_timeout_s=0.3)
+    admission = client.app.state.admission  # type: ignore[attr-defined]
+    boundary = "b0undary"
+    first = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/images",
+        "raw_path": b"/v1/images",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            (b"content-length", b"100000"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    held: list[int] = []
+    sent: list[Message] = []
+
+    async def stall() -> Message:
+        if not held:
+            held.append(admission.active)
+            return {"type": "http.request", "body": first.encode() + b"\xff\xd8", "more_body": True}
+        held.append(admission.active)
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        with anyio.fail_after(5):
+            await client.app(scope, stall, send)
+
+    started = time.monotonic()
+    client.portal.call(run)  # type: ignore[union-attr]
+    assert time.monotonic() - started < 3
+    assert sent[0]["status"] == 408 and b"request_timeout" in sent[1]["body"]
+    assert held[-1] == 1  # it held a slot while its body was arriving...
+    assert (admission.active, admission.queued, admission.inflight_bytes) == (0, 0, 0)  # ...no more

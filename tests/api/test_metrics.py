@@ -91,6 +91,13 @@ def test_request_ids_are_echoed_or_made(client: TestClient) -> None:
     made = client.get("/healthz", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"]
     assert len(made) == 32 and made != "x" * 500
     assert client.get("/healthz").headers["x-request-id"] != made
+    longest = ("A-Za-z0-9._:@/+=" * 8)[:128]  # up to 128 of A-Za-z0-9._:@/+=-
+    assert client.get("/healthz", headers={"X-Request-ID": longest}).headers["x-request-id"] == (
+        longest
+    )
+    for odd in (longest + "x", "a b", "a\\b", "a;b", "a%0ab"):
+        answered = client.get("/healthz", headers={"X-Request-ID": odd}).headers["x-request-id"]
+        assert answered != odd and len(answered) == 32, odd
 
 
 def test_odd_methods_cannot_grow_the_label_set(client: TestClient) -> None:
@@ -157,3 +164,30 @@ async def test_a_scrape_does_not_block_the_event_loop(
         gc.unfreeze()
     assert r.status_code == 200 and b'code="c29999"' in r.content
     assert max(gaps) < render / 3, f"loop stalled {max(gaps):.3f} s (render {render:.3f} s)"
+
+
+def test_the_metrics_security_md_lists_are_the_ones_exported(
+    client: TestClient, read: Callable[[str], bytes]
+) -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
+    section = doc.split("## Metrics and logs", 1)[1].split("\n## ", 1)[0]
+    named = {
+        name.removesuffix("_total"): labels
+        for name, labels in re.findall(r"`(imgest_\w+)(?:\{([\w,]+)\})?`", section)
+    }
+    r = client.post("/v1/images", files=[("file", ("cat.jpg", read("cat.jpg"), "image/jpeg"))])
+    assert r.status_code == 201
+    assert client.get("/nope").status_code == 404  # a refusal, counted by code
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(client.get("/metrics").text)
+        if f.name.startswith("imgest_") and not f.name.endswith("_created")
+    }
+    assert set(named) == set(families)
+    for name, labels in named.items():
+        if labels:  # the label names the page gives
+            seen = {label for s in families[name].samples for label in s.labels} - {"le"}
+            assert seen == set(labels.split(",")), name

@@ -229,6 +229,20 @@ def test_bad_patches_are_422(
     assert client.get(f"/v1/images/{image['id']}").json()["label"] is None
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [(b"{not json", 422, "invalid_parameter"), (b"\xff\xfe{", 400, "bad_request")],
+)
+def test_a_patch_body_that_does_not_parse_is_a_documented_4xx(
+    client: TestClient, data_dir: Path, body: bytes, status: int, code: str
+) -> None:
+    image = upload(client, (data_dir / "cat.jpg").read_bytes()).json()["images"][0]
+    headers = {"Content-Type": "application/json"}
+    r = client.patch(f"/v1/images/{image['id']}", content=body, headers=headers)
+    assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    assert r.headers["content-type"] == "application/problem+json" and r.json()["detail"]
+
+
 def test_patch_unknown_image_is_404(client: TestClient) -> None:
     r = client.patch(f"/v1/images/{'a' * 64}", json={"label": "x"})
     assert r.status_code == 404 and r.json()["code"] == "image_not_found"

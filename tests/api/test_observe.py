@@ -47,3 +47,18 @@ def test_the_access_log_names_a_made_up_method_as_other(
     assert client.request("X" * 2000, "/v1/images").status_code == 405
     (line,) = access_log().splitlines()
     assert " other /v1/images 405 " in line and "XXX" not in line
+
+
+def test_the_access_log_has_no_headers_query_or_body(
+    access_log: Callable[[], str], make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client()
+    r = client.patch(
+        f"/v1/images/{'a' * 64}?secret-in-query=q1w2e3",
+        json={"label": "secret-in-body"},
+        headers={"X-Note": "secret-in-header", "Cookie": "session=secret-in-cookie"},
+    )
+    assert r.status_code == 404
+    (line,) = access_log().splitlines()
+    assert f" PATCH /v1/images/{'a' * 64} 404 " in line, line
+    assert "secret" not in line and "q1w2e3" not in line

@@ -151,7 +151,12 @@ def test_format_is_sniffed_not_trusted(client: TestClient, data_dir: Path) -> No
     assert r.status_code == 201, r.text
     img = r.json()["images"][0]
     assert img["format"] == "png" and img["content_type"] == "image/jpeg"
-    assert client.get(img["original"]["url"]).headers["content-type"] == "image/png"
+    original = client.get(img["original"]["url"])
+    assert original.headers["content-type"] == "image/png"
+    rendition = client.get(img["renditions"]["default"]["url"])
+    assert rendition.headers["content-type"] == "image/jpeg"
+    for served in (original, rendition):  # a browser must not second-guess the sniffed type
+        assert served.headers["x-content-type-options"] == "nosniff"
 
 
 def problem(r: Any, status: int, code: str) -> dict[str, Any]:

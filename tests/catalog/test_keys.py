@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +79,30 @@ def test_scopes_are_checked() -> None:
         check_scopes(["read", "write"])
     with pytest.raises(ValueError, match="at least one scope"):
         check_scopes([])
+
+
+def test_secrets_are_256_random_bits(keys: KeyStore) -> None:
+    secrets = [keys.create(["read"]).token.split("_", 2)[2] for _ in range(3)]
+    for secret in secrets:
+        assert len(base64.urlsafe_b64decode(secret + "=")) == 32
+    assert len(set(secrets)) == 3
+
+
+def test_an_unknown_id_costs_the_same_comparison_as_a_wrong_secret(
+    keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verification compares digests in constant time, also when the id is unknown."""
+    compared: list[tuple[str, str]] = []
+    compare = hmac.compare_digest
+
+    def spy(a: str, b: str) -> bool:
+        compared.append((a, b))
+        return compare(a, b)
+
+    monkeypatch.setattr("imgest.catalog.keys.hmac.compare_digest", spy)
+    token = keys.create(["read"]).token
+    key_id = token.split("_")[1]
+    assert keys.verify(token.replace(key_id, "0" * 12)) is None  # unknown id
+    assert keys.verify(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")) is None
+    assert keys.verify(token) is not None
+    assert len(compared) == 3 and all(len(a) == len(b) == 64 for a, b in compared)

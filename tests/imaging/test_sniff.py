@@ -606,3 +606,30 @@ def test_float_tiff_layouts_pillow_cannot_read_are_415(maker: str) -> None:
     with pytest.raises(UnsupportedPixelFormat) as raised:
         probe(getattr(make_corpus, maker)())
     assert raised.value.status == 415 and raised.value.code == "unsupported_pixel_format"
+
+
+def test_the_bytes_per_pixel_the_settings_quote_are_the_probes(
+    read: Callable[[str], bytes],
+) -> None:
+    """IMGEST_MAX_DECODE_BYTES's description (and the docs made from it) quotes these costs."""
+    import re
+
+    from imgest.config import Settings
+    from tests.hostile.make_corpus import tiff_float32
+
+    description = Settings.model_fields["max_decode_bytes"].description or ""
+    quoted = dict(re.findall(r" ?([A-Za-z/0-9 -]+?) \+?(\d+)[,)]", description.split("(", 2)[2]))
+    samples = {
+        "JPEG RGB": [read("cat.jpg")],
+        "PNG/TIFF RGB": [read("cat.png"), read("cat.tiff")],
+        "16-bit grey": [read("cat-gray16.png")],
+        "float": [tiff_float32()],
+        "WebP": [read("cat.webp")],
+        "HEIF/AVIF": [read("cat.heic"), read("cat.avif")],
+    }
+    assert set(quoted) == {*samples, "alpha"}, quoted
+    for label, files in samples.items():
+        for data in files:
+            assert probe(data).bytes_per_pixel == int(quoted[label]), label
+    alpha = probe(read("cat-rgba.png")).bytes_per_pixel - probe(read("cat.png")).bytes_per_pixel
+    assert alpha == int(quoted["alpha"])
