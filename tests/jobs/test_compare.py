@@ -48,5 +48,5 @@ def test_compare_picks_versions_and_refuses_unknown_runs(
     assert result.b == done.key and result.images == 6 and result.labelled == 0
     assert len(result.disagreements) == min(2, 6 - result.agree)
     html = render_html(result)
-    assert "No image has a ground-truth label" in html
+    assert "No image has ground truth" in html
     assert sum(result.a_hist) == sum(result.b_hist) == 6

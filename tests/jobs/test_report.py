@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from imgest.catalog.records import PredictionKey, PredictionPair
 from imgest.jobs.compare import Comparison, Disagreement
 from imgest.jobs.report import render_html
+from tests.glossary import bare_labels
 
 # Strings a model's class list or a person's ground truth may hold: markup, both quotes,
 # an ampersand and Jinja2's own delimiters (which must come out as text, not be evaluated).
@@ -72,7 +73,7 @@ def test_hostile_class_names_and_ground_truth_are_text() -> None:
     for text in HOSTILE:
         assert f"A: {text} 0.90" in page.text
         assert f"B: {text} 0.50" in page.text
-        assert f"truth: {text}" in page.text
+        assert f"ground truth: {text}" in page.text
         assert text in page.attributes  # the matrix row's title
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert '"><img src=x' not in html and "it's" not in html  # quotes escaped in attributes too
@@ -98,5 +99,18 @@ def test_report_layout() -> None:
     assert f"Disagreements ({c.images - c.agree}; the {len(c.disagreements)} most" in page.text
     assert page.text.count("(no rendition)") == len(c.disagreements) - 1
     empty = parse(render_html(Comparison(c.a, c.a)))
-    assert "No image has a ground-truth label: no accuracy." in empty.text
+    assert "No image has ground truth: no accuracy." in empty.text
     assert "A and B agree on every image." in empty.text
+
+
+def test_report_uses_the_glossary_words() -> None:
+    """Class, ground truth, images with ground truth: never the bare "label"
+    (docs/glossary.md)."""
+    key = PredictionKey("m", "v" * 64, "p", "pv")
+    c = Comparison(key, key)
+    c.add(PredictionPair("a" * 64, "tabby", "tabby", 0.9, "lynx", 0.5))
+    c.disagreements = [Disagreement(PredictionPair("a" * 64, "tabby", "tabby", 0.9, "lynx", 0.5))]
+    for comparison in (c, Comparison(key, key)):
+        assert bare_labels(render_html(comparison)) == []
+    page = parse(render_html(c))
+    assert "(over the 1 images that have it)" in page.text and "ground truth: tabby" in page.text
