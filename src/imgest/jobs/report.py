@@ -13,18 +13,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from imgest.jobs.compare import BINS, Comparison
 
-CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
-th{background:#f4f4f4}th.row{text-align:left;max-width:14em;overflow:hidden}
-.big{font-size:2em;font-weight:600}.runs td{text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:10px}
-.card{width:132px;font-size:11px;border:1px solid #ddd;padding:4px}
-.card img{width:112px;height:112px;object-fit:contain;display:block;margin:0 auto}
-.a{color:#1f6feb}.b{color:#d1242f}.muted{color:#888}
-"""
-
 
 @dataclass(frozen=True)
 class Matrix:
@@ -66,7 +54,6 @@ def render_html(c: Comparison, *, top: int = 10) -> str:
     classes = c.top_labels(top)
     return _template().render(
         c=c,
-        css=CSS,
         classes=classes,
         matrix=matrix(c, classes),
         histograms=[
