@@ -347,13 +347,13 @@ def _pipelines() -> dict[str, Any]:
 @app.command("label")
 def label(
     image: Annotated[str | None, typer.Argument(help="Image id (sha256).")] = None,
-    value: Annotated[str | None, typer.Argument(help="The true label.")] = None,
-    clear: Annotated[bool, typer.Option(help="Remove the label instead.")] = False,
+    value: Annotated[str | None, typer.Argument(help="Its ground truth (a class name).")] = None,
+    clear: Annotated[bool, typer.Option(help="Remove its ground truth instead.")] = False,
     from_csv: Annotated[
         Path | None, typer.Option(help="CSV of image_id,label rows (a header row is skipped).")
     ] = None,
 ) -> None:
-    """Set ground-truth labels: one image, or many from a CSV."""
+    """Set ground truth: one image, or many from a CSV."""
     import csv
 
     from imgest.app import open_catalog
@@ -427,7 +427,7 @@ def upload_files(
     tag: TagOption = None,
     description: DescriptionOption = None,
     label: Annotated[
-        str | None, typer.Option(help="Ground-truth label for every file (field 'label').")
+        str | None, typer.Option(help="Ground truth for every file (form field 'label').")
     ] = None,
     concurrency: ConcurrencyOption = 4,
     retries: RetriesOption = 8,
@@ -829,7 +829,7 @@ def compare(
         Path | None, typer.Option("--json", help="Also write the JSON summary here ('-': stdout).")
     ] = None,
     where: Where = None,
-    top: Annotated[int, typer.Option(help="Labels in the change matrix.", min=1)] = 10,
+    top: Annotated[int, typer.Option(help="Classes in the change matrix.", min=1)] = 10,
     thumbnails: Annotated[int, typer.Option(help="Disagreements shown.", min=0)] = 48,
     storage: StorageOption = None,
     catalog: CatalogOption = None,

@@ -7,6 +7,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.glossary import listed
+
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_pages_load_only_local_assets(client: TestClient, page: str) -> None:
@@ -27,3 +29,24 @@ def test_docs_pages_load_only_local_assets(client: TestClient, page: str) -> Non
         assert "/docs/assets/swagger-ui-bundle.js" in scripts
         assert "validatorUrl: null" in client.get("/docs/init.js").text
         assert "/openapi.json" in r.text
+
+
+def test_api_names_with_label_are_in_the_glossary(client: TestClient) -> None:
+    """A field or parameter named "label" means ground truth, a class or the top-1 filter:
+    docs/glossary.md says which, for each one (new names use the glossary's words)."""
+    spec = client.get("/openapi.json").json()
+    names = {
+        name
+        for schema in spec["components"]["schemas"].values()
+        for name in schema.get("properties", {})
+    }
+    names |= {
+        p["name"]
+        for path in spec["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict)
+        for p in op.get("parameters", [])
+    }
+    with_label = {n for n in names if "label" in n}
+    assert "label" in with_label  # the image's ground truth, the top-k entry's class
+    assert [n for n in sorted(with_label) if not listed(n)] == []

@@ -14,6 +14,7 @@ from PIL import Image
 
 from imgest.api import ui
 from imgest.api.images import image_out
+from tests.glossary import bare_labels
 
 
 def put(client: TestClient, path: Path, name: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -250,3 +251,18 @@ def test_long_labels_have_the_whole_label_as_a_tooltip(client: TestClient) -> No
     page = client.get(f"/images/{image['id']}").text
     for top in image["predictions"][0]["top"]:
         assert f'<span class="top-label" title="{top["label"]}">' in page
+
+
+def test_pages_use_the_glossary_words(client: TestClient, data_dir: Path) -> None:
+    """The UI says class, ground truth and top-1 filter, never the ambiguous bare "label"
+    (docs/glossary.md); the form field and query parameter keep their API name."""
+    image = put(client, data_dir / "coffee.jpg", label="espresso")
+    pages = {
+        path: client.get(path).text
+        for path in ("/", "/gallery", "/gallery?label=espresso", f"/images/{image['id']}")
+    }
+    for path, html in pages.items():
+        assert bare_labels(html) == [], path
+    assert "Top-1 class" in pages["/gallery"] and 'name="label"' in pages["/gallery"]
+    assert "Ground truth" in pages[f"/images/{image['id']}"]
+    assert "Set ground truth" in pages[f"/images/{image['id']}"]

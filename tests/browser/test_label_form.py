@@ -21,7 +21,7 @@ def test_ground_truth_form_sends_patch_and_shows_the_answer(
     page.goto(f"{server.base}/images/{image['id']}")
     expect(page.locator("#truth-value")).to_have_text("not set")
 
-    field = page.get_by_label("Set label")
+    field = page.get_by_label("Set ground truth")
     field.fill("espresso")
     with page.expect_request(lambda r: r.method == "PATCH") as sent:
         page.get_by_role("button", name="Save").click()

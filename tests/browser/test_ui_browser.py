@@ -129,7 +129,7 @@ def test_upload_gallery_and_image_page(
     coffee = next(i for i in coffee_label["items"] if i["filename"] == "coffee.jpg")
     label = coffee["predictions"][0]["top"][0]["label"]
     page.get_by_label("Tag").fill("")
-    page.get_by_label("Predicted label").fill(label)
+    page.get_by_label("Top-1 class").fill(label)
     page.get_by_role("button", name="Filter").click()
     expect(cards).to_have_count(1)
     expect(cards.locator(".card-name")).to_have_text("coffee.jpg")
@@ -236,5 +236,5 @@ def test_keyboard_only_upload(page: Page, server: Server, data_dir: Path, artifa
     expect(page.locator(".kv")).to_contain_text("typed with keys")
     # Every gallery filter has a label.
     page.goto(server.base + "/gallery")
-    for name in ("Predicted label", "Tag", "Uploaded from", "Uploaded to"):
+    for name in ("Top-1 class", "Tag", "Uploaded from", "Uploaded to"):
         expect(page.get_by_label(name)).to_be_editable()

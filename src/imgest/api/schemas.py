@@ -65,7 +65,7 @@ class ImagePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str | None = Field(default=None, description="Ground-truth label; null clears it.")
+    label: str | None = Field(default=None, description="Ground truth; null clears it.")
     tags: list[str] | None = Field(default=None, description="Replaces the tags.")
     description: str | None = Field(
         default=None, max_length=16 * 1024, description="The `description` field; null clears."

@@ -50,7 +50,7 @@ _REQUEST_BODY = {
                     "description": {"type": "string"},
                     "label": {
                         "type": "string",
-                        "description": "Ground-truth label of every file in the request.",
+                        "description": "Ground truth of every file in the request.",
                     },
                 },
                 "additionalProperties": {"type": "string"},

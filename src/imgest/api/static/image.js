@@ -1,4 +1,4 @@
-// Image page: set the ground-truth label with PATCH /v1/images/{id} (only loaded when the
+// Image page: set the image's ground truth with PATCH /v1/images/{id} (only loaded when the
 // server has that route). Server messages only ever go into textContent.
 "use strict";
 

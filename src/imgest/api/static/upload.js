@@ -69,8 +69,8 @@
     if (!applied) return "";
     const parts = [];
     if (applied.tags_added.length) parts.push("Tags added: " + applied.tags_added.join(", "));
-    if (applied.label === "set") parts.push("label set");
-    if (applied.label === "conflict") parts.push("label kept (it has another one)");
+    if (applied.label === "set") parts.push("ground truth set");
+    if (applied.label === "conflict") parts.push("ground truth kept (it has another one)");
     if (applied.fields_set.length) parts.push("set: " + applied.fields_set.join(", "));
     if (applied.fields_conflict.length) parts.push("kept its own " + applied.fields_conflict.join(", "));
     return parts.length ? parts.join(" · ") : "Nothing new to add: tags and description as stored.";
