@@ -298,7 +298,7 @@ def test_commit_failure_leaves_no_row(
         def fail() -> bool:
             raise OperationalError("INSERT", {}, Exception("database is gone"))
 
-        return bool(catalog._guard(fail))
+        return bool(catalog.guard(fail))
 
     monkeypatch.setattr(catalog, "add_image", broken)
     problem(upload(client, [("cat.jpg", cat)]), 503, "catalog_unavailable")

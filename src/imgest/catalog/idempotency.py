@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from imgest.catalog.models import IdempotencyRow
-from imgest.catalog.repo import Catalog
+from imgest.catalog.session import Database
 
 Outcome = Literal["acquired", "replay", "in_flight", "mismatch"]
 
@@ -40,17 +40,13 @@ class Claim:
 class IdempotencyKeys:
     """The idempotency_keys table: one row per (principal, key)."""
 
-    def __init__(self, catalog: Catalog, *, ttl: timedelta, lock: timedelta) -> None:
+    def __init__(self, catalog: Database, *, ttl: timedelta, lock: timedelta) -> None:
         self.catalog = catalog
         self.ttl = ttl
         self.lock = lock  # an in-flight row older than this belongs to a dead process
 
     def claim(self, principal: str, key: str, fingerprint: str, now: datetime) -> Claim:
         """Own `key` for a new request with `fingerprint`, or report why not."""
-        return self.catalog._guard(lambda: self._claim(principal, key, fingerprint, now))
-
-    def _claim(self, principal: str, key: str, fingerprint: str, now: datetime) -> Claim:
-        sessions = self.catalog._sessions
         fresh = {
             "fingerprint": fingerprint,
             "locked_at": now,
@@ -62,7 +58,7 @@ class IdempotencyKeys:
         }
         for _ in range(3):  # the row may vanish (released) between the steps below
             try:
-                with sessions() as session, session.begin():
+                with self.catalog.writing() as session:
                     session.add(IdempotencyRow(principal=principal, key=key, **fresh))
                 return Claim("acquired")
             except IntegrityError:
@@ -76,7 +72,7 @@ class IdempotencyKeys:
                     IdempotencyRow.fingerprint == fingerprint,
                 ),
             )
-            with sessions() as session, session.begin():
+            with self.catalog.writing() as session:
                 taken = session.execute(
                     update(IdempotencyRow).where(same_key, reclaimable).values(**fresh)
                 )
@@ -94,45 +90,31 @@ class IdempotencyKeys:
 
     def complete(self, principal: str, key: str, response: StoredResponse) -> None:
         """Store the final response of the request that owns `key`."""
-
-        def run() -> None:
-            with self.catalog._sessions() as session, session.begin():
-                session.execute(
-                    update(IdempotencyRow)
-                    .where(IdempotencyRow.principal == principal, IdempotencyRow.key == key)
-                    .values(
-                        status=response.status,
-                        content_type=response.content_type,
-                        body=response.body,
-                        locked_at=None,
-                    )
+        with self.catalog.writing() as session:
+            session.execute(
+                update(IdempotencyRow)
+                .where(IdempotencyRow.principal == principal, IdempotencyRow.key == key)
+                .values(
+                    status=response.status,
+                    content_type=response.content_type,
+                    body=response.body,
+                    locked_at=None,
                 )
-
-        self.catalog._guard(run)
+            )
 
     def release(self, principal: str, key: str) -> None:
         """Forget an unfinished key (its request failed with 5xx): a retry runs afresh."""
-
-        def run() -> None:
-            with self.catalog._sessions() as session, session.begin():
-                session.execute(
-                    delete(IdempotencyRow).where(
-                        IdempotencyRow.principal == principal,
-                        IdempotencyRow.key == key,
-                        IdempotencyRow.status.is_(None),
-                    )
+        with self.catalog.writing() as session:
+            session.execute(
+                delete(IdempotencyRow).where(
+                    IdempotencyRow.principal == principal,
+                    IdempotencyRow.key == key,
+                    IdempotencyRow.status.is_(None),
                 )
-
-        self.catalog._guard(run)
+            )
 
     def purge(self, now: datetime) -> int:
         """Delete expired keys; returns how many."""
-
-        def run() -> int:
-            with self.catalog._sessions() as session, session.begin():
-                gone = session.execute(
-                    delete(IdempotencyRow).where(IdempotencyRow.expires_at <= now)
-                )
-                return int(gone.rowcount)  # type: ignore[attr-defined]
-
-        return self.catalog._guard(run)
+        with self.catalog.writing() as session:
+            gone = session.execute(delete(IdempotencyRow).where(IdempotencyRow.expires_at <= now))
+            return int(gone.rowcount)  # type: ignore[attr-defined]

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, String, select, update
+from sqlalchemy import JSON, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from imgest.catalog.models import Base
-from imgest.catalog.repo import Catalog
+from imgest.catalog.models import Base, UTCDateTime
+from imgest.catalog.session import Database
 
 SCOPES = ("upload", "read", "admin")
 PREFIX = "imgest"
@@ -34,8 +34,8 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     scopes: Mapped[list[str]] = mapped_column(JSON)
     secret_sha256: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,9 @@ def _key(row: ApiKeyRow) -> ApiKey:
         id=row.id,
         name=row.name,
         scopes=tuple(row.scopes),
-        created_at=_utc(row.created_at),
-        revoked_at=_utc(row.revoked_at) if row.revoked_at is not None else None,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
     )
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
@@ -96,7 +92,7 @@ class KeyStore:
     Methods are blocking; call them from a worker thread.
     """
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Database) -> None:
         self.catalog = catalog
 
     def create(self, scopes: Iterable[str], name: str = "") -> NewKey:
@@ -112,39 +108,27 @@ class KeyStore:
             created_at=datetime.now(UTC),
             revoked_at=None,
         )
-
-        def run() -> ApiKey:
-            with self.catalog.session() as session, session.begin():
-                session.add(row)
-                session.flush()
-                return _key(row)
-
-        key = self.catalog.guard(run)
+        with self.catalog.writing() as session:
+            session.add(row)
+            session.flush()
+            key = _key(row)
         return NewKey(key=key, token=f"{PREFIX}_{key_id}_{secret}")
 
     def list(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-
-        def run() -> list[ApiKey]:
-            with self.catalog.session() as session:
-                query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
-                return [_key(r) for r in session.execute(query).scalars()]
-
-        return self.catalog.guard(run)
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        with self.catalog.reading() as session:
+            return [_key(r) for r in session.execute(query).scalars()]
 
     def revoke(self, key_id: str) -> bool:
         """Revoke the key; False when no such active key exists."""
-
-        def run() -> bool:
-            with self.catalog.session() as session, session.begin():
-                result = session.execute(
-                    update(ApiKeyRow)
-                    .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                    .values(revoked_at=datetime.now(UTC))
-                )
-                return bool(getattr(result, "rowcount", 0))
-
-        return self.catalog.guard(run)
+        with self.catalog.writing() as session:
+            result = session.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+            return bool(getattr(result, "rowcount", 0))
 
     def verify(self, token: str) -> ApiKey | None:
         """The active key this token belongs to, or None (unknown, malformed or revoked)."""
@@ -152,12 +136,8 @@ class KeyStore:
         if match is None:
             return None
         key_id, secret = match.groups()
-
-        def run() -> ApiKeyRow | None:
-            with self.catalog.session() as session:
-                return session.get(ApiKeyRow, key_id)
-
-        row = self.catalog.guard(run)
+        with self.catalog.reading() as session:
+            row = session.get(ApiKeyRow, key_id)
         # Compare even when the row is missing, so timing does not tell ids apart.
         stored = row.secret_sha256 if row is not None else "0" * 64
         if not hmac.compare_digest(_digest(secret), stored) or row is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -18,7 +18,33 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A `DateTime(timezone=True)` column that takes and gives aware UTC datetimes.
+
+    SQLite keeps the wall time as text and hands back naive datetimes; PostgreSQL a real
+    timestamptz in the session's zone. Converting here, on the way in and out, is the one place
+    every stored time becomes UTC: a naive value means UTC, an aware one is moved to UTC (so
+    SQLite compares the same instants PostgreSQL does). The DDL is `impl`'s: no migration.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """`value` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -38,7 +64,7 @@ class ImageRow(Base):
     filename: Mapped[str] = mapped_column(String(255), default="")
     original_path: Mapped[str] = mapped_column(String(512))
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     label: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
 
     __table_args__ = (
@@ -87,7 +113,7 @@ class PredictionRow(Base):
     top: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     top1_label: Mapped[str] = mapped_column(String(200))
     top1_score: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint(
@@ -109,7 +135,7 @@ class ModelRow(Base):
     labels: Mapped[list[str]] = mapped_column(JSON)
     location: Mapped[str] = mapped_column(String(512))  # blob path, or "bundled:<dir name>"
     active: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_models_version", "version"),)
 
@@ -122,11 +148,11 @@ class IdempotencyRow(Base):
     principal: Mapped[str] = mapped_column(String(200), primary_key=True)  # "" without auth
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    locked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     content_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from imgest.catalog.models import ModelRow
-from imgest.catalog.repo import Catalog, _utc
+from imgest.catalog.repo import Catalog
 from imgest.errors import StorageUnavailable, UnknownModel
 from imgest.scoring.model import BUNDLED_DIR, InputSpec, Model, ModelSpec, read_model_dir
 from imgest.storage.base import BlobStore, StoreError
@@ -106,7 +106,7 @@ class ModelRegistry:
             raise UnknownModel(f"No registered model matches {ref!r}; see `imgest models list`.")
         if version is None:
             active = [r for r in rows if r.active]
-            return active[0] if active else max(rows, key=lambda r: _utc(r.created_at))
+            return active[0] if active else max(rows, key=lambda r: r.created_at)
         if len(rows) > 1:
             raise UnknownModel(f"{ref!r} matches {len(rows)} versions; give more hex digits.")
         return rows[0]
@@ -245,5 +245,5 @@ def _entry(row: ModelRow) -> RegisteredModel:
         version=row.version,
         location=row.location,
         active=bool(row.active),
-        created_at=_utc(row.created_at),
+        created_at=row.created_at,
     )

@@ -1,0 +1,205 @@
+"""Catalog queries of the corpus jobs (rescore, compare, export): keyset pages over the images
+a filter selects, the predictions of runs, and their results written in bulk."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.orm import Session, aliased
+
+from imgest.catalog.filters import ImageFilter, filtered, has_prediction
+from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow
+from imgest.catalog.records import (
+    PendingImage,
+    PredictionKey,
+    PredictionPair,
+    PredictionRecord,
+    PredictionRun,
+    RenditionRecord,
+)
+from imgest.catalog.rows import prediction_record, prediction_values, table
+from imgest.catalog.session import Database
+
+T = TypeVar("T")
+
+
+class CorpusQueries(Database):
+    """What a corpus job reads of the images and predictions, and how it writes its results."""
+
+    def count_images(self, where: ImageFilter | None = None) -> int:
+        """How many images `where` selects."""
+        return self._count(filtered(select(func.count()).select_from(ImageRow), where))
+
+    def count_pending(self, key: PredictionKey, where: ImageFilter | None = None) -> int:
+        """How many images `where` selects lack the `key` prediction."""
+        query = filtered(select(func.count()).select_from(ImageRow), where)
+        return self._count(query.where(~has_prediction(key)))
+
+    def _count(self, query: Select[Any]) -> int:
+        with self.reading() as session:
+            return int(session.execute(query).scalar_one())
+
+    def image_page(
+        self,
+        pipeline: str,
+        pipeline_version: str,
+        *,
+        where: ImageFilter | None = None,
+        lacking: PredictionKey | None = None,
+        after: str | None = None,
+        limit: int = 500,
+    ) -> list[PendingImage]:
+        """One keyset page (by id) of the images `where` selects, each with the path of its
+        stored `pipeline`@`pipeline_version` rendition if any; only those without the
+        `lacking` prediction when it is given."""
+        rendition = aliased(RenditionRow)
+        columns = select(ImageRow.id, ImageRow.original_path, rendition.path, ImageRow.label)
+        query = filtered(columns, where).outerjoin(
+            rendition,
+            _of_image(rendition, pipeline=pipeline, pipeline_version=pipeline_version),
+        )
+        if lacking is not None:
+            query = query.where(~has_prediction(lacking))
+        return self._id_page(query, after, limit, PendingImage)
+
+    def top1_predictions(
+        self, image_ids: Sequence[str], model_version: str, pipeline_version: str
+    ) -> dict[str, PredictionRecord]:
+        """image id -> its prediction by `model_version`: through `pipeline_version` if there
+        is one, else the newest through any pipeline."""
+        query = (
+            select(PredictionRow)
+            .where(
+                PredictionRow.image_id.in_(list(image_ids)),
+                PredictionRow.model_version == model_version,
+            )
+            .order_by(PredictionRow.id)
+        )
+        found: dict[str, PredictionRecord] = {}
+        with self.reading() as session:
+            for row in session.execute(query).scalars():
+                have = found.get(row.image_id)
+                if have is None or have.pipeline_version != pipeline_version:
+                    found[row.image_id] = prediction_record(row)
+        return found
+
+    def add_results(
+        self, results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]]
+    ) -> int:
+        """Record (image id, prediction, new rendition or None) triples in one transaction.
+
+        Idempotent: a prediction or rendition already recorded under its key is left as it
+        is. Returns how many predictions were new.
+        """
+        if not results:
+            return 0
+        predictions = [prediction_values(i, p) for i, p, _ in results]
+        renditions = [
+            {**dataclasses.asdict(r), "image_id": i} for i, _, r in results if r is not None
+        ]
+        with self.writing() as session:
+            _insert_new(session, RenditionRow, renditions)
+            return _insert_new(session, PredictionRow, predictions)
+
+    def prediction_runs(self, model: str, pipeline: str) -> list[PredictionRun]:
+        """Every (model version, pipeline version) of these names with predictions, newest
+        first (by its latest prediction)."""
+        key = (
+            PredictionRow.model,
+            PredictionRow.model_version,
+            PredictionRow.pipeline,
+            PredictionRow.pipeline_version,
+        )
+        query = (
+            select(*key, func.count(), func.max(PredictionRow.created_at))
+            .where(PredictionRow.model == model, PredictionRow.pipeline == pipeline)
+            .group_by(*key)
+        )
+        with self.reading() as session:
+            runs = [
+                PredictionRun(PredictionKey(*row[:4]), int(row[4]), row[5])
+                for row in session.execute(query)
+            ]
+        return sorted(runs, key=lambda r: r.latest, reverse=True)
+
+    def paired_predictions(
+        self,
+        a: PredictionKey,
+        b: PredictionKey,
+        *,
+        where: ImageFilter | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> list[PredictionPair]:
+        """Images `where` selects that have both predictions: one keyset page, by id."""
+        pa, pb = aliased(PredictionRow), aliased(PredictionRow)
+        query = filtered(
+            select(
+                ImageRow.id,
+                ImageRow.label,
+                pa.top1_label,
+                pa.top1_score,
+                pb.top1_label,
+                pb.top1_score,
+            ),
+            where,
+        )
+        for alias, key in ((pa, a), (pb, b)):
+            query = query.join(
+                alias,
+                _of_image(
+                    alias, model_version=key.model_version, pipeline_version=key.pipeline_version
+                ),
+            )
+        return self._id_page(query, after, limit, PredictionPair)
+
+    def _id_page(
+        self, query: Select[*tuple[Any, ...]], after: str | None, limit: int, make: Callable[..., T]
+    ) -> list[T]:
+        """One keyset page of `query` (over ImageRow), by image id after `after`; each row
+        made into `make(*row)`."""
+        if after is not None:
+            query = query.where(ImageRow.id > after)
+        with self.reading() as session:
+            rows = session.execute(query.order_by(ImageRow.id).limit(limit))
+            return [make(*row) for row in rows]
+
+    def rendition_paths(
+        self, image_ids: Sequence[str], pipeline: str, version: str
+    ) -> dict[str, str]:
+        """image id -> path of its stored `pipeline`@`version` rendition, where one exists."""
+        query = select(RenditionRow.image_id, RenditionRow.path).where(
+            RenditionRow.image_id.in_(list(image_ids)),
+            RenditionRow.pipeline == pipeline,
+            RenditionRow.pipeline_version == version,
+        )
+        with self.reading() as session:
+            return {image_id: path for image_id, path in session.execute(query)}
+
+
+def _of_image(alias: Any, **equal: str) -> ColumnElement[bool]:
+    """The join condition of `alias` (a table with an image_id) on the query's ImageRow, for
+    its rows whose columns hold these values."""
+    return and_(alias.image_id == ImageRow.id, *(getattr(alias, c) == v for c, v in equal.items()))
+
+
+def _insert_new(session: Session, cls: type[Base], rows: list[dict[str, Any]]) -> int:
+    """INSERT rows, skipping those whose key is already there; returns how many were new."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - the catalog runs on SQLite or PostgreSQL
+        raise NotImplementedError(f"idempotent insert on {dialect}")
+    # One cached statement run for many rows (SQLAlchemy's "insertmanyvalues"), not a
+    # multi-VALUES statement compiled anew per call; RETURNING counts the rows inserted.
+    target = table(cls)
+    key = next(iter(target.columns))
+    statement = insert(target).on_conflict_do_nothing().returning(key)
+    return len(session.execute(statement, rows).all())
