@@ -235,7 +235,10 @@ def test_low_confidence_predictions_are_marked_with_a_legend(
     sure = card_html(gallery, coffee["id"])
     assert 'class="chip label"' in sure and "unsure" not in sure
     page = client.get(f"/images/{cat['id']}").text
-    assert '<li class="unsure"><span class="top-name"><span class="top-label"' in page and 'class="legend' in page
+    assert (
+        '<li class="unsure"><span class="top-name"><span class="top-label"' in page
+        and 'class="legend' in page
+    )
     assert '<li class="unsure">' not in client.get(f"/images/{coffee['id']}").text
 
 
