@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 from imgest.catalog.records import PredictionKey, PredictionRecord, RenditionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import JobError
+from imgest.errors import JobError, StorageUnavailable
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.raydata import RayEngine, require_ray
@@ -267,3 +267,11 @@ def _record(
     new = catalog.add_results(results)
     summary.scored += new
     summary.skipped += len(results) - new
+    down = next((o for o in outcomes if o.unavailable), None)
+    if down is not None:
+        # A store that does not answer fails every image after it too, one storage timeout
+        # per batch: stop (exit 3) rather than go through the whole corpus that way.
+        raise StorageUnavailable(
+            f"blob storage is unavailable ({down.error}); the batches done are recorded, "
+            "run the command again to go on"
+        )

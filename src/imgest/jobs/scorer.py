@@ -25,7 +25,12 @@ from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
-from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.base import (
+    BlobNotFoundError,
+    BlobStore,
+    StoreError,
+    StoreUnavailableError,
+)
 from imgest.storage.once import put_all_once
 from imgest.storage.paths import rendition_path
 
@@ -50,6 +55,7 @@ class Outcome:
     top: tuple[Label, ...] = ()
     rendition: RenditionRecord | None = None
     error: str | None = None
+    unavailable: bool = False  # the error is blob storage not answering: the job stops
 
     def to_json(self) -> str:
         """A JSON text (how Ray actors hand outcomes back to the driver)."""
@@ -65,6 +71,7 @@ class Outcome:
             top=tuple(Label(**t) for t in raw["top"]),
             rendition=RenditionRecord(**rendition) if rendition is not None else None,
             error=raw["error"],
+            unavailable=raw.get("unavailable", False),
         )
 
 
@@ -132,11 +139,11 @@ class BatchScorer:
                     data, self.spec.pipeline, self.spec.limits, encode=item.store_rendition
                 )
             except (ImgestError, StoreError) as exc:
-                outcomes[n] = Outcome(item.image_id, error=_reason(exc))
+                outcomes[n] = _failed(item, exc)
         stored = self._store(items, rendered)
         for n, written in stored.items():
             if isinstance(written, ImgestError | StoreError):
-                outcomes[n] = Outcome(items[n].image_id, error=_reason(written))
+                outcomes[n] = _failed(items[n], written)
                 del rendered[n]
             elif isinstance(written, BaseException):
                 raise written
@@ -184,6 +191,11 @@ class BatchScorer:
 
 async def _gather(work: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
     return await asyncio.gather(*work, return_exceptions=True)
+
+
+def _failed(item: WorkItem, exc: Exception) -> Outcome:
+    unavailable = isinstance(exc, StorageUnavailable | StoreUnavailableError)
+    return Outcome(item.image_id, error=_reason(exc), unavailable=unavailable)
 
 
 def _reason(exc: Exception) -> str:
