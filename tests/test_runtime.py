@@ -263,5 +263,5 @@ def test_readyz_answers_in_time_when_the_store_hangs(place: Place, hung_storage:
         r = client.get("/readyz")
         elapsed = time.monotonic() - started
     assert r.status_code == 503
-    assert r.json()["checks"]["storage"] == "unavailable: StoreUnavailableError"
+    assert r.json()["checks"]["storage"] == "unavailable: StoreTimeoutError"
     assert elapsed < STORAGE_BOUND_S

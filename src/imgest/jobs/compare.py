@@ -25,7 +25,7 @@ from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
 from imgest.errors import JobError
 from imgest.runtime import Runtime
-from imgest.storage.base import BlobStore, StoreError, StoreUnavailableError
+from imgest.storage.base import BlobStore, StoreError, StoreTimeoutError
 
 BINS = 20  # confidence histogram bins over [0, 1]
 PAGE = 1000
@@ -211,7 +211,7 @@ async def _thumbnails(runtime: Runtime, paths: dict[str, str]) -> dict[str, str]
 async def _thumbnail(store: BlobStore, path: str, size: int = 112) -> str:
     try:
         data = await (await store.get(path)).read()
-    except StoreUnavailableError:
+    except StoreTimeoutError:
         raise  # a store that does not answer is an outage (exit 3), not a missing thumbnail
     except StoreError:
         return ""  # the report says so; fsck finds the missing blob

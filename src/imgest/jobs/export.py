@@ -33,7 +33,7 @@ from typing import IO, Any, Literal
 from imgest.catalog.records import PendingImage, PredictionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import ImgestError, JobError, StorageUnavailable
+from imgest.errors import ImgestError, JobError
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.jobs.progress import progress_bar
@@ -42,7 +42,7 @@ from imgest.labels import MIN_SCORE, Vocabulary
 from imgest.rendering import render, rendition_record_of
 from imgest.runtime import Runtime
 from imgest.scoring.registry import RegisteredModel
-from imgest.storage.base import BlobStore, StoreError, StoreUnavailableError
+from imgest.storage.base import BlobStore, StoreError, timed_out
 from imgest.storage.once import put_once
 from imgest.storage.paths import rendition_path
 
@@ -215,9 +215,10 @@ class _Source:
             return None
         try:
             jpeg = self._rendition(image)
-        except (StorageUnavailable, StoreUnavailableError):
-            raise  # an outage stops the export (exit 3; a rerun resumes), not one image
         except (ImgestError, StoreError) as exc:
+            if timed_out(exc):  # a store that does not answer would make each image wait
+                raise  # exit 3; a rerun resumes
+
             self.summary.failed.append((image.id, str(exc)))
             return None
         return Sample(image.id, label, jpeg, entry)

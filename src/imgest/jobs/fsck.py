@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from imgest.catalog.repo import BlobRef, Catalog
-from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError, StoreUnavailableError
+from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError, StoreTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class _Check:
         self.report = report
         self.deep = deep
         self.on_problem = on_problem
-        self.unavailable: StoreUnavailableError | None = None
+        self.unavailable: StoreTimeoutError | None = None  # the store stopped answering
 
     async def blob(self, ref: BlobRef, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
@@ -112,7 +112,7 @@ class _Check:
                 meta = await self.store.head(ref.path)
             except BlobNotFoundError:
                 return self._problem("missing", ref, "no blob at this path")
-            except StoreUnavailableError as exc:
+            except StoreTimeoutError as exc:
                 self.unavailable = exc
                 return None
             except StoreError as exc:
@@ -133,7 +133,7 @@ class _Check:
                 self.report.bytes_hashed += len(chunk)
         except BlobNotFoundError:
             return self._problem("missing", ref, "no blob at this path")
-        except StoreUnavailableError as exc:
+        except StoreTimeoutError as exc:
             self.unavailable = exc
             return None
         except StoreError as exc:

@@ -270,7 +270,8 @@ def _record(
     down = next((o for o in outcomes if o.unavailable), None)
     if down is not None:
         # A store that does not answer fails every image after it too, one storage timeout
-        # per batch: stop (exit 3) rather than go through the whole corpus that way.
+        # per batch: stop (exit 3) rather than go through the whole corpus that way. Errors
+        # that come back at once (a failed flush) fail their batch only.
         raise StorageUnavailable(
             f"blob storage is unavailable ({down.error}); the batches done are recorded, "
             "run the command again to go on"

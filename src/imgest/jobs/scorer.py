@@ -29,7 +29,7 @@ from imgest.storage.base import (
     BlobNotFoundError,
     BlobStore,
     StoreError,
-    StoreUnavailableError,
+    timed_out,
 )
 from imgest.storage.once import put_all_once
 from imgest.storage.paths import rendition_path
@@ -55,7 +55,7 @@ class Outcome:
     top: tuple[Label, ...] = ()
     rendition: RenditionRecord | None = None
     error: str | None = None
-    unavailable: bool = False  # the error is blob storage not answering: the job stops
+    unavailable: bool = False  # blob storage did not answer in time: the job stops
 
     def to_json(self) -> str:
         """A JSON text (how Ray actors hand outcomes back to the driver)."""
@@ -194,8 +194,7 @@ async def _gather(work: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]
 
 
 def _failed(item: WorkItem, exc: Exception) -> Outcome:
-    unavailable = isinstance(exc, StorageUnavailable | StoreUnavailableError)
-    return Outcome(item.image_id, error=_reason(exc), unavailable=unavailable)
+    return Outcome(item.image_id, error=_reason(exc), unavailable=timed_out(exc))
 
 
 def _reason(exc: Exception) -> str:

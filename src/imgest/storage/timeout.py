@@ -16,7 +16,7 @@ from imgest.storage.base import (
     BlobStore,
     PutMode,
     StoreError,
-    StoreUnavailableError,
+    StoreTimeoutError,
     signed_url,
 )
 
@@ -24,12 +24,12 @@ T = TypeVar("T")
 
 
 async def bounded(seconds: float, what: str, call: Awaitable[T]) -> T:
-    """Await `call`, or raise StoreUnavailableError after `seconds`."""
+    """Await `call`, or raise StoreTimeoutError (a StoreUnavailableError) after `seconds`."""
     try:
         with anyio.fail_after(seconds):
             return await call
     except TimeoutError:
-        raise StoreUnavailableError(f"{what} took longer than {seconds:g} s") from None
+        raise StoreTimeoutError(f"{what} took longer than {seconds:g} s") from None
 
 
 async def _bounded_steps(seconds: float, what: str, steps: AsyncIterator[T]) -> AsyncIterator[T]:
