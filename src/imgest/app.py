@@ -1,4 +1,4 @@
-"""create_app(settings): wiring only (store, catalog, model, services, routes)."""
+"""create_app(settings): wiring only: services over a Runtime's resources, and the routes."""
 
 from __future__ import annotations
 
