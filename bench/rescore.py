@@ -139,18 +139,17 @@ def bound(
     (time.time) reaches `start_at`, so loops in several processes run at the same time.
     device="cuda" runs the model on the GPU (bench/gpu.py).
     """
-    from imgest.catalog.repo import Catalog
     from imgest.jobs.scorer import BatchScorer, WorkItem
-    from imgest.storage.registry import open_store
+    from imgest.runtime import Runtime
 
-    catalog = Catalog.open(settings.catalog_url)
+    catalog = Runtime(settings).open_catalog()
     try:
         spec = rescore.scorer_spec(settings, catalog, None, PIPELINE, device)
         page = catalog.image_page(spec.pipeline.name, spec.pipeline.version, limit=1_000_000)
     finally:
         catalog.close()
     items = [WorkItem(p.id, p.original_path, store) for p in page]
-    scorer = BatchScorer(spec, store=open_store(settings.storage_url), model=spec.load_model())
+    scorer = BatchScorer.from_spec(spec)  # the store and model a rescore worker gets
     scorer.score(items[:BATCH])  # warm-up: onnxruntime's first run allocates
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(affinity) if core is None else core})

@@ -1,4 +1,4 @@
-"""create_app(settings): wiring only (store, catalog, model, services, routes)."""
+"""create_app(settings): wiring only: services over a Runtime's resources, and the routes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TypeVar
 
-import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,24 +24,16 @@ from imgest.api.images import Links
 from imgest.api.multipart import UploadLimits
 from imgest.api.observe import RequestObserver
 from imgest.api.origin import OriginGuard
-from imgest.catalog.db import CatalogOptions
 from imgest.catalog.idempotency import IdempotencyKeys
 from imgest.catalog.keys import KeyStore
-from imgest.catalog.repo import Catalog
 from imgest.config import Settings
 from imgest.corpus import Corpus
 from imgest.errors import ConfigError
-from imgest.imaging.limits import ImageLimits
-from imgest.imaging.pipeline import Pipeline
-from imgest.imaging.pipelines import load_pipelines
 from imgest.ingest import IngestService
-from imgest.metrics import Gauges, Metrics
+from imgest.metrics import Gauges
+from imgest.runtime import Resources, Runtime
 from imgest.scoring.model import Model
-from imgest.scoring.registry import ModelRegistry
 from imgest.scoring.scorers import Scorers
-from imgest.storage.base import BlobStore, StoreOptions
-from imgest.storage.registry import open_store
-from imgest.storage.timeout import TimeoutStore
 
 log = logging.getLogger(__name__)
 
@@ -60,52 +51,6 @@ def upload_limits(settings: Settings) -> UploadLimits:
     return from_settings(UploadLimits, settings)
 
 
-async def _scoring(
-    settings: Settings, catalog: Catalog, store: BlobStore, model: Model | None
-) -> tuple[Scorers, Pipeline, dict[str, Pipeline]]:
-    """The registry-backed scorers and the pipelines sized for the active model."""
-    registry = ModelRegistry(catalog, store)
-    active = await registry.ensure_default(settings.model_dir)
-    scorers = Scorers(
-        registry,
-        top_k=settings.top_k,
-        max_size=settings.batch_max_size,
-        max_wait=settings.batch_max_wait_ms / 1000.0,
-        max_queue=settings.batch_max_queue,
-        threads=settings.inference_threads,
-        device=settings.device,
-        active_ttl=settings.active_model_ttl_s,
-        preloaded=model,
-    )
-    spec = active.spec.input
-    pipelines = load_pipelines(settings, size=spec.size, crop=spec.crop)
-    pipeline = pipelines[settings.pipeline]
-    if pipeline.input_size != spec.size:
-        raise ConfigError(
-            f"IMGEST_PIPELINE (pipeline): {pipeline.name} makes {pipeline.input_size} model "
-            f"inputs, the active model {active.ref} takes {spec.size}"
-        )
-    return scorers, pipeline, pipelines
-
-
-def store_options(settings: Settings) -> StoreOptions:
-    """The remote-store request settings."""
-    return StoreOptions(timeout_s=settings.storage_timeout_s, retries=settings.storage_retries)
-
-
-def catalog_options(settings: Settings) -> CatalogOptions:
-    """The catalog connection settings (`catalog_<name>` in settings)."""
-    names = [f.name for f in dataclasses.fields(CatalogOptions)]
-    return CatalogOptions(**{name: getattr(settings, f"catalog_{name}") for name in names})
-
-
-def open_catalog(settings: Settings, *, migrate_schema: bool = True) -> Catalog:
-    """The catalog that settings name, with their connection settings."""
-    return Catalog.open(
-        settings.catalog_url, options=catalog_options(settings), migrate_schema=migrate_schema
-    )
-
-
 def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     """The ASGI app; resources open at start-up and close at shutdown.
 
@@ -114,7 +59,8 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     pipeline or a bad pipelines file.
     """
 
-    pipelines = load_pipelines(settings)  # a bad pipelines file fails here, before serving
+    runtime = Runtime(settings)
+    pipelines = runtime.pipelines()  # a bad pipelines file fails here, before serving
     if settings.pipeline not in pipelines:
         raise ConfigError(
             f"IMGEST_PIPELINE (pipeline): no pipeline {settings.pipeline!r}; "
@@ -123,70 +69,13 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cpu_threads = settings.workers or os.cpu_count() or 1
-        # Opening the store sweeps stale temp files and migrating touches the database:
-        # blocking work, kept off the event loop.
-        store = await anyio.to_thread.run_sync(
-            lambda: open_store(settings.storage_url, options=store_options(settings))
-        )
-        # The services see a store whose every call is bounded (a hung backend -> 503).
-        bounded = TimeoutStore(store, settings.storage_timeout_s)
-        catalog = await anyio.to_thread.run_sync(lambda: open_catalog(settings))
-        scorers, pipeline, configured = await _scoring(settings, catalog, store, model)
-        limits = ImageLimits.from_settings(settings)
-        cpu = CapacityLimiter(cpu_threads)
-        app.state.store = store
-        app.state.catalog = catalog
-        app.state.scorers = scorers
-        app.state.batcher = await scorers.start()  # the active model's, at start-up
-        app.state.links = Links(settings.public_url)
-        app.state.upload_limits = upload_limits(settings)
-        app.state.ingest = IngestService(
-            store=bounded,
-            catalog=catalog,
-            scorers=scorers,
-            pipeline=pipeline,
-            limits=limits,
-            cpu=cpu,
-            metrics=app.state.metrics,
-        )
-        app.state.idempotency = IdempotencyGate(
-            IdempotencyKeys(
-                catalog,
-                ttl=timedelta(seconds=settings.idempotency_ttl_s),
-                lock=timedelta(seconds=settings.idempotency_lock_s),
-            )
-        )
-        app.state.keys = KeyStore(catalog)
-        admission = from_settings(AdmissionLimits, settings).resolved(cpu_threads)
-        app.state.admission = Admission(admission)
-        app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, scorers)
-        app.state.corpus = Corpus(
-            store=bounded,
-            catalog=catalog,
-            pipelines=configured,
-            limits=limits,
-            cpu=cpu,
-            signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
-        )
-        scorer = app.state.batcher.model
-        log.info(
-            "imgest %s ready: storage=%s catalog=%s model=%s@%s pipeline=%s@%s",
-            __version__,
-            store.url,
-            catalog.engine.url.render_as_string(hide_password=True),
-            scorer.name,
-            scorer.version[:12],
-            pipeline.name,
-            pipeline.version,
-        )
-        try:
-            yield
-        finally:
-            app.state.metrics.gauges = None
-            await scorers.stop()
-            await store.close()
-            catalog.close()
+        async with runtime.open(migrate_schema=True) as opened:
+            await serving(app, runtime, opened, model)
+            try:
+                yield
+            finally:
+                app.state.metrics.gauges = None
+                await app.state.scorers.stop()
 
     docs = settings.api_docs != "off"
     app = FastAPI(
@@ -205,7 +94,8 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     # Settings and metrics exist before start-up, so the auth dependency, problem answers
     # and middleware can read them from the first request.
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.runtime = runtime
+    app.state.metrics = runtime.metrics
     # The guard has checked the key before the app runs; this only documents Bearer auth.
     guarded = [Depends(auth.documented)]
     app.include_router(upload.router, dependencies=guarded)
@@ -233,6 +123,65 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     app.add_middleware(OriginGuard, settings=settings, metrics=app.state.metrics)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     return app
+
+
+async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Model | None) -> None:
+    """Build the services over the runtime's opened resources and put them on `app.state`.
+
+    Every service (readiness probes included) sees the bounded store: a hung backend -> 503.
+    """
+    settings = runtime.settings
+    store, catalog = opened.store, opened.catalog
+    cpu_threads = settings.workers or os.cpu_count() or 1
+    scoring = await runtime.scoring(opened.registry, model)
+    scorers, pipeline = scoring.scorers, scoring.pipeline
+    limits = runtime.limits
+    cpu = CapacityLimiter(cpu_threads)
+    app.state.store = store
+    app.state.catalog = catalog
+    app.state.scorers = scorers
+    app.state.batcher = await scorers.start()  # the active model's, at start-up
+    app.state.links = Links(settings.public_url)
+    app.state.upload_limits = upload_limits(settings)
+    app.state.ingest = IngestService(
+        store=store,
+        catalog=catalog,
+        scorers=scorers,
+        pipeline=pipeline,
+        limits=limits,
+        cpu=cpu,
+        metrics=app.state.metrics,
+    )
+    app.state.idempotency = IdempotencyGate(
+        IdempotencyKeys(
+            catalog,
+            ttl=timedelta(seconds=settings.idempotency_ttl_s),
+            lock=timedelta(seconds=settings.idempotency_lock_s),
+        )
+    )
+    app.state.keys = KeyStore(catalog)
+    admission = from_settings(AdmissionLimits, settings).resolved(cpu_threads)
+    app.state.admission = Admission(admission)
+    app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, scorers)
+    app.state.corpus = Corpus(
+        store=store,
+        catalog=catalog,
+        pipelines=scoring.pipelines,
+        limits=limits,
+        cpu=cpu,
+        signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
+    )
+    scorer = app.state.batcher.model
+    log.info(
+        "imgest %s ready: storage=%s catalog=%s model=%s@%s pipeline=%s@%s",
+        __version__,
+        store.url,
+        catalog.engine.url.render_as_string(hide_password=True),
+        scorer.name,
+        scorer.version[:12],
+        pipeline.name,
+        pipeline.version,
+    )
 
 
 def live_gauges(admission: Admission, ingest: IngestService, scorers: Scorers) -> Gauges:

@@ -121,17 +121,17 @@ def init(
     """
     import anyio
 
-    from imgest.app import open_catalog, store_options
     from imgest.locations import describe
-    from imgest.storage.registry import open_store
+    from imgest.runtime import Runtime
 
     settings = _settings(storage_url=storage, catalog_url=catalog)
+    runtime = Runtime(settings)
 
     async def touch_store() -> None:
-        await open_store(settings.storage_url, options=store_options(settings)).close()
+        await runtime.open_store().close()
 
     anyio.run(touch_store)
-    open_catalog(settings).close()
+    runtime.open_catalog().close()
     typer.echo(f"ready: {describe(settings)}")
 
 
@@ -140,12 +140,12 @@ def migrate(
     catalog: CatalogOption = None,
 ) -> None:
     """Apply catalog migrations to an existing catalog (serve and init also do this)."""
-    from imgest.app import open_catalog
     from imgest.locations import require_existing
+    from imgest.runtime import Runtime
 
     settings = _settings(catalog_url=catalog)
     require_existing(settings.model_copy(update={"storage_url": "memory://"}))
-    open_catalog(settings).close()
+    Runtime(settings).open_catalog().close()
     typer.echo("catalog is up to date")
 
 
@@ -193,22 +193,14 @@ def _with_registry(fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run `fn(registry)` on the configured catalog and store; errors exit 2 with a message."""
     import anyio
 
-    from imgest.app import open_catalog, store_options
-    from imgest.scoring.registry import ModelRegistry
-    from imgest.storage.registry import open_store
+    from imgest.runtime import Runtime
 
     settings = _existing()
 
     async def run() -> T:
-        store = open_store(settings.storage_url, options=store_options(settings))
-        catalog = open_catalog(settings)
-        try:
-            registry = ModelRegistry(catalog, store)
-            await registry.ensure_default(settings.model_dir)
-            return await fn(registry)
-        finally:
-            await store.close()
-            catalog.close()
+        async with Runtime(settings).open(migrate_schema=True) as opened:
+            await opened.registry.ensure_default(settings.model_dir)
+            return await fn(opened.registry)
 
     try:
         return anyio.run(run)
@@ -356,8 +348,8 @@ def label(
     """Set ground truth: one image, or many from a CSV."""
     import csv
 
-    from imgest.app import open_catalog
     from imgest.labels import check_label
+    from imgest.runtime import Runtime
 
     pairs: list[tuple[str, str | None]] = []
     if from_csv is not None:
@@ -370,7 +362,7 @@ def label(
     else:
         raise typer.BadParameter("give IMAGE LABEL, IMAGE --clear, or --from-csv FILE")
     settings = _existing()
-    catalog = open_catalog(settings)
+    catalog = Runtime(settings).open_catalog()
     missing = 0
     try:
         for image_id, raw in pairs:
@@ -568,13 +560,13 @@ app.add_typer(keys_app, name="keys")
 
 
 def _key_store(catalog: str | None) -> KeyStore:
-    from imgest.app import open_catalog
     from imgest.catalog.keys import KeyStore
     from imgest.locations import require_existing
+    from imgest.runtime import Runtime
 
     settings = _settings(catalog_url=catalog)
     require_existing(settings.model_copy(update={"storage_url": "memory://"}))
-    return KeyStore(open_catalog(settings))
+    return KeyStore(Runtime(settings).open_catalog())
 
 
 @keys_app.command("create")
@@ -635,20 +627,14 @@ def _run_job(settings: Settings, job: Callable[[BlobStore, Catalog], Awaitable[T
     """Open the store and catalog that settings name, run `job` on them, close both."""
     import anyio
 
-    from imgest.app import open_catalog, store_options
     from imgest.locations import require_existing
-    from imgest.storage.registry import open_store
+    from imgest.runtime import Runtime
 
     require_existing(settings)
 
     async def main() -> T:
-        store = open_store(settings.storage_url, options=store_options(settings))
-        catalog = open_catalog(settings, migrate_schema=False)
-        try:
-            return await job(store, catalog)
-        finally:
-            await store.close()
-            catalog.close()
+        async with Runtime(settings).open(migrate_schema=False) as opened:
+            return await job(opened.store, opened.catalog)
 
     return anyio.run(main)
 

@@ -229,7 +229,7 @@ def test_a_read_key_cannot_make_the_server_render_and_store(
     reader = bearer(keys.create(["read"]).token)
     uploader = bearer(keys.create(["upload", "read"]).token)
     image = upload(secured, read("cat.jpg"), uploader).json()["images"][0]["id"]
-    store = secured.app.state.store  # type: ignore[attr-defined]
+    store = secured.app.state.store.inner  # type: ignore[attr-defined]
     blobs = set(store._blobs)
     for query in ("", "?redirect=true"):
         r = secured.get(f"/v1/images/{image}/renditions/stretch{query}", headers=reader)

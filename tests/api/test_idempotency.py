@@ -134,7 +134,7 @@ def test_final_4xx_answers_are_stored_and_replayed(
 def test_a_5xx_releases_the_key_so_a_retry_does_the_work(
     client: TestClient, read: Callable[[str], bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.inner  # type: ignore[attr-defined]
     healthy_put = store.put
 
     async def broken_put(*args: Any, **kwargs: Any) -> Any:

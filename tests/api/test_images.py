@@ -78,7 +78,7 @@ def test_unknown_pipeline_is_404(client: TestClient, corpus: list[dict[str, Any]
 
 
 def test_delete_removes_rows_and_blobs(client: TestClient, corpus: list[dict[str, Any]]) -> None:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.inner  # type: ignore[attr-defined]
     assert isinstance(store, MemoryStore)
     target = corpus[0]["id"]
     assert any(target in p for p in store._blobs)

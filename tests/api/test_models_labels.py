@@ -182,7 +182,7 @@ def test_rendition_on_demand_is_stored_once(
     monkeypatch.setattr("imgest.corpus.render", no_render)
     second = client.get(url)
     assert second.status_code == 200 and second.content == first.content
-    tiles = client.app.state.store._blobs  # type: ignore[attr-defined]
+    tiles = client.app.state.store.inner._blobs  # type: ignore[attr-defined]
     assert len([p for p in tiles if p.startswith("renditions/grey@")]) == 1
 
 

@@ -28,7 +28,7 @@ def upload(client: TestClient, files: list[tuple[str, bytes]], **fields: Any) ->
 
 
 def blob_paths(client: TestClient) -> set[str]:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.inner  # type: ignore[attr-defined]
     assert isinstance(store, MemoryStore)
     return set(store._blobs)
 
@@ -316,7 +316,7 @@ def test_commit_failure_leaves_no_row(
 def test_storage_failure_is_503_and_records_nothing(
     client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.inner  # type: ignore[attr-defined]
 
     async def down(*args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailableError("connection refused")
@@ -384,7 +384,7 @@ def test_blobs_removed_before_the_row_commits_are_stored_again(
     before the upload took the image's lock: the upload stores them again before it commits."""
     import anyio.from_thread
 
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.inner  # type: ignore[attr-defined]
     catalog = client.app.state.catalog  # type: ignore[attr-defined]
     real_add = catalog.add_image
     cat = (data_dir / "cat.jpg").read_bytes()

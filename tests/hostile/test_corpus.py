@@ -92,7 +92,7 @@ def test_expectations_name_real_corpus_files() -> None:
 
 
 def _counts(client: TestClient) -> tuple[int, int]:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.inner  # type: ignore[attr-defined]
     assert isinstance(store, MemoryStore)
     catalog = client.app.state.catalog  # type: ignore[attr-defined]
     return len(store._blobs), len(catalog.list_images(limit=1000).items)

@@ -24,8 +24,8 @@ from imgest.catalog.records import PredictionKey, PredictionPair
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
 from imgest.errors import JobError
-from imgest.storage.base import BlobStore, StoreError
-from imgest.storage.registry import open_store
+from imgest.runtime import Runtime
+from imgest.storage.base import BlobStore, StoreError, StoreTimeoutError
 
 BINS = 20  # confidence histogram bins over [0, 1]
 PAGE = 1000
@@ -152,7 +152,8 @@ def compare(
     thumbnails: int = 48,
 ) -> Comparison:
     """Compare runs `a` and `b` (MODEL[:VERSION]@PIPELINE[:VERSION]) over the catalog."""
-    catalog = Catalog.open(settings.catalog_url)
+    runtime = Runtime(settings)
+    catalog = runtime.open_catalog()
     try:
         result = Comparison(resolve_run(catalog, a), resolve_run(catalog, b))
         worst: list[tuple[float, str, PredictionPair]] = []  # min-heap on confidence
@@ -172,7 +173,7 @@ def compare(
         )
     finally:
         catalog.close()
-    images = asyncio.run(_thumbnails(settings.storage_url, paths))
+    images = asyncio.run(_thumbnails(runtime, paths))
     result.disagreements = [Disagreement(p, images.get(p.image_id, "")) for p in chosen]
     return result
 
@@ -196,10 +197,10 @@ def write_json(comparison: Comparison, top: int = 10) -> str:
     return json.dumps(comparison.summary(top), indent=2) + "\n"
 
 
-async def _thumbnails(store_url: str, paths: dict[str, str]) -> dict[str, str]:
+async def _thumbnails(runtime: Runtime, paths: dict[str, str]) -> dict[str, str]:
     if not paths:
         return {}
-    store = open_store(store_url)
+    store = runtime.open_store()
     try:
         found = await asyncio.gather(*(_thumbnail(store, p) for p in paths.values()))
     finally:
@@ -210,6 +211,8 @@ async def _thumbnails(store_url: str, paths: dict[str, str]) -> dict[str, str]:
 async def _thumbnail(store: BlobStore, path: str, size: int = 112) -> str:
     try:
         data = await (await store.get(path)).read()
+    except StoreTimeoutError:
+        raise  # a store that does not answer is an outage (exit 3), not a missing thumbnail
     except StoreError:
         return ""  # the report says so; fsck finds the missing blob
     with Image.open(io.BytesIO(data)) as img:

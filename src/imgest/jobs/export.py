@@ -40,11 +40,11 @@ from imgest.jobs.progress import progress_bar
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.labels import MIN_SCORE, Vocabulary
 from imgest.rendering import render, rendition_record_of
-from imgest.scoring.registry import ModelRegistry, RegisteredModel
-from imgest.storage.base import BlobStore, StoreError
+from imgest.runtime import Runtime
+from imgest.scoring.registry import RegisteredModel
+from imgest.storage.base import BlobStore, StoreError, timed_out
 from imgest.storage.once import put_once
 from imgest.storage.paths import rendition_path
-from imgest.storage.registry import open_store
 
 Format = Literal["imagefolder", "webdataset"]
 MANIFEST = "manifest.jsonl"
@@ -119,13 +119,14 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(out=out, format=format, min_score=min_score)
     started = time.monotonic()
-    catalog = Catalog.open(settings.catalog_url)
+    runtime = Runtime(settings)
+    catalog = runtime.open_catalog()
     loop = asyncio.Runner()
-    store = open_store(settings.storage_url)
+    store = runtime.open_store()
     try:
-        entry = loop.run(resolve_model(ModelRegistry(catalog, store), settings, model))
+        entry = loop.run(resolve_model(runtime.registry(catalog, store), settings, model))
         chosen = resolve_pipeline(settings, pipeline, entry)
-        source = _Source(catalog, store, loop, chosen, entry, settings, summary)
+        source = _Source(catalog, store, loop, chosen, entry, runtime.limits, summary)
         done = _manifest_ids(out)
         writer = (
             _ImageFolder(out) if format == "imagefolder" else _WebDataset(out, shard_size, done)
@@ -154,7 +155,7 @@ class _Source:
         loop: asyncio.Runner,
         pipeline: Pipeline,
         model: RegisteredModel,
-        settings: Settings,
+        limits: ImageLimits,
         summary: ExportSummary,
     ) -> None:
         self.catalog = catalog
@@ -162,7 +163,7 @@ class _Source:
         self.loop = loop
         self.pipeline = pipeline
         self.model = model
-        self.limits = ImageLimits.from_settings(settings)
+        self.limits = limits
         self.summary = summary
         self.vocabulary = Vocabulary(model.spec.labels)
 
@@ -215,6 +216,9 @@ class _Source:
         try:
             jpeg = self._rendition(image)
         except (ImgestError, StoreError) as exc:
+            if timed_out(exc):  # a store that does not answer would make each image wait
+                raise  # exit 3; a rerun resumes
+
             self.summary.failed.append((image.id, str(exc)))
             return None
         return Sample(image.id, label, jpeg, entry)

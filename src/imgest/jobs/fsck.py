@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 
 from imgest.catalog.repo import BlobRef, Catalog
-from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError, StoreTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ async def run(
         async with anyio.create_task_group() as group:
             for ref in page:
                 group.start_soon(check.blob, ref, limiter)
+        if check.unavailable is not None:
+            # Not a problem of these blobs: the store is down, nothing more can be checked.
+            raise check.unavailable
     log.info(
         "fsck: %d images, %d blobs, %d problems", report.images, report.blobs, len(report.problems)
     )
@@ -98,14 +101,20 @@ class _Check:
         self.report = report
         self.deep = deep
         self.on_problem = on_problem
+        self.unavailable: StoreTimeoutError | None = None  # the store stopped answering
 
     async def blob(self, ref: BlobRef, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
             self.report.blobs += 1
+            if self.unavailable is not None:
+                return None
             try:
                 meta = await self.store.head(ref.path)
             except BlobNotFoundError:
                 return self._problem("missing", ref, "no blob at this path")
+            except StoreTimeoutError as exc:
+                self.unavailable = exc
+                return None
             except StoreError as exc:
                 return self._problem("unreadable", ref, f"head failed: {exc}")
             if meta.size != ref.bytes:
@@ -124,6 +133,9 @@ class _Check:
                 self.report.bytes_hashed += len(chunk)
         except BlobNotFoundError:
             return self._problem("missing", ref, "no blob at this path")
+        except StoreTimeoutError as exc:
+            self.unavailable = exc
+            return None
         except StoreError as exc:
             return self._problem("unreadable", ref, f"read failed: {exc}")
         if digest.hexdigest() != ref.image_id:

@@ -20,16 +20,14 @@ from typing import Literal, Protocol
 from imgest.catalog.records import PredictionKey, PredictionRecord, RenditionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import JobError
-from imgest.imaging.limits import ImageLimits
+from imgest.errors import JobError, StorageUnavailable
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.raydata import RayEngine, require_ray
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
+from imgest.runtime import Runtime
 from imgest.scoring.model import Model
-from imgest.scoring.registry import ModelRegistry
-from imgest.storage.registry import open_store
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +134,8 @@ def run(
         require_ray()  # before any work, even when there is nothing to do
     if settings.storage_url.startswith("memory:"):
         raise JobError("rescore reads originals from storage; a memory:// store has none to read")
-    catalog = Catalog.open(settings.catalog_url)
+    runtime = Runtime(settings)
+    catalog = runtime.open_catalog()
     try:
         spec = scorer_spec(settings, catalog, model, pipeline, device)
         # Locally, load it here first: a bad device fails before any worker starts. A Ray
@@ -155,7 +154,7 @@ def run(
         if summary.pending == 0:
             summary.skipped = summary.matched
             return summary
-        runner = _engine(engine, spec, loaded, workers, batch_size, ray_address, pin)
+        runner = _engine(runtime, engine, spec, loaded, workers, batch_size, ray_address, pin)
         _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch)
         return summary
     finally:
@@ -165,31 +164,33 @@ def run(
 def scorer_spec(
     settings: Settings, catalog: Catalog, model: str | None, pipeline: str, device: str
 ) -> ScorerSpec:
-    """What every worker needs: the model's weights and spec, the pipeline, the store."""
+    """What every worker needs: the model's weights and spec, the pipeline, the settings."""
+    runtime = Runtime(settings)
 
     async def resolve() -> ScorerSpec:
-        store = open_store(settings.storage_url)
+        store = runtime.open_store()
         try:
-            registry = ModelRegistry(catalog, store)
+            registry = runtime.registry(catalog, store)
             entry = await resolve_model(registry, settings, model)
             weights = await registry.read_bytes(entry)
         finally:
             await store.close()
         return ScorerSpec(
-            store_url=settings.storage_url,
+            settings=settings,
             model=entry.spec,
             model_bytes=weights,
             model_version=entry.version,
             pipeline=resolve_pipeline(settings, pipeline, entry),
             top_k=settings.top_k,
             device=device,
-            limits=ImageLimits.from_settings(settings),
+            limits=runtime.limits,
         )
 
     return asyncio.run(resolve())
 
 
 def _engine(
+    runtime: Runtime,
     name: EngineName,
     spec: ScorerSpec,
     loaded: Model | None,
@@ -201,7 +202,7 @@ def _engine(
     if name == "ray":
         return RayEngine(spec, workers=workers, batch_size=batch_size, address=ray_address, pin=pin)
     if workers == 0 and loaded is not None:  # in this process, with the model loaded
-        store = open_store(spec.store_url)
+        store = runtime.open_store()
         inline = BatchScorer(spec, store=store, model=loaded, owns_store=True)
         return LocalEngine(spec, workers=0, inline=inline)
     return LocalEngine(spec, workers=workers, pin=pin)
@@ -266,3 +267,12 @@ def _record(
     new = catalog.add_results(results)
     summary.scored += new
     summary.skipped += len(results) - new
+    down = next((o for o in outcomes if o.unavailable), None)
+    if down is not None:
+        # A store that does not answer fails every image after it too, one storage timeout
+        # per batch: stop (exit 3) rather than go through the whole corpus that way. Errors
+        # that come back at once (a failed flush) fail their batch only.
+        raise StorageUnavailable(
+            f"blob storage is unavailable ({down.error}); the batches done are recorded, "
+            "run the command again to go on"
+        )

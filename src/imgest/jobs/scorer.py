@@ -1,11 +1,12 @@
 """Scoring batches of stored images through one pipeline and one model: what a rescore worker runs.
 
 A `BatchScorer` is built once per worker process (or Ray actor) from a picklable
-`ScorerSpec`: it opens the blob store and loads the model (one onnxruntime thread, since the
-engines run one worker per core). For each batch it reads the originals, renders them
-(encoding the JPEG only where the catalog lacks the rendition), stores those renditions (blobs
-only: the driver records the rows) and scores every model input of the batch in one
-`Model.predict` (which gives onnxruntime 4 inputs at a time on the CPU).
+`ScorerSpec`: it opens the blob store (through `imgest.runtime`, from the job's settings) and
+loads the model (one onnxruntime thread, since the engines run one worker per core). For each
+batch it reads the originals, renders them (encoding the JPEG only where the catalog lacks the
+rendition), stores those renditions (blobs only: the driver records the rows) and scores every
+model input of the batch in one `Model.predict` (which gives onnxruntime 4 inputs at a time on
+the CPU).
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from imgest.catalog.records import Label, RenditionRecord
+from imgest.config import Settings
 from imgest.errors import ImgestError, StorageUnavailable
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
-from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.base import (
+    BlobNotFoundError,
+    BlobStore,
+    StoreError,
+    timed_out,
+)
 from imgest.storage.once import put_all_once
 from imgest.storage.paths import rendition_path
-from imgest.storage.registry import open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +55,7 @@ class Outcome:
     top: tuple[Label, ...] = ()
     rendition: RenditionRecord | None = None
     error: str | None = None
+    unavailable: bool = False  # blob storage did not answer in time: the job stops
 
     def to_json(self) -> str:
         """A JSON text (how Ray actors hand outcomes back to the driver)."""
@@ -64,15 +71,17 @@ class Outcome:
             top=tuple(Label(**t) for t in raw["top"]),
             rendition=RenditionRecord(**rendition) if rendition is not None else None,
             error=raw["error"],
+            unavailable=raw.get("unavailable", False),
         )
 
 
 @dataclass(frozen=True)
 class ScorerSpec:
     """Everything a worker needs to build its BatchScorer; picklable (model weights included,
-    so workers need no access to the catalog or the model registry)."""
+    so workers need no access to the catalog or the model registry). The job's settings go
+    along whole, so a worker's store honours the same timeout and retries as the driver's."""
 
-    store_url: str
+    settings: Settings = field(repr=False)
     model: ModelSpec
     model_bytes: bytes = field(repr=False)  # megabytes: a repr would print them all
     model_version: str
@@ -100,8 +109,11 @@ class BatchScorer:
 
     @classmethod
     def from_spec(cls, spec: ScorerSpec) -> BatchScorer:
-        """Open the store and load the model that `spec` names."""
-        return cls(spec, store=open_store(spec.store_url), model=spec.load_model(), owns_store=True)
+        """Open the store the spec's settings name and load the model that `spec` names."""
+        from imgest.runtime import Runtime
+
+        store = Runtime(spec.settings).open_store()
+        return cls(spec, store=store, model=spec.load_model(), owns_store=True)
 
     def close(self) -> None:
         """Close the event loop (and the store, if this scorer opened it)."""
@@ -127,11 +139,11 @@ class BatchScorer:
                     data, self.spec.pipeline, self.spec.limits, encode=item.store_rendition
                 )
             except (ImgestError, StoreError) as exc:
-                outcomes[n] = Outcome(item.image_id, error=_reason(exc))
+                outcomes[n] = _failed(item, exc)
         stored = self._store(items, rendered)
         for n, written in stored.items():
             if isinstance(written, ImgestError | StoreError):
-                outcomes[n] = Outcome(items[n].image_id, error=_reason(written))
+                outcomes[n] = _failed(items[n], written)
                 del rendered[n]
             elif isinstance(written, BaseException):
                 raise written
@@ -179,6 +191,10 @@ class BatchScorer:
 
 async def _gather(work: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
     return await asyncio.gather(*work, return_exceptions=True)
+
+
+def _failed(item: WorkItem, exc: Exception) -> Outcome:
+    return Outcome(item.image_id, error=_reason(exc), unavailable=timed_out(exc))
 
 
 def _reason(exc: Exception) -> str:

@@ -34,6 +34,21 @@ class StoreUnavailableError(StoreError):
     """The backend could not be reached or failed; the operation may be retried."""
 
 
+class StoreTimeoutError(StoreUnavailableError):
+    """The backend did not answer within the storage timeout (it hangs, or is that slow)."""
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc`, or the error it was raised from, is a StoreTimeoutError: every further
+    call to that store would likely wait the whole timeout too."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, StoreTimeoutError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 class InvalidPathError(StoreError, ValueError):
     """The path is not a valid blob path (empty, absolute, `..`, backslash, NUL...)."""
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
 import anyio
 
 from imgest.storage.base import (
+    BatchPutStore,
     BlobMeta,
     BlobReader,
     BlobStore,
     PutMode,
-    StoreUnavailableError,
+    StoreError,
+    StoreTimeoutError,
     signed_url,
 )
 
@@ -21,12 +24,12 @@ T = TypeVar("T")
 
 
 async def bounded(seconds: float, what: str, call: Awaitable[T]) -> T:
-    """Await `call`, or raise StoreUnavailableError after `seconds`."""
+    """Await `call`, or raise StoreTimeoutError (a StoreUnavailableError) after `seconds`."""
     try:
         with anyio.fail_after(seconds):
             return await call
     except TimeoutError:
-        raise StoreUnavailableError(f"{what} took longer than {seconds:g} s") from None
+        raise StoreTimeoutError(f"{what} took longer than {seconds:g} s") from None
 
 
 async def _bounded_steps(seconds: float, what: str, steps: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -67,6 +70,24 @@ class TimeoutStore:
 
     async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
         return await bounded(self.seconds, f"put {path}", self.inner.put(path, data, mode=mode))
+
+    async def put_many(
+        self, blobs: Sequence[tuple[str, bytes]], *, mode: PutMode = "create"
+    ) -> list[BlobMeta | StoreError]:
+        """The inner store's batch put when it has one (a local store's one flush), else
+        one bounded put each; in order, each blob's BlobMeta or StoreError."""
+        if isinstance(self.inner, BatchPutStore):
+            what = f"put of {len(blobs)} blobs"
+            return await bounded(self.seconds, what, self.inner.put_many(blobs, mode=mode))
+        done = await asyncio.gather(
+            *(self.put(path, data, mode=mode) for path, data in blobs), return_exceptions=True
+        )
+        results: list[BlobMeta | StoreError] = []
+        for result in done:
+            if isinstance(result, BaseException) and not isinstance(result, StoreError):
+                raise result
+            results.append(result)
+        return results
 
     async def get(self, path: str) -> BlobReader:
         reader = await bounded(self.seconds, f"get {path}", self.inner.get(path))
