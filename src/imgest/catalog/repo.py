@@ -26,7 +26,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
@@ -43,7 +43,7 @@ from imgest.catalog.records import (
     PredictionRun,
     RenditionRecord,
 )
-from imgest.errors import CatalogUnavailable
+from imgest.errors import CatalogUnavailable, InvalidParameter
 from imgest.params import decode_cursor, encode_cursor, filter_text, utc
 from imgest.storage.paths import image_id_of
 
@@ -74,12 +74,14 @@ class ImageFilter:
     def __post_init__(self) -> None:
         # Client values, checked once here (API, UI and CLI build filters): times become UTC
         # now, so that one with no UTC equivalent is a 422, not an OverflowError in a query.
-        filter_text(self.label, "label")
-        filter_text(self.tag, "tag")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, utc(value, name))
+        # Every member, whatever its name: a text member added later is checked too (the
+        # gallery's label_contains once reached PostgreSQL with a NUL: 503 for a bad value).
+        for member in dataclasses.fields(self):
+            value = getattr(self, member.name)
+            if isinstance(value, str):
+                filter_text(value, member.name)
+            elif isinstance(value, datetime):
+                object.__setattr__(self, member.name, utc(value, member.name))
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,13 @@ class Catalog:
             return fn()
         except IntegrityError:
             raise
+        except DataError as exc:
+            # The database refused a value (a NUL, a number out of range): retrying the same
+            # request cannot help, so it is not "unavailable, retry later".
+            log.warning("catalog refused a value: %s", exc.orig if exc.orig is not None else exc)
+            raise InvalidParameter(
+                "A value in the request cannot be stored or searched for."
+            ) from exc
         except (OperationalError, DBAPIError) as exc:
             log.warning("catalog error: %s", exc.orig if exc.orig is not None else exc)
             raise CatalogUnavailable() from exc
