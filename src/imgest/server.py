@@ -9,9 +9,9 @@ protocol. Request heads, auth and bodies are the ASGI request guard's (api/guard
 from __future__ import annotations
 
 import asyncio
-import logging
 import ipaddress
 import json
+import logging
 from typing import Any
 
 import h11
@@ -146,7 +146,6 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
 
     from imgest import logs
     from imgest.app import create_app
-
     from imgest.locations import describe
 
     check_bind(settings)
