@@ -350,7 +350,13 @@ def label(
     value: Annotated[str | None, typer.Argument(help="The true label.")] = None,
     clear: Annotated[bool, typer.Option(help="Remove the label instead.")] = False,
     from_csv: Annotated[
-        Path | None, typer.Option(help="CSV of image_id,label rows (a header row is skipped).")
+        Path | None,
+        typer.Option(
+            help="CSV of image_id,label rows (a header row is skipped).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
 ) -> None:
     """Set ground-truth labels: one image, or many from a CSV."""

@@ -34,6 +34,10 @@ class StoreUnavailableError(StoreError):
     """The backend could not be reached or failed; the operation may be retried."""
 
 
+class StoreURLError(ValueError):
+    """A storage URL that names no usable store (unknown scheme, or one its backend refuses)."""
+
+
 class InvalidPathError(StoreError, ValueError):
     """The path is not a valid blob path (empty, absolute, `..`, backslash, NUL...)."""
 
