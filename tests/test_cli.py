@@ -335,3 +335,13 @@ def test_hostile_arguments_exit_2_with_one_line(
     assert isinstance(result.exception, SystemExit), result.exception  # not a traceback
     assert "Traceback" not in result.output
     assert "pw" not in result.output  # a catalog URL's password is never shown
+
+
+@pytest.mark.parametrize("url", ["garbage://", "postgresql+nodriver://u@h/db"])
+def test_serve_refuses_a_catalog_url_of_no_known_database_before_listening(
+    url: str, no_binding: list[dict[str, object]]
+) -> None:
+    """It used to fail inside uvicorn's lifespan: a start-up traceback and exit 3."""
+    result = runner.invoke(app, ["serve", "--catalog", url])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "Can't load plugin" in result.output and not no_binding

@@ -173,9 +173,13 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
 
     from imgest import logs
     from imgest.app import create_app
+    from imgest.catalog.db import check_url
     from imgest.locations import describe
 
     check_bind(settings)
+    # A catalog URL naming no known database fails here with exit 2, not later inside
+    # uvicorn's lifespan with its start-up traceback.
+    check_url(settings.catalog_url)
     logs.configure(settings.log_format, log_level)
     # Where the data lives, as a log record: JSON logs stay one object per line.
     logging.getLogger("imgest").info("%s", describe(settings))

@@ -56,6 +56,17 @@ def redact_url(url: str) -> str:
         return "<unparseable catalog URL>"
 
 
+def check_url(url: str) -> URL:
+    """`url` parsed, with its database and driver known; ConfigError otherwise (no connection
+    is made: `imgest serve` checks this before it starts listening)."""
+    parsed = normalize_url(url)
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"catalog URL {redact_url(url)}: {exc}") from None
+    return parsed
+
+
 def make_engine(url: str, options: CatalogOptions | None = None) -> Engine:
     """An engine for `url`.
 
@@ -64,11 +75,7 @@ def make_engine(url: str, options: CatalogOptions | None = None) -> Engine:
     of ours), a bounded connect timeout and a statement timeout.
     """
     options = options or CatalogOptions()
-    parsed = normalize_url(url)
-    try:
-        parsed.get_dialect()  # an unknown database or driver fails here, not at first use
-    except NoSuchModuleError as exc:
-        raise ConfigError(f"catalog URL {redact_url(url)}: {exc}") from None
+    parsed = check_url(url)
     if parsed.get_backend_name() != "sqlite":
         return _server_engine(parsed, options)
     database = parsed.database or ""
