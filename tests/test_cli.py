@@ -306,3 +306,48 @@ def test_config_hides_the_catalog_password(monkeypatch: pytest.MonkeyPatch) -> N
     result = runner.invoke(app, ["config"])
     shown = json.loads(result.stdout)["catalog_url"]
     assert "s3cr3t" not in shown and shown == "postgresql+psycopg://imgest:***@db:5432/imgest"
+
+
+HOSTILE_ARGS = {
+    # client URLs and keys: once a minute of retries (rc 1) or a traceback from httpx
+    "url-no-scheme": ["upload", "{cat}", "--url", "notaurl", "--retries", "1"],
+    "url-ftp": ["upload", "{cat}", "--url", "ftp://x", "--retries", "1"],
+    "url-unclosed-ipv6": ["upload", "{cat}", "--url", "http://[::1", "--retries", "1"],
+    "api-key-not-ascii": ["upload", "{cat}", "--api-key", "ключ", "--retries", "1"],
+    # settings URLs: tracebacks from SQLAlchemy and the store backends
+    "catalog-unknown-dialect": ["gc", "--catalog", "garbage://"],
+    "catalog-not-a-url": ["gc", "--catalog", "notaurl"],
+    "catalog-bad-ipv6": ["gc", "--catalog", "postgresql://u:pw@[::1/x"],
+    "storage-s3-no-bucket": ["gc", "--storage", "s3://"],
+    "storage-unknown-scheme": ["gc", "--storage", "az://"],
+    "storage-file-no-path": ["gc", "--storage", "file://"],
+    # argument values
+    "grace-overflow": ["gc", "--grace", "99999999999999999999h"],
+    "csv-missing": ["label", "--from-csv", "/nonexistent/labels.csv"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ARGS))
+def test_hostile_arguments_exit_2_with_one_line(
+    case: str, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each of these printed a traceback (or retried for a minute) before; now exit 2 with
+    `imgest: <sentence>` or click's usage error, and nothing that looks like a traceback."""
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["init"]).exit_code == 0  # the other location exists
+    args = [a.replace("{cat}", str(data_dir / "cat.jpg")) for a in HOSTILE_ARGS[case]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_USAGE, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception  # not a traceback
+    assert "Traceback" not in result.output
+    assert "pw" not in result.output  # a catalog URL's password is never shown
+
+
+@pytest.mark.parametrize("url", ["garbage://", "postgresql+nodriver://u@h/db"])
+def test_serve_refuses_a_catalog_url_of_no_known_database_before_listening(
+    url: str, no_binding: list[dict[str, object]]
+) -> None:
+    """It used to fail inside uvicorn's lifespan: a start-up traceback and exit 3."""
+    result = runner.invoke(app, ["serve", "--catalog", url])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "Can't load plugin" in result.output and not no_binding

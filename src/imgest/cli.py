@@ -342,7 +342,13 @@ def label(
     value: Annotated[str | None, typer.Argument(help="Its ground truth (a class name).")] = None,
     clear: Annotated[bool, typer.Option(help="Remove its ground truth instead.")] = False,
     from_csv: Annotated[
-        Path | None, typer.Option(help="CSV of image_id,label rows (a header row is skipped).")
+        Path | None,
+        typer.Option(
+            help="CSV of image_id,label rows (a header row is skipped).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
 ) -> None:
     """Set ground truth: one image, or many from a CSV."""

@@ -114,6 +114,18 @@ def default_url() -> str:
     return f"http://127.0.0.1:{int(port)}"
 
 
+def server_url(url: str) -> str:
+    """`url` without a trailing slash; ConfigError unless it is an http(s) URL with a host
+    (anything else used to be retried for a minute, or raised from inside httpx)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ConfigError(f"{url!r} is not a URL ({exc}); e.g. http://127.0.0.1:8000") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"{url!r} is not an http:// or https:// URL; e.g. http://127.0.0.1:8000")
+    return url.rstrip("/")
+
+
 def _reason(error: BaseException, connect_timeout: float) -> str:
     """Why a connection failed, in words: connection refused, a timeout, a name not found."""
     if isinstance(error, httpx.ConnectTimeout):
@@ -311,9 +323,14 @@ def _options(
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     headers = {"User-Agent": f"imgest-client/{__version__}"}
     if key:
+        if not all(" " < c <= "~" for c in key):
+            raise ConfigError(
+                "The API key must be printable ASCII without spaces (as `imgest keys create` "
+                "prints it)."
+            )
         headers["Authorization"] = f"Bearer {key}"
     return _Options(
-        base_url=(url or default_url()).rstrip("/"),
+        base_url=server_url(url or default_url()),
         api_key=key,
         retry=retry or RetryPolicy(),
         timeout=timeout,

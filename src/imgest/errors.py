@@ -74,6 +74,24 @@ class RequestHeadTooLarge(ClientError):
     default_detail = "The request line and headers are larger than the server accepts."
 
 
+class MalformedRequest(ClientError):
+    """Bytes the HTTP server cannot read as an HTTP/1.1 request (answered before the app runs)."""
+
+    status = 400
+    code = "malformed_request"
+    title = "Malformed HTTP request"
+    default_detail = "The request is not valid HTTP/1.1."
+
+
+class UnsupportedContentEncoding(ClientError):
+    """A request body sent with a content coding (gzip, br, ...): bodies are never decoded."""
+
+    status = 415
+    code = "unsupported_content_encoding"
+    title = "Unsupported Content-Encoding"
+    default_detail = "Request bodies are read as sent; send them without a Content-Encoding."
+
+
 class FileTooLarge(ClientError):
     status = 413
     code = "file_too_large"

@@ -50,7 +50,12 @@ RULES: tuple[Rule, ...] = (
         "the catalog, the blob store or the imgest server cannot be reached",
     ),
     Rule(
-        ("imgest.errors:ConfigError", "imgest.errors:JobError", "imgest.errors:ClientError"),
+        (
+            "imgest.errors:ConfigError",
+            "imgest.errors:JobError",
+            "imgest.errors:ClientError",
+            "imgest.storage.base:StoreURLError",
+        ),
         EXIT_USAGE,
         "bad arguments or settings (IMGEST_*, IMGEST_CONFIG), unknown model or pipeline, "
         "missing extra (pip install 'imgest[EXTRA]'), no such device",

@@ -18,7 +18,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from imgest.config import Settings
-from imgest.errors import ConfigError, RequestHeadTooLarge
+from imgest.errors import ConfigError, ImgestError, MalformedRequest, RequestHeadTooLarge
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -44,23 +44,49 @@ def check_bind(settings: Settings) -> None:
         )
 
 
+class _Connection(h11.Connection):
+    """h11's connection, keeping the protocol error that uvicorn catches and drops."""
+
+    error: h11.RemoteProtocolError | None = None
+
+    def next_event(self) -> Any:
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.error = exc
+            raise
+
+
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol, closing connections whose request headers take too long and
-    dropping those whose client stops reading the response for `send_timeout`."""
+    dropping those whose client stops reading the response for `send_timeout`; what it cannot
+    parse is answered in problem+json like every other refusal."""
 
     header_timeout: float = 10.0
     send_timeout: float = 30.0
     max_head_bytes: int = 16 * 1024
 
     def send_400_response(self, msg: str) -> None:
-        # h11 refuses a head still incomplete past h11_max_incomplete_event_size ("Receive
-        # buffer too long"); answer that as the request guard answers a complete one.
-        if len(self.conn.trailing_data[0]) <= self.max_head_bytes:
-            super().send_400_response(msg)
+        # uvicorn's own answer to bytes h11 refuses is a text/plain 400 with one sentence for
+        # every cause, and it sends it even when a response has gone out already (h11 then
+        # raises, and asyncio logs a fatal transport error). Here: problem+json, 431 only for
+        # a head over the cap (h11 refuses a head still incomplete past
+        # h11_max_incomplete_event_size: "Receive buffer too long"), and no second answer.
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()
             return
-        error = RequestHeadTooLarge(
-            f"The request line and headers are longer than {self.max_head_bytes} bytes."
-        )
+        cause = self.conn.error if isinstance(self.conn, _Connection) else None
+        error: ImgestError
+        if cause is not None and cause.error_status_hint == 431:
+            error = RequestHeadTooLarge(
+                f"The request line and headers are longer than {self.max_head_bytes} bytes."
+            )
+        else:
+            # h11's reason, without the bytes it quotes ("illegal header line: bytearray(...)"):
+            # the sentence names what is wrong, and the client's bytes are not echoed.
+            said = str(cause).split(": bytearray(", 1)[0][:200] if cause is not None else ""
+            reason = f" ({said})" if said else ""
+            error = MalformedRequest(f"The request is not valid HTTP/1.1{reason}.")
         body = json.dumps(error.problem()).encode()
         headers = [
             (b"content-type", b"application/problem+json"),
@@ -77,6 +103,7 @@ class _GuardedH11(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.conn = _Connection(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
         self._header_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
@@ -146,9 +173,13 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
 
     from imgest import logs
     from imgest.app import create_app
+    from imgest.catalog.db import check_url
     from imgest.locations import describe
 
     check_bind(settings)
+    # A catalog URL naming no known database fails here with exit 2, not later inside
+    # uvicorn's lifespan with its start-up traceback.
+    check_url(settings.catalog_url)
     logs.configure(settings.log_format, log_level)
     # Where the data lives, as a log record: JSON logs stay one object per line.
     logging.getLogger("imgest").info("%s", describe(settings))

@@ -306,3 +306,83 @@ def test_a_small_json_body_still_reaches_its_route(
         f"/v1/images/{image}", json={"description": "d" * SMALL_CAP}, headers=key
     )
     assert too_big.status_code == 413 and too_big.json()["code"] == "request_too_large"
+
+
+def call_raw(client: TestClient, method: str, path: str, headers: list[tuple[str, str]]) -> Answer:
+    """`call` with header pairs (a name may repeat), a body announced and never read."""
+    answer = Answer()
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answer.status = message["status"]
+        elif message["type"] == "http.response.body":
+            answer.body += message.get("body", b"")
+
+    async def receive() -> Message:
+        answer.reads += 1
+        raise AssertionError("the body was read")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-length", b"100")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    assert client.portal is not None
+    client.portal.call(client.app, scope, receive, send)
+    return answer
+
+
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+TWICE = {
+    "content-type": [("Content-Type", MULTIPART), ("Content-Type", "text/plain")],
+    "authorization": [("Authorization", "Bearer a"), ("Authorization", "Bearer b")],
+    "idempotency-key": [("Idempotency-Key", "k1"), ("Idempotency-Key", "k2")],
+    "content-encoding": [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")],
+}
+
+
+@pytest.mark.parametrize("header", sorted(TWICE))
+def test_every_route_refuses_a_header_that_comes_once_sent_twice(
+    open_app: TestClient, header: str
+) -> None:
+    """Which of two Content-Types (or keys) counts? This server read the first, a proxy in
+    front may read the last: an upload with multipart first and text/plain second was
+    accepted. Now neither is guessed."""
+    for method, path in every_route(open_app.app):  # type: ignore[arg-type]
+        answer = call_raw(open_app, method, path, TWICE[header])
+        assert answer.status == 400, (method, path, answer.body)
+        assert code(answer) == "malformed_request" and header in answer.body.decode()
+        assert answer.reads == 0
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate, gzip", "x-unknown"])
+def test_every_route_refuses_a_body_in_a_content_coding(open_app: TestClient, coding: str) -> None:
+    """A gzip body was parsed as if plain (400 malformed_multipart from the parser), and a
+    plain body labelled gzip was stored (201): the coding is refused before the body is read."""
+    for method, path in every_route(open_app.app):  # type: ignore[arg-type]
+        headers = [("Content-Type", MULTIPART), ("Content-Encoding", coding)]
+        answer = call_raw(open_app, method, path, headers)
+        assert answer.status == 415, (method, path, answer.body)
+        assert code(answer) == "unsupported_content_encoding" and answer.reads == 0
+
+
+def test_identity_coding_and_a_bodiless_coding_header_pass(open_app: TestClient) -> None:
+    gif = (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
+        b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
+    files = [("file", ("dot.gif", gif, "image/gif"))]
+    r = open_app.post("/v1/images", files=files, headers={"Content-Encoding": "identity"})
+    assert r.status_code == 201, r.text
+    assert open_app.get("/healthz", headers={"Content-Encoding": "gzip"}).status_code == 200

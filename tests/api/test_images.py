@@ -117,3 +117,19 @@ def test_openapi_and_docs(client: TestClient) -> None:
 def test_unknown_route_is_problem_json(client: TestClient) -> None:
     r = client.get("/v2/nothing")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+def test_if_none_match_compares_whole_entity_tags(
+    client: TestClient, corpus: list[dict[str, Any]]
+) -> None:
+    """RFC 9110 13.1.2: `*` and a list of (weak or strong) tags match; a header holding the
+    tag only inside a longer one (once a substring test) does not."""
+    image = corpus[0]
+    for url in (image["original"]["url"], image["renditions"]["default"]["url"]):
+        etag = client.get(url).headers["etag"]
+        matching = ["*", etag, f"W/{etag}", f'"other", {etag}', f'W/"x",W/{etag}']
+        for value in matching:
+            assert client.get(url, headers={"If-None-Match": value}).status_code == 304, value
+        for value in [etag + etag, f'"x{etag[1:]}', etag[1:-1], '"', "", etag[:-1] + '-1"']:
+            r = client.get(url, headers={"If-None-Match": value})
+            assert r.status_code == 200 and r.content, value

@@ -318,3 +318,30 @@ def test_add_results_records_new_predictions_and_renditions_once(
     assert [r for r in first.renditions if r.pipeline == "tiles"] == [rendition]
     second = catalog.get_image(records[1].id)
     assert second is not None and not [r for r in second.renditions if r.pipeline == "tiles"]
+
+
+TEXT_FILTERS = [f.name for f in dataclasses.fields(ImageFilter) if "str" in str(f.type)]
+
+
+@pytest.mark.parametrize("member", TEXT_FILTERS)
+def test_a_nul_in_any_filter_value_is_invalid_parameter(catalog: Catalog, member: str) -> None:
+    """A NUL in any text filter is a 422 before the query: PostgreSQL cannot compare with it,
+    and `/gallery?label=%00` (label_contains) was a 503 catalog_unavailable there."""
+    with pytest.raises(InvalidParameter, match=member):
+        catalog.list_images(where=ImageFilter(**{member: "cat\x00"}))
+    assert catalog.list_images(where=ImageFilter(**{member: "cat"})).items == []
+
+
+def test_a_value_the_database_refuses_is_not_catalog_unavailable(catalog: Catalog) -> None:
+    """A value that no retry can store (here a NUL past every check, which PostgreSQL's text
+    types refuse) is a 422, not a 503 that tells the client to retry the same request."""
+    if catalog.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores a NUL")
+
+    def select_nul() -> None:
+        with catalog.engine.connect() as conn:
+            conn.execute(text("SELECT :v"), {"v": "a\x00"})
+
+    with pytest.raises(InvalidParameter):
+        catalog.guard(select_nul)
+    catalog.ping()

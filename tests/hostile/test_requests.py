@@ -6,6 +6,8 @@ the HTTP server sees (request line, header block size, a body shorter than Conte
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import threading
 import time
@@ -17,10 +19,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from imgest.api.problems import _HTTP_CODES
 from tests.hostile.test_corpus import KNOWN_CODES
 from tests.services.imgest_server import Server
 from tests.test_labels import largest_tag_form
 
+HTTP_CODES = {code for code, _ in _HTTP_CODES.values()}  # Starlette's 404, 405, ...
 B = b"XyZzy42"
 CT = "multipart/form-data; boundary=XyZzy42"
 
@@ -227,9 +231,49 @@ RAW = {
         b"DELETE /v1/images/" + b"0" * 64 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Origin: https://evil.example\r\n\r\n"
     ),
+    # What h11 refuses before the app runs (uvicorn's answer was a text/plain 400).
+    "http-0.9-request-line": b"GET /healthz\r\n\r\n",
+    "space-in-target": b"GET /v1/ images HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "raw-utf8-in-target": "GET /images/ключ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+    "nul-in-header": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x00b\r\n\r\n",
+    # A bad header followed by a body bigger than the head cap: once 431 head-too-large.
+    "nul-in-header-40kb-body": (
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x00b\r\n"
+        b"Content-Length: 40000\r\n\r\n" + b"a" * 40_000
+    ),
+    "obs-fold-first-line": b"GET /healthz HTTP/1.1\r\n folded\r\nHost: 127.0.0.1\r\n\r\n",
+    "transfer-encoding-chunked-identity": (
+        b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + CT.encode()
+        + b"\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"
+    ),
+    "transfer-encoding-gzip": (
+        b"PATCH /v1/images/" + b"0" * 64 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Transfer-Encoding: gzip\r\n\r\n"
+    ),
+    "content-length-plus": (
+        b"PATCH /v1/images/" + b"0" * 64 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Length: +2\r\n\r\n{}"
+    ),
+    "negative-chunk-size": (
+        b"PATCH /v1/images/" + b"0" * 64 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n"
+    ),
 }
 # The code these cases must get (the others: any 4xx, or a closed connection).
 RAW_CODES = {
+    "http-0.9-request-line": "malformed_request",
+    "space-in-target": "malformed_request",
+    "raw-utf8-in-target": "malformed_request",
+    "nul-in-header": "malformed_request",
+    "nul-in-header-40kb-body": "malformed_request",
+    "obs-fold-first-line": "malformed_request",
+    "transfer-encoding-chunked-identity": "malformed_request",
+    "transfer-encoding-gzip": "malformed_request",
+    "content-length-plus": "malformed_request",
+    "negative-chunk-size": "malformed_request",
+    "header-block-1mb": "request_head_too_large",
+    "method-20kb": "request_head_too_large",
     "host-foreign": "host_not_allowed",
     "host-foreign-upload": "host_not_allowed",
     "host-foreign-ui": "host_not_allowed",
@@ -249,8 +293,15 @@ def test_hostile_http_gets_a_4xx_and_the_server_stays_up(live: Server, case: str
     if answer:
         status = int(answer.split(b" ", 2)[1])
         assert 400 <= status < 500, answer[:300]
+        # Every refusal is problem+json with a code and a sentence, whoever makes it (the
+        # app, or the HTTP server for bytes that are not a valid request).
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"content-type: application/problem+json" in head.lower(), answer[:600]
+        problem = json.loads(body)
+        assert problem["code"] in KNOWN_CODES | HTTP_CODES and problem["detail"], problem
         if case in RAW_CODES:
-            assert f'"code":"{RAW_CODES[case]}"'.encode() in answer, answer[:600]
+            assert problem["code"] == RAW_CODES[case], answer[:600]
+            assert b"bytearray" not in body and b"\\x00" not in body, body
     else:
         # Closing without an answer is right for bytes that are not HTTP at all, and for a
         # client that ended its side before the body it promised (nobody is left to read it).
@@ -330,3 +381,32 @@ def test_the_largest_tag_form_does_not_stall_other_requests(
     else:
         assert answer["status"] in (200, 201), answer
     assert max(latencies) < 0.5, f"/healthz took up to {max(latencies):.2f} s"
+
+
+def test_bad_bytes_after_an_answer_leave_no_traceback(live: Server) -> None:
+    """A refusal answered before the body was read, then a broken chunk: uvicorn tried to
+    send a second (400) response, h11 raised, and asyncio logged a fatal transport error."""
+    head = (
+        b"POST /v1/images?model=no-such-model HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + CT.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
+        sock.sendall(head)
+        sock.settimeout(10)
+        first = b""
+        while b"}" not in first:  # the whole problem+json answer (head and body may part)
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
+        assert first.startswith(b"HTTP/1.1 422") and b"unknown_model" in first, first
+        sock.sendall(b"zz\r\nhello\r\n")
+        rest = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                rest += chunk
+    assert b"HTTP/1.1" not in rest, rest  # no second answer on the same request
+    assert httpx.get(f"{live.base}/healthz", timeout=10).status_code == 200
+    time.sleep(0.5)  # the server logs after answering
+    log = live.log.read_text()
+    assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]

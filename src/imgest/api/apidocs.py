@@ -14,7 +14,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import HTMLResponse, Response
-from fastapi.staticfiles import StaticFiles
+
+from imgest.api.assets import Assets
 
 ASSETS = "/docs/assets"
 ASSET_DIR = Path(str(files("fastapi_offline") / "static"))
@@ -72,7 +73,7 @@ def _headers() -> dict[str, str]:
 def install(app: FastAPI) -> None:
     """Serve /docs, /redoc and their assets (create the app with docs_url=redoc_url=None)."""
     openapi = app.openapi_url or "/openapi.json"
-    app.mount(ASSETS, StaticFiles(directory=ASSET_DIR), name="docs-assets")
+    app.mount(ASSETS, Assets(directory=ASSET_DIR), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:

@@ -1,7 +1,8 @@
 """The request guard (ASGI middleware): one place that bounds every request before a route runs.
 
 In this order, for every HTTP request whatever its route: the request head must fit
-`max_request_head_bytes` (431); the caller must hold the route's scope (`access`), checked from
+`max_request_head_bytes` (431); headers that come once come once, and a body comes without a
+content coding (400, 415); the caller must hold the route's scope (`access`), checked from
 the Authorization header before a byte of the body is read (401/403); a declared
 Content-Length must fit the route's cap (413); then the body goes through one `BodyClock`
 (idle timeout, minimum rate, byte cap: 408/413). The upload route streams its body to the app
@@ -24,12 +25,20 @@ from imgest.api.body import BodyClock, BodyTimeouts
 from imgest.api.problems import problem_response
 from imgest.catalog.keys import ApiKey, KeyStore
 from imgest.config import Settings
-from imgest.errors import ImgestError, RequestHeadTooLarge, RequestTooLarge
+from imgest.errors import (
+    ImgestError,
+    MalformedRequest,
+    RequestHeadTooLarge,
+    RequestTooLarge,
+    UnsupportedContentEncoding,
+)
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 DOC_ASSETS = "/docs/"  # /docs/init.js, /docs/assets/...: the pages' own files
 METRICS_PATH = "/metrics"
+# Headers a request carries at most once.
+SINGLE_HEADERS = ("authorization", "content-type", "content-encoding", "idempotency-key")
 # Routes whose body the app reads as a stream, under max_request_bytes: the upload.
 STREAMED = frozenset({("POST", "/v1/images")})
 
@@ -69,6 +78,21 @@ def declared_length(headers: Headers) -> int | None:
     """The Content-Length if it is one plain number (the HTTP server refuses the others)."""
     value = headers.get("content-length")
     return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def check_headers(headers: Headers) -> None:
+    """MalformedRequest for a header sent twice that must come once (a proxy in front may
+    read the last where this server reads the first); UnsupportedContentEncoding for a body
+    in a content coding (it would be read as if it were not)."""
+    for name in SINGLE_HEADERS:
+        if (count := len(headers.getlist(name))) > 1:
+            raise MalformedRequest(f"The request has {count} {name} headers; send one.")
+    coding = headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity") and has_body(headers):
+        raise UnsupportedContentEncoding(
+            f"The body is sent with Content-Encoding {coding[:40]!r}; this server reads bodies "
+            "as sent: send it without one (identity)."
+        )
 
 
 def has_body(headers: Headers) -> bool:
@@ -122,6 +146,7 @@ class RequestGuard:
                     f"The request line and headers take {head_bytes(scope)} bytes; the most "
                     f"accepted is {self.settings.max_request_head_bytes}."
                 )
+            check_headers(request.headers)
             await self._authorize(scope, request, access(self.settings, method, path))
             declared = declared_length(request.headers)
             if declared is not None and declared > cap:

@@ -182,13 +182,30 @@ async def head_image(request: Request, image: str) -> Response:
     return _image_response(record, _links(request))
 
 
+_ENTITY_TAG = re.compile(r'(?:W/)?("[^",]*")')
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether If-None-Match names `etag` (RFC 9110 13.1.2: `*`, or a list of entity tags
+    compared weakly); a header that holds the tag only as part of a longer one does not."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    for member in if_none_match.split(","):
+        found = _ENTITY_TAG.fullmatch(member.strip(" \t"))
+        if found is not None and found.group(1) == etag:
+            return True
+    return False
+
+
 def _blob_response(request: Request, blob: OpenBlob) -> Response:
     headers = {
         "ETag": blob.etag,
         "Cache-Control": "private, max-age=31536000, immutable",
         "X-Content-Type-Options": "nosniff",
     }
-    if blob.etag in request.headers.get("if-none-match", ""):
+    if etag_matches(request.headers.get("if-none-match"), blob.etag):
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(blob.reader.meta.size)
     if request.method == "HEAD":  # the headers only: never read the bytes

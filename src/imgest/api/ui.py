@@ -14,10 +14,10 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from imgest import __version__
+from imgest.api.assets import Assets
 from imgest.api.images import Links, image_id, image_out
 from imgest.catalog.repo import ImageFilter
 from imgest.config import Settings
@@ -233,4 +233,4 @@ async def image_page(request: Request, image: str) -> HTMLResponse:
 def install(app: FastAPI) -> None:
     """Serve the UI pages and their static files on `app`."""
     app.include_router(router)
-    app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="ui-static")
+    app.mount(STATIC_PATH, Assets(directory=HERE / "static"), name="ui-static")

@@ -11,7 +11,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from imgest.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant shared by every imgest process: serializes migrations across replicas.
@@ -30,10 +32,17 @@ class CatalogOptions:
 
 
 def normalize_url(url: str) -> URL:
-    """Parse `url`; `postgresql://` and `postgres://` mean the psycopg (3) driver."""
+    """Parse `url`; `postgresql://` and `postgres://` mean the psycopg (3) driver. ConfigError
+    for text that is not a database URL (it is not shown: it may hold a password)."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "the catalog URL is not a database URL (e.g. sqlite:///var/catalog.db or "
+            "postgresql://user@host/db)"
+        ) from None
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
@@ -43,8 +52,19 @@ def redact_url(url: str) -> str:
     """`url` with its password shown as `***` (for logs and `imgest config`)."""
     try:
         return normalize_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can parse: show none of it
+    except ConfigError:  # not a URL SQLAlchemy can parse: show none of it
         return "<unparseable catalog URL>"
+
+
+def check_url(url: str) -> URL:
+    """`url` parsed, with its database and driver known; ConfigError otherwise (no connection
+    is made: `imgest serve` checks this before it starts listening)."""
+    parsed = normalize_url(url)
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"catalog URL {redact_url(url)}: {exc}") from None
+    return parsed
 
 
 def make_engine(url: str, options: CatalogOptions | None = None) -> Engine:
@@ -55,7 +75,7 @@ def make_engine(url: str, options: CatalogOptions | None = None) -> Engine:
     of ours), a bounded connect timeout and a statement timeout.
     """
     options = options or CatalogOptions()
-    parsed = normalize_url(url)
+    parsed = check_url(url)
     if parsed.get_backend_name() != "sqlite":
         return _server_engine(parsed, options)
     database = parsed.database or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -29,12 +30,14 @@ class ImageFilter:
     def __post_init__(self) -> None:
         # Client values, checked once here (API, UI and CLI build filters): times become UTC
         # now, so that one with no UTC equivalent is a 422, not an OverflowError in a query.
-        filter_text(self.label, "label")
-        filter_text(self.tag, "tag")
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, utc(value, name))
+        # Every member, whatever its name: a text member added later is checked too (the
+        # gallery's label_contains once reached PostgreSQL with a NUL: 503 for a bad value).
+        for member in dataclasses.fields(self):
+            value = getattr(self, member.name)
+            if isinstance(value, str):
+                filter_text(value, member.name)
+            elif isinstance(value, datetime):
+                object.__setattr__(self, member.name, utc(value, member.name))
 
 
 def filtered(query: Q, where: ImageFilter | None) -> Q:

@@ -1,8 +1,9 @@
 """Catalog sessions: one unit of work (a read or a transaction), database failures mapped once.
 
 Every catalog query runs inside `reading()` or `writing()`; both sit inside `guarded()`, the
-one place where a database that fails or does not answer becomes CatalogUnavailable (a 503)
-and an IntegrityError (a duplicate key, which callers handle) passes through as it is.
+one place where a database that fails or does not answer becomes CatalogUnavailable (a 503),
+a value it refuses (DataError) InvalidParameter (a 422), and an IntegrityError (a duplicate
+key, which callers handle) passes through as it is.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgest.errors import CatalogUnavailable
+from imgest.errors import CatalogUnavailable, InvalidParameter
 
 T = TypeVar("T")
 
@@ -41,6 +42,13 @@ class Database:
             yield
         except IntegrityError:
             raise
+        except DataError as exc:
+            # The database refused a value (a NUL, a number out of range): retrying the same
+            # request cannot help, so it is not "unavailable, retry later".
+            log.warning("catalog refused a value: %s", exc.orig if exc.orig is not None else exc)
+            raise InvalidParameter(
+                "A value in the request cannot be stored or searched for."
+            ) from exc
         except (OperationalError, DBAPIError) as exc:
             log.warning("catalog error: %s", exc.orig if exc.orig is not None else exc)
             raise CatalogUnavailable() from exc

@@ -43,7 +43,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip().lower())
     if match is None:
         raise ValueError(f"not a duration: {text!r} (want e.g. 90s, 30m, 1h, 2d)")
-    return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
+    try:
+        return timedelta(seconds=float(match["n"]) * _UNITS[match["unit"]])
+    except OverflowError:  # more days than a timedelta holds (about 2.7 million years)
+        raise ValueError(f"not a duration: {text!r} is longer than any grace period") from None
 
 
 @dataclass

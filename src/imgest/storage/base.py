@@ -49,6 +49,10 @@ def timed_out(exc: BaseException) -> bool:
     return False
 
 
+class StoreURLError(ValueError):
+    """A storage URL that names no usable store (unknown scheme, or one its backend refuses)."""
+
+
 class InvalidPathError(StoreError, ValueError):
     """The path is not a valid blob path (empty, absolute, `..`, backslash, NUL...)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from imgest.storage.base import BlobStore, StoreOptions
+from imgest.storage.base import BlobStore, StoreOptions, StoreURLError
 
 ENTRY_POINT_GROUP = "imgest.storage"
 
@@ -39,7 +39,7 @@ def open_store(url: str, *, options: StoreOptions | None = None) -> BlobStore:
     if not found:
         known = ", ".join(sorted(set(backends.names))) or "none"
         # The URL itself is left out of the message: it may carry credentials.
-        raise ValueError(f"unknown blob store scheme {scheme!r}; known schemes: {known}")
+        raise StoreURLError(f"unknown blob store scheme {scheme!r}; known schemes: {known}")
     backend = next(iter(found)).load()
     from_url = getattr(backend, "from_url", None)
     if not callable(from_url):
@@ -48,7 +48,12 @@ def open_store(url: str, *, options: StoreOptions | None = None) -> BlobStore:
         takes_options = "options" in inspect.signature(from_url).parameters
     except (TypeError, ValueError):  # a callable without a readable signature
         takes_options = False
-    store = from_url(url, options=options) if takes_options and options else from_url(url)
+    try:
+        store = from_url(url, options=options) if takes_options and options else from_url(url)
+    except StoreURLError:
+        raise
+    except ValueError as exc:  # the backend's own reason, which leaves out credentials
+        raise StoreURLError(f"storage URL: {exc}") from None
     if not isinstance(store, BlobStore):
         raise TypeError(f"storage backend for {scheme!r} returned {store!r}, not a BlobStore")
     return store
