@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
-from starlette.types import Message
+from starlette.types import Message, Scope
 
 from imgest.api.guard import PROBE_PATHS
 
@@ -118,6 +118,26 @@ def flooding(first: bytes, chunk: int = 512) -> Receive:
     return receive
 
 
+def http_scope(method: str, path: str, headers: list[tuple[str, str]]) -> Scope:
+    """An ASGI HTTP scope as uvicorn builds it, from the TestClient's host."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+
 def call(
     client: TestClient,
     method: str,
@@ -142,22 +162,7 @@ def call(
         elif message["type"] == "http.response.body":
             answer.body += message.get("body", b"")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = http_scope(method, path, list(headers.items()))
 
     async def run() -> None:
         started = time.monotonic()
@@ -322,22 +327,7 @@ def call_raw(client: TestClient, method: str, path: str, headers: list[tuple[str
         answer.reads += 1
         raise AssertionError("the body was read")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-length", b"100")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    scope = http_scope(method, path, [("content-length", "100"), *headers])
     assert client.portal is not None
     client.portal.call(client.app, scope, receive, send)
     return answer
