@@ -31,7 +31,7 @@ from imgest.storage.base import (
     StoreError,
     signed_url,
 )
-from imgest.storage.once import put_once
+from imgest.storage.once import put_once, restore_missing
 from imgest.storage.paths import rendition_path
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,14 @@ class Corpus:
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
         await put_once(self.store, path, rendered.encoded)
         rendition = rendition_record_of(pipeline, path, rendered)
+        blobs = {path: rendered.encoded}
         try:
-            await anyio.to_thread.run_sync(self.catalog.add_rendition, record.id, rendition)
+            await anyio.to_thread.run_sync(
+                self.catalog.add_rendition,
+                record.id,
+                rendition,
+                lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
+            )
         except IntegrityError:  # the image was deleted meanwhile; the blob is gc's
             raise ImageNotFound(f"No image with id {record.id} is stored.") from None
         log.info("rendered %s for %s on demand", pipeline.name, record.id)
