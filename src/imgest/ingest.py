@@ -1,4 +1,4 @@
-"""One upload: limits -> dedupe -> decode -> pipeline -> store -> score -> record."""
+"""One upload: limits -> dedupe -> decode -> pipeline -> score -> store -> record."""
 
 from __future__ import annotations
 
@@ -166,14 +166,15 @@ class IngestService:
             self.pipeline.name, self.pipeline.version, upload.sha256, rendered.rendition.extension
         )
         blobs = {original: upload.data, rendition: rendered.encoded}
-        # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
-        # never a catalog row that points at a missing blob (see imgest.storage.once).
+        # Score first: a refused score (queue full, 503) leaves nothing behind. Then blobs,
+        # catalog last: a crash in between leaves orphan blobs (swept by gc), never a catalog
+        # row that points at a missing blob (see imgest.storage.once).
+        with self.metrics.score_seconds.time():
+            top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
         with self.metrics.store_seconds.time():
             await asyncio.gather(
                 *(put_once(self.store, path, data) for path, data in blobs.items())
             )
-        with self.metrics.score_seconds.time():
-            top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
         now = datetime.now(UTC)
         model = scorer.model
         record = ImageRecord(
