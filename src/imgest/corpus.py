@@ -31,7 +31,7 @@ from imgest.storage.base import (
     StoreError,
     signed_url,
 )
-from imgest.storage.once import put_once, restore_missing
+from imgest.storage.once import put_once, restore_missing, storage_errors
 from imgest.storage.paths import rendition_path
 
 log = logging.getLogger(__name__)
@@ -174,12 +174,10 @@ class Corpus:
         return await self._sign(rendition.path, rendition.content_type)
 
     async def _sign(self, path: str, content_type: str) -> str | None:
-        try:
+        with storage_errors():
             return await signed_url(
                 self.store, path, self.signed_url_ttl, content_type=content_type
             )
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
 
     async def delete(self, image_id: str) -> ImageRecord:
         """Remove the catalog rows and then the blobs, under the image's catalog lock.
@@ -199,13 +197,14 @@ class Corpus:
 
     async def _open(self, path: str, image_id: str) -> BlobReader:
         try:
-            return await self.store.get(path)
-        except BlobNotFoundError:
+            with storage_errors():
+                return await self.store.get(path)
+        except StorageUnavailable as exc:
+            if not isinstance(exc.__cause__, BlobNotFoundError):
+                raise
             # The catalog has the row but storage lost the blob: fsck reports this.
             log.error("catalog row %s points at missing blob %s", image_id, path)
             raise StorageUnavailable(f"The stored bytes of image {image_id} are missing.") from None
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
 
 
 def remove_blobs(store: BlobStore, paths: list[str]) -> None:

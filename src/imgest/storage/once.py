@@ -1,8 +1,9 @@
 """The one write path of blobs: store content-addressed bytes, record the row under the lock.
 
 Every writer of a blob that a catalog row will reference (ingest, on-demand renditions, export,
-rescore, the model registry) stores it with `put_once`/`put_all_once` and maps storage failures
-to StorageUnavailable here (503 for the API, exit 3 for the CLI), nowhere else.
+rescore, the model registry) stores it with `put_once`/`put_all_once`. Storage failures, of
+writes and reads alike, become StorageUnavailable here (`unavailable`, `storage_errors`): 503
+for the API, exit 3 for the CLI (`imgest.exits`), nowhere else.
 
 Why gc (`imgest.jobs.gc`) can never remove such a blob before its row commits, even with a grace
 period of 0: the writer records the row in a transaction that holds the image's catalog lock
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from imgest.errors import StorageUnavailable
 from imgest.storage.base import (
@@ -102,11 +104,20 @@ async def missing(store: BlobStore, paths: Sequence[str]) -> set[str]:
     return gone
 
 
-def unavailable(exc: BaseException) -> StorageUnavailable:
+def unavailable(exc: BaseException, detail: str | None = None) -> StorageUnavailable:
     """The StorageUnavailable (503, exit 3) that a storage failure becomes."""
-    error = StorageUnavailable()
+    error = StorageUnavailable(detail)
     error.__cause__ = exc
     return error
+
+
+@contextmanager
+def storage_errors(detail: str | None = None) -> Iterator[None]:
+    """A StoreError raised inside becomes StorageUnavailable (with `detail`, if given)."""
+    try:
+        yield
+    except StoreError as exc:
+        raise unavailable(exc, detail) from exc
 
 
 def _once(result: BlobMeta | StoreError) -> BaseException | None:
