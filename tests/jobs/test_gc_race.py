@@ -74,8 +74,11 @@ class Race:
 
 
 @pytest.fixture
-def race(make_corpus: Callable[..., Corpus], photo_files: Files) -> Iterator[tuple[Corpus, Race]]:
-    corpus = make_corpus(photo_files[:2])
+def race(
+    make_corpus: Callable[..., Corpus], photo_files: Files, catalog_url: str
+) -> Iterator[tuple[Corpus, Race]]:
+    """Two photos ingested, on SQLite and (marked postgres) PostgreSQL."""
+    corpus = make_corpus(photo_files[:2], catalog_url=catalog_url)
     yield corpus, Race(corpus)
 
 
