@@ -31,7 +31,7 @@ from imgest.storage.base import (
     StoreError,
     signed_url,
 )
-from imgest.storage.once import put_once
+from imgest.storage.once import put_once, restore_missing, storage_errors
 from imgest.storage.paths import rendition_path
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,14 @@ class Corpus:
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
         await put_once(self.store, path, rendered.encoded)
         rendition = rendition_record_of(pipeline, path, rendered)
+        blobs = {path: rendered.encoded}
         try:
-            await anyio.to_thread.run_sync(self.catalog.add_rendition, record.id, rendition)
+            await anyio.to_thread.run_sync(
+                self.catalog.add_rendition,
+                record.id,
+                rendition,
+                lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
+            )
         except IntegrityError:  # the image was deleted meanwhile; the blob is gc's
             raise ImageNotFound(f"No image with id {record.id} is stored.") from None
         log.info("rendered %s for %s on demand", pipeline.name, record.id)
@@ -168,12 +174,10 @@ class Corpus:
         return await self._sign(rendition.path, rendition.content_type)
 
     async def _sign(self, path: str, content_type: str) -> str | None:
-        try:
+        with storage_errors():
             return await signed_url(
                 self.store, path, self.signed_url_ttl, content_type=content_type
             )
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
 
     async def delete(self, image_id: str) -> ImageRecord:
         """Remove the catalog rows and then the blobs, under the image's catalog lock.
@@ -193,13 +197,14 @@ class Corpus:
 
     async def _open(self, path: str, image_id: str) -> BlobReader:
         try:
-            return await self.store.get(path)
-        except BlobNotFoundError:
+            with storage_errors():
+                return await self.store.get(path)
+        except StorageUnavailable as exc:
+            if not isinstance(exc.__cause__, BlobNotFoundError):
+                raise
             # The catalog has the row but storage lost the blob: fsck reports this.
             log.error("catalog row %s points at missing blob %s", image_id, path)
             raise StorageUnavailable(f"The stored bytes of image {image_id} are missing.") from None
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
 
 
 def remove_blobs(store: BlobStore, paths: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""One upload: limits -> dedupe -> decode -> pipeline -> store -> score -> record."""
+"""One upload: limits -> dedupe -> decode -> pipeline -> score -> store -> record."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from anyio import CapacityLimiter
 
 from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
-from imgest.errors import ClientError, ModelPipelineMismatch, StorageUnavailable
+from imgest.errors import ClientError, ModelPipelineMismatch
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.scorers import Scorers
-from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.base import BlobStore
+from imgest.storage.once import put_once, restore_missing
 from imgest.storage.paths import original_path, rendition_path
 
 log = logging.getLogger(__name__)
@@ -165,12 +166,15 @@ class IngestService:
             self.pipeline.name, self.pipeline.version, upload.sha256, rendered.rendition.extension
         )
         blobs = {original: upload.data, rendition: rendered.encoded}
-        # Blobs first, catalog last: a crash in between leaves orphan blobs (swept by gc),
-        # never a catalog row that points at a missing blob.
-        with self.metrics.store_seconds.time():
-            await asyncio.gather(*(self._put(path, data) for path, data in blobs.items()))
+        # Score first: a refused score (queue full, 503) leaves nothing behind. Then blobs,
+        # catalog last: a crash in between leaves orphan blobs (swept by gc), never a catalog
+        # row that points at a missing blob (see imgest.storage.once).
         with self.metrics.score_seconds.time():
             top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
+        with self.metrics.store_seconds.time():
+            await asyncio.gather(
+                *(put_once(self.store, path, data) for path, data in blobs.items())
+            )
         now = datetime.now(UTC)
         model = scorer.model
         record = ImageRecord(
@@ -202,7 +206,7 @@ class IngestService:
         created = await anyio.to_thread.run_sync(
             self.catalog.add_image,
             record,
-            lambda: self._ensure_stored(blobs),
+            lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
             limiter=self.catalog_writers,
         )
         if not created:  # the same bytes won a race from another request
@@ -233,27 +237,6 @@ class IngestService:
             return render(data, self.pipeline, self.limits)
         finally:
             self.metrics.render_seconds.observe(time.perf_counter() - started)
-
-    async def _put(self, path: str, data: bytes) -> None:
-        # Overwrite, not create: content-addressed, so the bytes are the same, and a fresh
-        # last-modified time keeps gc's grace period from removing a blob an upload relies on
-        # (an orphan of the same bytes from an earlier, unfinished try may be old).
-        try:
-            await self.store.put(path, data, mode="overwrite")
-        except StoreError as exc:
-            raise StorageUnavailable() from exc
-
-    def _ensure_stored(self, blobs: dict[str, bytes]) -> None:
-        """Under the image's catalog lock (worker thread): store again any blob a concurrent
-        delete or gc removed after our put, before the row that references it commits."""
-        for path, data in blobs.items():
-            try:
-                anyio.from_thread.run(self.store.head, path)
-            except BlobNotFoundError:
-                log.info("blob %s went away before its row committed; storing it again", path)
-                anyio.from_thread.run(self._put, path, data)
-            except StoreError as exc:
-                raise StorageUnavailable() from exc
 
     @staticmethod
     def _result(

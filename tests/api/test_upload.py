@@ -328,6 +328,18 @@ def test_storage_failure_is_503_and_records_nothing(
     assert client.get("/v1/images").json()["items"] == []
 
 
+def test_a_refused_score_stores_nothing(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring comes before the blob writes: a full scoring queue (503) leaves no orphans."""
+    batcher = client.app.state.batcher  # type: ignore[attr-defined]
+    monkeypatch.setattr(batcher, "max_queue", 0)  # every image is refused at once
+    r = upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())])
+    problem(r, 503, "scoring_queue_full")
+    assert client.get("/v1/images").json()["items"] == []
+    assert blob_paths(client) == set()
+
+
 def test_orientations_give_the_same_top1(
     client: TestClient, oriented_jpeg: Callable[[int], bytes]
 ) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from imgest.catalog.filters import ImageFilter, filtered, has_prediction
+from imgest.catalog.images import lock_images
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow
 from imgest.catalog.records import (
     PendingImage,
@@ -87,12 +88,16 @@ class CorpusQueries(Database):
         return found
 
     def add_results(
-        self, results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]]
+        self,
+        results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]],
+        missing: Callable[[list[str]], set[str]] | None = None,
     ) -> int:
         """Record (image id, prediction, new rendition or None) triples in one transaction.
 
         Idempotent: a prediction or rendition already recorded under its key is left as it
-        is. Returns how many predictions were new.
+        is. Returns how many predictions were new. `missing` (paths -> those not stored) runs
+        under the locks of the images with new renditions, before the commit: a rendition
+        whose blob gc removed meanwhile is left out (its prediction is still recorded).
         """
         if not results:
             return 0
@@ -101,6 +106,10 @@ class CorpusQueries(Database):
             {**dataclasses.asdict(r), "image_id": i} for i, _, r in results if r is not None
         ]
         with self.writing() as session:
+            if missing is not None and renditions:
+                lock_images(session, [r["image_id"] for r in renditions])
+                gone = missing([r["path"] for r in renditions])
+                renditions = [r for r in renditions if r["path"] not in gone]
             _insert_new(session, RenditionRow, renditions)
             return _insert_new(session, PredictionRow, predictions)
 

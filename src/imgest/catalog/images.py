@@ -73,12 +73,20 @@ def lock_key(image_id: str) -> int:
 def locked(db: Database, image_id: str) -> Iterator[Session]:
     """A transaction of `db` that holds `image_id`'s lock from its start until it ends."""
     with db.writing() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(select(func.pg_advisory_xact_lock(lock_key(image_id))))
-        else:
-            # SQLite: any write statement takes the database write lock, rows or not.
-            session.execute(update(ImageRow).where(ImageRow.id == image_id).values(id=ImageRow.id))
+        lock_images(session, [image_id])
         yield session
+
+
+def lock_images(session: Session, image_ids: Sequence[str]) -> None:
+    """Take the locks of `image_ids` in `session`'s transaction (held until it ends), in one
+    order (sorted) so that two transactions locking several images cannot deadlock."""
+    if session.get_bind().dialect.name == "postgresql":
+        for image_id in sorted(set(image_ids)):
+            session.execute(select(func.pg_advisory_xact_lock(lock_key(image_id))))
+    elif image_ids:
+        # SQLite: any write statement takes the database write lock, rows or not.
+        first = min(image_ids)
+        session.execute(update(ImageRow).where(ImageRow.id == first).values(id=ImageRow.id))
 
 
 class Images(Database):
@@ -86,7 +94,7 @@ class Images(Database):
     change under its lock (`locked`)."""
 
     # -- writes ---------------------------------------------------------------------------
-    def add_image(self, record: ImageRecord, verify: Callable[[], None] | None = None) -> bool:
+    def add_image(self, record: ImageRecord, verify: Callable[[], object] | None = None) -> bool:
         """Insert the image with its tags, renditions and predictions in one transaction.
 
         `verify` runs under the image's lock before the commit; it makes sure the record's
@@ -115,10 +123,27 @@ class Images(Database):
         row = prediction_row(image_id, prediction)
         return self._insert_once(row, "image_id", "model_version", "pipeline_version")
 
-    def add_rendition(self, image_id: str, rendition: RenditionRecord) -> bool:
-        """Record one rendition; False if (image, pipeline, pipeline version) has one already."""
+    def add_rendition(
+        self, image_id: str, rendition: RenditionRecord, verify: Callable[[], object] | None = None
+    ) -> bool:
+        """Record one rendition; False if (image, pipeline, pipeline version) has one already.
+
+        Under the image's lock, like `add_image`: `verify` runs before the commit and makes
+        sure the rendition's blob is stored (gc removes blobs under the same lock).
+        """
         row = rendition_row(image_id, rendition)
-        return self._insert_once(row, "image_id", "pipeline", "pipeline_version")
+        key = ("image_id", "pipeline", "pipeline_version")
+        try:
+            with locked(self, image_id) as session:
+                session.add(row)
+                session.flush()
+                if verify is not None:
+                    verify()
+        except IntegrityError:
+            if self._exists(and_(*(getattr(RenditionRow, c) == getattr(row, c) for c in key))):
+                return False
+            raise  # not a duplicate: e.g. the image row is gone
+        return True
 
     def _insert_once(self, row: Base, *key: str) -> bool:
         """Insert `row`; False if a row with its values of the `key` columns is there."""

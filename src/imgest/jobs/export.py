@@ -43,7 +43,7 @@ from imgest.rendering import render, rendition_record_of
 from imgest.runtime import Runtime
 from imgest.scoring.registry import RegisteredModel
 from imgest.storage.base import BlobStore, StoreError, timed_out
-from imgest.storage.once import put_once
+from imgest.storage.once import put_once, restore_missing
 from imgest.storage.paths import rendition_path
 
 Format = Literal["imagefolder", "webdataset"]
@@ -232,7 +232,12 @@ class _Source:
             self.pipeline.name, self.pipeline.version, image.id, rendered.rendition.extension
         )
         self.loop.run(put_once(self.store, path, rendered.encoded))
-        self.catalog.add_rendition(image.id, rendition_record_of(self.pipeline, path, rendered))
+        blobs = {path: rendered.encoded}
+        self.catalog.add_rendition(
+            image.id,
+            rendition_record_of(self.pipeline, path, rendered),
+            lambda: self.loop.run(restore_missing(self.store, blobs)),
+        )
         self.summary.rendered += 1
         return rendered.encoded
 

@@ -4,13 +4,15 @@ Walks `originals/` and `renditions/` with `BlobStore.list`, asks the catalog whi
 of paths rows reference, and deletes the rest when their last-modified time is older than
 `grace`. Memory stays at one batch of paths.
 
-Why it never removes a blob an upload relies on: an upload writes its blobs (overwriting, so
-their last-modified time is fresh) before it records its row, and checks they are still there
-under the image's catalog lock just before it commits. gc deletes under the same lock, after
-looking again at both the catalog (no row references the blob) and the blob (still older than
-the grace period). So an upload in flight either keeps its fresh blob (younger than the grace)
-or, if gc took it anyway, stores it again before its row commits. Paths outside the blob layout
-are reported and never deleted.
+Why it never removes a blob a row relies on, whatever the grace period: every writer of such a
+blob (ingest, on-demand renditions, export, rescore) goes through `imgest.storage.once`: it
+stores the blob before it records its row, and checks the blob is still there under the image's
+catalog lock just before it commits (storing it again, or with rescore leaving the row out, when
+it is gone). gc deletes under the same lock, after looking again at both the catalog (no row
+references the blob) and the blob (still older than the grace period). So gc either deletes
+before the writer's check (which puts the blob back) or after the commit (and then sees the row
+and keeps the blob). The grace period only spares writers in flight that extra work. Paths
+outside the blob layout are reported and never deleted.
 """
 
 from __future__ import annotations

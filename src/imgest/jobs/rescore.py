@@ -28,6 +28,7 @@ from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
+from imgest.storage.once import missing as missing_blobs
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,11 @@ def run(
             summary.skipped = summary.matched
             return summary
         runner = _engine(runtime, engine, spec, loaded, workers, batch_size, ray_address, pin)
-        _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch)
+        stored = _StoredCheck(runtime)
+        try:
+            _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch, stored)
+        finally:
+            stored.close()
         return summary
     finally:
         catalog.close()
@@ -217,6 +222,7 @@ def _drive(
     summary: RescoreSummary,
     progress: bool,
     on_batch: Callable[[RescoreSummary], None] | None,
+    stored: _StoredCheck,
 ) -> None:
     started = time.monotonic()
     summary.skipped = summary.matched - summary.pending
@@ -224,7 +230,7 @@ def _drive(
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
         for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
             came_back = time.monotonic() - started
-            _record(catalog, key, outcomes, summary)
+            _record(catalog, key, outcomes, summary, stored.missing)
             done += len(outcomes)
             summary.marks.append((came_back, done))
             advance(len(outcomes))
@@ -246,8 +252,34 @@ def _batches(
             yield [WorkItem(p.id, p.original_path, p.rendition_path is None) for p in chunk]
 
 
+class _StoredCheck:
+    """The driver's look at the store (its own event loop): which renditions the workers
+    stored are still there, under the images' locks before their rows commit (gc's race; see
+    imgest.storage.once)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store = runtime.open_store()
+
+    def missing(self, paths: list[str]) -> set[str]:
+        gone = self.loop.run_until_complete(missing_blobs(self.store, paths))
+        for path in sorted(gone):
+            log.warning("rendition %s went away before its row committed; not recorded", path)
+        return gone
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.store.close())
+        finally:
+            self.loop.close()
+
+
 def _record(
-    catalog: Catalog, key: PredictionKey, outcomes: list[Outcome], summary: RescoreSummary
+    catalog: Catalog,
+    key: PredictionKey,
+    outcomes: list[Outcome],
+    summary: RescoreSummary,
+    missing: Callable[[list[str]], set[str]] | None = None,
 ) -> None:
     now = datetime.now(UTC)
     results: list[tuple[str, PredictionRecord, RenditionRecord | None]] = []
@@ -264,7 +296,7 @@ def _record(
             created_at=now,
         )
         results.append((o.image_id, prediction, o.rendition))
-    new = catalog.add_results(results)
+    new = catalog.add_results(results, missing)
     summary.scored += new
     summary.skipped += len(results) - new
     down = next((o for o in outcomes if o.unavailable), None)

@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 
 from imgest.catalog.models import ModelRow
 from imgest.catalog.repo import Catalog
-from imgest.errors import StorageUnavailable, UnknownModel
+from imgest.errors import UnknownModel
 from imgest.scoring.model import BUNDLED_DIR, InputSpec, Model, ModelSpec, read_model_dir
 from imgest.storage.base import BlobStore, StoreError
-from imgest.storage.once import put_once
+from imgest.storage.once import put_once, storage_errors
 from imgest.storage.paths import model_path
 
 BUNDLED_PREFIX = "bundled:"
@@ -219,11 +219,9 @@ class ModelRegistry:
             directory = BUNDLED_DIR.parent / entry.location.removeprefix(BUNDLED_PREFIX)
             _, onnx = read_model_dir(directory)
             return await anyio.to_thread.run_sync(onnx.read_bytes)
-        try:
+        with storage_errors(f"The weights of model {entry.ref} are unavailable."):
             reader = await self.store.get(entry.location)
             return await reader.read()
-        except StoreError as exc:
-            raise StorageUnavailable(f"The weights of model {entry.ref} are unavailable.") from exc
 
     async def load(self, entry: RegisteredModel, *, threads: int = 0, device: str = "cpu") -> Model:
         """A Model ready to predict, for a registered version."""
