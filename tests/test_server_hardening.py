@@ -336,6 +336,30 @@ def test_an_unauthenticated_100_mib_patch_is_refused_before_its_body(
     assert rss_bytes(hardened.server) - before < 8 * MiB
 
 
+def send_until_answered(
+    sock: socket.socket, piece: bytes, most: int, wait: float, failure: str
+) -> int:
+    """Send `piece` (at most `most` times) until the server answers or closes; how many were
+    sent. Each try waits `wait` s for an answer; all of it must end within 10 s (`failure`)."""
+    sock.settimeout(wait)
+    started = time.monotonic()
+    sent = 0
+    while sent < most:
+        try:
+            sock.sendall(piece)
+            sent += 1
+            if sock.recv(1, socket.MSG_PEEK):
+                break
+        except TimeoutError:
+            continue  # the server stopped reading: its answer is on the way
+        except OSError:
+            break
+        finally:
+            assert time.monotonic() - started < 10, failure
+    sock.settimeout(5)
+    return sent
+
+
 def test_a_chunked_100_mib_patch_with_a_key_stops_at_the_body_cap(hardened: Hardened) -> None:
     before = rss_bytes(hardened.server)
     head = (
@@ -344,24 +368,9 @@ def test_a_chunked_100_mib_patch_with_a_key_stops_at_the_body_cap(hardened: Hard
         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     chunk = b"%x\r\n%s\r\n" % (MiB, b"x" * MiB)
-    sent = 0
     with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
         sock.sendall(head.encode())
-        sock.settimeout(0.2)
-        started = time.monotonic()
-        while sent < 100 * MiB:
-            try:
-                sock.sendall(chunk)
-                sent += MiB
-                if sock.recv(1, socket.MSG_PEEK):
-                    break
-            except TimeoutError:
-                continue  # the server stopped reading: its answer is on the way
-            except OSError:
-                break
-            finally:
-                assert time.monotonic() - started < 10, "no 413 for a 100 MiB body"
-        sock.settimeout(5)
+        sent = MiB * send_until_answered(sock, chunk, 100, 0.2, "no 413 for a 100 MiB body")
         response = read_response(sock)
         assert response.status == 413
         assert json.loads(response.read())["code"] == "request_too_large"
@@ -378,21 +387,9 @@ def test_a_trickling_patch_gets_408_for_its_rate(hardened: Hardened) -> None:
     )
     with socket.create_connection(("127.0.0.1", hardened.port), timeout=5) as sock:
         sock.sendall(head.encode())
-        sock.settimeout(0.3)
         started = time.monotonic()
         # One byte every 0.3 s never trips the 1 s idle timeout, only the 1 KiB/s minimum.
-        for _ in range(1000):
-            try:
-                sock.sendall(b" ")
-                if sock.recv(1, socket.MSG_PEEK):
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            finally:
-                assert time.monotonic() - started < 10, "no 408 for a 3 bytes/s PATCH"
-        sock.settimeout(5)
+        send_until_answered(sock, b" ", 1000, 0.3, "no 408 for a 3 bytes/s PATCH")
         response = read_response(sock)
         assert response.status == 408
         assert json.loads(response.read())["code"] == "request_timeout"

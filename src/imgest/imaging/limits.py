@@ -7,6 +7,7 @@ so an image over any limit is refused before a decoder allocates or loops over a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -70,14 +71,10 @@ class ImageLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
-        """The limits named in `settings` (max_pixels, max_frames, max_scans, ...)."""
-        return cls(
-            max_pixels=settings.max_pixels,
-            max_frames=settings.max_frames,
-            max_scans=settings.max_scans,
-            max_decode_bytes=settings.max_decode_bytes,
-            max_icc_bytes=settings.max_icc_bytes,
-        )
+        """The limits named in `settings`: every field that is also a setting (max_side, which
+        is libjpeg's and not configurable, keeps its default), so a new limit needs no line here."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name in type(settings).model_fields]
+        return cls(**{name: getattr(settings, name) for name in names})
 
 
 def decode_bytes(info: ImageInfo, min_size: Size | None = None) -> int:
