@@ -23,7 +23,8 @@ from imgest.app import create_app
 from imgest.catalog.records import Label, PredictionRecord
 from imgest.cli import app as cli
 from imgest.config import load_settings
-from imgest.exits import EXIT_UNAVAILABLE
+from imgest.errors import CatalogUnavailable
+from imgest.exits import EXIT_UNAVAILABLE, EXIT_USAGE
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
 from imgest.storage.timeout import TimeoutStore
@@ -246,7 +247,46 @@ def test_serve_gives_up_on_a_stopped_catalog_in_time(
     }
     done, elapsed = _serve(env, tmp_path)
     assert done.returncode == EXIT_UNAVAILABLE, done.stderr
-    assert "CatalogUnavailable" in done.stderr
+    # The table's sentence, not uvicorn's start-up traceback (which also exits 3).
+    assert done.stderr.splitlines()[-1] == f"imgest: {CatalogUnavailable.default_detail}"
+    assert "Traceback" not in done.stderr
+    assert elapsed < SERVE_BOUND_S
+
+
+# --- a storage URL the runtime refuses: the documented exit 2 and one sentence ---------------
+
+REFUSED_STORAGE = {
+    "ftp://x": "imgest: unknown blob store scheme 'ftp'; known schemes: ",
+    "s3://": "imgest: storage URL: not a s3 store URL",
+}
+# Every command that opens the store, beside the COMMANDS the faults above walk.
+OPENS_STORAGE = (*COMMANDS, "init", "models list", "pipelines list")
+
+
+@pytest.mark.parametrize("url", sorted(REFUSED_STORAGE))
+@pytest.mark.parametrize("command", OPENS_STORAGE)
+def test_a_refused_storage_url_exits_2_with_one_sentence(
+    command: str, url: str, place: Place, tmp_path: Path
+) -> None:
+    args = _commands(place, tmp_path).get(command, command.split())
+    env = {"IMGEST_STORAGE_URL": url, "IMGEST_CATALOG_URL": place.catalog}
+    result, _ = _invoke(args, env, STORAGE_BOUND_S)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert result.stderr.startswith(REFUSED_STORAGE[url]), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("url", sorted(REFUSED_STORAGE))
+def test_serve_refuses_a_storage_url_before_listening(
+    url: str, place: Place, tmp_path: Path
+) -> None:
+    """It used to print uvicorn's start-up traceback and exit 3, whatever the cause."""
+    done, elapsed = _serve(
+        {"IMGEST_STORAGE_URL": url, "IMGEST_CATALOG_URL": place.catalog}, tmp_path
+    )
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(REFUSED_STORAGE[url]), done.stderr
+    assert "Traceback" not in done.stderr and "Uvicorn running" not in done.stderr
     assert elapsed < SERVE_BOUND_S
 
 

@@ -1,5 +1,11 @@
 """Serving under uvicorn: the bind-address check, connection clocks, logging, the run call.
 
+A start-up failure (the store, catalog or model the settings name cannot be opened) happens
+in the app's lifespan, inside uvicorn, which would print a traceback and exit 3 whatever the
+cause. `serve` keeps the exception instead and raises it itself, before anything listens, so
+it exits through the `imgest.exits` table like every other command: one line, the documented
+code (an unknown storage scheme exits 2, a stopped catalog 3); a bug keeps its traceback.
+
 uvicorn bounds idle keep-alive connections but not a client that opens a connection and sends
 its request headers slowly (slow-loris), nor one that stops reading a response (its writes
 wait on a full send buffer for ever); `guarded_protocol` adds both bounds to uvicorn's h11
@@ -12,6 +18,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import h11
@@ -167,6 +174,31 @@ def guarded_protocol(settings: Settings) -> type[H11Protocol]:
     )
 
 
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+def keep_startup_error(app: ASGIApp, failed: list[BaseException]) -> ASGIApp:
+    """`app`, whose lifespan start-up exception goes into `failed` instead of uvicorn's log."""
+
+    async def wrapped(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def quiet(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                message = {**message, "message": ""}  # the traceback text Starlette formats
+            await send(message)
+
+        try:
+            await app(scope, receive, quiet)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    return wrapped
+
+
 def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None:
     """Run the app on settings.host:port until interrupted (blocks)."""
     import uvicorn
@@ -183,19 +215,25 @@ def serve(settings: Settings, *, log_level: str, **uvicorn_options: Any) -> None
     logs.configure(settings.log_format, log_level)
     # Where the data lives, as a log record: JSON logs stay one object per line.
     logging.getLogger("imgest").info("%s", describe(settings))
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        log_config=None,  # records go through imgest.logs (text or JSON, with request ids)
-        access_log=False,  # imgest.api.observe writes the access log (route, status, time)
-        http=guarded_protocol(settings),
-        # A head still arriving is cut at the same size the request guard checks (431).
-        h11_max_incomplete_event_size=settings.max_request_head_bytes,
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=10,
-        **uvicorn_options,
-    )
+    failed: list[BaseException] = []
+    try:
+        uvicorn.run(
+            keep_startup_error(create_app(settings), failed),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            log_config=None,  # records go through imgest.logs (text or JSON, with request ids)
+            access_log=False,  # imgest.api.observe writes the access log (route, status, time)
+            http=guarded_protocol(settings),
+            # A head still arriving is cut at the same size the request guard checks (431).
+            h11_max_incomplete_event_size=settings.max_request_head_bytes,
+            timeout_keep_alive=settings.keep_alive_timeout_s,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+            timeout_graceful_shutdown=10,
+            **uvicorn_options,
+        )
+    except SystemExit:
+        if failed:  # the lifespan's own exception goes through the exit-code table
+            raise failed[0] from None
+        raise
