@@ -25,6 +25,7 @@ from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.imaging.pipelines import load_pipelines
 from imgest.metrics import Metrics
+from imgest.scoring.batcher import Batching
 from imgest.scoring.model import Model
 from imgest.scoring.registry import ModelRegistry
 from imgest.scoring.scorers import Scorers
@@ -134,10 +135,12 @@ class Runtime:
         active = await registry.ensure_default(s.model_dir)
         scorers = Scorers(
             registry,
-            top_k=s.top_k,
-            max_size=s.batch_max_size,
-            max_wait=s.batch_max_wait_ms / 1000.0,
-            max_queue=s.batch_max_queue,
+            batching=Batching(
+                top_k=s.top_k,
+                max_size=s.batch_max_size,
+                max_wait=s.batch_max_wait_ms / 1000.0,
+                max_queue=s.batch_max_queue,
+            ),
             threads=s.inference_threads,
             device=s.device,
             active_ttl=s.active_model_ttl_s,

@@ -131,10 +131,7 @@ class _GuardedH11(H11Protocol):
         super().resume_writing()
 
     def _cancel_send_timer(self) -> None:
-        timer = getattr(self, "_send_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._send_timer = None
+        self._cancel("_send_timer")
 
     def _send_deadline(self) -> None:
         # abort, not close: close would wait to flush the very buffer the client won't read.
@@ -150,10 +147,14 @@ class _GuardedH11(H11Protocol):
         self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
 
     def _cancel_header_timer(self) -> None:
-        timer = getattr(self, "_header_timer", None)
+        self._cancel("_header_timer")
+
+    def _cancel(self, name: str) -> None:
+        # getattr: uvicorn may call back before connection_made has set the timers
+        timer: asyncio.TimerHandle | None = getattr(self, name, None)
         if timer is not None:
             timer.cancel()
-            self._header_timer = None
+            setattr(self, name, None)
 
     def _header_deadline(self) -> None:
         # IDLE: no complete request head since the timer was armed (partial bytes don't count).

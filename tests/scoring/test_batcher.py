@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from imgest.errors import ModelUnavailable, ScoringQueueFull
-from imgest.scoring.batcher import MicroBatcher
+from imgest.scoring.batcher import Batching, MicroBatcher
 from imgest.scoring.model import CPU_RUN_INPUTS, Model, aggregate
 
 
@@ -53,7 +53,7 @@ def test_cat_top1_is_a_cat(model: Model, data_dir: Path) -> None:
 
 @pytest.mark.anyio
 async def test_concurrent_requests_share_batches(model: Model, data_dir: Path) -> None:
-    batcher = MicroBatcher(model, max_size=8, max_wait=0.05)
+    batcher = MicroBatcher(model, Batching(max_size=8, max_wait=0.05))
     await batcher.start()
     pixels = cat_pixels(data_dir)
     rng = np.random.default_rng(0)
@@ -132,7 +132,7 @@ def test_classify_aggregates_each_images_inputs(model: Model, data_dir: Path) ->
 
 @pytest.mark.anyio
 async def test_tiled_images_go_through_the_batcher_whole(model: Model, data_dir: Path) -> None:
-    batcher = MicroBatcher(model, max_size=6, max_wait=0.05)
+    batcher = MicroBatcher(model, Batching(max_size=6, max_wait=0.05))
     await batcher.start()
     cat = cat_pixels(data_dir)
     noise = np.random.default_rng(2).integers(0, 256, cat.shape, dtype=np.uint8)
@@ -156,7 +156,7 @@ async def test_tiled_images_go_through_the_batcher_whole(model: Model, data_dir:
 
 @pytest.mark.anyio
 async def test_full_queue_refuses_at_once(model: Model, data_dir: Path) -> None:
-    batcher = MicroBatcher(model, max_size=4, max_wait=5.0, max_queue=5)
+    batcher = MicroBatcher(model, Batching(max_size=4, max_wait=5.0, max_queue=5))
     await batcher.start()
     cat = cat_pixels(data_dir)
     waiting = asyncio.create_task(batcher.score_inputs([cat] * 3))

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,9 @@ from imgest.errors import (
 )
 from imgest.imaging.header import SWAPS_AXES
 from imgest.imaging.sniff import ImageInfo, jpeg_segments
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +124,21 @@ class Decoded:
     content: Box
 
 
+class DecodeOptions(TypedDict, total=False):
+    """decode()'s optional keywords: their defaults are decode_exact()'s."""
+
+    background: RGB
+    max_icc_bytes: int
+
+
 def decode(
-    data: bytes,
-    info: ImageInfo,
-    *,
-    min_size: Size | None,
-    background: RGB = (255, 255, 255),
-    max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+    data: bytes, info: ImageInfo, *, min_size: Size | None, **options: Unpack[DecodeOptions]
 ) -> Image.Image:
     """Decode to an upright sRGB "RGB" image at least `min_size` (w, h) when the original is.
 
     `info` must come from `probe(data)` and have passed `limits.check`.
     """
-    return decode_exact(
-        data, info, min_size=min_size, background=background, max_icc_bytes=max_icc_bytes
-    ).image
+    return decode_exact(data, info, min_size=min_size, **options).image
 
 
 def decode_exact(

@@ -145,27 +145,21 @@ def run(
     return summary
 
 
+@dataclass(eq=False)
 class _Source:
     """Streams Samples out of the catalog and the blob store."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        store: BlobStore,
-        loop: asyncio.Runner,
-        pipeline: Pipeline,
-        model: RegisteredModel,
-        limits: ImageLimits,
-        summary: ExportSummary,
-    ) -> None:
-        self.catalog = catalog
-        self.store = store
-        self.loop = loop
-        self.pipeline = pipeline
-        self.model = model
-        self.limits = limits
-        self.summary = summary
-        self.vocabulary = Vocabulary(model.spec.labels)
+    catalog: Catalog
+    store: BlobStore
+    loop: asyncio.Runner
+    pipeline: Pipeline
+    model: RegisteredModel
+    limits: ImageLimits
+    summary: ExportSummary
+    vocabulary: Vocabulary = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.vocabulary = Vocabulary(self.model.spec.labels)
 
     def samples(self, where: ImageFilter, done: set[str], advance: Any) -> Iterator[Sample]:
         p = self.pipeline

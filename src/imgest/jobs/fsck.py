@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -17,7 +18,13 @@ import anyio
 import anyio.to_thread
 
 from imgest.catalog.repo import BlobRef, Catalog
-from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError, StoreTimeoutError
+from imgest.storage.base import (
+    BlobMeta,
+    BlobNotFoundError,
+    BlobStore,
+    StoreError,
+    StoreTimeoutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,39 +114,41 @@ class _Check:
         async with limiter:
             self.report.blobs += 1
             if self.unavailable is not None:
-                return None
-            try:
+                return
+            meta: BlobMeta | None = None
+            with self._reading(ref, "head"):
                 meta = await self.store.head(ref.path)
-            except BlobNotFoundError:
-                return self._problem("missing", ref, "no blob at this path")
-            except StoreTimeoutError as exc:
-                self.unavailable = exc
-                return None
-            except StoreError as exc:
-                return self._problem("unreadable", ref, f"head failed: {exc}")
+            if meta is None:
+                return
             if meta.size != ref.bytes:
-                return self._problem(
+                self._problem(
                     "size_mismatch", ref, f"catalog says {ref.bytes} bytes, blob has {meta.size}"
                 )
-            if self.deep and ref.kind == "original":
+            elif self.deep and ref.kind == "original":
                 await self._hash(ref)
 
     async def _hash(self, ref: BlobRef) -> None:
         digest = hashlib.sha256()
-        try:
+        with self._reading(ref, "read"):
             reader = await self.store.get(ref.path)
             async for chunk in reader.stream(1 << 20):
                 digest.update(chunk)
                 self.report.bytes_hashed += len(chunk)
+            if digest.hexdigest() != ref.image_id:
+                self._problem("hash_mismatch", ref, f"sha256 is {digest.hexdigest()}")
+
+    @contextmanager
+    def _reading(self, ref: BlobRef, what: str) -> Iterator[None]:
+        """A missing or unreadable blob is a problem of `ref`; a store that stopped answering
+        ends the run (`unavailable`)."""
+        try:
+            yield
         except BlobNotFoundError:
-            return self._problem("missing", ref, "no blob at this path")
+            self._problem("missing", ref, "no blob at this path")
         except StoreTimeoutError as exc:
             self.unavailable = exc
-            return None
         except StoreError as exc:
-            return self._problem("unreadable", ref, f"read failed: {exc}")
-        if digest.hexdigest() != ref.image_id:
-            self._problem("hash_mismatch", ref, f"sha256 is {digest.hexdigest()}")
+            self._problem("unreadable", ref, f"{what} failed: {exc}")
 
     def _problem(self, kind: ProblemKind, ref: BlobRef, detail: str) -> None:
         problem = Problem(kind, ref.image_id, ref.path, detail)

@@ -63,6 +63,16 @@ class BatchStats:
         }
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How a MicroBatcher batches: the top-k it answers, and its size, wait and queue bounds."""
+
+    top_k: int = 5
+    max_size: int = 4
+    max_wait: float = 0.005  # seconds
+    max_queue: int = 1024
+
+
 class MicroBatcher:
     """Collects inputs for up to `max_wait` seconds or `max_size` inputs, then runs one batch.
 
@@ -73,20 +83,9 @@ class MicroBatcher:
     single image has more inputs than that.
     """
 
-    def __init__(
-        self,
-        model: Model,
-        *,
-        top_k: int = 5,
-        max_size: int = 4,
-        max_wait: float = 0.005,
-        max_queue: int = 1024,
-    ) -> None:
+    def __init__(self, model: Model, batching: Batching | None = None) -> None:
         self.model = model
-        self.top_k = top_k
-        self.max_size = max_size
-        self.max_wait = max_wait
-        self.max_queue = max_queue
+        self.batching = batching or Batching()
         self.stats = BatchStats()
         self._pending: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
@@ -128,11 +127,11 @@ class MicroBatcher:
             raise ModelUnavailable()
         if not inputs:
             raise ValueError("an image needs at least one model input")
-        if self.stats.queued + len(inputs) > self.max_queue:
+        if self.stats.queued + len(inputs) > self.batching.max_queue:
             self.stats.rejected += 1
             raise ScoringQueueFull(
                 f"{self.stats.queued} model inputs are waiting to be scored (limit "
-                f"{self.max_queue}); retry shortly."
+                f"{self.batching.max_queue}); retry shortly."
             )
         try:
             tensors = [self.model.preprocess(p) for p in inputs]
@@ -149,8 +148,8 @@ class MicroBatcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
-        while self._inputs_pending() < self.max_size:
+        deadline = loop.time() + self.batching.max_wait
+        while self._inputs_pending() < self.batching.max_size:
             timeout = deadline - loop.time()
             if timeout <= 0:
                 break
@@ -159,7 +158,7 @@ class MicroBatcher:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
         batch = [self._pending.popleft()]
         size = len(batch[0].tensors)
-        while self._pending and size + len(self._pending[0].tensors) <= self.max_size:
+        while self._pending and size + len(self._pending[0].tensors) <= self.batching.max_size:
             item = self._pending.popleft()
             batch.append(item)
             size += len(item.tensors)
@@ -193,4 +192,6 @@ class MicroBatcher:
             rows = probs[start : start + len(item.tensors)]
             start += len(item.tensors)
             if not item.future.done():
-                item.future.set_result(self.model.top_k(aggregate(rows, item.how), self.top_k))
+                item.future.set_result(
+                    self.model.top_k(aggregate(rows, item.how), self.batching.top_k)
+                )

@@ -9,44 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import KW_ONLY, dataclass, field
 
 import anyio.to_thread
 
 from imgest.errors import ModelUnavailable
-from imgest.scoring.batcher import BatchStats, MicroBatcher
+from imgest.scoring.batcher import Batching, BatchStats, MicroBatcher
 from imgest.scoring.model import Model, ModelSpecError
 from imgest.scoring.registry import ModelRegistry, RegisteredModel
 
 
+@dataclass(eq=False)  # one identity, as a plain class has
 class Scorers:
     """Hands out the MicroBatcher for `NAME[@VERSION]` or for the active model."""
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        *,
-        top_k: int = 5,
-        max_size: int = 16,
-        max_wait: float = 0.005,
-        max_queue: int = 1024,
-        threads: int = 0,
-        device: str = "cpu",
-        active_ttl: float = 5.0,
-        preloaded: Model | None = None,
-    ) -> None:
-        self.registry = registry
-        self.top_k = top_k
-        self.max_size = max_size
-        self.max_wait = max_wait
-        self.max_queue = max_queue
-        self.threads = threads
-        self.device = device
-        self.active_ttl = active_ttl
-        self._preloaded = preloaded
-        self._batchers: dict[str, MicroBatcher] = {}  # by model version
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._active: RegisteredModel | None = None
-        self._active_at = 0.0
+    registry: ModelRegistry
+    _: KW_ONLY
+    batching: Batching = field(default_factory=Batching)
+    threads: int = 0
+    device: str = "cpu"
+    active_ttl: float = 5.0
+    preloaded: Model | None = None  # used for the active model instead of loading it
+    _batchers: dict[str, MicroBatcher] = field(default_factory=dict, init=False)  # by version
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _active: RegisteredModel | None = field(default=None, init=False)
+    _active_at: float = field(default=0.0, init=False)
 
     @property
     def running(self) -> bool:
@@ -82,7 +69,7 @@ class Scorers:
         return {f"{b.model.name}@{b.model.version[:12]}": b.stats for b in self._batchers.values()}
 
     async def _start(self, entry: RegisteredModel) -> MicroBatcher:
-        preloaded = self._preloaded
+        preloaded = self.preloaded
         if preloaded is not None and preloaded.version == entry.version:
             model = preloaded
         else:
@@ -90,13 +77,7 @@ class Scorers:
                 model = await self.registry.load(entry, threads=self.threads, device=self.device)
             except ModelSpecError as exc:  # registered once, unloadable now: our fault
                 raise ModelUnavailable(f"Model {entry.ref} cannot be loaded: {exc}") from None
-        batcher = MicroBatcher(
-            model,
-            top_k=self.top_k,
-            max_size=self.max_size,
-            max_wait=self.max_wait,
-            max_queue=self.max_queue,
-        )
+        batcher = MicroBatcher(model, self.batching)
         await batcher.start()
         return batcher
 

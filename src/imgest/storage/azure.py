@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-import anyio
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -66,11 +65,16 @@ from imgest.storage.base import (
     BlobNotFoundError,
     PutMode,
     StoreOptions,
-    StoreUnavailableError,
-    validate_path,
     validate_prefix,
 )
-from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, run_bounded, utc
+from imgest.storage.remote import (
+    ChunkedReader,
+    RemoteStore,
+    bare_etag,
+    parse_remote_url,
+    run_bounded,
+    utc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,7 @@ def _block_id() -> Callable[[int], str]:
     return lambda i: base64.b64encode(f"{tag}-{i:06d}".encode()).decode()
 
 
-class AzureStore:
+class AzureStore(RemoteStore):
     """A BlobStore on one Azure Blob Storage container (optionally under a key prefix)."""
 
     def __init__(
@@ -122,8 +126,7 @@ class AzureStore:
         if not 0 < block_bytes <= MiB or not 0 <= single_put_bytes <= MiB or parallel_blocks < 1:
             # aiohttp warns when handed a bytes body over 1 MiB
             raise ValueError("want 0 < block_bytes <= 1 MiB, 0 <= single_put_bytes <= 1 MiB")
-        self.url = url
-        self.prefix = prefix
+        super().__init__(url=url, prefix=prefix)
         self.single_put_bytes = single_put_bytes
         self.block_bytes = block_bytes
         self.parallel_blocks = parallel_blocks
@@ -131,11 +134,8 @@ class AzureStore:
         self._container: ContainerClient = service.get_container_client(container)
         self._account_key = account_key
         self._credential = credential
-        self._container_ready = False
-        self._container_lock = anyio.Lock()
         self._delegation: UserDelegationKey | None = None
         self._delegation_until = datetime.min.replace(tzinfo=UTC)
-        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
@@ -177,65 +177,37 @@ class AzureStore:
                 "azure:// URL needs account=<name> (with key= or DefaultAzureCredential) or "
                 "connection_string= (or AZURE_STORAGE_CONNECTION_STRING in the environment)"
             )
-        prefix_part = f"/{parts.prefix.rstrip('/')}" if parts.prefix else ""
-        public = f"azure://{parts.container}{prefix_part}?account={account}"
         return cls(
             service,
             parts.container,
             prefix=parts.prefix,
-            url=public,
+            url=parts.public(f"account={account}"),
             account_key=key or None,
             credential=credential,
             single_put_bytes=single,
             block_bytes=block,
         )
 
-    def __repr__(self) -> str:
-        return f"AzureStore({self.url!r})"
-
-    # --- helpers -------------------------------------------------------------------------
-
-    def _name(self, path: str) -> str:
-        return self.prefix + validate_path(path)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreUnavailableError(f"store {self.url} is closed")
-
-    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailableError:
-        # The SDK's messages name the blob URL and the error code, never the key.
-        log.warning("%r: %s failed: %s", self, what, type(exc).__name__)
-        return StoreUnavailableError(f"{self!r}: {what} failed: {type(exc).__name__}: {exc}")
-
-    async def _ensure_container(self) -> None:
-        """Create the container (private) once per store, if it is missing."""
-        if self._container_ready:
-            return
-        async with self._container_lock:
-            if self._container_ready:
-                return
-            try:
-                await self._container.create_container()  # no public_access: private
-                log.info("created private container %s", self._container.container_name)
-            except ResourceExistsError:
-                pass
-            except ResourceNotFoundError as exc:
+    async def _create_container(self) -> None:
+        try:
+            await self._container.create_container()  # no public_access: private
+            log.info("created private container %s", self._container.container_name)
+        except ResourceExistsError:
+            pass
+        except ResourceNotFoundError as exc:
+            raise self._unavailable("create container", exc) from exc
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) != 403:
                 raise self._unavailable("create container", exc) from exc
-            except AzureError as exc:
-                if getattr(exc, "status_code", None) != 403:
-                    raise self._unavailable("create container", exc) from exc
-                # Data-plane-only rights: the container must have been made by an operator.
-                log.info("no right to create container %s; assuming it exists", self.url)
-            self._container_ready = True
+            # Data-plane-only rights: the container must have been made by an operator.
+            log.info("no right to create container %s; assuming it exists", self.url)
 
     # --- BlobStore ---------------------------------------------------------------------
 
     async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
         """Upload `data` (one Put Blob, or staged blocks when large); see the module docstring."""
-        name = self._name(path)
-        if mode not in ("create", "overwrite"):
-            raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
-        self._check_open()
+        name = self._key(path)
+        self._check_put(mode)
         await self._ensure_container()
         try:
             return await self._put(path, name, data, mode)
@@ -294,7 +266,7 @@ class AzureStore:
 
     async def get(self, path: str) -> ChunkedReader:
         """Open a download; its bytes arrive in pieces of at most 4 MiB, re-chunked."""
-        name = self._name(path)
+        name = self._key(path)
         self._check_open()
         blob = self._container.get_blob_client(name)
         try:
@@ -320,7 +292,7 @@ class AzureStore:
 
     async def head(self, path: str) -> BlobMeta:
         """The blob's properties."""
-        name = self._name(path)
+        name = self._key(path)
         self._check_open()
         try:
             props = await self._container.get_blob_client(name).get_blob_properties()
@@ -344,7 +316,7 @@ class AzureStore:
 
     async def delete(self, path: str) -> None:
         """Delete the blob (and its snapshots); a missing blob is fine."""
-        name = self._name(path)
+        name = self._key(path)
         self._check_open()
         try:
             await self._container.delete_blob(name, delete_snapshots="include")
@@ -369,7 +341,7 @@ class AzureStore:
         self, path: str, expires: timedelta, *, content_type: str | None = None
     ) -> str | None:
         """A read-only SAS URL for the blob, valid from a minute ago until `expires` from now."""
-        name = self._name(path)
+        name = self._key(path)
         self._check_open()
         now = datetime.now(UTC)
         expiry = now + expires

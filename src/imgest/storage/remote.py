@@ -1,7 +1,8 @@
-"""What the network backends share: URL parsing, key prefixes, re-chunked readers."""
+"""What the network backends share: URL parsing, key prefixes, the store skeleton, readers."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,15 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import anyio
 
-from imgest.storage.base import BlobMeta, OneShotReader, StoreOptions, split
+from imgest.storage.base import (
+    BlobMeta,
+    OneShotReader,
+    PutMode,
+    StoreOptions,
+    StoreUnavailableError,
+    split,
+    validate_path,
+)
 
 # Query parameters of storage URLs that hold secrets (Azure, S3, and SAS tokens).
 SECRET_PARAMS = frozenset({"key", "secret", "session_token", "connection_string", "sig"})
@@ -40,11 +49,64 @@ class RemoteUrl:
             retries=defaults.retries if retries is None else int(retries),
         )
 
+    def public(self, query: str = "") -> str:
+        """The URL to show (`store.url`): scheme, container, prefix and the harmless `query`."""
+        prefix = f"/{self.prefix.rstrip('/')}" if self.prefix else ""
+        return f"{self.scheme}://{self.container}{prefix}" + (f"?{query}" if query else "")
+
     def refuse_leftovers(self) -> None:
         """ValueError naming query parameters nobody used (values left out: may be secrets)."""
         if self.params:
             names = ", ".join(sorted(self.params))
             raise ValueError(f"unknown {self.scheme}:// store parameter(s): {names}")
+
+
+class RemoteStore:
+    """The part every network BlobStore shares: its public URL and key prefix, the closed
+    flag, the container (or bucket) made once per store, and how a failure is reported."""
+
+    def __init__(self, *, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._closed = False
+        self._container_ready = False
+        self._container_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def _key(self, path: str) -> str:
+        return self.prefix + validate_path(path)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailableError(f"store {self.url} is closed")
+
+    def _check_put(self, mode: PutMode) -> None:
+        if mode not in ("create", "overwrite"):
+            raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
+        self._check_open()
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailableError:
+        # The libraries' messages name the blob URL and the error code, never the key.
+        logging.getLogger(type(self).__module__).warning(
+            "%r: %s failed: %s", self, what, type(exc).__name__
+        )
+        return StoreUnavailableError(f"{self!r}: {what} failed: {type(exc).__name__}: {exc}")
+
+    async def _ensure_container(self) -> None:
+        """`_create_container` once per store (its callers may race: one does it)."""
+        if self._container_ready:
+            return
+        async with self._container_lock:
+            if self._container_ready:
+                return
+            await self._create_container()
+            self._container_ready = True
+
+    async def _create_container(self) -> None:
+        """Create the (private) container if it is missing; the backend's own call."""
+        raise NotImplementedError
 
 
 def parse_remote_url(url: str, scheme: str, container: re.Pattern[str]) -> RemoteUrl:

@@ -53,10 +53,16 @@ from imgest.storage.base import (
     PutMode,
     StoreOptions,
     StoreUnavailableError,
-    validate_path,
     validate_prefix,
 )
-from imgest.storage.remote import ChunkedReader, bare_etag, parse_remote_url, run_bounded, utc
+from imgest.storage.remote import (
+    ChunkedReader,
+    RemoteStore,
+    bare_etag,
+    parse_remote_url,
+    run_bounded,
+    utc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +129,19 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _meta(path: str, answer: dict[str, Any]) -> BlobMeta:
+    """A GetObject or HeadObject answer's metadata."""
+    modified = utc(answer["LastModified"])
+    return BlobMeta(path, int(answer["ContentLength"]), modified, bare_etag(answer.get("ETag")))
+
+
 def _server_time(response: dict[str, Any]) -> datetime:
     """The server's Date header (S3 answers a write with its time, not Last-Modified)."""
     date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     return utc(parsedate_to_datetime(date)) if date else datetime.now(UTC)
 
 
-class S3Store:
+class S3Store(RemoteStore):
     """A BlobStore on one S3 bucket (optionally under a key prefix)."""
 
     def __init__(
@@ -147,17 +159,13 @@ class S3Store:
         """Use `client` (a boto3 S3 client already configured with timeouts and retries)."""
         if part_bytes < 5 * MiB or multipart_bytes < 0 or parallel_parts < 1:
             raise ValueError("S3 parts must be at least 5 MiB (all but the last)")
-        self.url = url
+        super().__init__(url=url, prefix=prefix)
         self.bucket = bucket
-        self.prefix = prefix
         self.region = region
         self.multipart_bytes = multipart_bytes
         self.part_bytes = part_bytes
         self.parallel_parts = parallel_parts
         self._client = client
-        self._bucket_ready = False
-        self._bucket_lock = anyio.Lock()
-        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
@@ -194,35 +202,22 @@ class S3Store:
                 config=config,
                 **{k: v for k, v in credentials.items() if v},
             )
-        prefix_part = f"/{parts.prefix.rstrip('/')}" if parts.prefix else ""
         shown = [f"{k}={v}" for k, v in (("endpoint", endpoint), ("region", region)) if v]
-        public = f"s3://{parts.container}{prefix_part}" + (f"?{'&'.join(shown)}" if shown else "")
         return cls(
             client,
             parts.container,
             prefix=parts.prefix,
-            url=public,
+            url=parts.public("&".join(shown)),
             region=client.meta.region_name,
             multipart_bytes=multipart,
             part_bytes=part,
         )
 
-    def __repr__(self) -> str:
-        return f"S3Store({self.url!r})"
-
     # --- helpers -------------------------------------------------------------------------
-
-    def _key(self, path: str) -> str:
-        return self.prefix + validate_path(path)
-
-    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailableError:
-        log.warning("%r: %s failed: %s", self, what, type(exc).__name__)
-        return StoreUnavailableError(f"{self!r}: {what} failed: {type(exc).__name__}: {exc}")
 
     async def _call(self, what: str, fn: Callable[..., _T], **kwargs: Any) -> _T:
         """Run one blocking client call in a worker thread; network trouble is unavailable."""
-        if self._closed:
-            raise StoreUnavailableError(f"store {self.url} is closed")
+        self._check_open()
         try:
             return await anyio.to_thread.run_sync(lambda: fn(**kwargs))
         except ClientError:
@@ -230,38 +225,38 @@ class S3Store:
         except _NETWORK as exc:
             raise self._unavailable(what, exc) from exc
 
-    async def _ensure_bucket(self) -> None:
-        """Create the bucket once per store if it is missing (no ACL: private)."""
-        if self._bucket_ready:
-            return
-        async with self._bucket_lock:
-            if self._bucket_ready:
-                return
-            extra: dict[str, Any] = {}
-            if self.region and self.region != "us-east-1":
-                extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-            try:
-                await self._call(
-                    "create bucket", self._client.create_bucket, Bucket=self.bucket, **extra
-                )
-                log.info("created bucket %s", self.bucket)
-            except ClientError as exc:
-                if _code(exc) == "AccessDenied":
-                    log.info("no right to create bucket %s; assuming it exists", self.bucket)
-                elif _code(exc) != "BucketAlreadyOwnedByYou":
-                    raise self._unavailable("create bucket", exc) from exc
-            self._bucket_ready = True
+    async def _object(self, what: str, fn: Callable[..., Any], path: str) -> Any:
+        """One call about the object at `path`; a missing key or bucket is BlobNotFoundError."""
+        try:
+            return await self._call(f"{what} {path!r}", fn, Bucket=self.bucket, Key=self._key(path))
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
+                raise BlobNotFoundError(path) from None
+            raise self._unavailable(f"{what} {path!r}", exc) from exc
+
+    async def _create_container(self) -> None:
+        """Create the bucket if it is missing (no ACL: private)."""
+        extra: dict[str, Any] = {}
+        if self.region and self.region != "us-east-1":
+            extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            await self._call(
+                "create bucket", self._client.create_bucket, Bucket=self.bucket, **extra
+            )
+            log.info("created bucket %s", self.bucket)
+        except ClientError as exc:
+            if _code(exc) == "AccessDenied":
+                log.info("no right to create bucket %s; assuming it exists", self.bucket)
+            elif _code(exc) != "BucketAlreadyOwnedByYou":
+                raise self._unavailable("create bucket", exc) from exc
 
     # --- BlobStore ---------------------------------------------------------------------
 
     async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
         """PutObject, or a multipart upload when large; see the module docstring."""
         key = self._key(path)
-        if mode not in ("create", "overwrite"):
-            raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
-        if self._closed:
-            raise StoreUnavailableError(f"store {self.url} is closed")
-        await self._ensure_bucket()
+        self._check_put(mode)
+        await self._ensure_container()
         condition = {"IfNoneMatch": "*"} if mode == "create" else {}
         try:
             if len(data) <= self.multipart_bytes:
@@ -352,20 +347,9 @@ class S3Store:
 
     async def get(self, path: str) -> ChunkedReader:
         """GetObject; the body is read in worker threads, in pieces of at most 1 MiB."""
-        key = self._key(path)
-        try:
-            answer = await self._call(
-                f"get {path!r}", self._client.get_object, Bucket=self.bucket, Key=key
-            )
-        except ClientError as exc:
-            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
-                raise BlobNotFoundError(path) from None
-            raise self._unavailable(f"get {path!r}", exc) from exc
+        answer = await self._object("get", self._client.get_object, path)
         body = answer["Body"]
-        meta = BlobMeta(
-            path, int(answer["ContentLength"]), utc(answer["LastModified"]),
-            bare_etag(answer.get("ETag")),
-        )  # fmt: skip
+        meta = _meta(path, answer)
 
         async def pieces() -> AsyncIterator[bytes]:
             while True:
@@ -386,19 +370,7 @@ class S3Store:
 
     async def head(self, path: str) -> BlobMeta:
         """HeadObject."""
-        key = self._key(path)
-        try:
-            answer = await self._call(
-                f"head {path!r}", self._client.head_object, Bucket=self.bucket, Key=key
-            )
-        except ClientError as exc:
-            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
-                raise BlobNotFoundError(path) from None
-            raise self._unavailable(f"head {path!r}", exc) from exc
-        return BlobMeta(
-            path, int(answer["ContentLength"]), utc(answer["LastModified"]),
-            bare_etag(answer.get("ETag")),
-        )  # fmt: skip
+        return _meta(path, await self._object("head", self._client.head_object, path))
 
     async def list(self, prefix: str = "") -> AsyncIterator[BlobMeta]:
         """ListObjectsV2 by key prefix, page by page."""
@@ -445,8 +417,7 @@ class S3Store:
     ) -> str | None:
         """A SigV4 presigned GET URL (at most 7 days), or None without credentials to sign."""
         key = self._key(path)
-        if self._closed:
-            raise StoreUnavailableError(f"store {self.url} is closed")
+        self._check_open()
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if content_type:
             params["ResponseContentType"] = content_type
