@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,9 +38,6 @@ from imgest.errors import (
 )
 from imgest.imaging.header import SWAPS_AXES
 from imgest.imaging.sniff import ImageInfo, jpeg_segments
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +121,6 @@ class Decoded:
     content: Box
 
 
-class DecodeOptions(TypedDict, total=False):
-    """decode()'s optional keywords: their defaults are decode_exact()'s."""
-
-    background: RGB
-    max_icc_bytes: int
-
-
-def decode(
-    data: bytes, info: ImageInfo, *, min_size: Size | None, **options: Unpack[DecodeOptions]
-) -> Image.Image:
-    """Decode to an upright sRGB "RGB" image at least `min_size` (w, h) when the original is.
-
-    `info` must come from `probe(data)` and have passed `limits.check`.
-    """
-    return decode_exact(data, info, min_size=min_size, **options).image
-
-
 def decode_exact(
     data: bytes,
     info: ImageInfo,
@@ -149,7 +129,11 @@ def decode_exact(
     background: RGB = (255, 255, 255),
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> Decoded:
-    """decode(), also saying which sub-pixel region of the result is the picture."""
+    """Decode to an upright sRGB "RGB" image at least `min_size` (w, h) when the original is,
+    saying which sub-pixel region of it is the picture.
+
+    `info` must come from `probe(data)` and have passed `limits.check`.
+    """
     if info.format in _DECODER_ORIENTS and info.orientation != 1:
         width, height = info.oriented_size
         info = replace(info, width=width, height=height, orientation=1)

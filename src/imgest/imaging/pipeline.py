@@ -32,11 +32,11 @@ ParamValue = str | int | float | bool | tuple[int, ...]
 Params = tuple[tuple[str, ParamValue], ...]
 StepSpec = tuple[str, Params]
 
-# Bump when decode() changes the pixels it delivers (orientation, colour, alpha, DCT scaling
+# Bump when decode_exact() changes the pixels it delivers (orientation, colour, alpha, DCT scaling
 # policy): every pipeline's version changes with it, so old renditions are not mixed with new.
 RENDER_REVISION = 1
 JPEG_SUBSAMPLING = "4:4:4"  # chroma at full resolution: a 224 px rendition has none to spare
-# Steps decode() always applies (EXIF/HEIF orientation, colour management to RGB): a spec may
+# Steps decode_exact() always applies (EXIF/HEIF orientation, colour management to RGB): a spec may
 # name them for clarity; they are dropped from the canonical spec, since they change nothing.
 IMPLICIT_STEPS = frozenset({"orient", "to_rgb"})
 
@@ -167,7 +167,7 @@ class Pipeline:
         return width // cols, height // rows
 
     def min_decode_size(self, width: int, height: int) -> Size:
-        """What decode() must at least deliver for an upright `width` x `height` original."""
+        """What decode_exact() must at least deliver for an upright `width` x `height` original."""
         params = self._resize_params()
         mode, crop = cast(ResizeMode, params["mode"]), params["crop"]
         assert isinstance(crop, float)
