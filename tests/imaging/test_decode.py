@@ -14,6 +14,7 @@ import simplejpeg
 from PIL import Image
 
 from imgest.errors import ImageCorrupt, ImageTooManyPixels, ImageTruncated, ImgestError
+from imgest.imaging import colour
 from imgest.imaging import decode as decode_module
 from imgest.imaging.decode import decode_exact
 from imgest.imaging.sniff import ImageInfo, probe
@@ -491,10 +492,10 @@ def _padded_profile(icc: bytes, size: int, tag: int) -> bytes:
 def test_icc_transforms_are_cached_by_digest_not_by_profile(
     read: Callable[[str], bytes],
 ) -> None:
-    decode_module.TRANSFORMS.clear()
+    colour.TRANSFORMS.clear()
     full(read("cat-prophoto.jpg"))
-    assert len(decode_module.TRANSFORMS) == 1
-    ((key, mode),) = decode_module.TRANSFORMS._entries
+    assert len(colour.TRANSFORMS) == 1
+    ((key, mode),) = colour.TRANSFORMS._entries
     assert len(key) == 32 and mode == "RGB"  # a SHA-256, never the profile itself
 
 
@@ -510,7 +511,7 @@ def test_icc_cache_does_not_keep_profiles(
         encode(small_cat, "JPEG", quality=90, icc_profile=_padded_profile(icc, 1 << 20, n))
         for n in range(10)
     ]
-    decode_module.TRANSFORMS.clear()
+    colour.TRANSFORMS.clear()
     tracemalloc.start()
     try:
         for data in files:
@@ -519,12 +520,12 @@ def test_icc_cache_does_not_keep_profiles(
     finally:
         tracemalloc.stop()
     assert held < 2 << 20, f"{held / 2**20:.1f} MiB still held after decoding"
-    assert len(decode_module.TRANSFORMS) <= 10
+    assert len(colour.TRANSFORMS) <= 10
 
 
 def test_icc_cache_is_bounded_by_bytes(read: Callable[[str], bytes]) -> None:
     icc = read("ProPhotoRGB.icc")
-    cache = decode_module.TransformCache(max_bytes=3 << 20)
+    cache = colour.TransformCache(max_bytes=3 << 20)
     for n in range(12):
         assert cache.get(_padded_profile(icc, 1 << 20, n), "RGB") is not None
         assert cache.bytes <= cache.max_bytes
