@@ -11,6 +11,11 @@ after `RetryPolicy.connect_max_time`, with `ServerUnreachable` naming the URL.
 The server URL: the `url` argument, else `$IMGEST_URL`, else
 `http://127.0.0.1:$IMGEST_PORT` (port 8000 when `IMGEST_PORT` is unset), as `imgest serve`
 binds by default.
+
+Why one long module: it is the public surface of the client install (`from imgest.client
+import Client, AsyncClient, RetryPolicy, ...`). Requests are built once (`_Requests`) and both
+clients share the retry rules and errors; each method is written twice only where blocking and
+async I/O differ, and the twins sit in one file so that a change to one is made to both.
 """
 
 from __future__ import annotations

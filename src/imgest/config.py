@@ -1,4 +1,9 @@
-"""Frozen settings: defaults, environment (IMGEST_*), an optional TOML file, validation."""
+"""Frozen settings: defaults, environment (IMGEST_*), an optional TOML file, validation.
+
+Why one long module: it is the one frozen Settings, a field per setting with its bounds and
+its description, and docs/configuration.md and the limits table in docs/security.md are
+generated from those descriptions; the length is the settings reference itself.
+"""
 
 from __future__ import annotations
 

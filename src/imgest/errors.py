@@ -1,4 +1,9 @@
-"""The error hierarchy: every error knows its HTTP status, stable code and public message."""
+"""The error hierarchy: every error knows its HTTP status, stable code and public message.
+
+Why one long module: the whole hierarchy stays in one place on purpose, so every stable `code`
+and its status can be looked up in one file; each class is a few lines of table (status,
+code, title, default detail), not logic.
+"""
 
 from __future__ import annotations
 

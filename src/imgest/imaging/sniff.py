@@ -8,6 +8,10 @@ Besides the size, each reader says what decoding will cost: how many bytes per p
 path holds at its peak (the decoder's output mode, the copies our conversion makes, Pillow's
 alpha premultiplication when reducing; measured in tests/imaging/test_decode_memory.py) and, for
 JPEG, how many scans the decoder must run.
+
+Why one long module: it is the one probe the limits run on, a reader of 20-60 lines per format
+(JPEG, PNG, GIF, WebP, TIFF, BMP; HEIF/AVIF are in `isobmff`) that share the header record, the
+decode-cost model and the EXIF reader; split by format they would each need all three.
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ makes the names durable. That is two flushes per filesystem per batch instead of
 fsyncs per blob, and it returns only once everything is durable, as `put` does. It is used on
 Linux filesystems whose `syncfs` flushes to stable storage (ext4, XFS, Btrfs, F2FS, ZFS,
 overlayfs, tmpfs); anywhere else `put_many` is the same puts run concurrently.
+
+Why one long module: it holds LocalStore and nothing else, and what makes it long is one
+concern, a safe put: temp file, fsync, atomic rename or link, directory fsync, the O_NOFOLLOW
+walk below the root and owner-only modes, each needed by every operation.
 """
 
 from __future__ import annotations

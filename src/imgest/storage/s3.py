@@ -25,6 +25,10 @@ PutObject may be up to 5 GiB).
 
 The bucket is created (private: no ACL is sent) on the first write if it is missing. Reads can
 be handed out as SigV4 presigned GET URLs (`signed_url`).
+
+Why one long module: it holds S3 and nothing else (one backend a module, as azure.py); the
+shared skeleton is in `storage.remote`. What is left is S3's own: URL options, create-only
+puts, the multipart upload with its zero-copy part reader, paged listing and presigning.
 """
 
 from __future__ import annotations
