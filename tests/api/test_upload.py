@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -333,7 +334,8 @@ def test_a_refused_score_stores_nothing(
 ) -> None:
     """Scoring comes before the blob writes: a full scoring queue (503) leaves no orphans."""
     batcher = client.app.state.batcher  # type: ignore[attr-defined]
-    monkeypatch.setattr(batcher, "max_queue", 0)  # every image is refused at once
+    # every image is refused at once
+    monkeypatch.setattr(batcher, "batching", replace(batcher.batching, max_queue=0))
     r = upload(client, [("cat.jpg", (data_dir / "cat.jpg").read_bytes())])
     problem(r, 503, "scoring_queue_full")
     assert client.get("/v1/images").json()["items"] == []
