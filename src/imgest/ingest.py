@@ -18,7 +18,7 @@ from anyio import CapacityLimiter
 
 from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
-from imgest.errors import ClientError, ModelPipelineMismatch, NearDuplicate
+from imgest.errors import ClientError, ModelPipelineMismatch, NearDuplicate, NoEmbedding
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
@@ -269,6 +269,21 @@ class IngestService:
             exclude=(image_id,),
         )
         return tuple(found)
+
+    async def embed(self, upload: Upload, scorer: MicroBatcher) -> npt.NDArray[np.float32]:
+        """A query image's embedding, through the same limits, decode, pipeline and batcher as
+        an upload (nothing stored); the upload's or the render's ClientError, or NoEmbedding
+        when the model has no embedding output."""
+        if upload.error is not None:
+            raise upload.error
+        if scorer.model.embedding_dim is None:
+            raise NoEmbedding(
+                f"Model {scorer.model.name} has no embedding output: it cannot compare images."
+            )
+        rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
+        scored = await scorer.score_embedded(rendered.inputs, rendered.rendition.aggregate)
+        assert scored.embedding is not None
+        return scored.embedding
 
     async def _add_metadata(
         self, existing: ImageRecord, add: Additions
