@@ -40,7 +40,7 @@ def test_recorded_with_the_image_read_back_and_deleted_with_it(
 ) -> None:
     a, b = make_record(1), make_record(2)
     va, ea = vector(1)
-    vb, eb = vector(2)
+    _, eb = vector(2)
     assert catalog.add_image(a, embeddings=(ea,))
     assert catalog.add_image(b, embeddings=(eb,))
     assert not catalog.add_image(a, embeddings=(eb,))  # a duplicate writes nothing

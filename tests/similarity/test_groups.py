@@ -1,4 +1,4 @@
-"""Near-duplicate groups: connected components over cosine >= threshold, named by the smallest id."""
+"""Near-duplicate groups: components of pairs with cosine >= threshold, named by smallest id."""
 
 from __future__ import annotations
 
