@@ -77,10 +77,17 @@ async def active_model(request: Request) -> Model:
 async def similar_to_image(request: Request, image: str, k: K = 10) -> SimilarPage:
     """The `k` stored images most similar to this one (cosine of the active model's
     embeddings), best first, the image itself left out."""
-    state = request.app.state
     image = image_id(image)
-    corpus: Corpus = state.corpus
+    corpus: Corpus = request.app.state.corpus
     await corpus.get(image)  # 404 for an unknown id
+    model, found = await similar_to(request, image, k)
+    return page(model, found)
+
+
+async def similar_to(request: Request, image: str, k: int) -> tuple[Model, list[Match]]:
+    """The active model and the `k` stored images most similar to stored image `image`;
+    NoEmbedding when it has no embedding by that model (or the model gives none)."""
+    state = request.app.state
     model = await active_model(request)
     if model.embedding_dim is None:
         raise NoEmbedding(f"Model {model.name} has no embedding output: it cannot compare images.")
@@ -93,7 +100,7 @@ async def similar_to_image(request: Request, image: str, k: K = 10) -> SimilarPa
         )
     similar: SimilarImages = state.similar
     query = from_bytes(stored.vector, stored.dim)
-    return page(model, await similar.search(model, query, k, exclude=(image,)))
+    return model, await similar.search(model, query, k, exclude=(image,))
 
 
 @router.post(
