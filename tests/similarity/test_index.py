@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -13,11 +15,12 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_search_matches_exact_float64_cosine_best_first() -> None:
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_search_matches_exact_float64_cosine_best_first(dtype: type[np.floating[Any]]) -> None:
     rng = np.random.default_rng(1)
     vectors = unit(rng.normal(size=(500, 64)))
     ids = [f"{i:04d}" for i in range(500)]
-    index: VectorIndex = ExactIndex(64)
+    index: VectorIndex = ExactIndex(64, dtype=dtype)
     index.add(ids, vectors)
     assert len(index) == 500
     query = unit(rng.normal(size=(1, 64)))[0]
@@ -48,6 +51,8 @@ def test_add_replaces_and_remove_forgets() -> None:
 
 def test_wrong_widths_are_refused() -> None:
     index = ExactIndex(4)
+    with pytest.raises(ValueError):
+        ExactIndex(4, dtype=np.float64)
     with pytest.raises(ValueError):
         index.add(["a"], np.ones((1, 3), np.float32))
     with pytest.raises(ValueError):

@@ -51,7 +51,9 @@ class VersionIndex:
     def __init__(self, catalog: Catalog, model_version: str, dim: int) -> None:
         self.catalog = catalog
         self.model_version = model_version
-        self.index = ExactIndex(dim)
+        # float32 rows: searched on every upload, and float16 rows cost a conversion per
+        # search (see imgest.similarity.index); 5 KB per 1280-d image.
+        self.index = ExactIndex(dim, dtype=np.float32)
         self._seen = 0  # the highest embeddings.id read from the catalog
 
     def catch_up(self) -> int:
