@@ -154,6 +154,11 @@ def run(repeats: int = 15, indexed: int = INDEXED) -> dict[str, Any]:
         def upload_new() -> None:
             render(upload, pipeline, limits)
             new.score(inputs)
+            insert_new()
+
+        def upload_searched() -> None:
+            render(upload, pipeline, limits)
+            new.score(inputs)
             search()
             insert_new()
 
@@ -167,13 +172,18 @@ def run(repeats: int = 15, indexed: int = INDEXED) -> dict[str, Any]:
             "catalog insert, old": insert_old,
             "catalog insert, new (+ embedding row)": insert_new,
             "upload CPU path, old (render + score + insert)": upload_old,
-            "upload CPU path, new (render + score + search + insert)": upload_new,
+            "upload CPU path, new (render + score + insert with the embedding)": upload_new,
+            "upload CPU path, new + near-duplicate search (IMGEST_NEAR_DUPLICATES on)": (
+                upload_searched
+            ),
         }
         medians = interleaved(cases, repeats)
         catalog.close()
     names = list(cases)
     score_ratio = medians[names[1]] / medians[names[0]]
-    upload_ratio = medians[names[-1]] / medians[names[-2]]
+    upload_ratio = medians[names[-2]] / medians[names[-3]]
+    searched_ratio = medians[names[-1]] / medians[names[-3]]
+    per_thousand = medians[names[2]] / (indexed / 1000)
     lines = [
         f"{repeats} interleaved rounds, median CPU ms of this process (all threads; the "
         "catalog's fsync waits are not CPU); one onnxruntime thread; a 4000x3000 JPEG "
@@ -183,17 +193,21 @@ def run(repeats: int = 15, indexed: int = INDEXED) -> dict[str, Any]:
         "|---|---:|",
         *(f"| {name} | {medians[name]:.2f} |" for name in names),
         "",
-        f"score new / old: {score_ratio:.3f}; upload new / old: {upload_ratio:.3f}",
+        f"score new / old: {score_ratio:.3f}; upload new / old: {upload_ratio:.3f}; with the "
+        f"near-duplicate search of {indexed} images: {searched_ratio:.3f} (the exact search "
+        f"costs {per_thousand:.2f} CPU ms per 1000 stored images, linear in the corpus; "
+        "beyond a few thousand images an approximate index is the answer, issue 17 part 3).",
         "",
     ]
     targets = [
         {
-            "what": "upload CPU path with embeddings (score, near-duplicate search, row) vs "
-            "logits only",
+            "what": "upload CPU path with embeddings (score + embedding row) vs logits only",
             "target": f"<= {TARGET:.2f}x",
             "value": f"{upload_ratio:.3f}x (score alone {score_ratio:.3f}x)",
             "met": upload_ratio <= TARGET,
-            "note": "the embedding is an output of the run the logits need anyway",
+            "note": "the embedding is an output of the run the logits need anyway; the "
+            f"near-duplicate search adds {per_thousand:.2f} CPU ms per 1000 stored images "
+            f"({searched_ratio:.3f}x with {indexed})",
         }
     ]
     return {"name": NAME, "title": TITLE, "lines": lines, "targets": targets}
