@@ -287,22 +287,24 @@ def test_similar_by_id_and_by_query_file(
     with Client(server.base, retry=FAST) as client:
         original = client.upload(read("cat.jpg"), filename="cat.jpg")
         copy = client.upload(out.getvalue(), filename="small-cat.jpg")
-        assert copy.item is not None
-        assert [d.id for d in copy.item.near_duplicates] == [original.id]
-        found = client.similar(copy.id, k=3)
-        assert found.items[0].id == original.id and found.model == "efficientnet-lite0"
+        assert copy.item is not None  # (the module's server holds other cat copies too)
+        assert original.id in {d.id for d in copy.item.near_duplicates}
+        found = client.similar(copy.id, k=50)
+        assert original.id in {i.id for i in found.items} and found.model == "efficientnet-lite0"
         assert copy.id not in {i.id for i in found.items}
-        query = client.similar_to(out.getvalue(), k=1, filename="q.jpg")
-        assert [i.id for i in query.items] == [copy.id]  # its own bytes are stored: cosine 1
+        query = client.similar_to(out.getvalue(), k=50, filename="q.jpg")
+        assert query.items[0].score == pytest.approx(1.0, abs=1e-3)  # its own bytes are stored
+        assert copy.id in {i.id for i in query.items if i.score > 0.999}
         with pytest.raises(NotFound):
             client.similar("0" * 64)
     (tmp_path / "q.jpg").write_bytes(read("cat.jpg"))
     runner = CliRunner()
-    by_id = runner.invoke(app, ["similar", copy.id, "-k", "1", "--url", server.base])
+    by_id = runner.invoke(app, ["similar", copy.id, "-k", "50", "--url", server.base])
     assert by_id.exit_code == 0, by_id.output
-    assert by_id.stdout.split()[0] == original.id
+    assert original.id in by_id.stdout.split()[::2]
     by_file = runner.invoke(
-        app, ["similar", "--file", str(tmp_path / "q.jpg"), "--url", server.base]
+        app, ["similar", "--file", str(tmp_path / "q.jpg"), "-k", "50", "--url", server.base]
     )
-    assert by_file.exit_code == 0 and by_file.stdout.split()[:2] == [original.id, "1.0000"]
+    assert by_file.exit_code == 0, by_file.output
+    assert f"{original.id}  1.0000" in by_file.stdout.splitlines()
     assert runner.invoke(app, ["similar", "--url", server.base]).exit_code == 2
