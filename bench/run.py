@@ -31,6 +31,7 @@ GPU_RUNS = HERE / "gpu.md"  # kept by hand: measured on a machine with a GPU (be
 BENCHMARKS = [
     "normalize",
     "scoring",
+    "embeddings",  # issue 17: per-upload cost of embeddings, old model vs new
     "ingest_http",
     "ingest_profile",
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors

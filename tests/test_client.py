@@ -272,3 +272,39 @@ def test_server_url_from_argument_then_imgest_url_then_imgest_port(
     monkeypatch.setenv("IMGEST_PORT", "eighty")
     with pytest.raises(ConfigError, match="IMGEST_PORT='eighty' is not a port number"):
         default_url()
+
+
+def test_similar_by_id_and_by_query_file(
+    server: Server, read: Callable[[str], bytes], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from imgest.cli import app
+
+    cat = Image.open(io.BytesIO(read("cat.jpg"))).convert("RGB")
+    out = io.BytesIO()
+    cat.resize((240, 160)).save(out, "JPEG", quality=55)
+    with Client(server.base, retry=FAST) as client:
+        original = client.upload(read("cat.jpg"), filename="cat.jpg")
+        copy = client.upload(out.getvalue(), filename="small-cat.jpg")
+        assert copy.item is not None  # (the module's server holds other cat copies too)
+        assert original.id in {d.id for d in copy.item.near_duplicates}
+        found = client.similar(copy.id, k=50)
+        assert original.id in {i.id for i in found.items} and found.model == "efficientnet-lite0"
+        assert copy.id not in {i.id for i in found.items}
+        query = client.similar_to(out.getvalue(), k=50, filename="q.jpg")
+        assert query.items[0].score == pytest.approx(1.0, abs=1e-3)  # its own bytes are stored
+        assert copy.id in {i.id for i in query.items if i.score > 0.999}
+        with pytest.raises(NotFound):
+            client.similar("0" * 64)
+    (tmp_path / "q.jpg").write_bytes(read("cat.jpg"))
+    runner = CliRunner()
+    by_id = runner.invoke(app, ["similar", copy.id, "-k", "50", "--url", server.base])
+    assert by_id.exit_code == 0, by_id.output
+    assert original.id in by_id.stdout.split()[::2]
+    by_file = runner.invoke(
+        app, ["similar", "--file", str(tmp_path / "q.jpg"), "-k", "50", "--url", server.base]
+    )
+    assert by_file.exit_code == 0, by_file.output
+    assert f"{original.id}  1.0000" in by_file.stdout.splitlines()
+    assert runner.invoke(app, ["similar", "--url", server.base]).exit_code == 2

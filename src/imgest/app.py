@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from imgest import __version__
 from imgest.admission import Admission, AdmissionLimits
-from imgest.api import apidocs, auth, health, images, metrics, problems, ui, upload
+from imgest.api import apidocs, auth, health, images, metrics, problems, similar, ui, upload
 from imgest.api.guard import DOC_PATHS, RequestGuard
 from imgest.api.idempotency import IdempotencyGate
 from imgest.api.images import Links
@@ -34,6 +34,7 @@ from imgest.metrics import Gauges
 from imgest.runtime import Resources, Runtime
 from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
+from imgest.similarity.live import NearDuplicatePolicy, SimilarImages
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
     guarded = [Depends(auth.documented)]
     app.include_router(upload.router, dependencies=guarded)
     app.include_router(images.router, dependencies=guarded)
+    app.include_router(similar.router, dependencies=guarded)
     app.include_router(health.router)
     app.include_router(metrics.router)
     if settings.auth == "off":
@@ -143,6 +145,8 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     app.state.batcher = await scorers.start()  # the active model's, at start-up
     app.state.links = Links(settings.public_url)
     app.state.upload_limits = upload_limits(settings)
+    app.state.similar = index = SimilarImages(catalog)
+    await index.index_for(app.state.batcher.model)  # the active model's, loaded now
     app.state.ingest = IngestService(
         store=store,
         catalog=catalog,
@@ -151,6 +155,12 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         limits=limits,
         cpu=cpu,
         metrics=app.state.metrics,
+        similar=index,
+        near=NearDuplicatePolicy(
+            settings.near_duplicates,
+            settings.near_duplicate_threshold,
+            settings.near_duplicates_max,
+        ),
     )
     app.state.idempotency = IdempotencyGate(
         IdempotencyKeys(

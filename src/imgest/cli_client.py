@@ -139,6 +139,44 @@ class Sending:
         return cls(**{f.name: params[f.name] for f in fields(cls)})
 
 
+def similar(
+    image: Annotated[str | None, typer.Argument(help="A stored image's id (sha256).")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Search by this query image instead (not stored).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many, at most.")] = 10,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """The stored images most similar to one (by id) or to a query image (--file), through
+    the HTTP API: one `ID SCORE` line each, best first."""
+    if (image is None) == (file is None):
+        raise typer.BadParameter("give an image ID or --file FILE (one of them)")
+    try:
+        from imgest.client import Client
+    except ImportError as exc:  # httpx and tenacity come with the `client` extra
+        raise MissingDependency(f"{exc.name} is missing: pip install 'imgest[client]'") from None
+    with Client(url, api_key=api_key) as client:
+        if file is not None:
+            found = client.similar_to(file, k=k)
+        else:
+            assert image is not None
+            found = client.similar(image.lower(), k=k)
+    if json_out:
+        typer.echo(found.model_dump_json())
+        return
+    for item in found.items:
+        typer.echo(f"{item.id}  {item.score:.4f}")
+
+
 def _bulk(jobs: list[Any], sending: Sending, *, files: bool = False) -> None:
     import asyncio
 
@@ -179,4 +217,5 @@ def _bulk(jobs: list[Any], sending: Sending, *, files: bool = False) -> None:
 def register(app: typer.Typer) -> None:
     """Add these commands to the `imgest` command (in --help order)."""
     app.command("upload")(upload_files)
+    app.command("similar")(similar)
     app.command("import")(import_folder)

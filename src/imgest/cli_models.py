@@ -95,7 +95,16 @@ def models_add(
         onnx = file
     data = onnx.read_bytes()
     entry = _with_registry(lambda r: r.add(data, spec, activate=activate))
-    typer.echo(f"registered {entry.ref}" + (" (active)" if entry.active else ""))
+    typer.echo(
+        f"registered {entry.ref}"
+        + (" (active)" if entry.active else "")
+        + f", {_embedding_text(entry.embedding_dim)}"
+    )
+
+
+def _embedding_text(dim: int | None) -> str:
+    """How `imgest models` says whether a model gives embeddings."""
+    return f"embedding {dim}-d" if dim else "no embedding"
 
 
 @models_app.command("list")
@@ -109,7 +118,8 @@ def models_list() -> None:
         w, h = e.spec.input.size
         typer.echo(
             f"{'*' if e.active else ' '} {e.name}@{e.version[:12]}  {w}x{h} {e.spec.input.layout}"
-            f"  {len(e.spec.labels)} classes  {e.created_at:%Y-%m-%d %H:%M}"
+            f"  {len(e.spec.labels)} classes  {_embedding_text(e.embedding_dim)}"
+            f"  {e.created_at:%Y-%m-%d %H:%M}"
         )
 
 

@@ -49,7 +49,14 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from imgest import __version__
-from imgest.api.schemas import AppliedOut, ErrorOut, ImageOut, ImagePage, UploadItemOut
+from imgest.api.schemas import (
+    AppliedOut,
+    ErrorOut,
+    ImageOut,
+    ImagePage,
+    SimilarPage,
+    UploadItemOut,
+)
 from imgest.catalog.records import Additions
 from imgest.errors import ClientError, ConfigError
 from imgest.labels import check_label, check_tags
@@ -623,6 +630,29 @@ class Client(_Requests):
         """The original's bytes (or those of the rendition of `pipeline`)."""
         path = _rendition_path(image_id, pipeline)
         return self._ok(self._send(lambda: self.http.build_request("GET", path))).content
+
+    def similar(self, image_id: str, *, k: int = 10) -> SimilarPage:
+        """The `k` stored images most similar to a stored one (GET /v1/images/{id}/similar)."""
+        path = f"/v1/images/{image_id}/similar"
+        build = lambda: self.http.build_request("GET", path, params={"k": k})  # noqa: E731
+        return SimilarPage.model_validate_json(self._ok(self._send(build)).content)
+
+    def similar_to(
+        self, source: Source, *, k: int = 10, filename: str | None = None
+    ) -> SimilarPage:
+        """The `k` stored images most similar to a query image (POST /v1/similar; the file
+        is not stored)."""
+        file = read_source(source, filename)
+
+        def build() -> httpx.Request:
+            return self.http.build_request(
+                "POST",
+                "/v1/similar",
+                params={"k": k},
+                files=[("file", (file.filename, file.data, file.content_type))],
+            )
+
+        return SimilarPage.model_validate_json(self._ok(self._send(build)).content)
 
     def download_to(
         self, image_id: str, dest: str | os.PathLike[str], *, pipeline: str | None = None

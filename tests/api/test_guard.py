@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount
 from starlette.types import Message, Scope
 
-from imgest.api.guard import PROBE_PATHS
+from imgest.api.guard import PROBE_PATHS, STREAMED
 
 IDLE = 0.3
 SMALL_CAP = 1024  # max_body_bytes
@@ -208,7 +208,7 @@ def admin_of(client: TestClient) -> dict[str, str]:
 
 
 def cap_of(method: str, path: str) -> int:
-    return UPLOAD_CAP if (method, path) == ("POST", "/v1/images") else SMALL_CAP
+    return UPLOAD_CAP if (method, path) in STREAMED else SMALL_CAP
 
 
 def test_the_walk_sees_the_api_the_ui_and_the_hidden_routes(

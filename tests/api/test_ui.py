@@ -269,3 +269,31 @@ def test_pages_use_the_glossary_words(client: TestClient, data_dir: Path) -> Non
     assert "Top-1 class" in pages["/gallery"] and 'name="label"' in pages["/gallery"]
     assert "Ground truth" in pages[f"/images/{image['id']}"]
     assert "Set ground truth" in pages[f"/images/{image['id']}"]
+
+
+def test_image_page_shows_similar_images_linking_to_them(
+    client: TestClient, data_dir: Path
+) -> None:
+    cat = put(client, data_dir / "cat.jpg")
+    alone = client.get(f"/images/{cat['id']}").text
+    assert "Similar images" in alone and "No other images stored yet." in alone
+    copy = Image.open(data_dir / "cat.jpg").convert("RGB")
+    out = io.BytesIO()
+    copy.resize((300, 200)).save(out, "JPEG", quality=70)
+    r = client.post("/v1/images", files=[("file", ("copy.jpg", out.getvalue(), "image/jpeg"))])
+    copy_id = r.json()["images"][0]["id"]
+    coffee = put(client, data_dir / "coffee.jpg")
+    html = client.get(f"/images/{copy_id}").text
+    section = html.split('id="similar-h"', 1)[1].split("</section>", 1)[0]
+    links = re.findall(r'<a href="/images/([0-9a-f]{64})"><img src="([^"]+)"', section)
+    assert [i for i, _ in links] == [cat["id"], coffee["id"]]  # most similar first, not itself
+    assert links[0][1] == f"/v1/images/{cat['id']}/renditions/default"
+    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+    from sqlalchemy import delete
+
+    from imgest.catalog.models import EmbeddingRow
+
+    with catalog.writing() as session:
+        session.execute(delete(EmbeddingRow).where(EmbeddingRow.image_id == cat["id"]))
+    html = client.get(f"/images/{cat['id']}").text
+    assert "has no embedding" in html and "rescore" in html  # explained, the page still works

@@ -26,7 +26,8 @@ from imgest.app import create_app
 from imgest.config import load_settings
 from imgest.errors import DeviceUnavailable
 from imgest.jobs import rescore
-from imgest.scoring.model import BUNDLED_DIR, Model, preload_cuda_libraries
+from imgest.scoring.device import preload_cuda_libraries
+from imgest.scoring.model import BUNDLED_DIR, Model
 from tests.jobs.conftest import Corpus
 from tests.jobs.test_corpus import TILES
 from tests.jobs.test_rescore import predictions

@@ -316,3 +316,44 @@ def test_engine_ray_without_ray_installed_is_one_line_exit_2(
         "pip install 'imgest[ray]', or use --engine local\n"
     )
     assert result.stdout == ""
+
+
+def test_rescore_fills_the_embeddings_a_corpus_lacks_on_a_pool(
+    make_corpus: Callable[..., Corpus], photo_files: Files
+) -> None:
+    """A corpus stored before embeddings were recorded: its predictions are there, its
+    embeddings are not; rescore (process pool) records them, the same as ingest does."""
+    from sqlalchemy import delete
+
+    from imgest.catalog.models import EmbeddingRow
+    from imgest.similarity.vectors import from_bytes
+
+    files = photo_files[::6]
+    corpus = make_corpus(files)
+    catalog = Catalog.open(corpus.settings.catalog_url)
+    try:
+        recorded = {e.image_id: e for e in catalog.embeddings_since(Model.bundled().version)}
+        assert set(recorded) == set(corpus.ids)  # ingest recorded one per image
+        with catalog.writing() as session:
+            session.execute(delete(EmbeddingRow))
+        summary = rescore.run(corpus.settings, workers=2, batch_size=2)
+        assert summary.embedded and summary.pending == len(files)
+        assert (summary.scored, summary.failed) == (len(files), [])
+        filled = {e.image_id: e for e in catalog.embeddings_since(Model.bundled().version)}
+        assert set(filled) == set(corpus.ids)
+        for image_id, e in filled.items():
+            ingested = from_bytes(recorded[image_id].vector, 1280)
+            assert float(from_bytes(e.vector, e.dim) @ ingested) > 0.9999
+        again = rescore.run(corpus.settings, workers=0)
+        assert (again.pending, again.scored) == (0, 0)
+    finally:
+        catalog.close()
+
+
+def test_outcomes_carry_the_embedding_through_json() -> None:
+    """How Ray actors hand outcomes back: the float16 bytes survive."""
+    from imgest.jobs.scorer import Outcome
+
+    outcome = Outcome("a" * 64, embedding=bytes(range(256)) * 10)
+    assert Outcome.from_json(outcome.to_json()) == outcome
+    assert Outcome.from_json(Outcome("b" * 64).to_json()).embedding is None

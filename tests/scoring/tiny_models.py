@@ -19,11 +19,13 @@ def tiny_classifier(
     input_name: str = "pixels",
     dtype: int = TensorProto.FLOAT,
     seed: int = 0,
+    embedding: str | None = None,
 ) -> bytes:
     """ONNX bytes of a `classes`-way classifier on (N, 3, H, W) (or NHWC) float input.
 
     The first three classes are "red", "green", "blue": weight 10 on their own channel.
     `seed` changes the remaining weights, hence the file's sha256 (a new version).
+    `embedding` names a second output: the pooled channel means (N, 3), an input's colour.
     """
     width, height = size
     shape: list[int | str] = (
@@ -42,11 +44,18 @@ def tiny_classifier(
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "W"], ["logits"]),
     ]
+    if embedding is not None:
+        nodes.append(helper.make_node("Identity", ["flat"], [embedding]))
     graph = helper.make_graph(
         nodes,
         "tiny",
         [helper.make_tensor_value_info(input_name, dtype, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])]
+        + (
+            []
+            if embedding is None
+            else [helper.make_tensor_value_info(embedding, TensorProto.FLOAT, ["N", 3])]
+        ),
         initializer=[numpy_helper.from_array(weights, "W")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -39,8 +39,9 @@ DOC_ASSETS = "/docs/"  # /docs/init.js, /docs/assets/...: the pages' own files
 METRICS_PATH = "/metrics"
 # Headers a request carries at most once.
 SINGLE_HEADERS = ("authorization", "content-type", "content-encoding", "idempotency-key")
-# Routes whose body the app reads as a stream, under max_request_bytes: the upload.
-STREAMED = frozenset({("POST", "/v1/images")})
+# Routes whose body the app reads as a stream, under max_request_bytes: the upload, and the
+# search by a query image (the same multipart reader and limits).
+STREAMED = frozenset({("POST", "/v1/images"), ("POST", "/v1/similar")})
 
 
 def access(settings: Settings, method: str, path: str) -> tuple[str, ...] | None:

@@ -290,5 +290,7 @@ async def head_rendition(request: Request, image: str, pipeline: str) -> Respons
 @router.delete("/{image}", status_code=204, response_class=Response, responses=_ERRORS)
 async def delete_image(request: Request, image: str) -> Response:
     """Delete the image's catalog rows and blobs."""
-    await _corpus(request).delete(image_id(image))
+    image = image_id(image)
+    await _corpus(request).delete(image)
+    request.app.state.similar.removed(image)  # other replicas drop it when a search finds it
     return Response(status_code=204)

@@ -19,10 +19,11 @@ from fastapi.templating import Jinja2Templates
 from imgest import __version__
 from imgest.api.assets import Assets
 from imgest.api.images import Links, image_id, image_out
+from imgest.api.similar import similar_to
 from imgest.catalog.repo import ImageFilter
 from imgest.config import Settings
 from imgest.corpus import Corpus
-from imgest.errors import ImgestError, InvalidParameter
+from imgest.errors import ImgestError, InvalidParameter, NoEmbedding
 from imgest.imaging.sniff import FORMATS
 from imgest.labels import MIN_SCORE
 from imgest.params import day, day_end, day_start
@@ -30,6 +31,7 @@ from imgest.params import day, day_end, day_start
 HERE = Path(__file__).parent
 STATIC_PATH = "/ui/static"
 PAGE_SIZE = 24
+SIMILAR_SHOWN = 8  # similar images on an image page
 # Formats a browser shows in an <img>; the others get a download link only.
 BROWSER_FORMATS = frozenset({"jpeg", "png", "webp", "gif", "bmp", "avif"})
 # Keys of the image JSON that the image page lays out itself; any other key is listed as is.
@@ -208,7 +210,8 @@ async def gallery_page(
 
 @router.get("/images/{image}", response_class=HTMLResponse)
 async def image_page(request: Request, image: str) -> HTMLResponse:
-    """One image: original, renditions, every prediction, fields, tags, ground truth."""
+    """One image: original, renditions, every prediction, fields, tags, ground truth, and the
+    stored images most similar to it."""
     corpus: Corpus = request.app.state.corpus
     try:
         record = await corpus.get(image_id(image))
@@ -217,6 +220,15 @@ async def image_page(request: Request, image: str) -> HTMLResponse:
     links: Links = request.app.state.links
     view = image_out(record, links).model_dump(mode="json")
     extra = {k: v for k, v in view.items() if k not in SHOWN_KEYS}
+    pipeline = _settings(request).pipeline
+    try:
+        _, found = await similar_to(request, record.id, SIMILAR_SHOWN)
+        similar = [
+            {"id": m.id, "score": m.score, "thumb": links.rendition(m.id, pipeline)} for m in found
+        ]
+        no_similar = None
+    except NoEmbedding as exc:  # stored before embeddings were recorded: say so, show the rest
+        similar, no_similar = [], exc.detail
     return _page(
         request,
         "image.html",
@@ -226,6 +238,8 @@ async def image_page(request: Request, image: str) -> HTMLResponse:
             "extra": extra,
             "previewable": view["format"] in BROWSER_FORMATS,
             "labels": model_labels(request),
+            "similar": similar,
+            "no_similar": no_similar,
         },
     )
 

@@ -11,6 +11,7 @@ of at least 6 hex digits).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class RegisteredModel:
     location: str
     active: bool
     created_at: datetime
+    embedding_dim: int | None = None  # width of the graph's embedding output; None: none
 
     @property
     def name(self) -> str:
@@ -133,19 +135,30 @@ class ModelRegistry:
         """
         if not NAME.fullmatch(spec.name):
             raise UnknownModel(f"Model names are letters, digits, '.', '_' and '-': {spec.name!r}")
-        if check:
-            await anyio.to_thread.run_sync(lambda: Model.from_bytes(data, spec, threads=1).check())
+
+        def look() -> int | None:
+            model = Model.from_bytes(data, spec, threads=1)
+            if check:
+                model.check()
+            return model.embedding_dim
+
+        dim = await anyio.to_thread.run_sync(look)
         version = hashlib.sha256(data).hexdigest()
         path = model_path(version)
         await put_once(self.store, path, data)
-        return await anyio.to_thread.run_sync(lambda: self._insert(spec, version, path, activate))
+        return await anyio.to_thread.run_sync(
+            lambda: self._insert(spec, version, path, activate, dim)
+        )
 
     async def add_bundled(self, directory: Path = BUNDLED_DIR) -> RegisteredModel:
         """Register a model shipped in the package (weights stay there, not copied)."""
         spec, onnx = read_model_dir(directory)
         version = hashlib.sha256(onnx.read_bytes()).hexdigest()
         location = BUNDLED_PREFIX + directory.name
-        return await anyio.to_thread.run_sync(lambda: self._insert(spec, version, location, False))
+        dim = await anyio.to_thread.run_sync(lambda: bundled_embedding_dim(directory, version))
+        return await anyio.to_thread.run_sync(
+            lambda: self._insert(spec, version, location, False, dim)
+        )
 
     async def ensure_default(self, directory: Path | None = None) -> RegisteredModel:
         """First start: register the bundled model (or `directory`'s) and activate it unless a
@@ -161,7 +174,12 @@ class ModelRegistry:
         return await anyio.to_thread.run_sync(lambda: self.activate(entry.ref))
 
     def _insert(
-        self, spec: ModelSpec, version: str, location: str, activate: bool
+        self,
+        spec: ModelSpec,
+        version: str,
+        location: str,
+        activate: bool,
+        embedding_dim: int | None = None,
     ) -> RegisteredModel:
         def run(session: Session) -> RegisteredModel:
             row = session.get(ModelRow, (spec.name, version))
@@ -175,8 +193,11 @@ class ModelRegistry:
                     location=location,
                     active=False,
                     created_at=datetime.now(UTC),
+                    embedding_dim=embedding_dim,
                 )
                 session.add(row)
+            elif row.embedding_dim is None and embedding_dim is not None:
+                row.embedding_dim = embedding_dim  # registered before the registry looked
             if activate:
                 session.execute(
                     update(ModelRow).where(ModelRow.active.is_(True)).values(active=False)
@@ -231,6 +252,15 @@ class ModelRegistry:
         )
 
 
+@functools.cache
+def bundled_embedding_dim(directory: Path, version: str) -> int | None:
+    """The embedding width of a model shipped in the package (loaded once per process and
+    version: every start registers the bundled model again)."""
+    del version  # the cache key: a re-exported file is looked at again
+    spec, onnx = read_model_dir(directory)
+    return Model.from_bytes(onnx.read_bytes(), spec, threads=1).embedding_dim
+
+
 def _entry(row: ModelRow) -> RegisteredModel:
     spec = ModelSpec(
         name=row.name,
@@ -244,4 +274,5 @@ def _entry(row: ModelRow) -> RegisteredModel:
         location=row.location,
         active=bool(row.active),
         created_at=row.created_at,
+        embedding_dim=row.embedding_dim,
     )
