@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import anyio.from_thread
 import anyio.to_thread
 from anyio import CapacityLimiter
 
@@ -24,7 +23,7 @@ from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.scorers import Scorers
 from imgest.storage.base import BlobStore
-from imgest.storage.once import put_once, restore_missing
+from imgest.storage.once import store_and_record
 from imgest.storage.paths import original_path, rendition_path
 
 log = logging.getLogger(__name__)
@@ -89,9 +88,8 @@ class IngestService:
         self.limits = limits
         self.cpu = cpu
         self.counters = IngestCounters()
-        # A catalog write holds the image's lock (on SQLite, the database's) while it checks
-        # the blobs, which takes worker threads of its own: writers waiting on that lock must
-        # not fill the whole thread pool.
+        # Catalog writes wait on the image's lock (on SQLite, the database's): writers
+        # waiting on it must not fill the whole thread pool.
         self.catalog_writers = CapacityLimiter(CATALOG_WRITERS)
 
     async def scorer(self, model: str | None = None) -> MicroBatcher:
@@ -171,10 +169,6 @@ class IngestService:
         # row that points at a missing blob (see imgest.storage.once).
         with self.metrics.score_seconds.time():
             top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
-        with self.metrics.store_seconds.time():
-            await asyncio.gather(
-                *(put_once(self.store, path, data) for path, data in blobs.items())
-            )
         now = datetime.now(UTC)
         model = scorer.model
         record = ImageRecord(
@@ -203,12 +197,14 @@ class IngestService:
             ),
             label=label,
         )
-        created = await anyio.to_thread.run_sync(
-            self.catalog.add_image,
-            record,
-            lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
-            limiter=self.catalog_writers,
-        )
+        with self.metrics.store_seconds.time():  # the lease, the puts and the record
+            created = await store_and_record(
+                self.store,
+                self.catalog,
+                blobs,
+                lambda lease: self.catalog.add_image(record, lease),
+                limiter=self.catalog_writers,
+            )
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             merged = await self._add_metadata(stored, add) if stored is not None else None
