@@ -75,9 +75,7 @@ def test_a_stale_delete_lease_stops_blocking_writers(
     age(catalog, crashed, catalog.lease_ttl + timedelta(seconds=1))
     lease = catalog.take_write_lease([rec.original_path])
     assert lease is not None
-    assert [(p, purpose) for p, _, purpose, _ in catalog.leases()] == [
-        (rec.original_path, "write")
-    ]
+    assert [(p, purpose) for p, _, purpose, _ in catalog.leases()] == [(rec.original_path, "write")]
 
 
 def test_add_results_leaves_out_renditions_whose_lease_is_gone(

@@ -1,4 +1,4 @@
-"""The image lock: racing inserts yield one row; a write lease and a delete lease exclude each other."""
+"""The image lock: racing inserts yield one row; write and delete leases exclude each other."""
 
 from __future__ import annotations
 
@@ -50,23 +50,22 @@ def test_a_write_lease_and_a_delete_lease_never_both_hold_a_path(
     lock exactly one of them gets the path, every round."""
     rec = make_record(2)
     paths = list(rec.blob_paths())
+
+    def write(start: threading.Barrier) -> Lease | None:
+        start.wait()
+        return other.take_write_lease(paths)
+
+    def delete(start: threading.Barrier, gc_lease: Lease) -> None:
+        start.wait()
+        catalog.lease_orphans(rec.id, paths, gc_lease)
+
     for _ in range(10):
         start = threading.Barrier(2)
-        taken: dict[str, Lease | None] = {}
         gc_lease = Lease("delete", ())
-
-        def write() -> None:
-            start.wait()
-            taken["write"] = other.take_write_lease(paths)
-
-        def delete() -> None:
-            start.wait()
-            catalog.lease_orphans(rec.id, paths, gc_lease)
-
         with ThreadPoolExecutor(2) as pool:
-            for future in [pool.submit(write), pool.submit(delete)]:
-                future.result()
-        writer = taken["write"]
+            taking = pool.submit(write, start)
+            pool.submit(delete, start, gc_lease).result()
+            writer = taking.result()
         if writer is None:  # gc first: the writer must wait for D3
             assert set(gc_lease.paths) == set(paths)
         else:  # the writer first: gc leaves its paths alone
