@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import Connection, and_, delete, insert, select
 from sqlalchemy.orm import Session
 
-from imgest.catalog.locks import lock_paths
+from imgest.catalog.locks import lock_images, owner_of
 from imgest.catalog.models import BlobLeaseRow
 from imgest.catalog.session import Database
 
@@ -49,22 +49,21 @@ class Lease:
 
 def spend(session: Session, lease: Lease, *, partial: bool = False) -> set[str]:
     """In the writer's recording transaction, under the owners' locks: drop `lease` and return
-    the paths it still held. Without `partial`, LeaseLost unless it still held them all."""
-    held = set(
-        session.execute(
-            select(BlobLeaseRow.path).where(
-                BlobLeaseRow.holder == lease.holder, BlobLeaseRow.purpose == "write"
-            )
-        ).scalars()
-    ) & set(lease.paths)
+    the paths it still held. Without `partial`, LeaseLost (the caller's transaction rolls back,
+    the lease rows with it) unless it still held them all."""
+    dropped = session.execute(
+        delete(BlobLeaseRow)
+        .where(
+            BlobLeaseRow.holder == lease.holder,
+            BlobLeaseRow.path.in_(lease.paths),
+            BlobLeaseRow.purpose == "write",
+        )
+        .returning(BlobLeaseRow.path)
+    )
+    held = set(dropped.scalars())
     lease.held = frozenset(held)
     if not partial and held != set(lease.paths):
         raise LeaseLost(f"lost the write lease on {sorted(set(lease.paths) - held)}")
-    session.execute(
-        delete(BlobLeaseRow).where(
-            BlobLeaseRow.holder == lease.holder, BlobLeaseRow.path.in_(lease.paths)
-        )
-    )
     return held
 
 
@@ -100,6 +99,10 @@ def _row(path: str, lease: Lease, now: datetime) -> BlobLeaseRow:
     return BlobLeaseRow(path=path, holder=lease.holder, purpose=lease.purpose, taken_at=now)
 
 
+class _Deleting(Exception):
+    """A live delete lease covers a path a writer asked for."""
+
+
 class Leases(Database):
     """Taking and dropping blob leases, each in a short transaction of its own."""
 
@@ -113,25 +116,29 @@ class Leases(Database):
         if holder is not None:
             lease.holder = holder
         now = datetime.now(UTC)
-        with self._lease_transaction() as session:
-            lock_paths(session, lease.paths)
-            deletes = session.execute(
-                select(BlobLeaseRow.holder, BlobLeaseRow.taken_at).where(
-                    BlobLeaseRow.path.in_(lease.paths), BlobLeaseRow.purpose == "delete"
-                )
-            ).all()
-            if any(d.taken_at > now - self.lease_ttl for d in deletes):
-                return None
-            if deletes:  # a crashed deleter's: nothing it sent is in flight any more
-                stale = {d.holder for d in deletes}
-                session.execute(delete(BlobLeaseRow).where(BlobLeaseRow.holder.in_(stale)))
-            session.execute(
-                insert(BlobLeaseRow),
-                [
-                    {"path": p, "holder": lease.holder, "purpose": "write", "taken_at": now}
-                    for p in lease.paths
-                ],
-            )
+        rows = [
+            {"path": p, "holder": lease.holder, "purpose": "write", "taken_at": now}
+            for p in lease.paths
+        ]
+        try:
+            with self._lease_transaction() as conn:
+                if conn.dialect.name != "sqlite":
+                    lock_images(conn, [owner_of(p) for p in lease.paths])
+                # On SQLite the insert takes the database write lock (its image lock) before
+                # the look at the delete leases, which then sees every commit.
+                conn.execute(insert(BlobLeaseRow), rows)
+                deletes = conn.execute(
+                    select(BlobLeaseRow.holder, BlobLeaseRow.taken_at).where(
+                        BlobLeaseRow.path.in_(lease.paths), BlobLeaseRow.purpose == "delete"
+                    )
+                ).all()
+                if any(d.taken_at > now - self.lease_ttl for d in deletes):
+                    raise _Deleting  # rolls the insert back
+                if deletes:  # a crashed deleter's: nothing it sent is in flight any more
+                    stale = {d.holder for d in deletes}
+                    conn.execute(delete(BlobLeaseRow).where(BlobLeaseRow.holder.in_(stale)))
+        except _Deleting:
+            return None
         return lease
 
     def end_lease(self, lease: Lease) -> None:
@@ -139,27 +146,29 @@ class Leases(Database):
         done, a job at its end)."""
         if lease.spent:
             return
-        with self._lease_transaction() as session:
-            session.execute(delete(BlobLeaseRow).where(BlobLeaseRow.holder == lease.holder))
+        with self._lease_transaction() as conn:
+            conn.execute(delete(BlobLeaseRow).where(BlobLeaseRow.holder == lease.holder))
         lease.spent = True
 
     @contextmanager
-    def _lease_transaction(self) -> Iterator[Session]:
-        """A transaction that changes lease rows only. On SQLite its commit is not flushed to
-        disk (synchronous=NORMAL instead of FULL, for this transaction): a lease lost to a
-        power cut belonged to a process that died with it (SQLite is one machine's), a drop
-        lost that way leaves a lease that expires, and the next FULL commit flushes it anyway,
-        in order. It saves the one fsync the lease protocol adds to each upload."""
-        if self.engine.dialect.name != "sqlite":
-            with self.writing() as session:
-                yield session
-            return
+    def _lease_transaction(self) -> Iterator[Connection]:
+        """A transaction (Core: these run on every upload) that changes lease rows only. On
+        SQLite its commit is not flushed to disk (synchronous=NORMAL instead of FULL, for
+        this transaction): a lease lost to a power cut belonged to a process that died with it
+        (SQLite is one machine's), a drop lost that way leaves a lease that expires, and the
+        next FULL commit flushes it anyway, in order. It saves the one fsync the lease protocol
+        would add to each upload."""
+        sqlite = self.engine.dialect.name == "sqlite"
         with self.guarded(), self.engine.connect() as conn:
+            if not sqlite:
+                with conn.begin():
+                    yield conn
+                return
             conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
             conn.commit()
             try:
-                with Session(bind=conn) as session, session.begin():
-                    yield session
+                with conn.begin():
+                    yield conn
             finally:
                 try:
                     conn.exec_driver_sql("PRAGMA synchronous=FULL")

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from imgest.catalog.models import ImageRow
@@ -32,10 +32,11 @@ def locked(db: Database, image_id: str) -> Iterator[Session]:
         yield session
 
 
-def lock_images(session: Session, image_ids: Sequence[str]) -> None:
+def lock_images(session: Session | Connection, image_ids: Sequence[str]) -> None:
     """Take the locks of `image_ids` in `session`'s transaction (held until it ends), in one
     order (sorted) so that two transactions locking several images cannot deadlock."""
-    if session.get_bind().dialect.name == "postgresql":
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    if bind.dialect.name == "postgresql":
         for image_id in sorted(set(image_ids)):
             session.execute(select(func.pg_advisory_xact_lock(lock_key(image_id))))
     elif image_ids:
