@@ -29,7 +29,7 @@ import anyio.to_thread
 from imgest.catalog.leases import Lease
 from imgest.catalog.repo import Catalog
 from imgest.storage.base import BlobMeta, BlobNotFoundError, BlobStore, StoreError
-from imgest.storage.once import deleting
+from imgest.storage.once import Deletion, deleting
 from imgest.storage.paths import ORIGINALS_PREFIX, RENDITIONS_PREFIX, image_id_of
 
 log = logging.getLogger(__name__)
@@ -153,27 +153,33 @@ class _Sweep:
         async with deleting(self.catalog, take) as (unreferenced, deletion):
             self.report.leased += len(unreferenced) - len(deletion.paths)
             for path in deletion.paths:
-                if not deletion.in_time():
-                    log.warning("gc: delete lease near expiry; %s is left to the next run", path)
+                if not await self._release(path, deletion):
                     break
-                await self._release(path)
 
-    async def _release(self, path: str) -> None:
-        """Delete one leased blob if it is still old enough (outside any transaction)."""
+    async def _release(self, path: str, deletion: Deletion) -> bool:
+        """Delete one leased blob if it is still old enough (outside any transaction); False
+        once the lease is too old to send anything more under it."""
+        if not deletion.in_time():
+            log.warning("gc: delete lease near expiry; %s is left to the next run", path)
+            return False
         try:
             meta = await self.store.head(path)
         except BlobNotFoundError:
-            return  # someone else removed it meanwhile
+            return True  # someone else removed it meanwhile
         if meta.last_modified >= self.cutoff:
             self.report.young += 1  # rewritten since it was listed: an upload in flight
-            return
+            return True
+        if not deletion.in_time():  # the HEAD took long: a delete sent now might land late
+            log.warning("gc: delete lease near expiry; %s is left to the next run", path)
+            return False
         try:
             await self.store.delete(path)
         except StoreError:
             self.report.failed += 1
             log.warning("gc: could not delete %s", path, exc_info=True)
-            return
+            return True
         self._deleted(meta)
+        return True
 
     def _deleted(self, meta: BlobMeta) -> None:
         self.report.deleted += 1
