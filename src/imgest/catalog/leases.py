@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from imgest.catalog.locks import lock_images, owner_of
@@ -29,6 +29,22 @@ from imgest.catalog.session import Database
 
 Purpose = Literal["write", "delete"]
 DEFAULT_TTL = timedelta(minutes=5)
+
+
+# Built once: the first two run on every upload.
+_INSERT = insert(BlobLeaseRow)
+_DELETE_LEASES_ON = select(BlobLeaseRow.holder, BlobLeaseRow.taken_at).where(
+    BlobLeaseRow.path.in_(bindparam("paths", expanding=True)), BlobLeaseRow.purpose == "delete"
+)
+_SPEND = (
+    delete(BlobLeaseRow)
+    .where(
+        BlobLeaseRow.holder == bindparam("holder"),
+        BlobLeaseRow.path.in_(bindparam("paths", expanding=True)),
+        BlobLeaseRow.purpose == "write",
+    )
+    .returning(BlobLeaseRow.path)
+)
 
 
 class LeaseLost(Exception):
@@ -51,15 +67,7 @@ def spend(session: Session, lease: Lease, *, partial: bool = False) -> set[str]:
     """In the writer's recording transaction, under the owners' locks: drop `lease` and return
     the paths it still held. Without `partial`, LeaseLost (the caller's transaction rolls back,
     the lease rows with it) unless it still held them all."""
-    dropped = session.execute(
-        delete(BlobLeaseRow)
-        .where(
-            BlobLeaseRow.holder == lease.holder,
-            BlobLeaseRow.path.in_(lease.paths),
-            BlobLeaseRow.purpose == "write",
-        )
-        .returning(BlobLeaseRow.path)
-    )
+    dropped = session.execute(_SPEND, {"holder": lease.holder, "paths": list(lease.paths)})
     held = set(dropped.scalars())
     lease.held = frozenset(held)
     if not partial and held != set(lease.paths):
@@ -126,12 +134,8 @@ class Leases(Database):
                     lock_images(conn, [owner_of(p) for p in lease.paths])
                 # On SQLite the insert takes the database write lock (its image lock) before
                 # the look at the delete leases, which then sees every commit.
-                conn.execute(insert(BlobLeaseRow), rows)
-                deletes = conn.execute(
-                    select(BlobLeaseRow.holder, BlobLeaseRow.taken_at).where(
-                        BlobLeaseRow.path.in_(lease.paths), BlobLeaseRow.purpose == "delete"
-                    )
-                ).all()
+                conn.execute(_INSERT, rows)
+                deletes = conn.execute(_DELETE_LEASES_ON, {"paths": list(lease.paths)}).all()
                 if any(d.taken_at > now - self.lease_ttl for d in deletes):
                     raise _Deleting  # rolls the insert back
                 if deletes:  # a crashed deleter's: nothing it sent is in flight any more
