@@ -35,6 +35,7 @@ BENCHMARKS = [
     "ingest_http",
     "ingest_profile",
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
+    "write_path",  # issue 15: the blob write path (leases), per image
 ]
 
 VERSIONS = (

@@ -83,3 +83,18 @@ def test_allowed_hosts_are_names(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("https://img.example.com", "img.example.com:443", "", "a b", "user@host"):
         with pytest.raises(ConfigError, match="IMGEST_ALLOWED_HOSTS"):
             load_settings(allowed_hosts=[bad])
+
+
+def test_lease_ttl_must_outlive_two_storage_calls(tmp_path: Path) -> None:
+    """A deleter sends nothing after half the lease TTL; one storage call must fit in that."""
+    with pytest.raises(ConfigError, match=r"IMGEST_CATALOG_LEASE_TTL_S.*storage_timeout_s"):
+        load_settings(storage_timeout_s=60, catalog_lease_ttl_s=120)
+    settings = load_settings(
+        storage_timeout_s=60,
+        catalog_lease_ttl_s=121,
+        catalog_url=f"sqlite:///{tmp_path / 'catalog.db'}",
+    )
+    from imgest.runtime import Runtime
+
+    with Runtime(settings).catalog(migrate_schema=True) as catalog:
+        assert catalog.lease_ttl.total_seconds() == 121

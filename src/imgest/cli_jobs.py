@@ -79,7 +79,9 @@ def gc(
         f"scanned {report.scanned} blobs ({report.scanned_bytes} bytes): "
         f"{report.referenced} referenced, {report.young} unreferenced within the grace period, "
         f"{report.unrecognized} outside the layout; {verb} {report.deleted} "
-        f"({report.deleted_bytes} bytes)" + (f", {report.failed} failed" if report.failed else "")
+        f"({report.deleted_bytes} bytes)"
+        + (f", {report.leased} left to writers in flight" if report.leased else "")
+        + (f", {report.failed} failed" if report.failed else "")
     )
 
 

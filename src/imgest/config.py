@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -331,7 +331,6 @@ class Settings(BaseSettings):
     catalog_pool_timeout_s: float = Field(
         10.0, gt=0, description="PostgreSQL: longest wait for a free pooled connection, seconds."
     )
-
     # --- storage backends (issue 3) -------------------------------------------------------
     storage_timeout_s: float = Field(
         30.0,
@@ -348,6 +347,15 @@ class Settings(BaseSettings):
         description="Azure/S3: retries of a failed request (connection error, timeout, 5xx), "
         "with jittered exponential backoff; a URL's retries= parameter overrides it.",
     )
+    catalog_lease_ttl_s: float = Field(
+        300.0,
+        gt=0,
+        description="Blob leases (catalog rows that order blob writes before gc or a delete "
+        "removes them): one older than this is stale and dropped, seconds. More than twice "
+        "storage_timeout_s: a deleter sends no delete after half of it. Hosts' clocks must "
+        "agree to well within it.",
+    )
+
     signed_url_ttl_s: int = Field(
         300,
         ge=1,
@@ -386,6 +394,14 @@ class Settings(BaseSettings):
                 )
             names.append(name.strip("[]"))
         return tuple(names)
+
+    @field_validator("catalog_lease_ttl_s")
+    @classmethod
+    def _lease_outlives_a_delete(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("storage_timeout_s")
+        if timeout is not None and value <= 2 * timeout:
+            raise ValueError(f"must be more than twice storage_timeout_s ({timeout:g} s)")
+        return value
 
     @field_validator("background")
     @classmethod

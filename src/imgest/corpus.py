@@ -28,10 +28,9 @@ from imgest.storage.base import (
     BlobNotFoundError,
     BlobReader,
     BlobStore,
-    StoreError,
     signed_url,
 )
-from imgest.storage.once import put_once, restore_missing, storage_errors
+from imgest.storage.once import delete_blobs, deleting, storage_errors, store_and_record
 from imgest.storage.paths import rendition_path
 
 log = logging.getLogger(__name__)
@@ -116,15 +115,13 @@ class Corpus:
             render, original, pipeline, self.limits, limiter=self.cpu
         )
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
-        await put_once(self.store, path, rendered.encoded)
         rendition = rendition_record_of(pipeline, path, rendered)
-        blobs = {path: rendered.encoded}
         try:
-            await anyio.to_thread.run_sync(
-                self.catalog.add_rendition,
-                record.id,
-                rendition,
-                lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
+            await store_and_record(
+                self.store,
+                self.catalog,
+                {path: rendered.encoded},
+                lambda lease: self.catalog.add_rendition(record.id, rendition, lease),
             )
         except IntegrityError:  # the image was deleted meanwhile; the blob is gc's
             raise ImageNotFound(f"No image with id {record.id} is stored.") from None
@@ -180,20 +177,18 @@ class Corpus:
             )
 
     async def delete(self, image_id: str) -> ImageRecord:
-        """Remove the catalog rows and then the blobs, under the image's catalog lock.
+        """Remove the catalog rows (taking a delete lease on the blobs), then the blobs.
 
-        A blob that fails to go is left for gc. See `Catalog` for why the lock makes a
-        delete racing an upload of the same bytes safe.
+        A blob that fails to go is left for gc; one an upload of the same bytes is storing
+        right now (its write lease) is left to that upload (see imgest.storage.once).
         """
-        record = await anyio.to_thread.run_sync(
-            self.catalog.delete_image, image_id, self._remove_blobs
-        )
+        remove = self.catalog.delete_image
+        async with deleting(self.catalog, lambda lease: remove(image_id, lease)) as done:
+            record, deletion = done
+            await delete_blobs(self.store, deletion)
         if record is None:
             raise ImageNotFound(f"No image with id {image_id} is stored.")
         return record
-
-    def _remove_blobs(self, record: ImageRecord) -> None:
-        remove_blobs(self.store, record.blob_paths())
 
     async def _open(self, path: str, image_id: str) -> BlobReader:
         try:
@@ -205,12 +200,3 @@ class Corpus:
             # The catalog has the row but storage lost the blob: fsck reports this.
             log.error("catalog row %s points at missing blob %s", image_id, path)
             raise StorageUnavailable(f"The stored bytes of image {image_id} are missing.") from None
-
-
-def remove_blobs(store: BlobStore, paths: list[str]) -> None:
-    """From a worker thread: delete `paths`, logging (not raising) a failure; gc retries later."""
-    for path in paths:
-        try:
-            anyio.from_thread.run(store.delete, path)
-        except StoreError:
-            log.warning("could not delete blob %s; gc will remove it", path, exc_info=True)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +28,7 @@ from imgest.scoring.scorers import Scorers
 from imgest.similarity.live import Match, NearDuplicatePolicy, SimilarImages
 from imgest.similarity.vectors import embedding_record
 from imgest.storage.base import BlobStore
-from imgest.storage.once import put_once, restore_missing
+from imgest.storage.once import store_and_record
 from imgest.storage.paths import original_path, rendition_path
 
 log = logging.getLogger(__name__)
@@ -99,9 +98,8 @@ class IngestService:
         self.limits = limits
         self.cpu = cpu
         self.counters = IngestCounters()
-        # A catalog write holds the image's lock (on SQLite, the database's) while it checks
-        # the blobs, which takes worker threads of its own: writers waiting on that lock must
-        # not fill the whole thread pool.
+        # Catalog writes wait on the image's lock (on SQLite, the database's): writers
+        # waiting on it must not fill the whole thread pool.
         self.catalog_writers = CapacityLimiter(CATALOG_WRITERS)
 
     async def scorer(self, model: str | None = None) -> MicroBatcher:
@@ -190,10 +188,6 @@ class IngestService:
                 f"{best.score:.3f}, threshold {self.near.threshold}); it was not stored."
             )
             return self._rejected(upload, error, near)
-        with self.metrics.store_seconds.time():
-            await asyncio.gather(
-                *(put_once(self.store, path, data) for path, data in blobs.items())
-            )
         now = datetime.now(UTC)
         model = scorer.model
         record = ImageRecord(
@@ -236,14 +230,14 @@ class IngestService:
                 ),
             )
         )
-        created = await anyio.to_thread.run_sync(
-            lambda: self.catalog.add_image(
-                record,
-                lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
-                embeddings=embeddings,
-            ),
-            limiter=self.catalog_writers,
-        )
+        with self.metrics.store_seconds.time():  # the lease, the puts and the record
+            created = await store_and_record(
+                self.store,
+                self.catalog,
+                blobs,
+                lambda lease: self.catalog.add_image(record, lease, embeddings=embeddings),
+                limiter=self.catalog_writers,
+            )
         if not created:  # the same bytes won a race from another request
             stored = await anyio.to_thread.run_sync(self.catalog.get_image, upload.sha256)
             merged = await self._add_metadata(stored, add) if stored is not None else None

@@ -144,7 +144,7 @@ class Metrics:
         )
         self.store_seconds = Histogram(
             "imgest_store_seconds",
-            "Time to write an image's original and rendition blobs.",
+            "Time to store an image: blob lease, original and rendition writes, catalog record.",
             buckets=_SECONDS,
             registry=r,
         )

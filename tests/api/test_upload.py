@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -391,29 +392,46 @@ def test_configured_pipeline_is_rendered_and_scored(
         assert np.asarray(top_row.convert("L")).min() > 240
 
 
-def test_blobs_removed_before_the_row_commits_are_stored_again(
-    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("paused", [False, True], ids=["live-lease", "paused-past-ttl"])
+def test_gc_between_the_puts_and_the_commit(
+    client: TestClient, data_dir: Path, monkeypatch: pytest.MonkeyPatch, paused: bool
 ) -> None:
-    """A delete or gc that removed this upload's blobs (bytes already stored, no row yet) just
-    before the upload took the image's lock: the upload stores them again before it commits."""
+    """gc (grace 0) runs after the upload stored its blobs, before its row commits: the
+    upload's write lease keeps them; if the upload was paused past the lease TTL, gc takes
+    them and the upload, finding its lease gone, stores them again before it commits."""
     import anyio.from_thread
+    from sqlalchemy import update
+
+    from imgest.catalog.models import BlobLeaseRow
+    from imgest.jobs import gc
 
     store = client.app.state.store.inner  # type: ignore[attr-defined]
     catalog = client.app.state.catalog  # type: ignore[attr-defined]
     real_add = catalog.add_image
     cat = (data_dir / "cat.jpg").read_bytes()
+    deleted: list[str] = []
 
-    def add_after_gc(record: Any, verify: Any = None, **kwargs: Any) -> bool:
-        for path in record.blob_paths():  # what a racing gc would have done
-            anyio.from_thread.run(store.delete, path)
-        return bool(real_add(record, verify, **kwargs))
+    def add_after_gc(record: Any, lease: Any = None, **kwargs: Any) -> bool:
+        if not deleted and lease is not None:
+            if paused:
+                with catalog.writing() as session:
+                    old = datetime.now(UTC) - timedelta(hours=1)
+                    session.execute(update(BlobLeaseRow).values(taken_at=old))
+            later = datetime.now(UTC) + timedelta(seconds=1)
+            report = anyio.from_thread.run(
+                lambda: gc.run(store, catalog, grace=timedelta(0), now=later)
+            )
+            deleted.append(str(report.deleted))
+        return bool(real_add(record, lease, **kwargs))
 
     monkeypatch.setattr(catalog, "add_image", add_after_gc)
     r = upload(client, [("cat.jpg", cat)])
     assert r.status_code == 201, r.text
+    assert deleted == (["2"] if paused else ["0"])
     item = r.json()["images"][0]
     assert client.get(item["original"]["url"]).content == cat
     assert client.get(item["renditions"]["default"]["url"]).status_code == 200
+    assert catalog.leases() == []
 
 
 def test_stored_bytes_take_new_tags_and_a_missing_label_and_say_so(

@@ -1,14 +1,14 @@
-"""The image lock: racing inserts yield one row; uploads wait for a delete or gc holding it."""
+"""The image lock: racing inserts yield one row; write and delete leases exclude each other."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from imgest.catalog.leases import Lease
 from imgest.catalog.records import ImageRecord
 from imgest.catalog.repo import Catalog
 from imgest.storage.paths import original_path, rendition_path
@@ -43,66 +43,67 @@ def test_racing_inserts_of_one_image_record_it_once(
         cat.close()
 
 
-def test_an_upload_waits_for_a_delete_holding_the_lock(
+def test_a_write_lease_and_a_delete_lease_never_both_hold_a_path(
     catalog: Catalog, other: Catalog, make_record: Callable[..., ImageRecord]
 ) -> None:
-    """The upload's check of its blobs runs only after the delete (and its blob removal)."""
+    """A writer's W1 and gc's D1 racing from two engines (as two processes): under the image's
+    lock exactly one of them gets the path, every round."""
+    rec = make_record(2)
+    paths = list(rec.blob_paths())
+
+    def write(start: threading.Barrier) -> Lease | None:
+        start.wait()
+        return other.take_write_lease(paths)
+
+    def delete(start: threading.Barrier, gc_lease: Lease) -> None:
+        start.wait()
+        catalog.lease_orphans(rec.id, paths, gc_lease)
+
+    for _ in range(10):
+        start = threading.Barrier(2)
+        gc_lease = Lease("delete", ())
+        with ThreadPoolExecutor(2) as pool:
+            taking = pool.submit(write, start)
+            pool.submit(delete, start, gc_lease).result()
+            writer = taking.result()
+        if writer is None:  # gc first: the writer must wait for D3
+            assert set(gc_lease.paths) == set(paths)
+        else:  # the writer first: gc leaves its paths alone
+            assert gc_lease.paths == ()
+            other.end_lease(writer)
+        catalog.end_lease(gc_lease)
+        assert catalog.leases() == []
+
+
+def test_delete_image_leases_only_blobs_no_writer_holds(
+    catalog: Catalog, make_record: Callable[..., ImageRecord]
+) -> None:
+    """An upload of the same bytes in flight (its write lease) keeps its blobs; the others
+    get a delete lease, which holds off a new writer until it ends."""
     rec = make_record(1)
     catalog.add_image(rec)
-    events: list[str] = []
-    added: list[bool] = []
-
-    def upload() -> None:
-        added.append(other.add_image(rec, verify=lambda: events.append("upload verifies")))
-
-    def release(removed: ImageRecord) -> None:
-        assert removed == rec
-        racer.start()
-        time.sleep(0.5)  # long enough for the upload to reach the lock, if it did not wait
-        events.append("delete removes blobs")
-
-    racer = threading.Thread(target=upload)
-    assert catalog.delete_image(rec.id, release=release) == rec
-    racer.join(timeout=30)
-    assert events == ["delete removes blobs", "upload verifies"]
-    assert added == [True]
-    assert catalog.get_image(rec.id) == rec
+    uploading = catalog.take_write_lease([rec.original_path])
+    assert uploading is not None
+    lease = Lease("delete", ())
+    assert catalog.delete_image(rec.id, lease) == rec
+    assert lease.paths == (rec.renditions[0].path,)
+    assert catalog.take_write_lease([rec.renditions[0].path]) is None  # being deleted
+    catalog.end_lease(lease)
+    assert catalog.take_write_lease([rec.renditions[0].path]) is not None
 
 
-def test_an_upload_waits_for_gc_holding_the_lock(
-    catalog: Catalog, other: Catalog, make_record: Callable[..., ImageRecord]
-) -> None:
-    """No row to conflict on here: only the image lock makes the upload wait."""
-    rec = make_record(2)
-    events: list[str] = []
-    added: list[bool] = []
-
-    def upload() -> None:
-        added.append(other.add_image(rec, verify=lambda: events.append("upload verifies")))
-
-    def release(paths: list[str]) -> None:
-        racer.start()
-        time.sleep(0.5)
-        events.append("gc removes blobs")
-
-    racer = threading.Thread(target=upload)
-    assert catalog.release_orphans(rec.id, [rec.original_path], release) == [rec.original_path]
-    racer.join(timeout=30)
-    assert events == ["gc removes blobs", "upload verifies"]
-    assert added == [True]
-
-
-def test_release_orphans_hands_over_only_unreferenced_paths(
+def test_lease_orphans_leases_only_unreferenced_paths(
     catalog: Catalog, make_record: Callable[..., ImageRecord]
 ) -> None:
     rec = make_record(1)
     catalog.add_image(rec)
     stale = rendition_path("default", "v0", rec.id, "jpg")
-    released: list[list[str]] = []
-    got = catalog.release_orphans(rec.id, [rec.original_path, stale], released.append)
-    assert got == [stale] and released == [[stale]]
-    assert catalog.release_orphans(rec.id, [rec.original_path], released.append) == []
-    assert released == [[stale]]  # not called when nothing is unreferenced
+    lease = Lease("delete", ())
+    assert catalog.lease_orphans(rec.id, [rec.original_path, stale], lease) == [stale]
+    assert lease.paths == (stale,)
+    again = Lease("delete", ())
+    assert catalog.lease_orphans(rec.id, [rec.original_path], again) == []
+    assert again.paths == ()
 
 
 def test_referenced_and_blob_refs(

@@ -56,3 +56,32 @@ def test_processes_starting_together_all_migrate(catalog_url: str) -> None:
     with catalog.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()
     catalog.close()
+
+
+def test_upgrade_from_0004_adds_blob_leases_and_keeps_rows(catalog_url: str) -> None:
+    """A catalog at 0004 (before blob leases) with an image in it: 0005 adds the table,
+    the image stays, and a downgrade takes only the table away."""
+    engine = make_engine(catalog_url)
+    try:
+        migrate(engine, "0004")
+        assert "blob_leases" not in inspect(engine).get_table_names()
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO images (id, format, content_type, width, height, frames, "
+                    "bytes, filename, original_path, fields, created_at) VALUES ('a' , 'jpeg', "
+                    "'image/jpeg', 1, 1, 1, 1, 'a.jpg', 'originals/a', '{}', "
+                    "'2026-01-01 00:00:00+00:00')"
+                )
+            )
+        migrate(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("blob_leases")}
+        assert columns == {"path", "holder", "purpose", "taken_at"}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM images")).scalar() == 1
+        command.downgrade(alembic_config(engine), "0004")
+        assert "blob_leases" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM images")).scalar() == 1
+    finally:
+        engine.dispose()

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 import pytest
 from click.testing import Result
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from imgest.catalog.repo import Catalog
 from imgest.cli import app
 from imgest.jobs import gc
-from imgest.storage.base import BlobStore
+from imgest.storage.base import BlobMeta, BlobStore
 from imgest.storage.local import LocalStore
 from imgest.storage.paths import original_path, rendition_path
 from tests.jobs.conftest import StoreImage
@@ -127,3 +128,33 @@ def test_cli_unreachable_catalog_exits_3(tmp_path: Path) -> None:
         app, ["gc", "--storage", str(tmp_path / "blobs"), "--catalog", url, "--grace", "0"]
     )
     assert result.exit_code == 3 and "catalog" in result.stderr.lower()
+
+
+class SlowHead:
+    """A store whose HEAD takes `seconds` (a slow backend)."""
+
+    def __init__(self, inner: BlobStore, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def head(self, path: str) -> BlobMeta:
+        await anyio.sleep(self.seconds)
+        return await self.inner.head(path)
+
+
+async def test_no_delete_is_sent_under_a_lease_older_than_half_its_ttl(
+    store: LocalStore, catalog: Catalog
+) -> None:
+    """A delete that might land after the delete lease expired (when a writer may already
+    have leased and stored the path again) is never sent: gc leaves the blob to its next run."""
+    orphans = await orphan(store)
+    catalog.lease_ttl = timedelta(seconds=0.4)
+    slow = SlowHead(store, 0.3)  # past half the TTL by the time the HEAD answers
+    report = await gc.run(slow, catalog, now=LATER)  # type: ignore[arg-type]
+    assert report.deleted == 0 and set(orphans) <= await listed(store)
+    assert catalog.leases() == []  # the delete lease is dropped all the same
+    catalog.lease_ttl = timedelta(minutes=5)
+    assert (await gc.run(store, catalog, now=LATER)).deleted == 2

@@ -150,7 +150,7 @@ def test_the_cuda_library_preload_reports_to_the_log_not_stdout(
 
     monkeypatch.setattr(ort, "preload_dlls", preload, raising=False)
     preload_cuda_libraries.cache_clear()
-    with caplog.at_level(logging.INFO, logger="imgest.scoring.model"):
+    with caplog.at_level(logging.INFO, logger="imgest.scoring.device"):
         preload_cuda_libraries()
         preload_cuda_libraries()  # once per process
     preload_cuda_libraries.cache_clear()

@@ -11,7 +11,8 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from imgest.catalog.filters import ImageFilter, filtered, is_done
-from imgest.catalog.images import lock_images
+from imgest.catalog.leases import Lease, Leases, spend
+from imgest.catalog.locks import lock_paths
 from imgest.catalog.models import Base, EmbeddingRow, ImageRow, PredictionRow, RenditionRow
 from imgest.catalog.records import (
     EmbeddingRecord,
@@ -23,12 +24,11 @@ from imgest.catalog.records import (
     RenditionRecord,
 )
 from imgest.catalog.rows import embedding_values, prediction_record, prediction_values, table
-from imgest.catalog.session import Database
 
 T = TypeVar("T")
 
 
-class CorpusQueries(Database):
+class CorpusQueries(Leases):
     """What a corpus job reads of the images and predictions, and how it writes its results."""
 
     def count_images(self, where: ImageFilter | None = None) -> int:
@@ -95,7 +95,7 @@ class CorpusQueries(Database):
     def add_results(
         self,
         results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]],
-        missing: Callable[[list[str]], set[str]] | None = None,
+        lease: Lease | None = None,
         embeddings: Sequence[tuple[str, EmbeddingRecord]] = (),
     ) -> int:
         """Record (image id, prediction, new rendition or None) triples, and (image id,
@@ -103,9 +103,9 @@ class CorpusQueries(Database):
 
         Idempotent: a prediction, rendition or embedding already recorded under its key is
         left as it is. Returns how many images got something new (a prediction or an
-        embedding). `missing` (paths -> those not stored) runs under the locks of the images
-        with new renditions, before the commit: a rendition whose blob gc removed meanwhile is
-        left out (its prediction is still recorded).
+        embedding). `lease` (the write lease the new renditions were stored under) is spent
+        under their images' locks: a rendition whose lease is gone (a deleter found it stale,
+        so its blob may be gone) is left out; its prediction is still recorded.
         """
         if not results and not embeddings:
             return 0
@@ -114,14 +114,17 @@ class CorpusQueries(Database):
             {**dataclasses.asdict(r), "image_id": i} for i, _, r in results if r is not None
         ]
         with self.writing() as session:
-            if missing is not None and renditions:
-                lock_images(session, [r["image_id"] for r in renditions])
-                gone = missing([r["path"] for r in renditions])
-                renditions = [r for r in renditions if r["path"] not in gone]
+            if lease is not None:
+                lock_paths(session, lease.paths)
+                held = spend(session, lease, partial=True)
+                renditions = [r for r in renditions if r["path"] in held]
             _insert_new(session, RenditionRow, renditions)
             new = _insert_new(session, PredictionRow, predictions)
             vectors = [embedding_values(i, e) for i, e in embeddings]
-            return len(new | _insert_new(session, EmbeddingRow, vectors))
+            new |= _insert_new(session, EmbeddingRow, vectors)
+        if lease is not None:
+            lease.spent = True
+        return len(new)
 
     def prediction_runs(self, model: str, pipeline: str) -> list[PredictionRun]:
         """Every (model version, pipeline version) of these names with predictions, newest

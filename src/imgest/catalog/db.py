@@ -29,6 +29,7 @@ class CatalogOptions:
     pool_size: int = 5
     pool_max_overflow: int = 10
     pool_timeout_s: float = 10.0  # wait for a free pooled connection
+    lease_ttl_s: float = 300.0  # a blob lease older than this is stale (imgest.catalog.leases)
 
 
 def normalize_url(url: str) -> URL:

@@ -1,25 +1,26 @@
 """Images in the catalog and their lock: record, read, list, change and delete one image.
 
-Blobs and rows of one image change together under the image's lock (a transaction-scoped
-PostgreSQL advisory lock on its id; SQLite's database write lock): `add_image` checks the
-blobs are there before it commits, `delete_image` (and gc's `release_orphans`) remove blobs
-before they commit. So a blob is never removed between an upload's check and its commit, and
-a committed row never points at a blob removed under it.
+Rows of one image change under its lock (`imgest.catalog.locks`), and so do the blob leases
+of its paths (`imgest.catalog.leases`): `add_image` and `add_rendition` spend the writer's
+write lease in the transaction that records the rows (no storage call inside it: the blobs
+were stored before, under the lease), and `delete_image` takes a delete lease on the blobs it
+frees, which the caller deletes after the commit. The protocol is argued in
+`imgest.storage.once`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imgest.catalog.filters import ImageFilter, filtered
+from imgest.catalog.leases import Lease, Leases, lease_deletes, spend
+from imgest.catalog.locks import locked
 from imgest.catalog.models import (
     Base,
     EmbeddingRow,
@@ -45,7 +46,6 @@ from imgest.catalog.rows import (
     rendition_row,
     table,
 )
-from imgest.catalog.session import Database
 from imgest.params import decode_cursor, encode_cursor
 
 
@@ -73,32 +73,7 @@ class Page:
     next_cursor: str | None
 
 
-def lock_key(image_id: str) -> int:
-    """A signed 64-bit key for PostgreSQL advisory locks on one image id."""
-    return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "big", signed=True)
-
-
-@contextmanager
-def locked(db: Database, image_id: str) -> Iterator[Session]:
-    """A transaction of `db` that holds `image_id`'s lock from its start until it ends."""
-    with db.writing() as session:
-        lock_images(session, [image_id])
-        yield session
-
-
-def lock_images(session: Session, image_ids: Sequence[str]) -> None:
-    """Take the locks of `image_ids` in `session`'s transaction (held until it ends), in one
-    order (sorted) so that two transactions locking several images cannot deadlock."""
-    if session.get_bind().dialect.name == "postgresql":
-        for image_id in sorted(set(image_ids)):
-            session.execute(select(func.pg_advisory_xact_lock(lock_key(image_id))))
-    elif image_ids:
-        # SQLite: any write statement takes the database write lock, rows or not.
-        first = min(image_ids)
-        session.execute(update(ImageRow).where(ImageRow.id == first).values(id=ImageRow.id))
-
-
-class Images(Database):
+class Images(Leases):
     """Image records with their tags, renditions and predictions; rows and blobs of one image
     change under its lock (`locked`)."""
 
@@ -106,15 +81,15 @@ class Images(Database):
     def add_image(
         self,
         record: ImageRecord,
-        verify: Callable[[], object] | None = None,
+        lease: Lease | None = None,
         *,
         embeddings: Sequence[EmbeddingRecord] = (),
     ) -> bool:
         """Insert the image with its tags, renditions, predictions and `embeddings` in one
         transaction.
 
-        `verify` runs under the image's lock before the commit; it makes sure the record's
-        blobs are stored (and raises, rolling everything back, when it cannot).
+        `lease` (the write lease its blobs were stored under) is spent in the same
+        transaction, under the image's lock: LeaseLost, and nothing written, when it is gone.
         Returns False (and writes nothing) when an image with this id is already recorded.
         """
         try:
@@ -126,12 +101,13 @@ class Images(Database):
                 session.add_all(prediction_row(record.id, p) for p in record.predictions)
                 session.add_all(EmbeddingRow(**embedding_values(record.id, e)) for e in embeddings)
                 session.flush()
-                if verify is not None:
-                    verify()
+                if lease is not None:
+                    spend(session, lease)
         except IntegrityError:
             if self._exists(ImageRow.id == record.id):
                 return False
             raise
+        _spent(lease)
         return True
 
     def add_prediction(self, image_id: str, prediction: PredictionRecord) -> bool:
@@ -141,12 +117,11 @@ class Images(Database):
         return self._insert_once(row, "image_id", "model_version", "pipeline_version")
 
     def add_rendition(
-        self, image_id: str, rendition: RenditionRecord, verify: Callable[[], object] | None = None
+        self, image_id: str, rendition: RenditionRecord, lease: Lease | None = None
     ) -> bool:
         """Record one rendition; False if (image, pipeline, pipeline version) has one already.
 
-        Under the image's lock, like `add_image`: `verify` runs before the commit and makes
-        sure the rendition's blob is stored (gc removes blobs under the same lock).
+        Under the image's lock, like `add_image`, spending `lease` (LeaseLost when it is gone).
         """
         row = rendition_row(image_id, rendition)
         key = ("image_id", "pipeline", "pipeline_version")
@@ -154,12 +129,13 @@ class Images(Database):
             with locked(self, image_id) as session:
                 session.add(row)
                 session.flush()
-                if verify is not None:
-                    verify()
+                if lease is not None:
+                    spend(session, lease)
         except IntegrityError:
             if self._exists(and_(*(getattr(RenditionRow, c) == getattr(row, c) for c in key))):
                 return False
             raise  # not a duplicate: e.g. the image row is gone
+        _spent(lease)
         return True
 
     def _insert_once(self, row: Base, *key: str) -> bool:
@@ -235,14 +211,13 @@ class Images(Database):
             assert changed is not None
             return changed, applied
 
-    def delete_image(
-        self, image_id: str, release: Callable[[ImageRecord], None] | None = None
-    ) -> ImageRecord | None:
+    def delete_image(self, image_id: str, lease: Lease | None = None) -> ImageRecord | None:
         """Remove the image's rows in one transaction; return what was removed.
 
-        `release` (given the removed record) runs under the image's lock before the commit:
-        it removes the blobs, so an upload of the same bytes racing this delete either
-        finds the row or stores its blobs again before it records its own row.
+        With `lease` (a delete lease, filled in here), the same transaction takes a delete
+        lease on the removed blobs no live write lease covers (an upload of the same bytes
+        in flight keeps its blobs); the caller deletes `lease.paths` after the commit and
+        then ends the lease.
         """
         with locked(self, image_id) as session:
             removed = _load(session, image_id)
@@ -251,8 +226,8 @@ class Images(Database):
             for cls in (TagRow, RenditionRow, PredictionRow, EmbeddingRow):
                 session.execute(delete(cls).where(cls.image_id == image_id))
             session.execute(delete(ImageRow).where(ImageRow.id == image_id))
-            if release is not None:
-                release(removed)
+            if lease is not None:
+                lease_deletes(session, lease, removed.blob_paths(), self.lease_ttl)
             return removed
 
     # -- reads ----------------------------------------------------------------------------
@@ -314,6 +289,12 @@ _PREDICTIONS_OF = (
     .where(_PREDICTIONS.c.image_id.in_(bindparam("ids", expanding=True)))
     .order_by(_PREDICTIONS.c.id)
 )
+
+
+def _spent(lease: Lease | None) -> None:
+    """The transaction that spent `lease` committed: nothing is left to drop."""
+    if lease is not None:
+        lease.spent = True
 
 
 def _load(session: Session, image_id: str) -> ImageRecord | None:

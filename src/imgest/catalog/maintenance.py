@@ -1,16 +1,16 @@
-"""Catalog queries of gc and fsck: which blobs rows reference, and releasing the others."""
+"""Catalog queries of gc and fsck: which blobs rows reference; leasing the others to delete."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from imgest.catalog.images import locked
+from imgest.catalog.leases import Lease, Leases, lease_deletes
+from imgest.catalog.locks import locked
 from imgest.catalog.models import ImageRow, RenditionRow
-from imgest.catalog.session import Database
 from imgest.storage.paths import image_id_of
 
 
@@ -24,22 +24,24 @@ class BlobRef:
     bytes: int
 
 
-class Maintenance(Database):
+class Maintenance(Leases):
     """What gc asks before it removes a blob, and what fsck checks the store against."""
 
-    def release_orphans(
-        self, image_id: str, paths: Sequence[str], release: Callable[[list[str]], None]
-    ) -> list[str]:
-        """Under `image_id`'s lock, call `release` with those `paths` no row references.
+    def lease_orphans(self, image_id: str, paths: Sequence[str], lease: Lease) -> list[str]:
+        """Under `image_id`'s lock: a delete lease (`lease`, filled in) on those of `paths`
+        (all of that image) that no row references and no live write lease covers. Returns
+        the unreferenced paths (`lease.paths`: those of them leased).
 
-        For gc: a blob found unreferenced is removed while no upload can record a row for it.
-        Returns the paths handed to `release`.
+        For gc: it deletes `lease.paths` after the commit, then ends the lease; no writer
+        can take a write lease on them, nor record a row, until it does.
         """
         with locked(self, image_id) as session:
             found = _referenced(session, paths)
             unreferenced = [p for p in paths if p not in found]
-            if unreferenced:
-                release(unreferenced)
+            if not unreferenced:
+                lease.paths = ()
+                return []
+            lease_deletes(session, lease, unreferenced, self.lease_ttl)
             return unreferenced
 
     def referenced(self, paths: Sequence[str]) -> set[str]:

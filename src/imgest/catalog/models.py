@@ -169,6 +169,19 @@ class ModelRow(Base):
     __table_args__ = (Index("ix_models_version", "version"),)
 
 
+class BlobLeaseRow(Base):
+    """A writer's or a deleter's lease on one blob path (see imgest.catalog.leases)."""
+
+    __tablename__ = "blob_leases"
+
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32), primary_key=True)  # one write or delete
+    purpose: Mapped[str] = mapped_column(String(8))  # "write" or "delete"
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_blob_leases_holder", "holder"),)
+
+
 class IdempotencyRow(Base):
     """One Idempotency-Key: the request's fingerprint and, once finished, its response."""
 

@@ -5,9 +5,11 @@ concern, each a class over the same `Database` (session.py: one engine, one way 
 read or a transaction, one mapping of outages to CatalogUnavailable):
 
 - images.py: image records and the image lock (upload, read, list, change, delete);
-- maintenance.py: what gc and fsck ask (referenced blobs, releasing orphans under the lock);
+- maintenance.py: what gc and fsck ask (referenced blobs, leasing orphans for deletion);
 - corpus_queries.py: what rescore, compare and export read and write;
-- embeddings.py: what the similarity index loads and catches up with.
+- embeddings.py: what the similarity index loads and catches up with;
+- leases.py (the base of the three first): blob leases, which order blob writes and deletes
+  without a storage call inside a transaction (locks.py: the image lock they take).
 
 Why classes combined by inheritance rather than a facade of three objects: the concerns
 share nothing but the database (the lock is a function of a session, the row mapping and
@@ -18,6 +20,8 @@ The names callers import from here (ImageFilter, Page, BlobRef, UNSET, ...) stay
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from imgest.catalog.corpus_queries import CorpusQueries
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
@@ -32,7 +36,7 @@ __all__ = ["UNSET", "BlobRef", "Catalog", "ImageFilter", "Page", "Unset"]
 class Catalog(Images, Maintenance, CorpusQueries, Embeddings):
     """The catalog database. Methods are blocking; call them from a worker thread.
 
-    Blobs and rows of one image change together under the image's lock (see images.py).
+    Rows and blob leases of one image change under the image's lock (see images.py).
     """
 
     @classmethod
@@ -40,8 +44,10 @@ class Catalog(Images, Maintenance, CorpusQueries, Embeddings):
         cls, url: str, *, options: CatalogOptions | None = None, migrate_schema: bool = True
     ) -> Catalog:
         """Connect to `url` and (by default) apply pending migrations."""
+        options = options or CatalogOptions()
         engine = make_engine(url, options)
         catalog = cls(engine)
+        catalog.lease_ttl = timedelta(seconds=options.lease_ttl_s)
         if migrate_schema:
             catalog.guard(lambda: migrate(engine))
         return catalog

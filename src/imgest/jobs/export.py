@@ -43,7 +43,7 @@ from imgest.rendering import render, rendition_record_of
 from imgest.runtime import Runtime
 from imgest.scoring.registry import RegisteredModel
 from imgest.storage.base import BlobStore, StoreError, timed_out
-from imgest.storage.once import put_once, restore_missing
+from imgest.storage.once import store_and_record
 from imgest.storage.paths import rendition_path
 
 Format = Literal["imagefolder", "webdataset"]
@@ -225,12 +225,14 @@ class _Source:
         path = rendition_path(
             self.pipeline.name, self.pipeline.version, image.id, rendered.rendition.extension
         )
-        self.loop.run(put_once(self.store, path, rendered.encoded))
-        blobs = {path: rendered.encoded}
-        self.catalog.add_rendition(
-            image.id,
-            rendition_record_of(self.pipeline, path, rendered),
-            lambda: self.loop.run(restore_missing(self.store, blobs)),
+        rendition = rendition_record_of(self.pipeline, path, rendered)
+        self.loop.run(
+            store_and_record(
+                self.store,
+                self.catalog,
+                {path: rendered.encoded},
+                lambda lease: self.catalog.add_rendition(image.id, rendition, lease),
+            )
         )
         self.summary.rendered += 1
         return rendered.encoded

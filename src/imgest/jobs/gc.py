@@ -24,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import anyio.from_thread
 import anyio.to_thread
 
+from imgest.catalog.leases import Lease
 from imgest.catalog.repo import Catalog
 from imgest.storage.base import BlobMeta, BlobNotFoundError, BlobStore, StoreError
+from imgest.storage.once import Deletion, deleting
 from imgest.storage.paths import ORIGINALS_PREFIX, RENDITIONS_PREFIX, image_id_of
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class GcReport:
     deleted: int = 0  # with dry_run: would be deleted
     deleted_bytes: int = 0
     failed: int = 0  # deletes that storage refused; the next run retries them
+    leased: int = 0  # unreferenced, but a writer holds a live write lease on it: left alone
     by_prefix: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -140,28 +142,44 @@ class _Sweep:
                 for meta in old:
                     self._deleted(meta)
                 continue
-            by_path = {m.path: m for m in old}
-            await anyio.to_thread.run_sync(
-                self.catalog.release_orphans, image_id, list(by_path), self._release
-            )
+            await self._delete(image_id, [m.path for m in old])
 
-    def _release(self, paths: list[str]) -> None:
-        """Under the image's lock (worker thread): delete each blob still old enough."""
-        for path in paths:
-            try:
-                meta = anyio.from_thread.run(self.store.head, path)
-            except BlobNotFoundError:
-                continue  # someone else removed it meanwhile
-            if meta.last_modified >= self.cutoff:
-                self.report.young += 1  # rewritten since it was listed: an upload in flight
-                continue
-            try:
-                anyio.from_thread.run(self.store.delete, path)
-            except StoreError:
-                self.report.failed += 1
-                log.warning("gc: could not delete %s", path, exc_info=True)
-                continue
-            self._deleted(meta)
+    async def _delete(self, image_id: str, paths: list[str]) -> None:
+        """D1..D3 of imgest.storage.once for one image's old unreferenced blobs."""
+
+        def take(lease: Lease) -> list[str]:
+            return self.catalog.lease_orphans(image_id, paths, lease)
+
+        async with deleting(self.catalog, take) as (unreferenced, deletion):
+            self.report.leased += len(unreferenced) - len(deletion.paths)
+            for path in deletion.paths:
+                if not await self._release(path, deletion):
+                    break
+
+    async def _release(self, path: str, deletion: Deletion) -> bool:
+        """Delete one leased blob if it is still old enough (outside any transaction); False
+        once the lease is too old to send anything more under it."""
+        if not deletion.in_time():
+            log.warning("gc: delete lease near expiry; %s is left to the next run", path)
+            return False
+        try:
+            meta = await self.store.head(path)
+        except BlobNotFoundError:
+            return True  # someone else removed it meanwhile
+        if meta.last_modified >= self.cutoff:
+            self.report.young += 1  # rewritten since it was listed: an upload in flight
+            return True
+        if not deletion.in_time():  # the HEAD took long: a delete sent now might land late
+            log.warning("gc: delete lease near expiry; %s is left to the next run", path)
+            return False
+        try:
+            await self.store.delete(path)
+        except StoreError:
+            self.report.failed += 1
+            log.warning("gc: could not delete %s", path, exc_info=True)
+            return True
+        self._deleted(meta)
+        return True
 
     def _deleted(self, meta: BlobMeta) -> None:
         self.report.deleted += 1

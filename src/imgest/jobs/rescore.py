@@ -4,6 +4,13 @@ The driver pages through the catalog (images without the (model version, pipelin
 prediction, keyset on id), hands batches to an engine (local process pool or Ray Data), and
 records each finished batch in its own transaction with an idempotent insert: killing the job
 loses at most the batches in flight, and running it again does only what is left.
+
+The workers store the renditions the catalog lacks, the driver records them: the write path of
+`imgest.storage.once` split in two. The driver takes a write lease on a batch's rendition paths
+before it hands the batch over (W1), the workers put (W2), and the batch's transaction spends
+the lease (W3). The driver no longer holds the bytes, so a rendition whose lease went stale
+(a deleter may have removed its blob) is left out rather than stored again; its prediction is
+recorded, and the rendition is made again on demand.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Literal, Protocol
 
+from imgest.catalog.leases import Lease
 from imgest.catalog.records import (
     EmbeddingRecord,
     PredictionKey,
@@ -25,7 +34,7 @@ from imgest.catalog.records import (
 )
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import JobError, StorageUnavailable
+from imgest.errors import ImgestError, JobError, StorageUnavailable
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.raydata import RayEngine, require_ray
@@ -34,7 +43,7 @@ from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
 from imgest.similarity.vectors import STORED
-from imgest.storage.once import missing as missing_blobs
+from imgest.storage.paths import rendition_path
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +176,11 @@ def run(
             summary.skipped = summary.matched
             return summary
         runner = _engine(runtime, engine, spec, loaded, workers, batch_size, ray_address, pin)
-        stored = _StoredCheck(runtime)
+        leases = _RunLeases(catalog, settings.storage_timeout_s)
         try:
-            _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch, stored)
+            _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch, leases)
         finally:
-            stored.close()
+            leases.close()
         return summary
     finally:
         catalog.close()
@@ -238,16 +247,16 @@ def _drive(
     summary: RescoreSummary,
     progress: bool,
     on_batch: Callable[[RescoreSummary], None] | None,
-    stored: _StoredCheck,
+    leases: _RunLeases,
 ) -> None:
     started = time.monotonic()
     summary.skipped = summary.matched - summary.pending
     done = 0
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
-        batches = _batches(catalog, key, where, batch_size, summary.embedded)
+        batches = _batches(catalog, key, where, batch_size, summary.embedded, leases)
         for outcomes in engine.run(batches):
             came_back = time.monotonic() - started
-            _record(catalog, key, outcomes, summary, stored.missing)
+            _record(catalog, key, outcomes, summary, leases)
             done += len(outcomes)
             summary.marks.append((came_back, done))
             advance(len(outcomes))
@@ -257,7 +266,12 @@ def _drive(
 
 
 def _batches(
-    catalog: Catalog, key: PredictionKey, where: ImageFilter, batch_size: int, embedded: bool
+    catalog: Catalog,
+    key: PredictionKey,
+    where: ImageFilter,
+    batch_size: int,
+    embedded: bool,
+    leases: _RunLeases | None = None,
 ) -> Iterator[list[WorkItem]]:
     after: str | None = None
     while page := catalog.image_page(
@@ -272,29 +286,48 @@ def _batches(
         after = page[-1].id
         items = iter(page)
         while chunk := list(islice(items, batch_size)):
-            yield [WorkItem(p.id, p.original_path, p.rendition_path is None) for p in chunk]
+            batch = [WorkItem(p.id, p.original_path, p.rendition_path is None) for p in chunk]
+            if leases is not None:
+                leases.take([_rendition_path(key, i.image_id) for i in batch if i.store_rendition])
+            yield batch
 
 
-class _StoredCheck:
-    """The driver's look at the store (its own event loop): which renditions the workers
-    stored are still there, under the images' locks before their rows commit (gc's race; see
-    imgest.storage.once)."""
+def _rendition_path(key: PredictionKey, image_id: str) -> str:
+    # Where the workers store it (imgest.jobs.scorer): renditions are JPEGs.
+    return rendition_path(key.pipeline, key.pipeline_version, image_id, "jpg")
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.store = runtime.open_store()
 
-    def missing(self, paths: list[str]) -> set[str]:
-        gone = self.loop.run_until_complete(missing_blobs(self.store, paths))
-        for path in sorted(gone):
-            log.warning("rendition %s went away before its row committed; not recorded", path)
-        return gone
+class _RunLeases:
+    """The driver's write leases: one holder for the run, a lease taken on each batch's
+    rendition paths before the workers store them, spent as each batch is recorded, what is
+    left dropped at the end (see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, wait_s: float) -> None:
+        self.catalog = catalog
+        self.holder = uuid.uuid4().hex
+        self.wait_s = wait_s  # a live delete lease goes within one storage call
+
+    def take(self, paths: list[str]) -> None:
+        """W1 for one batch: waits while a deleter holds one of `paths` (StorageUnavailable
+        after `wait_s`)."""
+        deadline = time.monotonic() + self.wait_s
+        pause = 0.01
+        while paths and self.catalog.take_write_lease(paths, self.holder) is None:
+            if time.monotonic() >= deadline:
+                raise StorageUnavailable("A rendition of this batch is being deleted; try again.")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def of(self, paths: list[str]) -> Lease:
+        """The run's lease on `paths` (what one batch's transaction spends)."""
+        return Lease("write", tuple(paths), holder=self.holder)
 
     def close(self) -> None:
+        """Drop what is left (batches that failed or never came back); best effort."""
         try:
-            self.loop.run_until_complete(self.store.close())
-        finally:
-            self.loop.close()
+            self.catalog.end_lease(self.of([]))
+        except ImgestError:
+            log.warning("could not drop rescore's blob leases; they expire", exc_info=True)
 
 
 def _record(
@@ -302,7 +335,7 @@ def _record(
     key: PredictionKey,
     outcomes: list[Outcome],
     summary: RescoreSummary,
-    missing: Callable[[list[str]], set[str]] | None = None,
+    leases: _RunLeases | None = None,
 ) -> None:
     now = datetime.now(UTC)
     results: list[tuple[str, PredictionRecord, RenditionRecord | None]] = []
@@ -331,7 +364,13 @@ def _record(
                 created_at=now,
             )
             embeddings.append((o.image_id, record))
-    new = catalog.add_results(results, missing, embeddings)
+    lease = None
+    if leases is not None:
+        lease = leases.of([r.path for _, _, r in results if r is not None])
+    new = catalog.add_results(results, lease, embeddings)
+    if lease is not None:
+        for path in sorted(set(lease.paths) - lease.held):
+            log.warning("rendition %s: its lease went stale before its row; not recorded", path)
     summary.scored += new
     summary.skipped += len(results) - new
     down = next((o for o in outcomes if o.unavailable), None)

@@ -10,7 +10,6 @@ of at least 6 hex digits).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import re
@@ -22,12 +21,14 @@ import anyio.to_thread
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from imgest.catalog.leases import Lease, lease_deletes, spend
+from imgest.catalog.locks import lock_paths
 from imgest.catalog.models import ModelRow
 from imgest.catalog.repo import Catalog
 from imgest.errors import UnknownModel
 from imgest.scoring.model import BUNDLED_DIR, InputSpec, Model, ModelSpec, read_model_dir
-from imgest.storage.base import BlobStore, StoreError
-from imgest.storage.once import put_once, storage_errors
+from imgest.storage.base import BlobStore
+from imgest.storage.once import delete_blobs, deleting, storage_errors, store_and_record
 from imgest.storage.paths import model_path
 
 BUNDLED_PREFIX = "bundled:"
@@ -145,9 +146,11 @@ class ModelRegistry:
         dim = await anyio.to_thread.run_sync(look)
         version = hashlib.sha256(data).hexdigest()
         path = model_path(version)
-        await put_once(self.store, path, data)
-        return await anyio.to_thread.run_sync(
-            lambda: self._insert(spec, version, path, activate, dim)
+        return await store_and_record(
+            self.store,
+            self.catalog,
+            {path: data},
+            lambda lease: self._insert(spec, version, path, activate, dim, lease),
         )
 
     async def add_bundled(self, directory: Path = BUNDLED_DIR) -> RegisteredModel:
@@ -180,8 +183,12 @@ class ModelRegistry:
         location: str,
         activate: bool,
         embedding_dim: int | None = None,
+        lease: Lease | None = None,
     ) -> RegisteredModel:
         def run(session: Session) -> RegisteredModel:
+            if lease is not None:  # the weights were stored under it (imgest.storage.once)
+                lock_paths(session, [location])
+                spend(session, lease)
             row = session.get(ModelRow, (spec.name, version))
             if row is None:
                 row = ModelRow(
@@ -206,31 +213,41 @@ class ModelRegistry:
             session.flush()
             return _entry(row)
 
-        return self.catalog.transact(run)
+        entry = self.catalog.transact(run)
+        if lease is not None:
+            lease.spent = True
+        return entry
 
     async def remove(self, ref: str, *, force: bool = False) -> RegisteredModel:
         """Unregister a version (not the active one unless `force`); its blob goes too when no
         other name uses the same bytes. Predictions made with it stay."""
         name, version = parse_ref(ref)
 
-        def run(session: Session) -> tuple[RegisteredModel, bool]:
+        def run(session: Session, lease: Lease) -> RegisteredModel:
             row = self._row(session, name, version, ref)
             if row.active and not force:
                 raise UnknownModel(
                     f"{row.name}@{row.version[:12]} is the active model; activate another first."
                 )
             entry = _entry(row)
+            if not entry.location.startswith(BUNDLED_PREFIX):
+                lock_paths(session, [entry.location])
             session.delete(row)
             session.flush()
             shared = session.execute(
                 select(ModelRow.name).where(ModelRow.version == entry.version)
             ).first()
-            return entry, shared is None
+            if shared is None and not entry.location.startswith(BUNDLED_PREFIX):
+                # The weights go after the commit, under a delete lease (imgest.storage.once);
+                # if the delete fails they stay, unreferenced.
+                lease_deletes(session, lease, [entry.location], self.catalog.lease_ttl)
+            return entry
 
-        entry, last = await anyio.to_thread.run_sync(lambda: self.catalog.transact(run))
-        if last and not entry.location.startswith(BUNDLED_PREFIX):
-            with contextlib.suppress(StoreError):  # if it stays, it is unreferenced: gc's
-                await self.store.delete(entry.location)
+        def take(lease: Lease) -> RegisteredModel:
+            return self.catalog.transact(lambda session: run(session, lease))
+
+        async with deleting(self.catalog, take) as (entry, deletion):
+            await delete_blobs(self.store, deletion)
         return entry
 
     # -- weights ----------------------------------------------------------------------------
