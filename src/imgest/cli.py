@@ -897,11 +897,67 @@ def export(
     )
 
 
+# --- the similar-images index (issue 17) ------------------------------------------------------
+
+index_app = typer.Typer(help="The approximate index of similar images.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model NAME or NAME@VERSION whose embeddings are indexed "
+            "(default: the active one)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="Threads building the graph (0: every core).", min=0)
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Build the ANN index from the catalog's embeddings, store it under indexes/ and publish it."""
+    import anyio
+
+    from imgest.jobs import index as job
+    from imgest.locations import require_existing
+    from imgest.runtime import Runtime
+
+    settings = _existing(storage_url=storage, catalog_url=catalog)
+    require_existing(settings)
+
+    async def run() -> job.IndexReport:
+        async with Runtime(settings).open(migrate_schema=False) as opened:
+            registry = opened.registry
+            entry = await anyio.to_thread.run_sync(
+                lambda: registry.resolve(model) if model else registry.active()
+            )
+            if entry is None:
+                raise InvalidParameter("no active model: name one with --model")
+            batches = job.catalog_embeddings(opened.catalog, entry.name, entry.version)
+            return await job.rebuild(
+                opened.store, entry.name, entry.version, batches, threads=threads
+            )
+
+    report = anyio.run(run)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    typer.echo(
+        f"indexed {report.vectors} vectors of {report.model}@{report.version[:12]} in "
+        f"{report.build_s:.1f} s: {report.path} ({report.bytes} bytes)"
+        + (f"; removed {len(report.pruned)} older build(s)" if report.pruned else "")
+    )
+
+
 # Distributions of `imgest[server]` (pyproject.toml) whose absence means a client-only install.
 _SERVER_ONLY = frozenset(
     {"fastapi", "starlette", "uvicorn", "h11", "uvloop", "python_multipart", "multipart", "PIL",
      "pi_heif", "simplejpeg", "numpy", "onnxruntime", "sqlalchemy", "alembic", "jinja2",
-     "prometheus_client", "pythonjsonlogger"}
+     "prometheus_client", "pythonjsonlogger", "usearch"}
 )  # fmt: skip
 
 

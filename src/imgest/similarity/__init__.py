@@ -1,0 +1,1 @@
+"""Similar images: embeddings, vector indexes and near-duplicate groups."""
