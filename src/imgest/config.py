@@ -348,6 +348,15 @@ class Settings(BaseSettings):
         "lowers peak RSS a little: docs/benchmarks.md).",
     )
 
+    # --- similar images: the ANN index (issue 17, part 3) -----------------------------------
+    ann_min_vectors: int = Field(
+        10_000,
+        ge=0,
+        description="Embeddings of one model version from which similar-image search uses the "
+        "ANN index built by `imgest index rebuild` (exact search below, or while no build "
+        "exists); measured in docs/similarity.md.",
+    )
+
     @field_validator("allowed_hosts")
     @classmethod
     def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from imgest.similarity.ann import AnnIndex
 from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
-from imgest.storage.once import put_once, storage_errors
+from imgest.storage.once import put_once, storage_errors, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,9 @@ async def save(store: BlobStore, model: str, version: str, index: AnnIndex) -> P
 async def latest(store: BlobStore, model: str, version: str) -> Pointer | None:
     """The pointer to the newest build, or None when there is none (or it is unreadable)."""
     path = index_dir(model, version) + POINTER
-    try:
-        with storage_errors():
-            data = await (await store.get(path)).read()
-    except BlobNotFoundError:
+    data = await _read(store, path)
+    if data is None:
         return None
-    except StoreError:
-        raise
     try:
         return Pointer.from_json(data)
     except ValueError as exc:
@@ -133,10 +129,8 @@ async def load_latest(
     pointer = await latest(store, model, version)
     if pointer is None:
         return None
-    try:
-        with storage_errors():
-            data = await (await store.get(pointer.path)).read()
-    except BlobNotFoundError:
+    data = await _read(store, pointer.path)
+    if data is None:
         log.warning("index %s named by the pointer is gone", pointer.path)
         return None
     if hashlib.sha256(data).hexdigest() != pointer.sha256:
@@ -150,20 +144,32 @@ async def load_latest(
     return pointer, index
 
 
+async def _read(store: BlobStore, path: str) -> bytes | None:
+    """The blob's bytes, None when there is none; StorageUnavailable when storage fails."""
+    try:
+        return await (await store.get(path)).read()
+    except BlobNotFoundError:
+        return None
+    except StoreError as exc:
+        raise unavailable(exc) from exc
+
+
 async def prune(store: BlobStore, model: str, version: str, keep: Sequence[str]) -> list[str]:
     """Delete the builds of this model version other than the paths in `keep`."""
     folder = index_dir(model, version)
     removed = []
     with storage_errors():
         paths = [meta.path async for meta in store.list(folder)]
-        for path in paths:
-            if path in keep or path == folder + POINTER:
-                continue
-            try:
-                await store.delete(path)
-            except BlobNotFoundError:
-                continue
-            removed.append(path)
+    for path in paths:
+        if path in keep or path == folder + POINTER:
+            continue
+        try:
+            await store.delete(path)
+        except BlobNotFoundError:
+            continue
+        except StoreError as exc:
+            raise unavailable(exc) from exc
+        removed.append(path)
     return removed
 
 
