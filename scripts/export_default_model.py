@@ -49,7 +49,9 @@ SKIMAGE_VERSION = "0.26.0"
 SYNSETS_MEMBER = "timm/data/_info/imagenet_synsets.txt"
 LEMMAS_MEMBER = "timm/data/_info/imagenet_synset_to_lemma.txt"
 CHELSEA_MEMBER = "skimage/data/chelsea.png"
-CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+CAT_CLASSES = range(281, 286)
+OUTPUTS = ("logits", "embedding")
+EMBEDDING_DIM = 1280  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 # The TF EfficientNet-Lite convention (efficientnet_lite_builder.py: MEAN_RGB 127, STDDEV_RGB 128)
 # and its eval crop (CROP_PADDING 32: 224 / (224 + 32) of the short side).
@@ -174,8 +176,31 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)
 
 
+class WithEmbedding(torch.nn.Module):
+    """The classifier with a second output: the pooled 1280-d feature vector its head reads.
+
+    The same ops as EfficientNet.forward (eval mode, no local pooling), so the logits are those
+    of the classifier alone; the embedding is the global-average-pooled head activation, not
+    normalised (the server L2-normalises it).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding) for a batch."""
+        model = self.model
+        batch = inputs.size(0)
+        features = model.extract_features(inputs)
+        pooled = model._avg_pooling(features).view(batch, -1)
+        logits = model._fc(model._dropout(pooled))
+        return logits, pooled
+
+
 def export_onnx(model: torch.nn.Module, path: Path, spec: InputSpec) -> None:
-    """Write model to path as ONNX (TorchScript exporter, opset 17, dynamic batch axis)."""
+    """Write model to path as ONNX (TorchScript exporter, opset 17, dynamic batch axis), with
+    the outputs `logits` and `embedding`."""
     dummy = torch.zeros(1, 3, spec.height, spec.width)
     with warnings.catch_warnings():
         # Known noise from the legacy exporter: the deprecation notice and, once per
@@ -187,14 +212,14 @@ def export_onnx(model: torch.nn.Module, path: Path, spec: InputSpec) -> None:
         ):
             warnings.filterwarnings("ignore", message, category)
         torch.onnx.export(
-            model,
+            WithEmbedding(model).eval(),
             (dummy,),
             str(path),
             dynamo=False,
             opset_version=OPSET,
             input_names=[spec.name],
-            output_names=["logits"],
-            dynamic_axes={spec.name: {0: "batch"}, "logits": {0: "batch"}},
+            output_names=list(OUTPUTS),
+            dynamic_axes={spec.name: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUTS}},
         )
 
 
@@ -226,15 +251,26 @@ def check(model_dir: Path, model: torch.nn.Module, photo: Image.Image) -> CheckR
         "random batch of 3": rng.uniform(-1.0, 1.0, (3, *shape)).astype(np.float32),
         "photo": preprocess(photo, spec),
     }
+    if [o.name for o in session.get_outputs()] != list(OUTPUTS):
+        raise ValueError(f"ONNX outputs {[o.name for o in session.get_outputs()]} != {OUTPUTS}")
     diffs: dict[str, float] = {}
     outputs: dict[str, np.ndarray] = {}
     for label, batch in inputs.items():
-        (got,) = session.run(None, {spec.name: batch})
+        got, got_embedding = session.run(None, {spec.name: batch})
         with torch.no_grad():
+            # The classifier's own forward for the logits: the wrapper must not change them.
             want = model(torch.from_numpy(batch)).numpy()
+            want_embedding = WithEmbedding(model)(torch.from_numpy(batch))[1].numpy()
         if got.shape != want.shape or want.shape != (batch.shape[0], 1000):
             raise ValueError(f"{label}: ONNX output {got.shape}, PyTorch output {want.shape}")
+        if want_embedding.shape != (batch.shape[0], EMBEDDING_DIM) or (
+            got_embedding.shape != want_embedding.shape
+        ):
+            raise ValueError(
+                f"{label}: ONNX embedding {got_embedding.shape}, PyTorch {want_embedding.shape}"
+            )
         diffs[label] = float(np.max(np.abs(got - want)))
+        diffs[f"{label}, embedding"] = float(np.max(np.abs(got_embedding - want_embedding)))
         outputs[label] = got
     logits = outputs["photo"][0].astype(np.float64)
     probs = np.exp(logits - logits.max())
@@ -390,12 +426,16 @@ confidence on every one (espresso 0.95 against 0.78, moped 0.53 against 0.26).
 `logits`: float32, shape `(N, 1000)`, raw logits in ImageNet-1k class-index order; the server
 applies softmax (`output = "logits"` in `model.toml`).
 
+`embedding`: float32, shape `(N, {EMBEDDING_DIM})`, the globally average-pooled activation of the
+head convolution that the classifier's linear layer reads (not normalised; the server
+L2-normalises it for near-duplicate and similarity search). Both come from one run.
+
 ## Verification
 
 `--check` runs this ONNX file with onnxruntime (CPU) and the PyTorch model on the same inputs;
-it fails when any max abs difference exceeds {TOLERANCE:g}.
+it fails when any max abs difference (logits, and embedding) exceeds {TOLERANCE:g}.
 
-| input | max abs diff of logits |
+| input | max abs diff |
 |---|---|
 {diffs}
 

@@ -34,6 +34,7 @@ from imgest.metrics import Gauges
 from imgest.runtime import Resources, Runtime
 from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
+from imgest.similarity.live import NearDuplicatePolicy, SimilarImages
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     app.state.batcher = await scorers.start()  # the active model's, at start-up
     app.state.links = Links(settings.public_url)
     app.state.upload_limits = upload_limits(settings)
+    app.state.similar = similar = SimilarImages(catalog)
+    await similar.index_for(app.state.batcher.model)  # the active model's, loaded now
     app.state.ingest = IngestService(
         store=store,
         catalog=catalog,
@@ -151,6 +154,12 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         limits=limits,
         cpu=cpu,
         metrics=app.state.metrics,
+        similar=similar,
+        near=NearDuplicatePolicy(
+            settings.near_duplicates,
+            settings.near_duplicate_threshold,
+            settings.near_duplicates_max,
+        ),
     )
     app.state.idempotency = IdempotencyGate(
         IdempotencyKeys(

@@ -158,6 +158,26 @@ class Settings(BaseSettings):
         "re-reading the registry (so `imgest models activate` reaches every replica).",
     )
 
+    # --- near-duplicates and similar images (issue 17) ----------------------------------------
+    near_duplicates: Literal["flag", "reject", "off"] = Field(
+        "flag",
+        description="What an upload does about images already stored that its embedding is at "
+        "least near_duplicate_threshold similar to: flag (store it and list them in "
+        "`near_duplicates`), reject (409 near_duplicate, nothing stored), off (no search). "
+        "Needs a model with an embedding output (the bundled one has one).",
+    )
+    near_duplicate_threshold: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="Cosine similarity of embeddings from which a stored image counts as a "
+        "near-duplicate of an upload. Provisional: measured on re-encoded, resized, cropped and "
+        "rotated copies of a few sample photos (docs/api.md#near-duplicates).",
+    )
+    near_duplicates_max: int = Field(
+        5, ge=1, le=100, description="Most near-duplicates listed per uploaded file."
+    )
+
     # --- idempotency keys (issue 5) -----------------------------------------------------------
     idempotency_ttl_s: float = Field(
         86400.0,

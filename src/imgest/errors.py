@@ -417,3 +417,24 @@ class ScoringQueueFull(ServiceUnavailable):
     code = "scoring_queue_full"
     title = "Scoring queue full"
     default_detail = "The scoring queue is full; nothing was recorded. Retry shortly."
+
+
+# --- similar images (issue 17) --------------------------------------------------------------
+
+
+class NearDuplicate(ClientError):
+    """IMGEST_NEAR_DUPLICATES=reject: the upload looks like an image already stored."""
+
+    status = 409
+    code = "near_duplicate"
+    title = "Near-duplicate of a stored image"
+    default_detail = "The file is a near-duplicate of an image already stored; it was not stored."
+
+
+class NoEmbedding(ClientError):
+    """A similarity search where the model gives no embedding, or the image has none yet."""
+
+    status = 409
+    code = "no_embedding"
+    title = "No embedding"
+    default_detail = "The image has no embedding by the active model yet; run `imgest rescore`."

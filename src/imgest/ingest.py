@@ -12,17 +12,22 @@ from typing import Literal
 
 import anyio.from_thread
 import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
 from anyio import CapacityLimiter
 
 from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
-from imgest.errors import ClientError, ModelPipelineMismatch
+from imgest.errors import ClientError, ModelPipelineMismatch, NearDuplicate
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
+from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
+from imgest.similarity.live import Match, NearDuplicatePolicy, SimilarImages
+from imgest.similarity.vectors import embedding_record
 from imgest.storage.base import BlobStore
 from imgest.storage.once import put_once, restore_missing
 from imgest.storage.paths import original_path, rendition_path
@@ -56,6 +61,7 @@ class IngestResult:
     record: ImageRecord | None = None
     error: ClientError | None = None
     applied: Applied | None = None  # what the upload's tags, label and fields did
+    near_duplicates: tuple[Match, ...] = ()  # stored images this file is very similar to
 
 
 @dataclass
@@ -80,8 +86,12 @@ class IngestService:
         limits: ImageLimits,
         cpu: CapacityLimiter,
         metrics: Metrics | None = None,
+        similar: SimilarImages | None = None,
+        near: NearDuplicatePolicy | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
+        self.similar = similar  # None: no near-duplicate search, embeddings still recorded
+        self.near = near or NearDuplicatePolicy()
         self.store = store
         self.catalog = catalog
         self.scorers = scorers
@@ -170,7 +180,16 @@ class IngestService:
         # catalog last: a crash in between leaves orphan blobs (swept by gc), never a catalog
         # row that points at a missing blob (see imgest.storage.once).
         with self.metrics.score_seconds.time():
-            top = await scorer.score_inputs(rendered.inputs, rendered.rendition.aggregate)
+            scored = await scorer.score_embedded(rendered.inputs, rendered.rendition.aggregate)
+        top, embedding = scored.top, scored.embedding
+        near = await self._near_duplicates(scorer.model, embedding, upload.sha256)
+        if near and self.near.mode == "reject":
+            best = near[0]
+            error = NearDuplicate(
+                f"The file is a near-duplicate of stored image {best.id} (similarity "
+                f"{best.score:.3f}, threshold {self.near.threshold}); it was not stored."
+            )
+            return self._rejected(upload, error, near)
         with self.metrics.store_seconds.time():
             await asyncio.gather(
                 *(put_once(self.store, path, data) for path, data in blobs.items())
@@ -203,10 +222,26 @@ class IngestService:
             ),
             label=label,
         )
+        embeddings = (
+            ()
+            if embedding is None
+            else (
+                embedding_record(
+                    embedding,
+                    model=model.name,
+                    model_version=model.version,
+                    pipeline=self.pipeline.name,
+                    pipeline_version=self.pipeline.version,
+                    created_at=now,
+                ),
+            )
+        )
         created = await anyio.to_thread.run_sync(
-            self.catalog.add_image,
-            record,
-            lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
+            lambda: self.catalog.add_image(
+                record,
+                lambda: anyio.from_thread.run(restore_missing, self.store, blobs),
+                embeddings=embeddings,
+            ),
             limiter=self.catalog_writers,
         )
         if not created:  # the same bytes won a race from another request
@@ -216,7 +251,24 @@ class IngestService:
                 return self._result("existing", upload, stored or record, Applied())
             return self._result("existing", upload, *merged)
         self.counters.created += 1
-        return self._result("created", upload, record, add.created())
+        if embedding is not None and self.similar is not None:
+            self.similar.added(model, record.id, embedding)
+        return self._result("created", upload, record, add.created(), near)
+
+    async def _near_duplicates(
+        self, model: Model, embedding: npt.NDArray[np.float32] | None, image_id: str
+    ) -> tuple[Match, ...]:
+        """Stored images at least the policy's threshold similar to this embedding."""
+        if embedding is None or self.similar is None or self.near.mode == "off":
+            return ()
+        found = await self.similar.search(
+            model,
+            embedding,
+            self.near.limit,
+            threshold=self.near.threshold,
+            exclude=(image_id,),
+        )
+        return tuple(found)
 
     async def _add_metadata(
         self, existing: ImageRecord, add: Additions
@@ -240,7 +292,11 @@ class IngestService:
 
     @staticmethod
     def _result(
-        status: Status, upload: Upload, record: ImageRecord, applied: Applied
+        status: Status,
+        upload: Upload,
+        record: ImageRecord,
+        applied: Applied,
+        near: tuple[Match, ...] = (),
     ) -> IngestResult:
         return IngestResult(
             status=status,
@@ -249,14 +305,16 @@ class IngestService:
             size=upload.size,
             record=record,
             applied=applied,
+            near_duplicates=near,
         )
 
     @staticmethod
-    def _rejected(upload: Upload, error: ClientError) -> IngestResult:
+    def _rejected(upload: Upload, error: ClientError, near: tuple[Match, ...] = ()) -> IngestResult:
         return IngestResult(
             status="rejected",
             filename=upload.filename,
             content_type=upload.content_type,
             size=upload.size,
             error=error,
+            near_duplicates=near,
         )

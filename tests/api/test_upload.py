@@ -294,7 +294,7 @@ def test_commit_failure_leaves_no_row(
     real_add = catalog.add_image
     cat = (data_dir / "cat.jpg").read_bytes()
 
-    def broken(record: Any, verify: Any = None) -> bool:
+    def broken(record: Any, verify: Any = None, **kwargs: Any) -> bool:
         def fail() -> bool:
             raise OperationalError("INSERT", {}, Exception("database is gone"))
 
@@ -401,10 +401,10 @@ def test_blobs_removed_before_the_row_commits_are_stored_again(
     real_add = catalog.add_image
     cat = (data_dir / "cat.jpg").read_bytes()
 
-    def add_after_gc(record: Any, verify: Any = None) -> bool:
+    def add_after_gc(record: Any, verify: Any = None, **kwargs: Any) -> bool:
         for path in record.blob_paths():  # what a racing gc would have done
             anyio.from_thread.run(store.delete, path)
-        return bool(real_add(record, verify))
+        return bool(real_add(record, verify, **kwargs))
 
     monkeypatch.setattr(catalog, "add_image", add_after_gc)
     r = upload(client, [("cat.jpg", cat)])

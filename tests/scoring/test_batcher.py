@@ -79,7 +79,7 @@ async def test_not_started_or_failing_model_is_unavailable(model: Model, data_di
         def __init__(self) -> None:
             self.__dict__.update(model.__dict__)
 
-        def predict(self, batch: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        def infer(self, batch: np.ndarray) -> tuple[np.ndarray, None]:  # type: ignore[override]
             raise RuntimeError("onnxruntime exploded")
 
     broken = MicroBatcher(Broken())

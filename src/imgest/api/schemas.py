@@ -90,6 +90,11 @@ class AppliedOut(BaseModel):
     )
 
 
+class SimilarOut(BaseModel):
+    id: str = Field(description="A stored image's id.")
+    score: float = Field(description="Cosine similarity of the embeddings, -1..1 (1: same).")
+
+
 class UploadItemOut(BaseModel):
     id: str | None = None
     status: Literal["created", "existing", "rejected"]
@@ -111,11 +116,24 @@ class UploadItemOut(BaseModel):
         "of bytes already stored merges its tags in and sets the label and fields only where "
         "the image has none.",
     )
+    near_duplicates: list[SimilarOut] = Field(
+        default=[],
+        description="Images already stored whose embedding is at least "
+        "IMGEST_NEAR_DUPLICATE_THRESHOLD similar to this file's, best first (at most "
+        "IMGEST_NEAR_DUPLICATES_MAX); empty with IMGEST_NEAR_DUPLICATES=off and for files "
+        "already stored. With `reject`, a file that has some is rejected (near_duplicate).",
+    )
     error: ErrorOut | None = None
 
 
 class UploadOut(BaseModel):
     images: list[UploadItemOut]
+
+
+class SimilarPage(BaseModel):
+    model: str = Field(description="The model whose embeddings were compared.")
+    model_version: str
+    items: list[SimilarOut] = Field(description="Most similar first.")
 
 
 class ImagePage(BaseModel):

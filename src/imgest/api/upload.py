@@ -15,7 +15,14 @@ from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
 from imgest.api.multipart import Form, UploadLimits, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
-from imgest.api.schemas import AppliedOut, ErrorOut, Problem, UploadItemOut, UploadOut
+from imgest.api.schemas import (
+    AppliedOut,
+    ErrorOut,
+    Problem,
+    SimilarOut,
+    UploadItemOut,
+    UploadOut,
+)
 from imgest.errors import ClientError, InvalidLabel, MalformedMultipart, NoFiles
 from imgest.ingest import IngestResult, IngestService
 from imgest.labels import check_label, check_tags
@@ -96,6 +103,7 @@ async def read_fields(
 
 def item_out(result: IngestResult, links: Links) -> UploadItemOut:
     """One file's entry in the upload response."""
+    near = [SimilarOut(id=m.id, score=m.score) for m in result.near_duplicates]
     if result.record is None:
         assert result.error is not None
         return UploadItemOut(
@@ -106,6 +114,7 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
             error=ErrorOut(
                 code=result.error.code, detail=result.error.detail, status=result.error.status
             ),
+            near_duplicates=near,
         )
     view = image_out(result.record, links).model_dump(
         exclude={"content_type", "filename", "frames", "created_at"}
@@ -124,6 +133,7 @@ def item_out(result: IngestResult, links: Links) -> UploadItemOut:
             fields_set=list(applied.fields_set),
             fields_conflict=list(applied.fields_conflict),
         ),
+        near_duplicates=near,
     )
 
 

@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from imgest.catalog.filters import ImageFilter, filtered, has_prediction
+from imgest.catalog.filters import ImageFilter, filtered, is_done
 from imgest.catalog.images import lock_images
-from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow
+from imgest.catalog.models import Base, EmbeddingRow, ImageRow, PredictionRow, RenditionRow
 from imgest.catalog.records import (
+    EmbeddingRecord,
     PendingImage,
     PredictionKey,
     PredictionPair,
@@ -21,7 +22,7 @@ from imgest.catalog.records import (
     PredictionRun,
     RenditionRecord,
 )
-from imgest.catalog.rows import prediction_record, prediction_values, table
+from imgest.catalog.rows import embedding_values, prediction_record, prediction_values, table
 from imgest.catalog.session import Database
 
 T = TypeVar("T")
@@ -34,10 +35,13 @@ class CorpusQueries(Database):
         """How many images `where` selects."""
         return self._count(filtered(select(func.count()).select_from(ImageRow), where))
 
-    def count_pending(self, key: PredictionKey, where: ImageFilter | None = None) -> int:
-        """How many images `where` selects lack the `key` prediction."""
+    def count_pending(
+        self, key: PredictionKey, where: ImageFilter | None = None, *, embedded: bool = False
+    ) -> int:
+        """How many images `where` selects lack the `key` prediction (or, `embedded`, the
+        model version's embedding)."""
         query = filtered(select(func.count()).select_from(ImageRow), where)
-        return self._count(query.where(~has_prediction(key)))
+        return self._count(query.where(~is_done(key, embedded)))
 
     def _count(self, query: Select[Any]) -> int:
         with self.reading() as session:
@@ -50,12 +54,13 @@ class CorpusQueries(Database):
         *,
         where: ImageFilter | None = None,
         lacking: PredictionKey | None = None,
+        embedded: bool = False,
         after: str | None = None,
         limit: int = 500,
     ) -> list[PendingImage]:
         """One keyset page (by id) of the images `where` selects, each with the path of its
         stored `pipeline`@`pipeline_version` rendition if any; only those without the
-        `lacking` prediction when it is given."""
+        `lacking` prediction (or, `embedded`, its model version's embedding) when given."""
         rendition = aliased(RenditionRow)
         columns = select(ImageRow.id, ImageRow.original_path, rendition.path, ImageRow.label)
         query = filtered(columns, where).outerjoin(
@@ -63,7 +68,7 @@ class CorpusQueries(Database):
             _of_image(rendition, pipeline=pipeline, pipeline_version=pipeline_version),
         )
         if lacking is not None:
-            query = query.where(~has_prediction(lacking))
+            query = query.where(~is_done(lacking, embedded))
         return self._id_page(query, after, limit, PendingImage)
 
     def top1_predictions(
@@ -91,15 +96,18 @@ class CorpusQueries(Database):
         self,
         results: Sequence[tuple[str, PredictionRecord, RenditionRecord | None]],
         missing: Callable[[list[str]], set[str]] | None = None,
+        embeddings: Sequence[tuple[str, EmbeddingRecord]] = (),
     ) -> int:
-        """Record (image id, prediction, new rendition or None) triples in one transaction.
+        """Record (image id, prediction, new rendition or None) triples, and (image id,
+        embedding) pairs, in one transaction.
 
-        Idempotent: a prediction or rendition already recorded under its key is left as it
-        is. Returns how many predictions were new. `missing` (paths -> those not stored) runs
-        under the locks of the images with new renditions, before the commit: a rendition
-        whose blob gc removed meanwhile is left out (its prediction is still recorded).
+        Idempotent: a prediction, rendition or embedding already recorded under its key is
+        left as it is. Returns how many images got something new (a prediction or an
+        embedding). `missing` (paths -> those not stored) runs under the locks of the images
+        with new renditions, before the commit: a rendition whose blob gc removed meanwhile is
+        left out (its prediction is still recorded).
         """
-        if not results:
+        if not results and not embeddings:
             return 0
         predictions = [prediction_values(i, p) for i, p, _ in results]
         renditions = [
@@ -111,7 +119,9 @@ class CorpusQueries(Database):
                 gone = missing([r["path"] for r in renditions])
                 renditions = [r for r in renditions if r["path"] not in gone]
             _insert_new(session, RenditionRow, renditions)
-            return _insert_new(session, PredictionRow, predictions)
+            new = _insert_new(session, PredictionRow, predictions)
+            vectors = [embedding_values(i, e) for i, e in embeddings]
+            return len(new | _insert_new(session, EmbeddingRow, vectors))
 
     def prediction_runs(self, model: str, pipeline: str) -> list[PredictionRun]:
         """Every (model version, pipeline version) of these names with predictions, newest
@@ -195,10 +205,11 @@ def _of_image(alias: Any, **equal: str) -> ColumnElement[bool]:
     return and_(alias.image_id == ImageRow.id, *(getattr(alias, c) == v for c, v in equal.items()))
 
 
-def _insert_new(session: Session, cls: type[Base], rows: list[dict[str, Any]]) -> int:
-    """INSERT rows, skipping those whose key is already there; returns how many were new."""
+def _insert_new(session: Session, cls: type[Base], rows: list[dict[str, Any]]) -> set[str]:
+    """INSERT rows, skipping those whose key is already there; returns the image ids of the
+    rows inserted."""
     if not rows:
-        return 0
+        return set()
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -209,6 +220,5 @@ def _insert_new(session: Session, cls: type[Base], rows: list[dict[str, Any]]) -
     # One cached statement run for many rows (SQLAlchemy's "insertmanyvalues"), not a
     # multi-VALUES statement compiled anew per call; RETURNING counts the rows inserted.
     target = table(cls)
-    key = next(iter(target.columns))
-    statement = insert(target).on_conflict_do_nothing().returning(key)
-    return len(session.execute(statement, rows).all())
+    statement = insert(target).on_conflict_do_nothing().returning(target.c.image_id)
+    return set(session.execute(statement, rows).scalars())

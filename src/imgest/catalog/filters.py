@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Exists, Select, and_, exists, func
+from sqlalchemy import ColumnElement, Exists, Select, and_, exists, func
 
-from imgest.catalog.models import ImageRow, PredictionRow, TagRow
+from imgest.catalog.models import EmbeddingRow, ImageRow, PredictionRow, TagRow
 from imgest.catalog.records import PredictionKey
 from imgest.params import filter_text, utc
 
@@ -70,6 +70,21 @@ def has_prediction(key: PredictionKey) -> Exists:
         PredictionRow.model_version == key.model_version,
         PredictionRow.pipeline_version == key.pipeline_version,
     )
+
+
+def has_embedding(model_version: str) -> Exists:
+    """Whether the image (ImageRow of the enclosing query) has an embedding by that version."""
+    return exists().where(
+        and_(EmbeddingRow.image_id == ImageRow.id, EmbeddingRow.model_version == model_version)
+    )
+
+
+def is_done(key: PredictionKey, embedded: bool = False) -> ColumnElement[bool]:
+    """Whether a run has nothing left to do for the image: it has the `key` prediction, and
+    (`embedded`: the model has an embedding output) the model version's embedding."""
+    if not embedded:
+        return has_prediction(key)
+    return and_(has_prediction(key), has_embedding(key.model_version))
 
 
 def _predicted(*conditions: Any) -> Exists:

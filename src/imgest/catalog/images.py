@@ -20,16 +20,25 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imgest.catalog.filters import ImageFilter, filtered
-from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
+from imgest.catalog.models import (
+    Base,
+    EmbeddingRow,
+    ImageRow,
+    PredictionRow,
+    RenditionRow,
+    TagRow,
+)
 from imgest.catalog.records import (
     Additions,
     Applied,
+    EmbeddingRecord,
     ImageRecord,
     PredictionRecord,
     RenditionRecord,
 )
 from imgest.catalog.rows import (
     as_record,
+    embedding_values,
     image_row,
     prediction_record,
     prediction_row,
@@ -94,8 +103,15 @@ class Images(Database):
     change under its lock (`locked`)."""
 
     # -- writes ---------------------------------------------------------------------------
-    def add_image(self, record: ImageRecord, verify: Callable[[], object] | None = None) -> bool:
-        """Insert the image with its tags, renditions and predictions in one transaction.
+    def add_image(
+        self,
+        record: ImageRecord,
+        verify: Callable[[], object] | None = None,
+        *,
+        embeddings: Sequence[EmbeddingRecord] = (),
+    ) -> bool:
+        """Insert the image with its tags, renditions, predictions and `embeddings` in one
+        transaction.
 
         `verify` runs under the image's lock before the commit; it makes sure the record's
         blobs are stored (and raises, rolling everything back, when it cannot).
@@ -108,6 +124,7 @@ class Images(Database):
                 session.add_all(TagRow(image_id=record.id, tag=t) for t in record.tags)
                 session.add_all(rendition_row(record.id, r) for r in record.renditions)
                 session.add_all(prediction_row(record.id, p) for p in record.predictions)
+                session.add_all(EmbeddingRow(**embedding_values(record.id, e)) for e in embeddings)
                 session.flush()
                 if verify is not None:
                     verify()
@@ -231,7 +248,7 @@ class Images(Database):
             removed = _load(session, image_id)
             if removed is None:
                 return None
-            for cls in (TagRow, RenditionRow, PredictionRow):
+            for cls in (TagRow, RenditionRow, PredictionRow, EmbeddingRow):
                 session.execute(delete(cls).where(cls.image_id == image_id))
             session.execute(delete(ImageRow).where(ImageRow.id == image_id))
             if release is not None:

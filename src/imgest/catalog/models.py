@@ -123,6 +123,32 @@ class PredictionRow(Base):
     )
 
 
+class EmbeddingRow(Base):
+    """One image's embedding by one model version: L2-normalised float16 bytes of `dim` values.
+
+    `id` grows with every insert, so a replica catches up with "ids above the last one seen".
+    """
+
+    __tablename__ = "embeddings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    model: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))  # the rendition it was computed from
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("image_id", "model_version", name="uq_embeddings_key"),
+        Index("ix_embeddings_model_version_id", "model_version", "id"),
+    )
+
+
 class ModelRow(Base):
     """A registered model version: its spec and labels here, its ONNX bytes at `location`."""
 
@@ -135,6 +161,9 @@ class ModelRow(Base):
     labels: Mapped[list[str]] = mapped_column(JSON)
     location: Mapped[str] = mapped_column(String(512))  # blob path, or "bundled:<dir name>"
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Width of the graph's `embedding` output; None: it has none (or was registered before
+    # the registry looked: the bundled model is looked at again on each start).
+    embedding_dim: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_models_version", "version"),)

@@ -30,6 +30,20 @@ class PredictionRecord:
 
 
 @dataclass(frozen=True)
+class EmbeddingRecord:
+    """One image's embedding by one model version (through the pipeline that fed it):
+    `dim` L2-normalised values as float16 bytes (`imgest.similarity.vectors` converts)."""
+
+    model: str
+    model_version: str
+    pipeline: str
+    pipeline_version: str
+    dim: int
+    vector: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class RenditionRecord:
     """One stored rendition of an image, made by one pipeline version."""
 

@@ -6,7 +6,8 @@ read or a transaction, one mapping of outages to CatalogUnavailable):
 
 - images.py: image records and the image lock (upload, read, list, change, delete);
 - maintenance.py: what gc and fsck ask (referenced blobs, releasing orphans under the lock);
-- corpus_queries.py: what rescore, compare and export read and write.
+- corpus_queries.py: what rescore, compare and export read and write;
+- embeddings.py: what the similarity index loads and catches up with.
 
 Why classes combined by inheritance rather than a facade of three objects: the concerns
 share nothing but the database (the lock is a function of a session, the row mapping and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from imgest.catalog.corpus_queries import CorpusQueries
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
+from imgest.catalog.embeddings import Embeddings
 from imgest.catalog.filters import ImageFilter
 from imgest.catalog.images import UNSET, Images, Page, Unset
 from imgest.catalog.maintenance import BlobRef, Maintenance
@@ -27,7 +29,7 @@ from imgest.catalog.maintenance import BlobRef, Maintenance
 __all__ = ["UNSET", "BlobRef", "Catalog", "ImageFilter", "Page", "Unset"]
 
 
-class Catalog(Images, Maintenance, CorpusQueries):
+class Catalog(Images, Maintenance, CorpusQueries, Embeddings):
     """The catalog database. Methods are blocking; call them from a worker thread.
 
     Blobs and rows of one image change together under the image's lock (see images.py).

@@ -8,7 +8,13 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table
 
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow
-from imgest.catalog.records import ImageRecord, Label, PredictionRecord, RenditionRecord
+from imgest.catalog.records import (
+    EmbeddingRecord,
+    ImageRecord,
+    Label,
+    PredictionRecord,
+    RenditionRecord,
+)
 
 R = TypeVar("R")
 
@@ -64,3 +70,8 @@ def prediction_row(image_id: str, p: PredictionRecord) -> PredictionRow:
 def prediction_record(row: Any) -> PredictionRecord:
     """The record of a predictions row (an ORM object or a plain row)."""
     return as_record(PredictionRecord, row, top=tuple(Label(**item) for item in row.top))
+
+
+def embedding_values(image_id: str, e: EmbeddingRecord) -> dict[str, Any]:
+    """The embeddings table's column values for one record (bulk inserts)."""
+    return {"image_id": image_id, **dataclasses.asdict(e)}

@@ -17,7 +17,12 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Literal, Protocol
 
-from imgest.catalog.records import PredictionKey, PredictionRecord, RenditionRecord
+from imgest.catalog.records import (
+    EmbeddingRecord,
+    PredictionKey,
+    PredictionRecord,
+    RenditionRecord,
+)
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
 from imgest.errors import JobError, StorageUnavailable
@@ -28,6 +33,7 @@ from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
+from imgest.similarity.vectors import STORED
 from imgest.storage.once import missing as missing_blobs
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,8 @@ class RescoreSummary:
     engine: str
     workers: int
     matched: int  # images the filter selects
-    pending: int  # of those, without the prediction when the run started
+    pending: int  # of those, without the prediction (or embedding) when the run started
+    embedded: bool = False  # the model has an embedding output: embeddings are recorded too
     scored: int = 0
     skipped: int = 0  # had the prediction already (at the start, or recorded meanwhile)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
@@ -145,12 +152,16 @@ def run(
         key = PredictionKey(
             spec.model.name, spec.model_version, spec.pipeline.name, spec.pipeline.version
         )
+        # A model with an embedding output also fills the embeddings images lack (images
+        # scored by this version before it recorded them, or whose embedding was lost).
+        embedded = (loaded or cpu_model(spec)).embedding_dim is not None
         summary = RescoreSummary(
             key=key,
             engine=engine,
             workers=workers,
             matched=catalog.count_images(where),
-            pending=catalog.count_pending(key, where),
+            pending=catalog.count_pending(key, where, embedded=embedded),
+            embedded=embedded,
         )
         if summary.pending == 0:
             summary.skipped = summary.matched
@@ -164,6 +175,11 @@ def run(
         return summary
     finally:
         catalog.close()
+
+
+def cpu_model(spec: ScorerSpec) -> Model:
+    """The spec's model on the CPU (a Ray driver's look at the graph: it may have no GPU)."""
+    return Model.from_bytes(spec.model_bytes, spec.model, threads=1, device="cpu")
 
 
 def scorer_spec(
@@ -228,7 +244,8 @@ def _drive(
     summary.skipped = summary.matched - summary.pending
     done = 0
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
-        for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
+        batches = _batches(catalog, key, where, batch_size, summary.embedded)
+        for outcomes in engine.run(batches):
             came_back = time.monotonic() - started
             _record(catalog, key, outcomes, summary, stored.missing)
             done += len(outcomes)
@@ -240,11 +257,17 @@ def _drive(
 
 
 def _batches(
-    catalog: Catalog, key: PredictionKey, where: ImageFilter, batch_size: int
+    catalog: Catalog, key: PredictionKey, where: ImageFilter, batch_size: int, embedded: bool
 ) -> Iterator[list[WorkItem]]:
     after: str | None = None
     while page := catalog.image_page(
-        key.pipeline, key.pipeline_version, where=where, lacking=key, after=after, limit=PAGE
+        key.pipeline,
+        key.pipeline_version,
+        where=where,
+        lacking=key,
+        embedded=embedded,
+        after=after,
+        limit=PAGE,
     ):
         after = page[-1].id
         items = iter(page)
@@ -283,6 +306,7 @@ def _record(
 ) -> None:
     now = datetime.now(UTC)
     results: list[tuple[str, PredictionRecord, RenditionRecord | None]] = []
+    embeddings: list[tuple[str, EmbeddingRecord]] = []
     for o in outcomes:
         if o.error is not None:
             summary.failed.append((o.image_id, o.error))
@@ -296,7 +320,18 @@ def _record(
             created_at=now,
         )
         results.append((o.image_id, prediction, o.rendition))
-    new = catalog.add_results(results, missing)
+        if o.embedding is not None:
+            record = EmbeddingRecord(
+                model=key.model,
+                model_version=key.model_version,
+                pipeline=key.pipeline,
+                pipeline_version=key.pipeline_version,
+                dim=len(o.embedding) // STORED.itemsize,
+                vector=o.embedding,
+                created_at=now,
+            )
+            embeddings.append((o.image_id, record))
+    new = catalog.add_results(results, missing, embeddings)
     summary.scored += new
     summary.skipped += len(results) - new
     down = next((o for o in outcomes if o.unavailable), None)

@@ -12,6 +12,7 @@ the CPU).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Coroutine, Sequence
@@ -25,6 +26,7 @@ from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import Rendered, render, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
+from imgest.similarity.vectors import to_bytes
 from imgest.storage.base import (
     BlobNotFoundError,
     BlobStore,
@@ -49,17 +51,22 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one WorkItem: the top-k (and a newly stored rendition), or an error."""
+    """What became of one WorkItem: the top-k, the embedding (float16 bytes, when the model
+    has an embedding output) and a newly stored rendition, or an error."""
 
     image_id: str
     top: tuple[Label, ...] = ()
     rendition: RenditionRecord | None = None
     error: str | None = None
     unavailable: bool = False  # blob storage did not answer in time: the job stops
+    embedding: bytes | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         """A JSON text (how Ray actors hand outcomes back to the driver)."""
-        return json.dumps(asdict(self))
+        raw = asdict(self)
+        if self.embedding is not None:
+            raw["embedding"] = base64.b64encode(self.embedding).decode("ascii")
+        return json.dumps(raw)
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
@@ -72,6 +79,7 @@ class Outcome:
             rendition=RenditionRecord(**rendition) if rendition is not None else None,
             error=raw["error"],
             unavailable=raw.get("unavailable", False),
+            embedding=None if raw.get("embedding") is None else base64.b64decode(raw["embedding"]),
         )
 
 
@@ -147,15 +155,18 @@ class BatchScorer:
                 del rendered[n]
             elif isinstance(written, BaseException):
                 raise written
-        tops = self.model.classify(
+        scores = self.model.score(
             [r.inputs for r in rendered.values()],
             how=self.spec.pipeline.aggregate,
             k=self.spec.top_k,
         )
-        for n, top in zip(rendered, tops, strict=True):
+        for n, scored in zip(rendered, scores, strict=True):
             record = stored.get(n)
             assert not isinstance(record, BaseException)
-            outcomes[n] = Outcome(items[n].image_id, top=top, rendition=record)
+            vector = None if scored.embedding is None else to_bytes(scored.embedding)
+            outcomes[n] = Outcome(
+                items[n].image_id, top=scored.top, rendition=record, embedding=vector
+            )
         return [o for o in outcomes if o is not None]
 
     def _store(

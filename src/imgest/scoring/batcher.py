@@ -15,14 +15,14 @@ import numpy.typing as npt
 from imgest.catalog.records import Label
 from imgest.errors import ModelPipelineMismatch, ModelUnavailable, ScoringQueueFull
 from imgest.imaging.steps import Aggregate
-from imgest.scoring.model import Model, aggregate
+from imgest.scoring.model import Model, Scored, aggregate, pooled_embedding
 
 
 @dataclass
 class _Item:
     tensors: list[npt.NDArray[np.float32]]  # one image's model inputs (several when tiled)
     how: Aggregate
-    future: asyncio.Future[tuple[Label, ...]]
+    future: asyncio.Future[Scored]
 
 
 @dataclass
@@ -124,6 +124,13 @@ class MicroBatcher:
     ) -> tuple[Label, ...]:
         """Top-k labels for one image given as its model inputs (Rendition.model_inputs()):
         the inputs' class probabilities are aggregated (`how`: mean or max) into one answer."""
+        return (await self.score_embedded(inputs, how)).top
+
+    async def score_embedded(
+        self, inputs: Sequence[npt.NDArray[np.uint8]], how: Aggregate = "mean"
+    ) -> Scored:
+        """score_inputs with the image's embedding (None when the model has no embedding
+        output), both from the same batched run."""
         if self._task is None:
             raise ModelUnavailable()
         if not inputs:
@@ -138,7 +145,7 @@ class MicroBatcher:
             tensors = [self.model.preprocess(p) for p in inputs]
         except ValueError as exc:
             raise ModelPipelineMismatch(str(exc)) from None
-        future: asyncio.Future[tuple[Label, ...]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Scored] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(tensors, how, future))
         self.stats.queued += len(tensors)
         self._wakeup.set()
@@ -179,7 +186,7 @@ class MicroBatcher:
             return
         stacked = np.stack([t for item in live for t in item.tensors])
         try:
-            probs = await anyio.to_thread.run_sync(self.model.predict, stacked)
+            probs, vectors = await anyio.to_thread.run_sync(self.model.infer, stacked)
         except Exception as exc:  # the model failing is our fault: answer every waiter
             self.stats.failed_batches += 1
             for item in live:
@@ -190,7 +197,9 @@ class MicroBatcher:
         self.stats.images_scored += len(live)
         start = 0
         for item in live:
-            rows = probs[start : start + len(item.tensors)]
+            rows = slice(start, start + len(item.tensors))
             start += len(item.tensors)
             if not item.future.done():
-                item.future.set_result(self.model.top_k(aggregate(rows, item.how), self.top_k))
+                top = self.model.top_k(aggregate(probs[rows], item.how), self.top_k)
+                embedding = None if vectors is None else pooled_embedding(vectors[rows])
+                item.future.set_result(Scored(top, embedding))

@@ -40,6 +40,10 @@ OutputKind = Literal["logits", "probabilities"]
 CPU_RUN_INPUTS = 4
 LAYOUTS = ("nchw", "nhwc")
 OUTPUT_KINDS = ("logits", "probabilities")
+# A model may have a second output of this name, shape (N, D): one feature vector per input
+# from the same run (the bundled model's pooled 1280-d head activation). Near-duplicate and
+# similarity search use it, L2-normalised; a model without it scores as before.
+EMBEDDING_OUTPUT = "embedding"
 
 
 class ModelSpecError(ValueError):
@@ -121,6 +125,28 @@ def read_model_dir(directory: Path) -> tuple[ModelSpec, Path]:
     return spec, directory / raw.get("file", "model.onnx")
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One image's answer from one run: its top-k, and its L2-normalised embedding (float32)
+    when the model has an embedding output."""
+
+    top: tuple[Label, ...]
+    embedding: npt.NDArray[np.float32] | None = None
+
+
+def normalized(vectors: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+    """Rows (or one vector) scaled to unit L2 norm, as float32; a zero row stays zero."""
+    out = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(out, axis=-1, keepdims=True)
+    return np.asarray(out / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
+
+
+def pooled_embedding(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """One image's embedding from its inputs' rows (n_inputs, D): the normalised mean of the
+    normalised rows (a tiled image is the centre of its tiles)."""
+    return normalized(normalized(rows).mean(axis=0))
+
+
 def aggregate(probabilities: npt.NDArray[np.float32], how: Aggregate) -> npt.NDArray[np.float32]:
     """One image's class scores from its inputs' rows (n_inputs, classes): per-class mean or max.
 
@@ -144,6 +170,7 @@ class Model:
     input: InputSpec
     labels: list[str]
     output_kind: OutputKind
+    embedding_dim: int | None  # the embedding output's width, None without one
 
     def __init__(
         self, directory: Path, *, threads: int = 0, device: str = "cpu", spin: bool = False
@@ -199,7 +226,10 @@ class Model:
         self.input = spec.input
         self.labels = list(spec.labels)
         self.output_kind = spec.output
-        self._output = self._session.get_outputs()[0].name
+        outputs = self._session.get_outputs()
+        self._output = next(o.name for o in outputs if o.name != EMBEDDING_OUTPUT)
+        self.embedding_dim = embedding_dim(self._session)
+        self._outputs = [self._output] + ([EMBEDDING_OUTPUT] if self.embedding_dim else [])
         self._mean = np.asarray(self.input.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.input.std, dtype=np.float32)
 
@@ -237,6 +267,14 @@ class Model:
                 f"the output for a batch of 2 is {list(out.shape)}, but there are "
                 f"{len(self.labels)} labels: want [2, {len(self.labels)}]"
             )
+        if self.embedding_dim is not None:
+            _, vectors = self.infer(np.zeros((2, *want), dtype=np.float32))
+            if vectors is None or vectors.shape != (2, self.embedding_dim):
+                got = None if vectors is None else list(vectors.shape)
+                raise ModelSpecError(
+                    f"the {EMBEDDING_OUTPUT!r} output for a batch of 2 is {got}, "
+                    f"want [2, {self.embedding_dim}]"
+                )
 
     def preprocess(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """HxWx3 uint8 RGB (already at the input size) -> one normalized input tensor."""
@@ -254,18 +292,28 @@ class Model:
     ) -> npt.NDArray[np.float32]:
         """Class probabilities for a stacked batch of preprocessed inputs, given to
         onnxruntime `per_run` at a time (default: CPU_RUN_INPUTS on the CPU, all on a GPU)."""
+        return self.infer(batch, per_run=per_run)[0]
+
+    def infer(
+        self, batch: npt.NDArray[np.float32], *, per_run: int | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """Class probabilities and, when the model has one, the raw embedding of every input,
+        from the same runs (see predict)."""
         step = per_run or self._run_inputs or len(batch) or 1
         starts = range(0, len(batch), step) or range(1)  # an empty batch: one (empty) run
-        out = np.concatenate([self._run(batch[i : i + step]) for i in starts])
+        runs = [self._run(batch[i : i + step]) for i in starts]
+        out = np.concatenate([r[0] for r in runs])
         if self.output_kind == "logits":
             out = out - out.max(axis=1, keepdims=True)
             np.exp(out, out=out)
             out /= out.sum(axis=1, keepdims=True)
-        return out
+        if self.embedding_dim is None:
+            return out, None
+        return out, np.concatenate([r[1] for r in runs])
 
-    def _run(self, inputs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        raw = self._session.run([self._output], {self.input.name: inputs})[0]
-        return np.asarray(raw, dtype=np.float32)
+    def _run(self, inputs: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        raw = self._session.run(self._outputs, {self.input.name: inputs})
+        return [np.asarray(r, dtype=np.float32) for r in raw]
 
     def classify(
         self,
@@ -276,17 +324,30 @@ class Model:
     ) -> list[tuple[Label, ...]]:
         """Top-k per image, where each image is its list of model inputs (one, or its tiles):
         preprocess every input, one batched predict, aggregate each image's rows."""
+        return [scored.top for scored in self.score(images, how=how, k=k)]
+
+    def score(
+        self,
+        images: Sequence[Sequence[npt.NDArray[np.uint8]]],
+        *,
+        how: Aggregate = "mean",
+        k: int = 5,
+    ) -> list[Scored]:
+        """classify, with each image's embedding (None without an embedding output) from the
+        same batched run."""
         counts = [len(inputs) for inputs in images]
         if not images:
             return []
         if min(counts) < 1:
             raise ValueError("every image needs at least one model input")
         batch = np.stack([self.preprocess(p) for inputs in images for p in inputs])
-        probs = self.predict(batch)
-        out: list[tuple[Label, ...]] = []
+        probs, vectors = self.infer(batch)
+        out: list[Scored] = []
         start = 0
         for n in counts:
-            out.append(self.top_k(aggregate(probs[start : start + n], how), k))
+            rows = slice(start, start + n)
+            embedding = None if vectors is None else pooled_embedding(vectors[rows])
+            out.append(Scored(self.top_k(aggregate(probs[rows], how), k), embedding))
             start += n
         return out
 
@@ -302,6 +363,22 @@ class Model:
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def embedding_dim(session: ort.InferenceSession) -> int | None:
+    """The width D of the graph's `embedding` output (shape (batch, D)), or None if it has no
+    such output. ModelSpecError for an output of that name with another shape."""
+    found = next((o for o in session.get_outputs() if o.name == EMBEDDING_OUTPUT), None)
+    if found is None:
+        return None
+    shape = list(found.shape)
+    if len(shape) != 2 or not isinstance(shape[1], int) or shape[1] < 1:
+        raise ModelSpecError(
+            f"the {EMBEDDING_OUTPUT!r} output must have shape (batch, D) with D fixed, has {shape}"
+        )
+    if len(session.get_outputs()) < 2:
+        raise ModelSpecError(f"the graph has only an {EMBEDDING_OUTPUT!r} output, no scores")
+    return int(shape[1])
 
 
 def providers(device: str) -> list[str]:
