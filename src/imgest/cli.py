@@ -937,7 +937,7 @@ def index_rebuild(
             )
             if entry is None:
                 raise InvalidParameter("no active model: name one with --model")
-            batches = job.catalog_embeddings(opened.catalog, entry.name, entry.version)
+            batches = job.catalog_embeddings(opened.catalog, entry.version)
             return await job.rebuild(
                 opened.store, entry.name, entry.version, batches, threads=threads
             )

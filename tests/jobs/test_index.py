@@ -3,7 +3,9 @@ indexes/ alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,17 +14,20 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from imgest.catalog.records import ImageRecord
 from imgest.catalog.repo import Catalog
 from imgest.cli import app
 from imgest.errors import JobError
 from imgest.jobs import fsck, gc
 from imgest.jobs import index as job
 from imgest.similarity import persist
+from imgest.similarity.vectors import embedding_record
 from imgest.storage.local import LocalStore
 from tests.jobs.conftest import StoreImage
 from tests.similarity.test_ann import DIM, clustered
 
 pytestmark = pytest.mark.anyio
+MakeRecord = Callable[..., ImageRecord]
 LATER = datetime.now(UTC) + timedelta(days=30)
 
 
@@ -32,7 +37,7 @@ def generated(n: int, batch: int = 128, seed: int = 1) -> job.Batches:
     def batches() -> Iterator[job.Batch]:
         for start in range(0, n, batch):
             ids = [f"{k:064x}" for k in range(start, min(start + batch, n))]
-            yield ids, vectors[start : start + batch]
+            yield ids, vectors[start : start + batch], 0
 
     return batches
 
@@ -70,56 +75,71 @@ async def test_gc_and_fsck_leave_indexes_alone(
     assert sorted([m.path async for m in store.list("indexes/")]) == before
 
 
-def add_embeddings(url: str, model: str, version: str, n: int) -> None:
-    """The embeddings table as the embeddings feature stores it: float16 rows per model version."""
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    table = sa.Table(
-        "embeddings",
-        meta,
-        sa.Column("image_id", sa.String(64), primary_key=True),
-        sa.Column("model", sa.String, primary_key=True),
-        sa.Column("model_version", sa.String(64), primary_key=True),
-        sa.Column("vector", sa.LargeBinary, nullable=False),
-    )
-    meta.create_all(engine)
-    vectors = clustered(n, seed=5) * 3.0  # stored unnormalised: the reader normalises
-    with engine.begin() as conn:
-        conn.execute(
-            table.insert(),
-            [
-                {
-                    "image_id": f"{k:064x}",
-                    "model": model,
-                    "model_version": version,
-                    "vector": vectors[k].astype(np.float16).tobytes(),
-                }
-                for k in range(n)
-            ]
-            + [{"image_id": "0" * 64, "model": model, "model_version": "other", "vector": b""}],
+def add_embedded(catalog: Catalog, make_record: MakeRecord, version: str, n: int) -> None:
+    """`n` images, each with an embedding by `version` (stored unnormalised)."""
+    vectors = clustered(n, seed=5) * 3.0
+    for k in range(n):
+        record = replace(make_record(k), id=f"{k:064x}")
+        embedding = embedding_record(
+            vectors[k],
+            model="net",
+            model_version=version,
+            pipeline="default",
+            pipeline_version="v1",
+            created_at=datetime.now(UTC),
         )
-    engine.dispose()
+        assert catalog.add_image(record, embeddings=[embedding])
 
 
-def test_cli_rebuild_from_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_catalog_embeddings_reads_one_version_in_batches(
+    catalog: Catalog, make_record: MakeRecord
+) -> None:
+    add_embedded(catalog, make_record, "v1", 25)
+    batches = list(job.catalog_embeddings(catalog, "v1", batch=10)())
+    assert [len(ids) for ids, _, _ in batches] == [10, 10, 5]
+    seqs = [seq for _, _, seq in batches]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    vectors = np.concatenate([v for _, v, _ in batches])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    assert list(job.catalog_embeddings(catalog, "v2")()) == []
+
+
+async def test_rebuild_from_the_catalog_records_the_sequence_number(
+    store: LocalStore, catalog: Catalog, make_record: MakeRecord
+) -> None:
+    add_embedded(catalog, make_record, "v1", 40)
+    report = await job.rebuild(store, "net", "v1", job.catalog_embeddings(catalog, "v1", 16))
+    pointer = await persist.latest(store, "net", "v1")
+    last = catalog.embeddings_since("v1", 0, limit=100)[-1].seq
+    assert report.vectors == 40 and pointer is not None and pointer.seq == last
+
+
+def test_cli_rebuild_from_the_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_record: MakeRecord
+) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     monkeypatch.setenv("IMGEST_STORAGE_URL", str(tmp_path / "blobs"))
     monkeypatch.setenv("IMGEST_CATALOG_URL", url)
     runner = CliRunner()
     assert runner.invoke(app, ["init"]).exit_code == 0
-    listed = runner.invoke(app, ["models", "list"])  # registers the bundled model
-    name, version_prefix = listed.stdout.split()[1].split("@")
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        version = conn.execute(
-            sa.text("select version from models where name = :n"), {"n": name}
-        ).scalar_one()
-    engine.dispose()
-    assert version.startswith(version_prefix)
-    result = runner.invoke(app, ["index", "rebuild", "--json"])
-    assert result.exit_code == 2 and "no embeddings" in result.stderr  # no table yet
-    add_embeddings(url, name, version, 300)
+    listed = runner.invoke(app, ["models", "list"])  # registers the bundled model, active
+    name = listed.stdout.split()[1].split("@")[0]
+    result = runner.invoke(app, ["index", "rebuild"])
+    assert result.exit_code == 2 and "no embeddings" in result.stderr
+    catalog = Catalog.open(url)
+    try:
+        version = next(version for model, version in _models(catalog) if model == name)
+        add_embedded(catalog, make_record, version, 300)
+    finally:
+        catalog.close()
     result = runner.invoke(app, ["index", "rebuild", "--json"])
     assert result.exit_code == 0, result.stdout + result.stderr
-    assert '"vectors": 300' in result.stdout
+    assert json.loads(result.stdout)["vectors"] == 300
     assert (tmp_path / "blobs" / "indexes" / name / version / "latest.json").exists()
+    result = runner.invoke(app, ["index", "rebuild", "--model", "nosuch"])
+    assert result.exit_code == 2, result.stdout + result.stderr
+
+
+def _models(catalog: Catalog) -> list[sa.Row[tuple[str, str]]]:
+    with catalog.engine.connect() as conn:
+        return list(conn.execute(sa.text("select name, version from models")))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,6 +60,7 @@ class AnnIndex:
         self._ids: dict[int, str] = {}
         self._keys: dict[str, int] = {}
         self._next = 0
+        self._lock = threading.RLock()  # searches and updates from several threads
 
     @property
     def params(self) -> dict[str, int]:
@@ -93,6 +95,10 @@ class AnnIndex:
         for image_id in ids:
             if "\n" in image_id:
                 raise ValueError(f"an id cannot hold a newline: {image_id!r}")
+        with self._lock:
+            self._add(ids, vectors)
+
+    def _add(self, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         self.remove([i for i in ids if i in self._keys])
         keys = np.arange(self._next, self._next + len(ids), dtype=np.uint64)
         self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=self.threads)
@@ -103,31 +109,34 @@ class AnnIndex:
 
     def remove(self, ids: Sequence[str]) -> None:
         """Drop `ids` (those not present are ignored)."""
-        keys = [self._keys.pop(i) for i in ids if i in self._keys]
-        for key in keys:
-            del self._ids[key]
-        if keys:
-            self._index.remove(np.asarray(keys, dtype=np.uint64))
+        with self._lock:
+            keys = [self._keys.pop(i) for i in ids if i in self._keys]
+            for key in keys:
+                del self._ids[key]
+            if keys:
+                self._index.remove(np.asarray(keys, dtype=np.uint64))
 
     def search(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[str, float]]:
         """The `k` nearest ids to one normalised query, as (id, cosine), best first."""
-        if k <= 0 or not self._ids:
-            return []
-        found = self._index.search(
-            np.ascontiguousarray(query, dtype=np.float32).reshape(-1),
-            min(k, len(self._ids)),
-            threads=self.threads,
-        )
-        out = []
-        for key, distance in zip(found.keys.tolist(), found.distances.tolist(), strict=True):
-            image_id = self._ids.get(int(key))
-            if image_id is not None:
-                out.append((image_id, 1.0 - float(distance)))  # ip distance is 1 - dot
-        return out
+        with self._lock:
+            if k <= 0 or not self._ids:
+                return []
+            found = self._index.search(
+                np.ascontiguousarray(query, dtype=np.float32).reshape(-1),
+                min(k, len(self._ids)),
+                threads=self.threads,
+            )
+            pairs = zip(found.keys.tolist(), found.distances.tolist(), strict=True)
+            # ip distance is 1 - dot, and the dot of normalised rows is the cosine
+            return [(self._ids[int(key)], 1.0 - float(d)) for key, d in pairs if key in self._ids]
 
     # -- persistence -----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The index, its parameters and its ids as one buffer (`from_bytes` reads it)."""
+        with self._lock:
+            return self._to_bytes()
+
+    def _to_bytes(self) -> bytes:
         keys = np.fromiter(self._ids, dtype="<u8", count=len(self._ids))
         names = "\n".join(self._ids.values()).encode()
         header = json.dumps({**self.params, "count": len(self._ids), "next": self._next}).encode()

@@ -23,12 +23,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from imgest.similarity.ann import AnnIndex
+from imgest.similarity.index import VectorIndex
 from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError
 from imgest.storage.once import put_once, storage_errors, unavailable
 
@@ -36,15 +36,6 @@ log = logging.getLogger(__name__)
 
 INDEXES_PREFIX = "indexes/"
 POINTER = "latest.json"
-
-
-class SearchIndex(Protocol):
-    """The contract's `imgest.similarity.index.VectorIndex` (structurally the same)."""
-
-    def add(self, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None: ...
-    def remove(self, ids: Sequence[str]) -> None: ...
-    def search(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[str, float]]: ...
-    def __len__(self) -> int: ...
 
 
 def index_dir(model: str, version: str) -> str:
@@ -69,6 +60,7 @@ class Pointer:
     count: int
     ndim: int
     built_at: str  # ISO 8601, UTC
+    seq: int = 0  # the highest embeddings.id in the build: replicas read the rows after it
 
     def to_json(self) -> bytes:
         """The pointer blob's bytes."""
@@ -85,13 +77,17 @@ class Pointer:
                 count=int(raw["count"]),
                 ndim=int(raw["ndim"]),
                 built_at=str(raw["built_at"]),
+                seq=int(raw.get("seq", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"bad index pointer: {exc}") from None
 
 
-async def save(store: BlobStore, model: str, version: str, index: AnnIndex) -> Pointer:
-    """Store `index` content-addressed and point `latest.json` at it."""
+async def save(
+    store: BlobStore, model: str, version: str, index: AnnIndex, *, seq: int = 0
+) -> Pointer:
+    """Store `index` content-addressed and point `latest.json` at it (`seq`: the highest
+    catalog sequence number of the embeddings in it)."""
     data = index.to_bytes()
     digest = hashlib.sha256(data).hexdigest()
     folder = index_dir(model, version)
@@ -101,6 +97,7 @@ async def save(store: BlobStore, model: str, version: str, index: AnnIndex) -> P
         count=len(index),
         ndim=index.ndim,
         built_at=datetime.now(UTC).isoformat(),
+        seq=seq,
     )
     await put_once(store, pointer.path, data)
     with storage_errors():
@@ -180,7 +177,7 @@ class LiveIndex:
     search asks both and merges by cosine.
     """
 
-    def __init__(self, base: AnnIndex | None, recent: SearchIndex) -> None:
+    def __init__(self, base: AnnIndex | None, recent: VectorIndex) -> None:
         self.base = base
         self.recent = recent
 
