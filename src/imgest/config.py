@@ -374,7 +374,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Embeddings of one model version from which similar-image search uses the "
         "ANN index built by `imgest index rebuild` (exact search below, or while no build "
-        "exists); measured in docs/similarity.md.",
+        "exists); measured in docs/similarity-index.md.",
     )
 
     @field_validator("allowed_hosts")

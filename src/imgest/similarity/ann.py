@@ -2,7 +2,7 @@
 
 Why usearch (2.x, Apache-2.0) rather than faiss-cpu or hnswlib, measured with
 `bench/ann_choice.py`-style runs on 50,000 clustered 1280-d vectors, one thread, HNSW with
-M=16, ef_construction=128, ef_search=64 (docs/similarity.md has the table):
+M=16, ef_construction=128, ef_search=64 (docs/similarity-index.md has the table):
 
 - query p50 and recall are a wash (all three: ~0.5 ms, recall@10 ~1.0 on that set);
 - usearch stores the vectors as float16 in the graph (`dtype="f16"`), halving memory and the

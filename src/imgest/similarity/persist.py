@@ -11,7 +11,7 @@ every replica answers the same without rebuilding. gc walks only `originals/` an
 `renditions/` (`imgest.jobs.gc`), so it never touches `indexes/`; the rebuild job prunes old
 builds itself, keeping the previous one for a replica that read the old pointer a moment ago.
 
-Below `ann_min_vectors` embeddings (a setting, measured in docs/similarity.md) exact search is
+Below `ann_min_vectors` embeddings (a setting, measured in docs/similarity-index.md) exact search is
 as fast as the graph and needs no build: `wants_ann` is that one rule.
 """
 
