@@ -153,15 +153,22 @@ def exact_p50_ms(matrix: npt.NDArray[np.float16], queries: npt.NDArray[np.float3
     return statistics.median(times)
 
 
-def crossover(mix: Mixture, queries: npt.NDArray[np.float32], limit: int) -> list[dict[str, Any]]:
-    """Exact vs ANN p50 at each corpus size up to `limit` (ANN at the default expansion)."""
+def crossover(
+    mix: Mixture, queries: npt.NDArray[np.float32], n: int, full: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Exact vs ANN p50 at each corpus size below `n` (ANN at the default expansion), and at
+    `n` itself from `full` (the main index's default row) with exact measured there too."""
     rows = []
-    for size in [s for s in SIZES if s <= limit]:
+    for size in [s for s in SIZES if s < n] + [n]:
         matrix = np.concatenate([mix.rows(r, s) for s, r in mix.chunks(size)]).astype(np.float16)
         exact_ms = exact_p50_ms(matrix, queries[:50])
-        index, _, _ = build(mix, size, threads=0)
-        truth = exact_topk(mix, size, queries[:50])
-        ann_ms, _, recall = query_stats(index, queries[:50], truth)
+        del matrix
+        if size == n:
+            ann_ms, recall = full["p50"], full["recall"]
+        else:
+            index, _, _ = build(mix, size, threads=0)
+            truth = exact_topk(mix, size, queries[:50])
+            ann_ms, _, recall = query_stats(index, queries[:50], truth)
         rows.append({"n": size, "exact_ms": exact_ms, "ann_ms": ann_ms, "recall": recall})
         print(f"  n={size}: exact {exact_ms:.2f} ms, ann {ann_ms:.2f} ms (recall {recall:.3f})")
     return rows
@@ -194,9 +201,10 @@ def run(
             f"recall@10 {recall:.3f}",
             flush=True,
         )
+    index._index.expansion_search = EXPANSIONS[0]  # type: ignore[misc]
     del index
-    cross = crossover(mix, qs, min(n, SIZES[-1]))
-    default = next((s for s in sweep if s["expansion"] == 64), sweep[0])
+    default = next((s for s in sweep if s["expansion"] == EXPANSIONS[0]), sweep[0])
+    cross = crossover(mix, qs, n, default)
     met = [s for s in sweep if s["recall"] >= TARGET_RECALL and s["p50"] <= TARGET_P50_MS]
     best = met[0] if met else default
     lines = [

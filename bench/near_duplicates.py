@@ -172,8 +172,13 @@ class Embedder:
         return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def run(repeats: int = 0, quick: bool = False, threshold: float | None = None) -> dict[str, Any]:
-    """The calibration; `repeats` is bench/run.py's and unused."""
+def run(
+    repeats: int = 0,
+    quick: bool = False,
+    threshold: float | None = None,
+    save: Path | None = None,
+) -> dict[str, Any]:
+    """The calibration; `repeats` is bench/run.py's and unused; `save`: an .npz of the vectors."""
     del repeats
     chosen = threshold if threshold is not None else Settings().near_duplicate_threshold
     started = time.perf_counter()
@@ -191,6 +196,15 @@ def run(repeats: int = 0, quick: bool = False, threshold: float | None = None) -
     orig = np.stack(originals)
     var = np.stack([v for _, _, v in variants])
     owner = np.asarray([n for n, _, _ in variants])
+    if save is not None:
+        np.savez(
+            save,
+            originals=orig,
+            variants=var,
+            owner=owner,
+            kinds=np.asarray([v for _, v, _ in variants]),
+            names=np.asarray([p.name for p in photos]),
+        )
     positives = np.einsum("ij,ij->i", var, orig[owner])
     # negatives: original-original and original-variant pairs of two different photos
     oo = orig @ orig.T
@@ -209,6 +223,10 @@ def run(repeats: int = 0, quick: bool = False, threshold: float | None = None) -
         return (tp / (tp + fp) if tp + fp else 1.0), tp / len(positives), fp
 
     sweep = [(t, *at(t)) for t in SWEEP]
+    close = sorted(
+        ((float(oo[i, j]), photos[i].name, photos[j].name) for i, j in zip(*upper, strict=True)),
+        reverse=True,
+    )[:5]
     precision, recall, fp = at(chosen)
     by_variant = {
         name: float(
@@ -232,6 +250,10 @@ def run(repeats: int = 0, quick: bool = False, threshold: float | None = None) -
         "| threshold | precision | recall | false pairs |",
         "|---:|---:|---:|---:|",
         *(f"| {t:.2f} | {p:.4f} | {r:.4f} | {f} |" for t, p, r, f in sweep),
+        "",
+        "The closest pairs of two different photos: "
+        + "; ".join(f"{a} / {b} {c:.3f}" for c, a, b in close)
+        + ".",
         "",
         "Recall at the default threshold by kind of near-duplicate:",
         "",
@@ -276,8 +298,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="6 kinds of near-duplicate, not 18")
     parser.add_argument("--threshold", type=float, default=None, help="instead of the setting's")
+    parser.add_argument("--save", type=Path, default=None, help="write the vectors (.npz)")
     args = parser.parse_args()
-    result = run(quick=args.quick, threshold=args.threshold)
+    result = run(quick=args.quick, threshold=args.threshold, save=args.save)
     print_table(result)
     return 0 if all(t["met"] for t in result["targets"]) else 1
 
