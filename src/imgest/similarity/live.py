@@ -39,7 +39,7 @@ class NearDuplicatePolicy:
     """What uploads do about near-duplicates (settings near_duplicates, near_duplicate_*)."""
 
     mode: NearMode = "flag"
-    threshold: float = 0.85
+    threshold: float = 0.75  # settings.near_duplicate_threshold's default
     limit: int = 5
 
 
