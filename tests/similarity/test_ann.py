@@ -7,6 +7,7 @@ import numpy.typing as npt
 import pytest
 
 from imgest.similarity.ann import AnnIndex
+from imgest.similarity.index import ExactIndex
 
 DIM = 64
 
@@ -23,9 +24,10 @@ def clustered(n: int, seed: int, centres: int = 20) -> npt.NDArray[np.float32]:
 def exact(
     vectors: npt.NDArray[np.float32], ids: list[str], query: npt.NDArray[np.float32], k: int
 ) -> list[str]:
-    """The true top-k by cosine (numpy, float32)."""
-    scores = vectors @ query
-    return [ids[i] for i in np.argsort(-scores, kind="stable")[:k]]
+    """The true top-k by cosine (ExactIndex, the contract's exact search)."""
+    index = ExactIndex(DIM)
+    index.add(ids, vectors)
+    return [i for i, _ in index.search(query, k)]
 
 
 @pytest.fixture(scope="module")

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from imgest.similarity import persist
 from imgest.similarity.ann import AnnIndex
+from imgest.similarity.index import ExactIndex
 from imgest.storage.memory import MemoryStore
 from tests.similarity.test_ann import DIM, clustered
 
 pytestmark = pytest.mark.anyio
-
-
-class NumpyExact:
-    """A minimal exact index for the tests (the contract's ExactIndex does this for real)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, npt.NDArray[np.float32]] = {}
-
-    def add(self, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
-        self.rows.update(zip(ids, vectors, strict=True))
-
-    def remove(self, ids: Sequence[str]) -> None:
-        for i in ids:
-            self.rows.pop(i, None)
-
-    def search(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[str, float]]:
-        scored = [(i, float(v @ query)) for i, v in self.rows.items()]
-        return sorted(scored, key=lambda s: -s[1])[:k]
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 def small_index(n: int = 300, seed: int = 1) -> tuple[AnnIndex, npt.NDArray[np.float32]]:
@@ -95,7 +73,7 @@ def test_wants_ann_from_the_threshold() -> None:
 
 def test_live_index_merges_the_build_and_recent_vectors() -> None:
     base, vectors = small_index()
-    live = persist.LiveIndex(base, NumpyExact())
+    live = persist.LiveIndex(base, ExactIndex(DIM))
     fresh = clustered(1, seed=9)
     live.add(["new"], fresh)
     assert len(live) == 301
@@ -111,7 +89,7 @@ def test_live_index_merges_the_build_and_recent_vectors() -> None:
 
 
 def test_live_index_without_a_build_is_exact() -> None:
-    live = persist.LiveIndex(None, NumpyExact())
+    live = persist.LiveIndex(None, ExactIndex(DIM))
     vectors = clustered(5, seed=3)
     live.add([f"j{k}" for k in range(5)], vectors)
     assert live.search(vectors[2], 1)[0][0] == "j2" and len(live) == 5
