@@ -70,13 +70,13 @@ class Photo:
 
 
 def load_photos() -> list[Photo]:
-    """The fidelity photo set when its cache is there, else tests/data's photos."""
+    """The fidelity photo set (bench/photoset.py fills its cache once), else tests/data's."""
     try:
         import photoset  # type: ignore[import-not-found]  # bench/photoset.py (fidelity)
 
         found = [
             Photo(p.name, p.path.read_bytes(), tuple(p.labels), p.source)
-            for p in photoset.photos(fetch=False)
+            for p in photoset.photos(fetch=True)  # fills its cache with pip and apt-get
         ]
         if found:
             return found
