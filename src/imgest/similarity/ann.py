@@ -30,7 +30,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+# isort: off
+# usearch's extension loaded before onnxruntime's makes the later `import onnxruntime` crash the
+# process (a segfault in its pybind module; usearch 2.26.6, onnxruntime 1.32.0), and a process
+# that searches may score too: onnxruntime goes first, through the one module that imports it
+# (telemetry off). tests/similarity/test_ann.py::test_importing_the_index_first_keeps_onnxruntime
+import imgest.scoring.model  # noqa: F401
 from usearch.index import Index
+
+# isort: on
 
 MAGIC = b"imgest-ann-1\n"
 _LEN = struct.Struct("<Q")
@@ -144,15 +153,17 @@ class AnnIndex:
         saved = self._index.save()
         if saved is None:  # only when given a path
             raise RuntimeError("usearch saved nothing")
-        graph = bytes(saved)
+        graph = saved  # a bytearray: joined below without another copy
         parts = [header, keys.tobytes(), names, graph]
-        return MAGIC + b"".join(_LEN.pack(len(p)) + p for p in parts)
+        framed = [MAGIC] + [c for p in parts for c in (_LEN.pack(len(p)), p)]
+        return b"".join(framed)  # one copy of the graph, not one per concatenation
 
     @classmethod
     def from_bytes(cls, data: bytes, *, threads: int = 1) -> AnnIndex:
         """An index saved by `to_bytes`; ValueError if `data` is not one."""
         if not data.startswith(MAGIC):
             raise ValueError("not an imgest ANN index (bad magic)")
+        view = memoryview(data)  # slices without copies: a 1M index is gigabytes
         parts, at = [], len(MAGIC)
         for _ in range(4):
             if at + _LEN.size > len(data):
@@ -161,20 +172,20 @@ class AnnIndex:
             at += _LEN.size
             if at + size > len(data):
                 raise ValueError("truncated ANN index")
-            parts.append(data[at : at + size])
+            parts.append(view[at : at + size])
             at += size
         header_raw, keys_raw, names_raw, graph = parts
         try:
-            header = json.loads(header_raw)
+            header = json.loads(bytes(header_raw))
             count, ndim = int(header["count"]), int(header["ndim"])
             keys = np.frombuffer(keys_raw, dtype="<u8")
-            names = names_raw.decode().split("\n") if count else []
+            names = bytes(names_raw).decode().split("\n") if count else []
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"bad ANN index header: {exc}") from None
         if len(keys) != count or len(names) != count:
             raise ValueError("ANN index ids do not match its count")
         try:
-            restored = Index.restore(bytearray(graph))
+            restored = Index.restore(graph)
         except Exception as exc:  # usearch raises RuntimeError and others on a bad buffer
             raise ValueError(f"bad ANN index graph: {exc}") from None
         if restored is None or restored.ndim != ndim or len(restored) != count:
