@@ -144,7 +144,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     app.state.batcher = await scorers.start()  # the active model's, at start-up
     app.state.links = Links(settings.public_url)
     app.state.upload_limits = upload_limits(settings)
-    app.state.similar = similar = SimilarImages(catalog)
+    app.state.similar = similar = SimilarImages(catalog, store, settings.ann_min_vectors)
     await similar.index_for(app.state.batcher.model)  # the active model's, loaded now
     app.state.ingest = IngestService(
         store=store,

@@ -932,11 +932,10 @@ def index_rebuild(
     async def run() -> job.IndexReport:
         async with Runtime(settings).open(migrate_schema=False) as opened:
             registry = opened.registry
-            entry = await anyio.to_thread.run_sync(
-                lambda: registry.resolve(model) if model else registry.active()
+            active = await registry.ensure_default(settings.model_dir)  # as serve does
+            entry = (
+                await anyio.to_thread.run_sync(lambda: registry.resolve(model)) if model else active
             )
-            if entry is None:
-                raise InvalidParameter("no active model: name one with --model")
             batches = job.catalog_embeddings(opened.catalog, entry.version)
             return await job.rebuild(
                 opened.store, entry.name, entry.version, batches, threads=threads

@@ -95,3 +95,36 @@ async def test_below_the_threshold_or_without_a_build_it_is_exact(
     small = await SimilarImages(catalog, store, ann_min_vectors=50).index_for(model)
     assert small is not None and isinstance(small.index, ExactIndex)  # 20 < 50
     assert len(small.index) == 20
+
+
+def test_the_app_searches_the_build_and_flags_a_near_duplicate(tmp_path: Path) -> None:
+    """Upload, rebuild, restart: the server starts from the build and finds a re-encoded copy."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from imgest.app import create_app
+    from imgest.cli import app as cli
+    from imgest.config import Settings
+
+    data = Path(__file__).parents[1] / "data"
+    urls = {"storage_url": str(tmp_path / "blobs"), "catalog_url": f"sqlite:///{tmp_path}/c.db"}
+    settings = Settings(**urls, ann_min_vectors=1)
+
+    def upload(client: TestClient, name: str, kind: str) -> dict[str, object]:
+        files = {"file": (name, (data / name).read_bytes(), kind)}
+        answer = client.post("/v1/images", files=files)
+        assert answer.status_code == 201, answer.text
+        image: dict[str, object] = answer.json()["images"][0]
+        return image
+
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        original = upload(client, "cat.jpg", "image/jpeg")
+        upload(client, "coffee.jpg", "image/jpeg")
+    env = {"IMGEST_STORAGE_URL": urls["storage_url"], "IMGEST_CATALOG_URL": urls["catalog_url"]}
+    rebuilt = CliRunner().invoke(cli, ["index", "rebuild"], env=env)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        current = client.app.state.similar._current  # type: ignore[attr-defined]
+        assert isinstance(current.index, LiveIndex) and len(current.index) == 2
+        copy = upload(client, "cat.png", "image/png")
+    assert [m["id"] for m in copy["near_duplicates"]] == [original["id"]]  # type: ignore[index]
