@@ -36,6 +36,8 @@ BENCHMARKS = [
     "ingest_profile",
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
     "write_path",  # issue 15: the blob write path (leases), per image
+    "near_duplicates",  # issue 17: the near-duplicate threshold on real photos
+    "ann",  # issue 17: the ANN index at 1M vectors, exact vs ANN by size (long: see its doc)
 ]
 
 VERSIONS = (
@@ -50,6 +52,7 @@ VERSIONS = (
     "pyvips",
     "pyvips-binary",
     "py-spy",
+    "usearch",
 )
 
 

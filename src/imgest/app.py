@@ -145,8 +145,8 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     app.state.batcher = await scorers.start()  # the active model's, at start-up
     app.state.links = Links(settings.public_url)
     app.state.upload_limits = upload_limits(settings)
-    app.state.similar = index = SimilarImages(catalog)
-    await index.index_for(app.state.batcher.model)  # the active model's, loaded now
+    app.state.similar = similar = SimilarImages(catalog, store, settings.ann_min_vectors)
+    await similar.index_for(app.state.batcher.model)  # the active model's, loaded now
     app.state.ingest = IngestService(
         store=store,
         catalog=catalog,
@@ -155,7 +155,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         limits=limits,
         cpu=cpu,
         metrics=app.state.metrics,
-        similar=index,
+        similar=similar,
         near=NearDuplicatePolicy(
             settings.near_duplicates,
             settings.near_duplicate_threshold,

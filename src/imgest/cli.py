@@ -227,7 +227,7 @@ cli_jobs.register(app)
 _SERVER_ONLY = frozenset(
     {"fastapi", "starlette", "uvicorn", "h11", "uvloop", "python_multipart", "multipart", "PIL",
      "pi_heif", "simplejpeg", "numpy", "onnxruntime", "sqlalchemy", "alembic", "jinja2",
-     "prometheus_client", "pythonjsonlogger"}
+     "prometheus_client", "pythonjsonlogger", "usearch"}
 )  # fmt: skip
 
 

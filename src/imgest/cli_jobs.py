@@ -1,4 +1,4 @@
-"""`imgest gc`, `fsck`, `rescore`, `compare` and `export`: the jobs over a whole corpus."""
+"""`imgest gc`, `fsck`, `rescore`, `compare`, `export` and `index`: the jobs over a whole corpus."""
 
 from __future__ import annotations
 
@@ -292,6 +292,56 @@ def export(
 # Distributions of `imgest[server]` (pyproject.toml) whose absence means a client-only install.
 
 
+index_app = typer.Typer(help="The approximate index of similar images.", no_args_is_help=True)
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model NAME or NAME@VERSION whose embeddings are indexed "
+            "(default: the active one)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="Threads building the graph (0: every core).", min=0)
+    ] = 0,
+    as_json: ReportJsonOption = False,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Build the ANN index from the catalog's embeddings, store it under indexes/ and publish it."""
+    import anyio
+
+    from imgest.jobs import index as job
+    from imgest.runtime import Runtime
+
+    settings = load_existing(storage_url=storage, catalog_url=catalog)
+
+    async def run() -> job.IndexReport:
+        async with Runtime(settings).open(migrate_schema=False) as opened:
+            registry = opened.registry
+            active = await registry.ensure_default(settings.model_dir)  # as serve does
+            entry = (
+                await anyio.to_thread.run_sync(lambda: registry.resolve(model)) if model else active
+            )
+            batches = job.catalog_embeddings(opened.catalog, entry.version)
+            return await job.rebuild(
+                opened.store, entry.name, entry.version, batches, threads=threads
+            )
+
+    report = anyio.run(run)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    typer.echo(
+        f"indexed {report.vectors} vectors of {report.model}@{report.version[:12]} in "
+        f"{report.build_s:.1f} s: {report.path} ({report.bytes} bytes)"
+        + (f"; removed {len(report.pruned)} older build(s)" if report.pruned else "")
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to the `imgest` command (in --help order)."""
     app.command()(gc)
@@ -299,3 +349,4 @@ def register(app: typer.Typer) -> None:
     app.command()(rescore)
     app.command()(compare)
     app.command()(export)
+    app.add_typer(index_app, name="index")

@@ -6,6 +6,9 @@ before each search it reads the embeddings other replicas recorded since the las
 (one indexed query: `embeddings.id > last`), and it checks the ids a search finds against the
 catalog, so an image another replica deleted is never answered (and leaves the index then).
 A model version change (`imgest models activate`) loads the new version's index.
+Given the blob store, it starts from the latest ANN build of that version (`imgest index
+rebuild`, imgest.similarity.persist) when the build holds at least `ann_min_vectors`, and
+searches exactly only what was embedded after it.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ import numpy.typing as npt
 
 from imgest.catalog.repo import Catalog
 from imgest.scoring.model import Model
-from imgest.similarity.index import ExactIndex
+from imgest.similarity.ann import AnnIndex
+from imgest.similarity.index import ExactIndex, VectorIndex
+from imgest.similarity.persist import LiveIndex, Pointer, load_latest, wants_ann
 from imgest.similarity.vectors import from_bytes
+from imgest.storage.base import BlobStore
 
 PAGE = 10_000
 NearMode = Literal["flag", "reject", "off"]
@@ -33,7 +39,7 @@ class NearDuplicatePolicy:
     """What uploads do about near-duplicates (settings near_duplicates, near_duplicate_*)."""
 
     mode: NearMode = "flag"
-    threshold: float = 0.85
+    threshold: float = 0.75  # settings.near_duplicate_threshold's default
     limit: int = 5
 
 
@@ -53,8 +59,14 @@ class VersionIndex:
         self.model_version = model_version
         # float32 rows: searched on every upload, and float16 rows cost a conversion per
         # search (see imgest.similarity.index); 5 KB per 1280-d image.
-        self.index = ExactIndex(dim, dtype=np.float32)
+        self.index: VectorIndex = ExactIndex(dim, dtype=np.float32)
         self._seen = 0  # the highest embeddings.id read from the catalog
+
+    def start_from(self, pointer: Pointer, build: AnnIndex) -> None:
+        """Search `build` (stored by `imgest index rebuild`) plus, exactly, what was embedded
+        after it: catch_up then reads only the rows past the build's sequence number."""
+        self.index = LiveIndex(build, ExactIndex(build.ndim))
+        self._seen = pointer.seq
 
     def catch_up(self) -> int:
         """Add the embeddings recorded since the last call (by any replica); how many."""
@@ -91,8 +103,12 @@ class VersionIndex:
 class SimilarImages:
     """Hands out the index of a model's version; async wrappers for the server."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self, catalog: Catalog, store: BlobStore | None = None, ann_min_vectors: int = 0
+    ) -> None:
         self.catalog = catalog
+        self.store = store  # where `imgest index rebuild` stores builds; None: exact only
+        self.ann_min_vectors = ann_min_vectors  # settings.ann_min_vectors
         self._current: VersionIndex | None = None
         self._lock = asyncio.Lock()
 
@@ -108,6 +124,10 @@ class SimilarImages:
             current = self._current
             if current is None or current.model_version != model.version:
                 current = VersionIndex(self.catalog, model.version, model.embedding_dim)
+                if self.store is not None:
+                    built = await load_latest(self.store, model.name, model.version)
+                    if built is not None and wants_ann(built[0].count, self.ann_min_vectors):
+                        current.start_from(*built)
                 await anyio.to_thread.run_sync(current.catch_up)
                 self._current = current
         return current
