@@ -12,6 +12,7 @@ MAX_TAGS = 100
 MAX_TAG_LENGTH = 100
 # Below this a model's top-1 is a guess: export leaves it out, the UI marks it "?".
 MIN_SCORE = 0.5
+MAX_BULK_LABELS = 500  # images one bulk label request (PATCH /v1/images) may name
 
 
 def check_label(value: str) -> str:

@@ -13,13 +13,13 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imgest.catalog.filters import ImageFilter, filtered
+from imgest.catalog.filters import ImageFilter, confidence, filtered
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
 from imgest.catalog.records import (
     Additions,
@@ -37,7 +37,18 @@ from imgest.catalog.rows import (
     table,
 )
 from imgest.catalog.session import Database
-from imgest.params import decode_cursor, encode_cursor
+from imgest.params import (
+    decode_cursor,
+    decode_score_cursor,
+    encode_cursor,
+    encode_score_cursor,
+)
+
+# Orders of a list page: upload time, or the confidence of the latest prediction (images
+# without a prediction come last when the most confident come first, and first otherwise).
+Sort = Literal["newest", "most_confident", "least_confident"]
+SORTS: tuple[Sort, ...] = ("newest", "most_confident", "least_confident")
+_NO_SCORE = -1.0  # the sort key of an image without a prediction
 
 
 class Unset:
@@ -255,8 +266,39 @@ class Images(Database):
             return [prediction_record(p) for p in session.execute(query).scalars()]
 
     def list_images(
-        self, *, limit: int = 50, cursor: str | None = None, where: ImageFilter | None = None
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        where: ImageFilter | None = None,
+        sort: Sort = "newest",
     ) -> Page:
+        """One page in `sort` order, keyset-paginated on (created_at, id) or (confidence, id)."""
+        if sort == "newest":
+            return self._newest(limit, cursor, where)
+        key = func.coalesce(confidence(), _NO_SCORE).label("sort_key")
+        query = filtered(select(ImageRow, key), where)
+        down = sort == "most_confident"
+        if cursor:
+            score, last = decode_score_cursor(cursor, sort)
+            if down:
+                after = or_(key < score, and_(key == score, ImageRow.id < last))
+            else:
+                after = or_(key > score, and_(key == score, ImageRow.id > last))
+            query = query.where(after)
+        order = (key.desc(), ImageRow.id.desc()) if down else (key.asc(), ImageRow.id.asc())
+        query = query.order_by(*order).limit(limit + 1)
+        with self.reading() as session:
+            rows = list(session.execute(query))
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = _hydrate(session, [r[0] for r in rows])
+        next_cursor = None
+        if more and rows:
+            next_cursor = encode_score_cursor(sort, float(rows[-1][1]), rows[-1][0].id)
+        return Page(items=items, next_cursor=next_cursor)
+
+    def _newest(self, limit: int, cursor: str | None, where: ImageFilter | None) -> Page:
         """Newest first, keyset-paginated on (created_at, id)."""
         after = decode_cursor(cursor) if cursor else None
         query = filtered(select(ImageRow), where)
@@ -276,6 +318,23 @@ class Images(Database):
             items = _hydrate(session, rows)
         next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
         return Page(items=items, next_cursor=next_cursor)
+
+    def set_labels(self, image_ids: Sequence[str], label: str | None) -> list[str]:
+        """Set (None: clear) the ground truth of every image in `image_ids` in one transaction,
+        under their locks; the ids that exist (and now have it), in the order given."""
+        wanted = list(dict.fromkeys(image_ids))
+        if not wanted:
+            return []
+        with self.writing() as session:
+            lock_images(session, wanted)
+            found = set(
+                session.execute(select(ImageRow.id).where(ImageRow.id.in_(wanted))).scalars()
+            )
+            if found:
+                session.execute(
+                    update(ImageRow).where(ImageRow.id.in_(sorted(found))).values(label=label)
+                )
+        return [i for i in wanted if i in found]
 
 
 # Built once: every duplicate upload and image GET loads a record through these. Plain

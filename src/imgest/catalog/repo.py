@@ -21,10 +21,10 @@ from __future__ import annotations
 from imgest.catalog.corpus_queries import CorpusQueries
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
 from imgest.catalog.filters import ImageFilter
-from imgest.catalog.images import UNSET, Images, Page, Unset
+from imgest.catalog.images import SORTS, UNSET, Images, Page, Sort, Unset
 from imgest.catalog.maintenance import BlobRef, Maintenance
 
-__all__ = ["UNSET", "BlobRef", "Catalog", "ImageFilter", "Page", "Unset"]
+__all__ = ["SORTS", "UNSET", "BlobRef", "Catalog", "ImageFilter", "Page", "Sort", "Unset"]
 
 
 class Catalog(Images, Maintenance, CorpusQueries):

@@ -10,6 +10,15 @@ of its own. Images go one at a time from the catalog (keyset pages) to disk, so 
 does not grow with the corpus; renditions not stored yet are rendered from the original and
 stored (as on-demand renditions are).
 
+With a split (`--split train=0.8,val=0.1,test=0.1 --seed N`) each image goes to the split its
+group hashes to: a hash of (seed, group id) is a number in [0, 1) that falls in one split's
+share. A group is a set of near-duplicates (`imgest.duplicates`; without them every image is a
+group of its own, and exact duplicates are one image already), so no photo and its re-encoded
+or cropped copy land in different splits; and as a group's split depends only on the seed and
+its id, images added later never move existing ones between splits (unless a new image joins
+two groups into one). Files go under OUT/<split>/; one manifest and one classes.txt serve
+every split, and split.json holds the split, the seed and per-split class counts.
+
 Resumable: files are written atomically (temp file + rename), and an image is in the manifest
 only once its file is complete (for WebDataset: once its whole shard is renamed into place), so
 a rerun skips what the manifest lists and redoes at most one shard.
@@ -25,7 +34,8 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -33,6 +43,7 @@ from typing import IO, Any, Literal
 from imgest.catalog.records import PendingImage, PredictionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
+from imgest.duplicates import group_of, near_duplicate_groups
 from imgest.errors import ImgestError, JobError
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
@@ -49,6 +60,8 @@ from imgest.storage.paths import rendition_path
 Format = Literal["imagefolder", "webdataset"]
 MANIFEST = "manifest.jsonl"
 CLASSES = "classes.txt"
+SPLIT_FILE = "split.json"
+_SPLIT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 PAGE = 200
 # Separators, control characters, and lone surrogates (which no filesystem name can hold).
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
@@ -73,9 +86,30 @@ class ExportSummary:
     sources: dict[str, int] = field(default_factory=lambda: {"ground_truth": 0, "prediction": 0})
     failed: list[tuple[str, str]] = field(default_factory=list)
     elapsed: float = 0.0
+    split: Split | None = None
+    groups: str = ""  # where the split's groups came from
+    # Images in the export per split ("" without a split) and label, the earlier runs' too.
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """A human summary."""
+        return self._totals() + self._split_lines()
+
+    def _split_lines(self) -> list[str]:
+        if self.split is None:
+            return []
+        names = self.split.names
+        lines = [f"split {self.split} (seed {self.split.seed}), groups: {self.groups}"]
+        width = max([len("class"), *(len(c) for n in names for c in self.counts.get(n, {}))])
+        lines.append("  ".join(["class".ljust(width), *(n.rjust(8) for n in names)]))
+        counts = [self.counts.get(n, Counter()) for n in names]
+        rows = [(c, [split[c] for split in counts]) for c in sorted(set().union(*counts))]
+        rows.append(("images", [sum(split.values()) for split in counts]))
+        for label, row in rows:
+            lines.append("  ".join([label.ljust(width), *(str(v).rjust(8) for v in row)]))
+        return lines
+
+    def _totals(self) -> list[str]:
         lines = [
             f"exported {self.written} images to {self.out} ({self.format}); "
             f"{self.already} were already there, {self.unlabelled} have no label, "
@@ -85,6 +119,59 @@ class ExportSummary:
             f"{self.rendered} renditions made; {self.elapsed:.1f} s",
         ]
         return lines + [f"failed {i}: {reason}" for i, reason in self.failed]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Named shares of the corpus (train=0.8,val=0.1,test=0.1) and the seed that places each
+    group in one of them."""
+
+    names: tuple[str, ...]
+    shares: tuple[float, ...]
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str, seed: int = 0) -> Split:
+        """`NAME=SHARE,...` with shares above 0 that add up to 1; JobError otherwise."""
+        names: list[str] = []
+        shares: list[float] = []
+        for part in text.split(","):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            try:
+                share = float(value)
+            except ValueError:
+                share = float("nan")
+            if not sep or not _SPLIT_NAME.fullmatch(name) or not 0 < share <= 1:
+                raise JobError(
+                    f"bad split {part.strip()!r}: want NAME=SHARE, NAME in lower-case letters, "
+                    "digits, - and _, SHARE above 0 (e.g. train=0.8,val=0.1,test=0.1)"
+                )
+            if name in names:
+                raise JobError(f"split {name!r} named twice")
+            names.append(name)
+            shares.append(share)
+        if abs(sum(shares) - 1.0) > 1e-6:
+            raise JobError(f"the split's shares add up to {sum(shares):g}, not 1")
+        return cls(tuple(names), tuple(shares), seed)
+
+    def of(self, group: str) -> str:
+        """The split of group `group`: where hash(seed, group) in [0, 1) falls."""
+        digest = hashlib.sha256(f"{self.seed}\x00{group}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64
+        edge = 0.0
+        for name, share in zip(self.names, self.shares, strict=True):
+            edge += share
+            if point < edge:
+                return name
+        return self.names[-1]  # the shares' sum rounded a hair below 1
+
+    def __str__(self) -> str:
+        return ",".join(f"{n}={s:g}" for n, s in zip(self.names, self.shares, strict=True))
+
+    def describe(self) -> dict[str, Any]:
+        """What split.json records of the split (a rerun must use the same)."""
+        return {"split": str(self), "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -108,8 +195,13 @@ def run(
     shard_size: int = 1000,
     min_score: float = MIN_SCORE,
     progress: bool = False,
+    split: Split | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> ExportSummary:
-    """Write every image `where` selects to `out`, skipping what an earlier run wrote."""
+    """Write every image `where` selects to `out`, skipping what an earlier run wrote.
+
+    With `split`, each image goes to its group's split; `groups` maps image ids to group ids
+    (None: the near-duplicate groups of the model, where they are computed)."""
     if format not in ("imagefolder", "webdataset"):
         raise JobError(f"unknown export format {format!r}: imagefolder or webdataset")
     if not 0.0 <= min_score <= 1.0:
@@ -117,7 +209,8 @@ def run(
     if settings.storage_url.startswith("memory:"):
         raise JobError("export reads renditions from storage; a memory:// store has none")
     out.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary(out=out, format=format, min_score=min_score)
+    _check_split_file(out, split)
+    summary = ExportSummary(out=out, format=format, min_score=min_score, split=split)
     started = time.monotonic()
     runtime = Runtime(settings)
     catalog = runtime.open_catalog()
@@ -126,11 +219,17 @@ def run(
     try:
         entry = loop.run(resolve_model(runtime.registry(catalog, store), settings, model))
         chosen = resolve_pipeline(settings, pipeline, entry)
+        if split is not None and groups is None:
+            groups = near_duplicate_groups(catalog, settings, entry.name, entry.version)
+            summary.groups = (
+                f"near-duplicates of {entry.ref}" if groups else "none computed: one per image"
+            )
+        elif split is not None:
+            summary.groups = f"{len(set(groups.values()))} given" if groups else "none given"
         source = _Source(catalog, store, loop, chosen, entry, runtime.limits, summary)
+        source.split, source.groups = split, groups
         done = _manifest_ids(out)
-        writer = (
-            _ImageFolder(out) if format == "imagefolder" else _WebDataset(out, shard_size, done)
-        )
+        writer = _Splits(out, format, shard_size, split)
         total = catalog.count_images(where)
         with progress_bar("export", total, enabled=progress) as advance, writer:
             for sample in source.samples(where or ImageFilter(), done, advance):
@@ -141,8 +240,54 @@ def run(
         loop.run(store.close())
         loop.close()
         catalog.close()
+    summary.counts = _class_counts(out)
+    if split is not None:
+        counts = {n: dict(sorted(summary.counts.get(n, Counter()).items())) for n in split.names}
+        text = json.dumps({**split.describe(), "counts": counts}, indent=2, sort_keys=True)
+        _atomic_write(out / SPLIT_FILE, (text + "\n").encode())
     summary.elapsed = time.monotonic() - started
     return summary
+
+
+def _check_split_file(out: Path, split: Split | None) -> None:
+    """JobError when `out` holds an export split another way (a rerun must not mix two);
+    else, for a split, split.json says how this export is split."""
+    try:
+        earlier = json.loads((out / SPLIT_FILE).read_text())
+    except FileNotFoundError:
+        earlier = None
+    except ValueError:
+        earlier = {}  # torn by a crash before its first rename: not ours to judge
+    if earlier is None and split is not None and _manifest_ids(out):
+        raise JobError(f"{out} holds an export without a split: export to another directory")
+    if earlier is not None and split is None:
+        raise JobError(f"{out} holds a split export: rerun with its --split and --seed")
+    if split is None:
+        return
+    wanted = split.describe()
+    if earlier and {k: earlier.get(k) for k in wanted} != wanted:
+        raise JobError(
+            f"{out} holds an export split {earlier.get('split')} with seed {earlier.get('seed')}: "
+            "rerun with those, or export to another directory"
+        )
+    if earlier is None:
+        _atomic_write(out / SPLIT_FILE, (json.dumps(wanted, sort_keys=True) + "\n").encode())
+
+
+def _class_counts(out: Path) -> dict[str, Counter[str]]:
+    """Images per split ("" without one) and label, as the manifest lists them."""
+    counts: dict[str, Counter[str]] = {}
+    try:
+        text = (out / MANIFEST).read_text()
+    except FileNotFoundError:
+        return counts
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            counts.setdefault(str(entry.get("split", "")), Counter())[str(entry["label"])] += 1
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return counts
 
 
 class _Source:
@@ -166,6 +311,8 @@ class _Source:
         self.limits = limits
         self.summary = summary
         self.vocabulary = Vocabulary(model.spec.labels)
+        self.split: Split | None = None
+        self.groups: Mapping[str, str] | None = None
 
     def samples(self, where: ImageFilter, done: set[str], advance: Any) -> Iterator[Sample]:
         p = self.pipeline
@@ -188,6 +335,11 @@ class _Source:
     def _sample(self, image: PendingImage, prediction: PredictionRecord | None) -> Sample | None:
         entry: dict[str, Any] = {"id": image.id, "pipeline": self.pipeline.name}
         entry["pipeline_version"] = self.pipeline.version
+        if self.split is not None:
+            group = group_of(self.groups, image.id)
+            entry["split"] = self.split.of(group)
+            if group != image.id:
+                entry["group"] = group
         words = self.vocabulary
         if image.label is not None:
             cls = words.class_of(image.label)
@@ -310,64 +462,98 @@ class _Manifest:
         self._fh.close()
 
 
-class _ImageFolder:
-    """OUT/<label>/<id>.jpg, one file per image."""
+class _Splits:
+    """The writer of an export: one per split, or one for the whole export without a split;
+    one manifest and one classes.txt (so `.cls` numbers mean the same in every split)."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, out: Path, format: Format, shard_size: int, split: Split | None) -> None:
         self.manifest = _Manifest(out)
+        classes = _read_classes(out)
+        names = split.names if split is not None else ("",)
+        self.writers: dict[str, _ImageFolder | _WebDataset] = {
+            name: _ImageFolder(out, name, self.manifest)
+            if format == "imagefolder"
+            else _WebDataset(out, name, self.manifest, shard_size, classes)
+            for name in names
+        }
 
-    def __enter__(self) -> _ImageFolder:
+    def __enter__(self) -> _Splits:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.manifest.close()
+        try:
+            for writer in self.writers.values():
+                writer.close(failed=exc[0] is not None)
+        finally:
+            self.manifest.close()
 
     def write(self, sample: Sample) -> None:
-        relative = f"{safe_label(sample.label)}/{sample.image_id}.jpg"
+        self.writers[sample.entry.get("split", "")].write(sample)
+
+
+class _ImageFolder:
+    """OUT/[<split>/]<label>/<id>.jpg, one file per image."""
+
+    def __init__(self, out: Path, split: str, manifest: _Manifest) -> None:
+        self.out = out
+        self.prefix = f"{split}/" if split else ""
+        self.manifest = manifest
+
+    def close(self, failed: bool) -> None:
+        pass  # each file is complete (and listed) as soon as it is written
+
+    def write(self, sample: Sample) -> None:
+        relative = f"{self.prefix}{safe_label(sample.label)}/{sample.image_id}.jpg"
         _atomic_write(self.out / relative, sample.jpeg)
         self.manifest.add([{**sample.entry, "path": relative}])
 
 
 class _WebDataset:
-    """Tar shards `shard-NNNNNN.tar` of `shard_size` samples: <id>.jpg, <id>.cls, <id>.json.
+    """Tar shards `[<split>/]shard-NNNNNN.tar` of `shard_size` samples: <id>.jpg, <id>.cls,
+    <id>.json.
 
-    `.cls` is the label's line number (from 0) in classes.txt, which grows as labels appear.
-    A shard is written as `.partial` and renamed when complete; only then do its samples go
-    into the manifest.
+    `.cls` is the label's line number (from 0) in classes.txt, which grows as labels appear
+    (shared by the splits). A shard is written as `.partial` and renamed when complete; only
+    then do its samples go into the manifest.
     """
 
-    def __init__(self, out: Path, shard_size: int, done: set[str]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        split: str,
+        manifest: _Manifest,
+        shard_size: int,
+        classes: dict[str, int],
+    ) -> None:
         self.out = out
+        self.dir = out / split if split else out
+        self.prefix = f"{split}/" if split else ""
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
-        for partial in out.glob("shard-*.tar.partial"):
+        for partial in self.dir.glob("shard-*.tar.partial"):
             partial.unlink()  # an interrupted shard: its samples are not in the manifest
-        self.shard = len(list(out.glob("shard-*.tar")))
-        self.classes = _read_classes(out)
-        self.manifest = _Manifest(out)
+        self.shard = len(list(self.dir.glob("shard-*.tar")))
+        self.classes = classes
+        self.manifest = manifest
         self._tar: tarfile.TarFile | None = None
         self._pending: list[dict[str, Any]] = []
 
-    def __enter__(self) -> _WebDataset:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
+    def close(self, failed: bool) -> None:
+        if not failed:
             self._finish()
         elif self._tar is not None:
             self._tar.close()  # left as .partial: the next run removes it
-        self.manifest.close()
 
     def write(self, sample: Sample) -> None:
         if self._tar is None:
-            # Closed by _finish (or __exit__ after an error).
+            # Closed by _finish (or close after an error).
             self._tar = tarfile.open(  # noqa: SIM115
                 self._path(".partial"), "w", format=tarfile.PAX_FORMAT
             )
         if sample.label not in self.classes:
             self.classes[sample.label] = len(self.classes)
         index = self.classes[sample.label]
-        name = f"shard-{self.shard:06d}.tar"
+        name = f"{self.prefix}shard-{self.shard:06d}.tar"
         entry = {**sample.entry, "cls": index, "shard": name}
         meta = json.dumps(entry, sort_keys=True).encode()
         for ext, data in (("jpg", sample.jpeg), ("cls", str(index).encode()), ("json", meta)):
@@ -393,7 +579,7 @@ class _WebDataset:
         self.shard += 1
 
     def _path(self, suffix: str) -> Path:
-        return self.out / f"shard-{self.shard:06d}.tar{suffix}"
+        return self.dir / f"shard-{self.shard:06d}.tar{suffix}"
 
 
 def _read_classes(out: Path) -> dict[str, int]:
