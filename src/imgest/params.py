@@ -51,6 +51,17 @@ def filter_text(value: str | None, name: str) -> str | None:
     return value
 
 
+def percent(raw: str | None, name: str) -> float | None:
+    """A percentage from 0 to 100 (empty means none) as a share from 0 to 1."""
+    if not raw or not raw.strip():
+        return None
+    with parsing(f"{name} is a percentage from 0 to 100."):
+        value = float(raw)
+        if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+            raise ValueError("out of range")
+        return value / 100
+
+
 def day(raw: str | None, name: str) -> date | None:
     """A YYYY-MM-DD value (empty means none)."""
     if not raw:

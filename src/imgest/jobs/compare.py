@@ -29,6 +29,7 @@ from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
 from imgest.duplicates import group_of, near_duplicate_groups, sizes
 from imgest.errors import JobError
+from imgest.labels import label_matches
 from imgest.runtime import Runtime
 from imgest.storage.base import BlobStore, StoreError, StoreTimeoutError
 
@@ -146,14 +147,6 @@ class Comparison:
             self.labelled += 1
             self.a_correct += label_matches(pair.truth, pair.a_label)
             self.b_correct += label_matches(pair.truth, pair.b_label)
-
-
-def label_matches(truth: str, predicted: str) -> bool:
-    """Ground truth matches a predicted label when equal to it or to one of its names
-    (ImageNet labels are comma-separated synonyms: "tabby, tabby cat"), ignoring case."""
-    want = truth.strip().casefold()
-    names = [predicted.strip().casefold(), *(n.strip().casefold() for n in predicted.split(","))]
-    return want in names
 
 
 def compare(
