@@ -46,7 +46,7 @@ def test_gallery_shows_confidence_as_a_meter_and_unsure_cards_paler(
     html = client.get("/gallery").text
     for image in three.values():
         card = card_html(html, image["id"])
-        assert f'class="confidence" min="0" max="1" low="0.5"' in card
+        assert 'class="confidence" min="0" max="1" low="0.5"' in card
         assert f'value="{score(image)}"' in card
     assert re.search(rf'<li class="card unsure"[^>]*data-id="{three["cat"]["id"]}"', html)
     assert re.search(rf'<li class="card"[^>]*data-id="{three["coffee"]["id"]}"', html)
