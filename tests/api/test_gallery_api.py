@@ -219,6 +219,15 @@ def test_bulk_label_refuses_bad_bodies_with_422_and_changes_nothing(
     assert client.get(f"/v1/images/{scored[0]}").json()["label"] is None
 
 
+def test_the_largest_bulk_request_fits_the_default_body_cap(
+    client: TestClient, scored: list[str]
+) -> None:
+    ids = [*scored, *(f"{n:064x}" for n in range(MAX_BULK_LABELS - len(scored)))]
+    r = client.patch("/v1/images", json={"ids": ids, "label": "x" * 200})
+    assert r.status_code == 200, r.text
+    assert (len(r.json()["updated"]), len(r.json()["not_found"])) == (5, MAX_BULK_LABELS - 5)
+
+
 def test_bulk_label_needs_a_key_with_the_upload_or_admin_scope(
     make_client: Callable[..., TestClient], tmp_path: Path
 ) -> None:

@@ -15,11 +15,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from imgest.catalog.filters import ImageFilter, confidence, filtered
+from imgest.catalog.filters import ImageFilter, filtered
 from imgest.catalog.models import Base, ImageRow, PredictionRow, RenditionRow, TagRow
 from imgest.catalog.records import (
     Additions,
@@ -276,26 +287,33 @@ class Images(Database):
         """One page in `sort` order, keyset-paginated on (created_at, id) or (confidence, id)."""
         if sort == "newest":
             return self._newest(limit, cursor, where)
-        key = func.coalesce(confidence(), _NO_SCORE).label("sort_key")
-        query = filtered(select(ImageRow, key), where)
         down = sort == "most_confident"
-        if cursor:
-            score, last = decode_score_cursor(cursor, sort)
-            if down:
-                after = or_(key < score, and_(key == score, ImageRow.id < last))
-            else:
-                after = or_(key > score, and_(key == score, ImageRow.id > last))
-            query = query.where(after)
-        order = (key.desc(), ImageRow.id.desc()) if down else (key.asc(), ImageRow.id.asc())
-        query = query.order_by(*order).limit(limit + 1)
+        position = decode_score_cursor(cursor, sort) if cursor else None
+        # Two segments in page order: the images with a prediction, by their latest top-1
+        # score (a walk down the predictions' score index, so a page costs about its own
+        # rows, not the corpus), and those without one (by id), after them or before.
+        segments = ["scored", "unscored"] if down else ["unscored", "scored"]
+        if position is not None:
+            segments = segments[segments.index(_segment(position[0])) :]
+        rows: list[tuple[Any, float]] = []
         with self.reading() as session:
-            rows = list(session.execute(query))
+            for segment in segments:
+                after = position if position and _segment(position[0]) == segment else None
+                query = (
+                    _scored(where, down, after)
+                    if segment == "scored"
+                    else _unscored(where, down, after)
+                )
+                found = session.execute(query.limit(limit + 1 - len(rows)))
+                rows += [(r[0], float(r[1])) for r in found]
+                if len(rows) > limit:
+                    break
             more = len(rows) > limit
             rows = rows[:limit]
             items = _hydrate(session, [r[0] for r in rows])
         next_cursor = None
         if more and rows:
-            next_cursor = encode_score_cursor(sort, float(rows[-1][1]), rows[-1][0].id)
+            next_cursor = encode_score_cursor(sort, rows[-1][1], rows[-1][0].id)
         return Page(items=items, next_cursor=next_cursor)
 
     def _newest(self, limit: int, cursor: str | None, where: ImageFilter | None) -> Page:
@@ -335,6 +353,36 @@ class Images(Database):
                     update(ImageRow).where(ImageRow.id.in_(sorted(found))).values(label=label)
                 )
         return [i for i in wanted if i in found]
+
+
+def _segment(score: float) -> str:
+    return "unscored" if score == _NO_SCORE else "scored"
+
+
+def _scored(where: ImageFilter | None, down: bool, after: tuple[float, str] | None) -> Any:
+    """Images with a prediction and the top-1 score of their latest one, in score order."""
+    latest, newer = aliased(PredictionRow), aliased(PredictionRow)
+    key = (latest.top1_score, latest.image_id)
+    query = (
+        select(ImageRow, latest.top1_score)
+        .join(latest, latest.image_id == ImageRow.id)
+        .where(~exists().where(newer.image_id == latest.image_id, newer.id > latest.id))
+    )
+    query = filtered(query, where)
+    if after is not None:
+        query = query.where(
+            tuple_(*key) < tuple_(*after) if down else tuple_(*key) > tuple_(*after)
+        )
+    return query.order_by(*(k.desc() if down else k.asc() for k in key))
+
+
+def _unscored(where: ImageFilter | None, down: bool, after: tuple[float, str] | None) -> Any:
+    """Images without a prediction (sort key _NO_SCORE), in id order."""
+    query = filtered(select(ImageRow, literal(_NO_SCORE)), where)
+    query = query.where(~exists().where(PredictionRow.image_id == ImageRow.id))
+    if after is not None:
+        query = query.where(ImageRow.id < after[1] if down else ImageRow.id > after[1])
+    return query.order_by(ImageRow.id.desc() if down else ImageRow.id.asc())
 
 
 # Built once: every duplicate upload and image GET loads a record through these. Plain
