@@ -34,6 +34,7 @@ BENCHMARKS = [
     "ingest_http",
     "ingest_profile",
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
+    "gallery",  # issue 17: a gallery page sorted/filtered by confidence over 100,000 images
 ]
 
 VERSIONS = (

@@ -159,6 +159,7 @@ def test_select_many_and_set_their_ground_truth_in_one_request(
     with page.expect_request(lambda r: r.method == "PATCH") as sent:
         page.get_by_role("button", name="Set ground truth").click()
     body = sent.value.post_data_json
+    assert body is not None
     assert sorted(body["ids"]) == sorted([images["cat"]["id"], images["rocket"]["id"]])
     assert body["label"] == "tabby"
     expect(page.locator("#bulk-status")).to_have_text("Set “tabby” on 2 images.")
