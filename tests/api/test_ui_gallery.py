@@ -110,3 +110,8 @@ def test_gallery_offers_bulk_labelling_with_vocabulary_suggestions(
         assert f'class="pick" value="{image["id"]}"' in html
     assert "/ui/static/gallery.js" in html
     assert client.get("/ui/static/gallery.js").status_code == 200
+
+
+def test_an_order_alone_is_no_filter_in_the_empty_gallery(client: TestClient) -> None:
+    html = client.get("/gallery", params={"sort": "most_confident"}).text
+    assert "No images yet" in html and "match these filters" not in html

@@ -220,6 +220,7 @@ async def gallery_page(
         "sorts": SORT_NAMES,
         "groups_on": groups is not None,
         "max_bulk": MAX_BULK_LABELS,
+        "filtering": any(v for k, v in filters.items() if k != "sort"),  # order is no filter
     }
     try:
         if filters["sort"] and filters["sort"] not in SORTS:
