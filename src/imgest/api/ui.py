@@ -7,6 +7,7 @@ request per file (see static/upload.js).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,6 +147,11 @@ def model_labels(request: Request) -> list[str]:
 def label_suggestions(request: Request) -> list[tuple[str, str]]:
     """(label, class name) of the active model's vocabulary: ground truth to offer."""
     labels: list[str] = request.app.state.batcher.model.labels
+    return _suggestions(tuple(labels))
+
+
+@functools.lru_cache(maxsize=4)
+def _suggestions(labels: tuple[str, ...]) -> list[tuple[str, str]]:
     return suggestions(labels)
 
 
@@ -211,7 +217,10 @@ async def gallery_page(
         "group": group.strip().lower(),
     }
     cache: GroupCache = request.app.state.groups
-    groups = await cache.current()
+    try:
+        groups = await cache.current()
+    except ImgestError as exc:  # the catalog, say, is unavailable
+        return _error_page(request, exc)
     group_sizes = sizes(groups)
     context: dict[str, Any] = {
         "filters": filters,
