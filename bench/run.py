@@ -38,6 +38,7 @@ BENCHMARKS = [
     "write_path",  # issue 15: the blob write path (leases), per image
     "near_duplicates",  # issue 17: the near-duplicate threshold on real photos
     "ann",  # issue 17: the ANN index at 1M vectors, exact vs ANN by size (long: see its doc)
+    "gallery",  # issue 17: a gallery page sorted/filtered by confidence over 100,000 images
 ]
 
 VERSIONS = (

@@ -51,3 +51,26 @@ def test_the_largest_tag_form_is_checked_in_linear_time(distinct: bool) -> None:
         assert distinct
     elapsed = time.perf_counter() - started
     assert elapsed < 0.5, f"{elapsed:.2f} s for {len(raw)} tags"
+
+
+def test_a_whole_class_name_names_its_class_as_its_synonyms_do() -> None:
+    from imgest.labels import Vocabulary
+
+    words = Vocabulary(["tabby, tabby cat", "crane", "crane, bird", "tiger cat"])
+    # The gallery and image page suggest class names: picking one must map back to the class.
+    assert words.class_of("Tabby, Tabby Cat") == "tabby, tabby cat"
+    assert words.class_of("tabby cat") == "tabby, tabby cat"
+    assert words.class_of("crane") is None  # two classes: neither
+
+
+def test_suggestions_are_short_names_that_map_back_to_their_class() -> None:
+    from imgest.labels import Vocabulary, suggestions
+    from imgest.scoring.model import Model
+
+    classes = Model.bundled(threads=1).labels
+    offered = suggestions(classes)
+    assert ("tabby", "tabby, tabby cat") in offered
+    words = Vocabulary(classes)
+    back = [(label, name) for label, name in offered if words.class_of(label) == name]
+    assert len(back) >= 990  # 994 of 999: the rest have no name of their own ("harp")
+    assert ("Pembroke", "Pembroke, Pembroke Welsh corgi") in back

@@ -262,16 +262,31 @@ def export(
             max=1.0,
         ),
     ] = MIN_SCORE,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Split into named shares, e.g. train=0.8,val=0.1,test=0.1: OUT/<name>/..., "
+            "each near-duplicate group inside one split, per-split class counts printed and "
+            "in split.json."
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the split: the same seed, the same split.")
+    ] = 0,
     storage: StorageOption = None,
     catalog: CatalogOption = None,
 ) -> None:
     """Write a labelled training set of one pipeline's renditions (streamed, resumable).
 
     Ground truth that names a model class by one of its synonyms ("tabby cat") is exported
-    as that class; classes are named by their first synonym ("tabby")."""
+    as that class; classes are named by their first synonym ("tabby"). With --split, a
+    group's split is a hash of the seed and the group: images added later never move
+    existing ones to another split."""
     from imgest.jobs import export as job
+    from imgest.jobs.exportdir import Split
     from imgest.jobs.selection import parse_where
 
+    shares = None if split is None else Split.parse(split, seed)
     settings = load_existing(storage_url=storage, catalog_url=catalog)
     _choice("--format", format, ("imagefolder", "webdataset"))
     _summarize(
@@ -285,11 +300,9 @@ def export(
             shard_size=shard_size,
             min_score=min_score,
             progress=True,
+            split=shares,
         )
     )
-
-
-# Distributions of `imgest[server]` (pyproject.toml) whose absence means a client-only install.
 
 
 index_app = typer.Typer(help="The approximate index of similar images.", no_args_is_help=True)

@@ -14,7 +14,7 @@ from anyio import CapacityLimiter
 from sqlalchemy.exc import IntegrityError
 
 from imgest.catalog.records import ImageRecord, RenditionRecord
-from imgest.catalog.repo import UNSET, Catalog, ImageFilter, Page, Unset
+from imgest.catalog.repo import UNSET, Catalog, ImageFilter, Page, Sort, Unset
 from imgest.errors import (
     ImageNotFound,
     InsufficientScope,
@@ -72,10 +72,12 @@ class Corpus:
             raise ImageNotFound(f"No image with id {image_id} is stored.")
         return record
 
-    async def list(self, *, limit: int, cursor: str | None, where: ImageFilter) -> Page:
-        """One page of images, newest first."""
+    async def list(
+        self, *, limit: int, cursor: str | None, where: ImageFilter, sort: Sort = "newest"
+    ) -> Page:
+        """One page of images in `sort` order (newest first by default)."""
         return await anyio.to_thread.run_sync(
-            lambda: self.catalog.list_images(limit=limit, cursor=cursor, where=where)
+            lambda: self.catalog.list_images(limit=limit, cursor=cursor, where=where, sort=sort)
         )
 
     async def open_original(self, image_id: str) -> OpenBlob:
@@ -156,6 +158,11 @@ class Corpus:
         if record is None:
             raise ImageNotFound(f"No image with id {image_id} is stored.")
         return record
+
+    async def set_labels(self, image_ids: Sequence[str], label: str | None) -> Sequence[str]:
+        """Set (None: clear) the ground truth of many images in one transaction; the ids of
+        those that exist."""
+        return await anyio.to_thread.run_sync(self.catalog.set_labels, image_ids, label)
 
     async def original_url(self, image_id: str) -> str | None:
         """A short-lived signed URL of the original, or None when the store cannot sign."""

@@ -13,6 +13,7 @@ fail later as a 500. The catalog's ImageFilter runs its values through here when
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,17 @@ def filter_text(value: str | None, name: str) -> str | None:
     if value is not None and "\x00" in value:
         raise InvalidParameter(f"{name} must not contain NUL characters.")
     return value
+
+
+def percent(raw: str | None, name: str) -> float | None:
+    """A percentage from 0 to 100 (empty means none) as a share from 0 to 1."""
+    if not raw or not raw.strip():
+        return None
+    with parsing(f"{name} is a percentage from 0 to 100."):
+        value = float(raw)
+        if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+            raise ValueError("out of range")
+        return value / 100
 
 
 def day(raw: str | None, name: str) -> date | None:
@@ -87,3 +99,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         if not _IMAGE_ID.fullmatch(image_id):
             raise ValueError("not an image id")
         return utc(datetime.fromisoformat(stamp), "cursor"), image_id
+
+
+def encode_score_cursor(sort: str, score: float, image_id: str) -> str:
+    """Opaque keyset cursor for the position after (score, id) in a page sorted by `sort`."""
+    raw = f"{sort}|{score!r}|{image_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_score_cursor(cursor: str, sort: str) -> tuple[float, str]:
+    """Inverse of encode_score_cursor for pages sorted by `sort`; InvalidParameter for
+    anything else (a cursor of another sort order included)."""
+    with parsing(f"The cursor is not one this server issued for sort={sort}."):
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        name, score, image_id = raw.split("|", 2)
+        value = float(score)
+        if name != sort or not math.isfinite(value) or not _IMAGE_ID.fullmatch(image_id):
+            raise ValueError("not a cursor of this order")
+        return value, image_id

@@ -218,6 +218,7 @@ def test_the_walk_sees_the_api_the_ui_and_the_hidden_routes(
     for expected in [
         ("POST", "/v1/images"),
         ("PATCH", f"/v1/images/{IMAGE_ID}"),
+        ("PATCH", "/v1/images"),
         ("DELETE", f"/v1/images/{IMAGE_ID}"),
         ("GET", f"/v1/images/{IMAGE_ID}/renditions/default"),
         ("GET", "/metrics"),

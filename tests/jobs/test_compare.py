@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from imgest.catalog.records import Label, PredictionRecord
 from imgest.errors import JobError
 from imgest.jobs import rescore
 from imgest.jobs.compare import RunRef, compare, label_matches
 from imgest.jobs.report import render_html
+from imgest.runtime import Runtime
 from tests.jobs.conftest import Corpus
 
 
@@ -50,3 +53,33 @@ def test_compare_picks_versions_and_refuses_unknown_runs(
     html = render_html(result)
     assert "No image has ground truth" in html
     assert sum(result.a_hist) == sum(result.b_hist) == 6
+
+
+def test_the_report_counts_disagreements_in_near_duplicate_groups_or_says_not_computed(
+    make_corpus: Callable[..., Corpus], photo_files: list[tuple[str, bytes, dict[str, Any]]]
+) -> None:
+    corpus = make_corpus(photo_files[:6])
+    ids = corpus.ids
+    # Run B: a "fake" model that disagrees with the served top-1 on the first five images.
+    catalog = Runtime(corpus.settings).open_catalog()
+    try:
+        for n, image_id in enumerate(ids):
+            served = corpus.client.get(f"/v1/images/{image_id}").json()["predictions"][0]
+            label = served["top"][0]["label"] if n == 5 else "not a class"
+            top = (Label(label, 0, 0.9),)
+            record = PredictionRecord("fake", "e" * 64, "default", "v1", top, datetime.now(UTC))
+            assert catalog.add_prediction(image_id, record)
+    finally:
+        catalog.close()
+    a, b = "efficientnet-lite0@default", "fake@default"
+    alone = compare(corpus.settings, a, b, thumbnails=0)
+    assert (alone.images, alone.agree, alone.grouped_disagreements) == (6, 1, None)
+    assert alone.summary()["near_duplicates"] == {"disagreements": None, "groups": None}
+    assert "In near-duplicate groups: not computed" in render_html(alone)
+
+    # Groups {0, 1} and {2, 3}; 4 is a group of its own; 5 (which agrees) is in none.
+    groups = {ids[0]: ids[0], ids[1]: ids[0], ids[2]: ids[2], ids[3]: ids[2], ids[4]: ids[4]}
+    result = compare(corpus.settings, a, b, thumbnails=0, groups=groups)
+    assert (result.grouped_disagreements, result.disagreeing_groups) == (4, 2)
+    assert "<strong>4</strong> of the 5 disagreements" in render_html(result)
+    assert result.summary()["near_duplicates"] == {"disagreements": 4, "groups": 2}

@@ -21,7 +21,7 @@ from imgest.cli import app
 from imgest.config import Settings
 from imgest.jobs import rescore
 from imgest.jobs.compare import label_matches
-from imgest.jobs.export import safe_label
+from imgest.jobs.exportdir import safe_label
 from tests.jobs.conftest import Corpus
 
 TILES = """

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from imgest.jobs import export
-from imgest.jobs.export import safe_label
+from imgest.jobs import export, exportdir
+from imgest.jobs.exportdir import safe_label
 from imgest.labels import Vocabulary
 from tests.jobs.conftest import Corpus
 
@@ -118,7 +118,7 @@ def test_long_labels_fit_a_file_name_and_stay_apart(
     directories = [p.name for p in out.iterdir() if p.is_dir()]
     assert len(set(directories)) == 2
     for name in directories:
-        assert 250 <= len(name.encode()) <= export.NAME_BYTES
+        assert 250 <= len(name.encode()) <= exportdir.NAME_BYTES
         assert name.startswith("😀" * 60)
 
 
@@ -126,7 +126,7 @@ def test_long_labels_fit_a_file_name_and_stay_apart(
 def test_safe_label_cuts_at_a_code_point_within_the_byte_budget(char: str) -> None:
     for length in range(240, 270):
         name = safe_label(char * length)
-        assert len(name.encode()) <= export.NAME_BYTES
+        assert len(name.encode()) <= exportdir.NAME_BYTES
         assert name.encode().decode() == name  # valid UTF-8: no code point split
     assert safe_label(char * 300) != safe_label(char * 299 + "x")
     assert safe_label("x\ud800y") == "x_y"

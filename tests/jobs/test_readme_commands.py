@@ -26,7 +26,7 @@ def readme_corpus_commands() -> list[list[str]]:
     lines = [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()]
     commands = [shlex.split(line) for line in lines if line]
     assert [c[:2] for c in commands] == [["imgest", "rescore"], ["imgest", "compare"],
-                                         ["imgest", "export"]]  # fmt: skip
+                                         ["imgest", "export"], ["imgest", "export"]]  # fmt: skip
     return [c[1:] for c in commands]
 
 
@@ -48,3 +48,4 @@ def test_readme_rescore_example_runs_verbatim(
         assert result.exit_code == 0, (args, result.output)
     assert (tmp_path / "report.html").is_file()
     assert any((tmp_path / "out" / "train").iterdir())
+    assert (tmp_path / "out" / "set" / "split.json").is_file()  # export --split

@@ -12,6 +12,8 @@ from pydantic import BeforeValidator
 
 from imgest.api.auth import holds
 from imgest.api.schemas import (
+    BulkLabel,
+    BulkLabelOut,
     ImageOut,
     ImagePage,
     ImagePatch,
@@ -22,9 +24,10 @@ from imgest.api.schemas import (
     RenditionOut,
 )
 from imgest.catalog.records import ImageRecord
-from imgest.catalog.repo import ImageFilter
+from imgest.catalog.repo import ImageFilter, Sort
 from imgest.corpus import Corpus, OpenBlob
-from imgest.errors import ImageNotFound
+from imgest.duplicates import GroupCache, members
+from imgest.errors import ImageNotFound, InvalidParameter
 from imgest.labels import check_label, check_tags
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -129,6 +132,34 @@ def _links(request: Request) -> Links:
     return links
 
 
+Confidence = Annotated[
+    float | None,
+    Query(ge=0.0, le=1.0, description="Top-1 score of the latest prediction, from 0 to 1."),
+]
+
+
+async def group_filter(request: Request, group: str | None) -> frozenset[str] | None:
+    """The images of near-duplicate group `group` (None for no group filter); 422 when the
+    server computes no groups, so a filter that cannot work is not silently ignored."""
+    if group is None:
+        return None
+    cache: GroupCache = request.app.state.groups
+    groups = await cache.current()
+    if groups is None:
+        raise InvalidParameter(
+            "group: near-duplicate groups are not computed on this server (no embeddings)."
+        )
+    return members(groups, image_id_param(group, "group"))
+
+
+def image_id_param(raw: str, name: str) -> str:
+    """An image id given as a parameter (64 hex digits, any case), else InvalidParameter."""
+    value = raw.lower()
+    if not _ID.fullmatch(value):
+        raise InvalidParameter(f"{name} is an image id: 64 hexadecimal digits.")
+    return value
+
+
 @router.get("", response_model=ImagePage, responses={422: {"model": Problem}})
 async def list_images(
     request: Request,
@@ -142,15 +173,58 @@ async def list_images(
         IsoDateTime | None, Query(description="Uploaded at or after (ISO 8601).")
     ] = None,
     until: Annotated[IsoDateTime | None, Query(description="Uploaded before (ISO 8601).")] = None,
+    min_confidence: Confidence = None,
+    max_confidence: Confidence = None,
+    disagrees: Annotated[
+        bool,
+        Query(
+            description="Only images whose ground truth the latest prediction's top-1 does "
+            "not name (neither the class nor one of its synonyms)."
+        ),
+    ] = False,
+    group: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Only the images of this near-duplicate group (an image id); 422 "
+            "where the server computes no groups.",
+        ),
+    ] = None,
+    sort: Annotated[
+        Sort,
+        Query(
+            description="newest (upload time), most_confident or least_confident (top-1 "
+            "score of the latest prediction; images without one come last, resp. first)."
+        ),
+    ] = "newest",
 ) -> ImagePage:
-    """Stored images, newest first, with keyset pagination and filters."""
-    page = await _corpus(request).list(
-        limit=limit,
-        cursor=cursor,
-        where=ImageFilter(label=label, tag=tag, since=since, until=until),
+    """Stored images, newest first (or by confidence), with keyset pagination and filters."""
+    where = ImageFilter(
+        label=label,
+        tag=tag,
+        since=since,
+        until=until,
+        min_confidence=min_confidence,
+        max_confidence=max_confidence,
+        disagrees=disagrees,
+        ids=await group_filter(request, group),
     )
+    page = await _corpus(request).list(limit=limit, cursor=cursor, where=where, sort=sort)
     links = _links(request)
     return ImagePage(items=[image_out(r, links) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.patch("", response_model=BulkLabelOut, responses={422: {"model": Problem}})
+async def label_images(request: Request, body: BulkLabel) -> BulkLabelOut:
+    """Set (or, with null, clear) the ground-truth label of up to 500 images in one
+    transaction; ids that name no stored image are listed in `not_found`."""
+    ids = list(dict.fromkeys(image_id_param(i, "ids") for i in body.ids))
+    label = None if body.label is None else check_label(body.label)
+    updated = await _corpus(request).set_labels(ids, label)
+    found = set(updated)
+    return BulkLabelOut(
+        label=label, updated=list(updated), not_found=[i for i in ids if i not in found]
+    )
 
 
 ORIGINAL_LENGTH = "Imgest-Original-Length"

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imgest.labels import MAX_BULK_LABELS
+
 
 class Link(BaseModel):
     url: str
@@ -70,6 +72,27 @@ class ImagePatch(BaseModel):
     description: str | None = Field(
         default=None, max_length=16 * 1024, description="The `description` field; null clears."
     )
+
+
+class BulkLabel(BaseModel):
+    """PATCH /v1/images: one ground-truth label (null clears it) for many images at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(
+        min_length=1,
+        max_length=MAX_BULK_LABELS,
+        description=f"Image ids (1 to {MAX_BULK_LABELS}; repeats count once).",
+    )
+    label: str | None = Field(description="Ground truth for every image; null clears it.")
+
+
+class BulkLabelOut(BaseModel):
+    """What a bulk label request changed, in one transaction."""
+
+    label: str | None = Field(description="The label every updated image now has.")
+    updated: list[str] = Field(description="Ids of the images that now have it.")
+    not_found: list[str] = Field(description="Ids sent that no stored image has.")
 
 
 class AppliedOut(BaseModel):

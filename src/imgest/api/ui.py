@@ -7,6 +7,7 @@ request per file (see static/upload.js).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,15 +19,16 @@ from fastapi.templating import Jinja2Templates
 
 from imgest import __version__
 from imgest.api.assets import Assets
-from imgest.api.images import Links, image_id, image_out
+from imgest.api.images import Links, group_filter, image_id, image_out
 from imgest.api.similar import similar_to
-from imgest.catalog.repo import ImageFilter
+from imgest.catalog.repo import SORTS, ImageFilter, Sort
 from imgest.config import Settings
 from imgest.corpus import Corpus
+from imgest.duplicates import GroupCache, group_of, sizes
 from imgest.errors import ImgestError, InvalidParameter, NoEmbedding
 from imgest.imaging.sniff import FORMATS
-from imgest.labels import MIN_SCORE
-from imgest.params import day, day_end, day_start
+from imgest.labels import MAX_BULK_LABELS, MIN_SCORE, label_matches, suggestions
+from imgest.params import day, day_end, day_start, percent
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/ui/static"
@@ -55,6 +57,11 @@ SHOWN_KEYS = frozenset(
     }
 )
 _MAX_QUERY = 200
+SORT_NAMES: dict[Sort, str] = {
+    "newest": "Newest first",
+    "most_confident": "Most confident first",
+    "least_confident": "Least confident first",
+}
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -139,6 +146,27 @@ def model_labels(request: Request) -> list[str]:
     return sorted(set(labels))
 
 
+def label_suggestions(request: Request) -> list[tuple[str, str]]:
+    """(label, class name) of the active model's vocabulary: ground truth to offer."""
+    labels: list[str] = request.app.state.batcher.model.labels
+    return _suggestions(tuple(labels))
+
+
+@functools.lru_cache(maxsize=4)
+def _suggestions(labels: tuple[str, ...]) -> list[tuple[str, str]]:
+    return suggestions(labels)
+
+
+def latest_top(image: dict[str, Any]) -> dict[str, Any] | None:
+    """The top-1 of the image's latest prediction: what the gallery shows, sorts and filters
+    by (the list API's confidence)."""
+    predictions = image["predictions"]
+    if not predictions or not predictions[-1]["top"]:
+        return None
+    top: dict[str, Any] = predictions[-1]["top"][0]
+    return top
+
+
 def thumbnail(image: dict[str, Any], pipeline: str) -> dict[str, Any] | None:
     """The rendition to show for an image: the configured pipeline's, else any."""
     renditions: dict[str, dict[str, Any]] = image["renditions"]
@@ -170,12 +198,46 @@ async def gallery_page(
     since: Annotated[str, Query(alias="from", max_length=_MAX_QUERY)] = "",
     until: Annotated[str, Query(alias="to", max_length=_MAX_QUERY)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
+    sort: Annotated[str, Query(max_length=_MAX_QUERY)] = "",
+    min_confidence: Annotated[str, Query(alias="min", max_length=_MAX_QUERY)] = "",
+    max_confidence: Annotated[str, Query(alias="max", max_length=_MAX_QUERY)] = "",
+    disagrees: Annotated[str, Query(max_length=_MAX_QUERY)] = "",
+    group: Annotated[str, Query(max_length=_MAX_QUERY)] = "",
 ) -> HTMLResponse:
-    """Stored images, newest first, filtered by a part of the top-1 label (any case: "cat"
-    finds "tiger cat"), tag and upload day (UTC)."""
-    filters = {"label": label.strip(), "tag": tag.strip(), "from": since, "to": until}
-    context: dict[str, Any] = {"filters": filters, "labels": model_labels(request)}
+    """Stored images, newest first or by confidence, filtered by a part of the top-1 label
+    (any case: "cat" finds "tiger cat"), tag, upload day (UTC), confidence (percent),
+    disagreement with the ground truth and near-duplicate group."""
+    filters = {
+        "label": label.strip(),
+        "tag": tag.strip(),
+        "from": since,
+        "to": until,
+        "sort": sort if sort != "newest" else "",
+        "min": min_confidence.strip(),
+        "max": max_confidence.strip(),
+        "disagrees": "1" if disagrees else "",
+        "group": group.strip().lower(),
+    }
+    cache: GroupCache = request.app.state.groups
     try:
+        groups = await cache.current()
+    except ImgestError as exc:  # the catalog, say, is unavailable
+        return _error_page(request, exc)
+    group_sizes = sizes(groups)
+    context: dict[str, Any] = {
+        "filters": filters,
+        "labels": model_labels(request),
+        "suggestions": label_suggestions(request),
+        "sorts": SORT_NAMES,
+        # The group controls show where there is a group of two or more images to look at.
+        "groups_on": bool(group_sizes) or bool(filters["group"]),
+        "max_bulk": MAX_BULK_LABELS,
+        "filtering": any(v for k, v in filters.items() if k != "sort"),  # order is no filter
+    }
+    try:
+        if filters["sort"] and filters["sort"] not in SORTS:
+            raise InvalidParameter(f"Sort is one of {', '.join(SORTS)}.")
+        order: Sort = next((s for s in SORTS if s == filters["sort"]), "newest")
         first = day(since, "From")
         last = day(until, "To")
         where = ImageFilter(
@@ -183,9 +245,13 @@ async def gallery_page(
             tag=filters["tag"] or None,
             since=day_start(first) if first else None,
             until=day_end(last, "To") if last else None,
+            min_confidence=percent(filters["min"], "Confidence from"),
+            max_confidence=percent(filters["max"], "Confidence to"),
+            disagrees=bool(filters["disagrees"]),
+            ids=await group_filter(request, filters["group"] or None),
         )
         corpus: Corpus = request.app.state.corpus
-        page = await corpus.list(limit=PAGE_SIZE, cursor=cursor or None, where=where)
+        page = await corpus.list(limit=PAGE_SIZE, cursor=cursor or None, where=where, sort=order)
     except InvalidParameter as exc:
         return _page(request, "gallery.html", {**context, "items": [], "problem": exc}, 422)
     except ImgestError as exc:
@@ -195,16 +261,37 @@ async def gallery_page(
     items = []
     for record in page.items:
         image = image_out(record, links).model_dump(mode="json")
-        items.append({"image": image, "thumb": thumbnail(image, pipeline)})
+        top = latest_top(image)
+        truth = image["label"]
+        in_group = group_of(groups, image["id"])
+        items.append(
+            {
+                "image": image,
+                "thumb": thumbnail(image, pipeline),
+                "top": top,
+                "disagrees": bool(truth and top and not label_matches(truth, top["label"])),
+                "group": in_group if in_group in group_sizes else None,
+                "group_size": group_sizes.get(in_group, 1),
+            }
+        )
     query = {k: v for k, v in filters.items() if v}
     next_url = None
     if page.next_cursor:
         next_url = "/gallery?" + urlencode({**query, "cursor": page.next_cursor})
     first_url = "/gallery?" + urlencode(query) if cursor else None
+    shown_group = None
+    if filters["group"]:
+        shown_group = {"id": filters["group"], "size": group_sizes.get(filters["group"], 1)}
     return _page(
         request,
         "gallery.html",
-        {**context, "items": items, "next_url": next_url, "first_url": first_url},
+        {
+            **context,
+            "items": items,
+            "next_url": next_url,
+            "first_url": first_url,
+            "shown_group": shown_group,
+        },
     )
 
 

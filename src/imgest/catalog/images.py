@@ -1,4 +1,4 @@
-"""Images in the catalog and their lock: record, read, list, change and delete one image.
+"""Images in the catalog and their lock: record, read, change and delete one image.
 
 Rows of one image change under its lock (`imgest.catalog.locks`), and so do the blob leases
 of its paths (`imgest.catalog.leases`): `add_image` and `add_rendition` spend the writer's
@@ -14,13 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, or_, select
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from imgest.catalog.filters import ImageFilter, filtered
 from imgest.catalog.leases import Lease, Leases, lease_deletes, spend
-from imgest.catalog.locks import locked
+from imgest.catalog.locks import lock_images, locked
 from imgest.catalog.models import (
     Base,
     EmbeddingRow,
@@ -46,7 +52,6 @@ from imgest.catalog.rows import (
     rendition_row,
     table,
 )
-from imgest.params import decode_cursor, encode_cursor
 
 
 class Unset:
@@ -63,14 +68,6 @@ class _Replacements:
     label: str | Unset | None = UNSET  # None clears
     tags: Sequence[str] | Unset = UNSET
     description: str | Unset | None = UNSET  # None clears
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of images and the cursor of the next page (None at the end)."""
-
-    items: list[ImageRecord]
-    next_cursor: str | None
 
 
 class Images(Leases):
@@ -246,28 +243,22 @@ class Images(Leases):
         with self.reading() as session:
             return [prediction_record(p) for p in session.execute(query).scalars()]
 
-    def list_images(
-        self, *, limit: int = 50, cursor: str | None = None, where: ImageFilter | None = None
-    ) -> Page:
-        """Newest first, keyset-paginated on (created_at, id)."""
-        after = decode_cursor(cursor) if cursor else None
-        query = filtered(select(ImageRow), where)
-        if after is not None:
-            stamp = after[0]
-            query = query.where(
-                or_(
-                    ImageRow.created_at < stamp,
-                    and_(ImageRow.created_at == stamp, ImageRow.id < after[1]),
-                )
+    def set_labels(self, image_ids: Sequence[str], label: str | None) -> list[str]:
+        """Set (None: clear) the ground truth of every image in `image_ids` in one transaction,
+        under their locks; the ids that exist (and now have it), in the order given."""
+        wanted = list(dict.fromkeys(image_ids))
+        if not wanted:
+            return []
+        with self.writing() as session:
+            lock_images(session, wanted)
+            found = set(
+                session.execute(select(ImageRow.id).where(ImageRow.id.in_(wanted))).scalars()
             )
-        query = query.order_by(ImageRow.created_at.desc(), ImageRow.id.desc()).limit(limit + 1)
-        with self.reading() as session:
-            rows = list(session.execute(query).scalars())
-            more = len(rows) > limit
-            rows = rows[:limit]
-            items = _hydrate(session, rows)
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-        return Page(items=items, next_cursor=next_cursor)
+            if found:
+                session.execute(
+                    update(ImageRow).where(ImageRow.id.in_(sorted(found))).values(label=label)
+                )
+        return [i for i in wanted if i in found]
 
 
 # Built once: every duplicate upload and image GET loads a record through these. Plain
@@ -301,10 +292,10 @@ def _load(session: Session, image_id: str) -> ImageRecord | None:
     row = session.execute(_IMAGE_BY_ID, {"id": image_id}).first()
     if row is None:
         return None
-    return _hydrate(session, [row])[0]
+    return hydrate(session, [row])[0]
 
 
-def _hydrate(session: Session, rows: Sequence[Any]) -> list[ImageRecord]:
+def hydrate(session: Session, rows: Sequence[Any]) -> list[ImageRecord]:
     """ImageRecords of image rows (ORM objects or plain rows) with their tags, renditions and
     predictions: one query for each of the three."""
     ids = {"ids": [r.id for r in rows]}

@@ -4,7 +4,8 @@
 concern, each a class over the same `Database` (session.py: one engine, one way to run a
 read or a transaction, one mapping of outages to CatalogUnavailable):
 
-- images.py: image records and the image lock (upload, read, list, change, delete);
+- images.py: image records and the image lock (upload, read, change, delete);
+- pages.py: list pages of images (newest first, or by confidence);
 - maintenance.py: what gc and fsck ask (referenced blobs, leasing orphans for deletion);
 - corpus_queries.py: what rescore, compare and export read and write;
 - embeddings.py: what the similarity index loads and catches up with;
@@ -27,13 +28,14 @@ from imgest.catalog.corpus_queries import CorpusQueries
 from imgest.catalog.db import CatalogOptions, make_engine, migrate
 from imgest.catalog.embeddings import Embeddings
 from imgest.catalog.filters import ImageFilter
-from imgest.catalog.images import UNSET, Images, Page, Unset
+from imgest.catalog.images import UNSET, Images, Unset
 from imgest.catalog.maintenance import BlobRef, Maintenance
+from imgest.catalog.pages import SORTS, ImagePages, Page, Sort
 
-__all__ = ["UNSET", "BlobRef", "Catalog", "ImageFilter", "Page", "Unset"]
+__all__ = ["SORTS", "UNSET", "BlobRef", "Catalog", "ImageFilter", "Page", "Sort", "Unset"]
 
 
-class Catalog(Images, Maintenance, CorpusQueries, Embeddings):
+class Catalog(Images, ImagePages, Maintenance, CorpusQueries, Embeddings):
     """The catalog database. Methods are blocking; call them from a worker thread.
 
     Rows and blob leases of one image change under the image's lock (see images.py).

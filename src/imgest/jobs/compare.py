@@ -3,7 +3,10 @@
 A run is named `MODEL[:VERSION]@PIPELINE[:VERSION]` (versions are prefixes; without one, the
 version with the latest predictions in the catalog). The comparison streams the images that
 have both predictions in keyset pages and keeps only counts, histograms and the few
-disagreements shown as thumbnails, so its memory does not grow with the corpus.
+disagreements shown as thumbnails, so its memory does not grow with the corpus. Where
+near-duplicate groups are computed (`imgest.duplicates`, from run B's model), it also counts
+the disagreements on images in a group of two or more: where copies of one photo are
+answered differently, or where a disagreement repeats across copies.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +27,9 @@ from PIL import Image
 from imgest.catalog.records import PredictionKey, PredictionPair
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
+from imgest.duplicates import group_of, near_duplicate_groups, sizes
 from imgest.errors import JobError
+from imgest.labels import label_matches
 from imgest.runtime import Runtime
 from imgest.storage.base import BlobStore, StoreError, StoreTimeoutError
 
@@ -78,6 +84,10 @@ class Comparison:
     a_correct: int = 0
     b_correct: int = 0
     disagreements: list[Disagreement] = field(default_factory=list)
+    # Disagreements on images in a near-duplicate group of two or more, and in how many
+    # groups; None when groups are not computed.
+    grouped_disagreements: int | None = None
+    disagreeing_groups: int | None = None
 
     @property
     def agreement(self) -> float:
@@ -117,6 +127,10 @@ class Comparison:
             "matrix": {"labels": [*labels, "other"], "counts": self.matrix(labels)},
             "confidence_histograms": {"bins": BINS, "a": self.a_hist, "b": self.b_hist},
             "disagreements": [asdict(d.pair) for d in self.disagreements],
+            "near_duplicates": {
+                "disagreements": self.grouped_disagreements,
+                "groups": self.disagreeing_groups,
+            },
         }
 
     def add(self, pair: PredictionPair) -> None:
@@ -135,14 +149,6 @@ class Comparison:
             self.b_correct += label_matches(pair.truth, pair.b_label)
 
 
-def label_matches(truth: str, predicted: str) -> bool:
-    """Ground truth matches a predicted label when equal to it or to one of its names
-    (ImageNet labels are comma-separated synonyms: "tabby, tabby cat"), ignoring case."""
-    want = truth.strip().casefold()
-    names = [predicted.strip().casefold(), *(n.strip().casefold() for n in predicted.split(","))]
-    return want in names
-
-
 def compare(
     settings: Settings,
     a: str,
@@ -150,12 +156,22 @@ def compare(
     *,
     where: ImageFilter | None = None,
     thumbnails: int = 48,
+    groups: Mapping[str, str] | None = None,
 ) -> Comparison:
-    """Compare runs `a` and `b` (MODEL[:VERSION]@PIPELINE[:VERSION]) over the catalog."""
+    """Compare runs `a` and `b` (MODEL[:VERSION]@PIPELINE[:VERSION]) over the catalog;
+    `groups` (image id -> near-duplicate group id) default to those of B's model."""
     runtime = Runtime(settings)
     catalog = runtime.open_catalog()
     try:
         result = Comparison(resolve_run(catalog, a), resolve_run(catalog, b))
+        if groups is None:
+            groups = near_duplicate_groups(
+                catalog, settings, result.b.model, result.b.model_version
+            )
+        grouped = sizes(groups)
+        if groups:
+            result.grouped_disagreements = result.disagreeing_groups = 0
+        seen: set[str] = set()
         worst: list[tuple[float, str, PredictionPair]] = []  # min-heap on confidence
         after: str | None = None
         while page := catalog.paired_predictions(
@@ -164,9 +180,16 @@ def compare(
             after = page[-1].image_id
             for pair in page:
                 result.add(pair)
+                group = group_of(groups, pair.image_id)
+                differ = pair.a_label != pair.b_label
+                if differ and result.grouped_disagreements is not None and group in grouped:
+                    result.grouped_disagreements += 1
+                    seen.add(group)
                 if pair.a_label != pair.b_label and thumbnails > 0:
                     item = (pair.a_score + pair.b_score, pair.image_id, pair)
                     (heapq.heappush if len(worst) < thumbnails else heapq.heappushpop)(worst, item)
+        if result.disagreeing_groups is not None:
+            result.disagreeing_groups = len(seen)
         chosen = [p for _, _, p in sorted(worst, reverse=True)]
         paths = catalog.rendition_paths(
             [p.image_id for p in chosen], result.b.pipeline, result.b.pipeline_version

@@ -10,6 +10,15 @@ of its own. Images go one at a time from the catalog (keyset pages) to disk, so 
 does not grow with the corpus; renditions not stored yet are rendered from the original and
 stored (as on-demand renditions are).
 
+With a split (`--split train=0.8,val=0.1,test=0.1 --seed N`) each image goes to the split its
+group hashes to: a hash of (seed, group id) is a number in [0, 1) that falls in one split's
+share. A group is a set of near-duplicates (`imgest.duplicates`; without them every image is a
+group of its own, and exact duplicates are one image already), so no photo and its re-encoded
+or cropped copy land in different splits; and as a group's split depends only on the seed and
+its id, images added later never move existing ones between splits (unless a new image joins
+two groups into one). Files go under OUT/<split>/; one manifest and one classes.txt serve
+every split, and split.json holds the split, the seed and per-split class counts.
+
 Resumable: files are written atomically (temp file + rename), and an image is in the manifest
 only once its file is complete (for WebDataset: once its whole shard is renamed into place), so
 a rerun skips what the manifest lists and redoes at most one shard.
@@ -18,24 +27,32 @@ a rerun skips what the manifest lists and redoes at most one shard.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import json
-import os
-import re
-import tarfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any
 
 from imgest.catalog.records import PendingImage, PredictionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
+from imgest.duplicates import group_of, near_duplicate_groups
 from imgest.errors import ImgestError, JobError
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
+from imgest.jobs.exportdir import (
+    SPLIT_FILE,
+    Format,
+    Sample,
+    Split,
+    Splits,
+    atomic_write,
+    check_split_file,
+    class_counts,
+    manifest_ids,
+)
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.labels import MIN_SCORE, Vocabulary
@@ -46,15 +63,7 @@ from imgest.storage.base import BlobStore, StoreError, timed_out
 from imgest.storage.once import store_and_record
 from imgest.storage.paths import rendition_path
 
-Format = Literal["imagefolder", "webdataset"]
-MANIFEST = "manifest.jsonl"
-CLASSES = "classes.txt"
 PAGE = 200
-# Separators, control characters, and lone surrogates (which no filesystem name can hold).
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f\ud800-\udfff]")
-# The most bytes in one path component on ext4, XFS, Btrfs, ZFS and APFS (NTFS counts 255
-# UTF-16 units, which 255 UTF-8 bytes never exceed).
-NAME_BYTES = 255
 
 
 @dataclass
@@ -73,9 +82,30 @@ class ExportSummary:
     sources: dict[str, int] = field(default_factory=lambda: {"ground_truth": 0, "prediction": 0})
     failed: list[tuple[str, str]] = field(default_factory=list)
     elapsed: float = 0.0
+    split: Split | None = None
+    groups: str = ""  # where the split's groups came from
+    # Images in the export per split ("" without a split) and label, the earlier runs' too.
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """A human summary."""
+        return self._totals() + self._split_lines()
+
+    def _split_lines(self) -> list[str]:
+        if self.split is None:
+            return []
+        names = self.split.names
+        lines = [f"split {self.split} (seed {self.split.seed}), groups: {self.groups}"]
+        width = max([len("class"), *(len(c) for n in names for c in self.counts.get(n, {}))])
+        lines.append("  ".join(["class".ljust(width), *(n.rjust(8) for n in names)]))
+        counts = [self.counts.get(n, Counter()) for n in names]
+        rows = [(c, [split[c] for split in counts]) for c in sorted(set().union(*counts))]
+        rows.append(("images", [sum(split.values()) for split in counts]))
+        for label, row in rows:
+            lines.append("  ".join([label.ljust(width), *(str(v).rjust(8) for v in row)]))
+        return lines
+
+    def _totals(self) -> list[str]:
         lines = [
             f"exported {self.written} images to {self.out} ({self.format}); "
             f"{self.already} were already there, {self.unlabelled} have no label, "
@@ -85,16 +115,6 @@ class ExportSummary:
             f"{self.rendered} renditions made; {self.elapsed:.1f} s",
         ]
         return lines + [f"failed {i}: {reason}" for i, reason in self.failed]
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image ready to write: its rendition's JPEG bytes and its manifest entry."""
-
-    image_id: str
-    label: str
-    jpeg: bytes
-    entry: dict[str, Any]
 
 
 def run(
@@ -108,8 +128,13 @@ def run(
     shard_size: int = 1000,
     min_score: float = MIN_SCORE,
     progress: bool = False,
+    split: Split | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> ExportSummary:
-    """Write every image `where` selects to `out`, skipping what an earlier run wrote."""
+    """Write every image `where` selects to `out`, skipping what an earlier run wrote.
+
+    With `split`, each image goes to its group's split; `groups` maps image ids to group ids
+    (None: the near-duplicate groups of the model, where they are computed)."""
     if format not in ("imagefolder", "webdataset"):
         raise JobError(f"unknown export format {format!r}: imagefolder or webdataset")
     if not 0.0 <= min_score <= 1.0:
@@ -117,7 +142,8 @@ def run(
     if settings.storage_url.startswith("memory:"):
         raise JobError("export reads renditions from storage; a memory:// store has none")
     out.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary(out=out, format=format, min_score=min_score)
+    check_split_file(out, split)
+    summary = ExportSummary(out=out, format=format, min_score=min_score, split=split)
     started = time.monotonic()
     runtime = Runtime(settings)
     catalog = runtime.open_catalog()
@@ -126,11 +152,17 @@ def run(
     try:
         entry = loop.run(resolve_model(runtime.registry(catalog, store), settings, model))
         chosen = resolve_pipeline(settings, pipeline, entry)
+        if split is not None and groups is None:
+            groups = near_duplicate_groups(catalog, settings, entry.name, entry.version)
+            summary.groups = (
+                f"near-duplicates of {entry.ref}" if groups else "none computed: one per image"
+            )
+        elif split is not None:
+            summary.groups = f"{len(set(groups.values()))} given" if groups else "none given"
         source = _Source(catalog, store, loop, chosen, entry, runtime.limits, summary)
-        done = _manifest_ids(out)
-        writer = (
-            _ImageFolder(out) if format == "imagefolder" else _WebDataset(out, shard_size, done)
-        )
+        source.split, source.groups = split, groups
+        done = manifest_ids(out)
+        writer = Splits(out, format, shard_size, split)
         total = catalog.count_images(where)
         with progress_bar("export", total, enabled=progress) as advance, writer:
             for sample in source.samples(where or ImageFilter(), done, advance):
@@ -141,6 +173,11 @@ def run(
         loop.run(store.close())
         loop.close()
         catalog.close()
+    summary.counts = class_counts(out)
+    if split is not None:
+        counts = {n: dict(sorted(summary.counts.get(n, Counter()).items())) for n in split.names}
+        text = json.dumps({**split.describe(), "counts": counts}, indent=2, sort_keys=True)
+        atomic_write(out / SPLIT_FILE, (text + "\n").encode())
     summary.elapsed = time.monotonic() - started
     return summary
 
@@ -157,6 +194,8 @@ class _Source:
     limits: ImageLimits
     summary: ExportSummary
     vocabulary: Vocabulary = field(init=False)
+    split: Split | None = field(default=None, init=False)
+    groups: Mapping[str, str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.vocabulary = Vocabulary(self.model.spec.labels)
@@ -182,6 +221,11 @@ class _Source:
     def _sample(self, image: PendingImage, prediction: PredictionRecord | None) -> Sample | None:
         entry: dict[str, Any] = {"id": image.id, "pipeline": self.pipeline.name}
         entry["pipeline_version"] = self.pipeline.version
+        if self.split is not None:
+            group = group_of(self.groups, image.id)
+            entry["split"] = self.split.of(group)
+            if group != image.id:
+                entry["group"] = group
         words = self.vocabulary
         if image.label is not None:
             cls = words.class_of(image.label)
@@ -240,161 +284,3 @@ class _Source:
 
 async def _read(store: BlobStore, path: str) -> bytes:
     return await (await store.get(path)).read()
-
-
-def _manifest_ids(out: Path) -> set[str]:
-    """Ids the manifest lists (a torn last line from a crash is ignored)."""
-    try:
-        text = (out / MANIFEST).read_text()
-    except FileNotFoundError:
-        return set()
-    ids = set()
-    for line in text.splitlines():
-        try:
-            ids.add(json.loads(line)["id"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return ids
-
-
-def safe_label(label: str) -> str:
-    """A label as one directory name: no separators or control characters, no leading dot,
-    at most NAME_BYTES of UTF-8. A longer one is cut at a code point boundary and ends in
-    `~` and 12 hex digits of the label's SHA-256, so labels that share a long start stay
-    apart."""
-    name = _UNSAFE.sub("_", label).strip()
-    name = "_" + name if not name or name.startswith(".") else name
-    if len(name.encode()) <= NAME_BYTES:
-        return name
-    suffix = "~" + hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return fit_bytes(name, NAME_BYTES - len(suffix)).rstrip() + suffix
-
-
-def fit_bytes(text: str, budget: int) -> str:
-    """The longest start of `text` whose UTF-8 is at most `budget` bytes (whole code points)."""
-    data = text.encode()
-    # The input is valid UTF-8, so only the cut at the end can leave a partial code point.
-    return data[:budget].decode(errors="ignore")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.partial")
-    with temp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
-
-
-class _Manifest:
-    """manifest.jsonl, appended to; synced to disk on `sync`."""
-
-    def __init__(self, out: Path) -> None:
-        self._fh: IO[str] = (out / MANIFEST).open("a")
-
-    def add(self, entries: list[dict[str, Any]]) -> None:
-        for entry in entries:
-            self._fh.write(json.dumps(entry, sort_keys=True) + "\n")
-        self._fh.flush()
-
-    def sync(self) -> None:
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self.sync()
-        self._fh.close()
-
-
-class _ImageFolder:
-    """OUT/<label>/<id>.jpg, one file per image."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.manifest = _Manifest(out)
-
-    def __enter__(self) -> _ImageFolder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.manifest.close()
-
-    def write(self, sample: Sample) -> None:
-        relative = f"{safe_label(sample.label)}/{sample.image_id}.jpg"
-        _atomic_write(self.out / relative, sample.jpeg)
-        self.manifest.add([{**sample.entry, "path": relative}])
-
-
-class _WebDataset:
-    """Tar shards `shard-NNNNNN.tar` of `shard_size` samples: <id>.jpg, <id>.cls, <id>.json.
-
-    `.cls` is the label's line number (from 0) in classes.txt, which grows as labels appear.
-    A shard is written as `.partial` and renamed when complete; only then do its samples go
-    into the manifest.
-    """
-
-    def __init__(self, out: Path, shard_size: int, done: set[str]) -> None:
-        self.out = out
-        self.shard_size = shard_size
-        for partial in out.glob("shard-*.tar.partial"):
-            partial.unlink()  # an interrupted shard: its samples are not in the manifest
-        self.shard = len(list(out.glob("shard-*.tar")))
-        self.classes = _read_classes(out)
-        self.manifest = _Manifest(out)
-        self._tar: tarfile.TarFile | None = None
-        self._pending: list[dict[str, Any]] = []
-
-    def __enter__(self) -> _WebDataset:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self._finish()
-        elif self._tar is not None:
-            self._tar.close()  # left as .partial: the next run removes it
-        self.manifest.close()
-
-    def write(self, sample: Sample) -> None:
-        if self._tar is None:
-            # Closed by _finish (or __exit__ after an error).
-            self._tar = tarfile.open(  # noqa: SIM115
-                self._path(".partial"), "w", format=tarfile.PAX_FORMAT
-            )
-        if sample.label not in self.classes:
-            self.classes[sample.label] = len(self.classes)
-        index = self.classes[sample.label]
-        name = f"shard-{self.shard:06d}.tar"
-        entry = {**sample.entry, "cls": index, "shard": name}
-        meta = json.dumps(entry, sort_keys=True).encode()
-        for ext, data in (("jpg", sample.jpeg), ("cls", str(index).encode()), ("json", meta)):
-            info = tarfile.TarInfo(f"{sample.image_id}.{ext}")
-            info.size = len(data)
-            info.mtime = 0
-            self._tar.addfile(info, io.BytesIO(data))
-        self._pending.append(entry)
-        if len(self._pending) >= self.shard_size:
-            self._finish()
-
-    def _finish(self) -> None:
-        if self._tar is None:
-            return
-        self._tar.close()
-        with self._path(".partial").open("rb") as fh:
-            os.fsync(fh.fileno())
-        _atomic_write(self.out / CLASSES, "".join(f"{c}\n" for c in self.classes).encode())
-        os.replace(self._path(".partial"), self._path(""))
-        self.manifest.add(self._pending)
-        self.manifest.sync()
-        self._tar, self._pending = None, []
-        self.shard += 1
-
-    def _path(self, suffix: str) -> Path:
-        return self.out / f"shard-{self.shard:06d}.tar{suffix}"
-
-
-def _read_classes(out: Path) -> dict[str, int]:
-    try:
-        names = (out / CLASSES).read_text().splitlines()
-    except FileNotFoundError:
-        return {}
-    return {name: i for i, name in enumerate(names)}

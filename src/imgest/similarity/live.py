@@ -14,6 +14,7 @@ searches exactly only what was embedded after it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,12 +24,15 @@ import numpy as np
 import numpy.typing as npt
 
 from imgest.catalog.repo import Catalog
+from imgest.errors import StorageUnavailable
 from imgest.scoring.model import Model
 from imgest.similarity.ann import AnnIndex
 from imgest.similarity.index import ExactIndex, VectorIndex
 from imgest.similarity.persist import LiveIndex, Pointer, load_latest, wants_ann
 from imgest.similarity.vectors import from_bytes
 from imgest.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
 
 PAGE = 10_000
 NearMode = Literal["flag", "reject", "off"]
@@ -125,7 +129,16 @@ class SimilarImages:
             if current is None or current.model_version != model.version:
                 current = VersionIndex(self.catalog, model.version, model.embedding_dim)
                 if self.store is not None:
-                    built = await load_latest(self.store, model.name, model.version)
+                    try:
+                        built = await load_latest(self.store, model.name, model.version)
+                    except StorageUnavailable:  # a server still starts when storage hangs
+                        log.warning(
+                            "could not read the ANN index of %s from storage; searching "
+                            "exactly until this process restarts",
+                            model.version[:12],
+                            exc_info=True,
+                        )
+                        built = None
                     if built is not None and wants_ann(built[0].count, self.ann_min_vectors):
                         current.start_from(*built)
                 await anyio.to_thread.run_sync(current.catch_up)

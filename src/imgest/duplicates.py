@@ -1,0 +1,106 @@
+"""Near-duplicate groups (image id -> group id) for export --split, compare and the gallery.
+
+One seam: the groups come from `imgest.similarity.groups.near_duplicate_groups` (connected
+components of embedding pairs at or above a cosine threshold, named by their smallest image
+id). Where that module is not installed, or the model has no embeddings, there are none:
+every image is a group of its own (exact duplicates already share one id), export splits
+image by image, the compare report says the count was not computed, and the gallery hides
+its group controls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+GROUPS_MODULE = "imgest.similarity.groups"
+# Cosine at or above which two images are near-duplicates, unless the settings name one.
+DEFAULT_THRESHOLD = 0.9
+# How long the server reuses the groups it computed (they change only as images come in).
+CACHE_SECONDS = 60.0
+
+Groups = Mapping[str, str]
+# near_duplicate_groups(catalog, model, model_version, threshold) -> {image id: group id}
+GroupFinder = Callable[[Any, str, str, float], Groups]
+
+
+def finder() -> GroupFinder | None:
+    """The near-duplicate group function, or None where the similarity module is absent."""
+    try:
+        module = importlib.import_module(GROUPS_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (GROUPS_MODULE, GROUPS_MODULE.rpartition(".")[0]):
+            raise  # the module is there but one of its own imports is not: say so
+        return None
+    found: GroupFinder = module.near_duplicate_groups
+    return found
+
+
+def threshold(settings: object) -> float:
+    """The near-duplicate threshold: the settings' `near_duplicate_threshold` if they have
+    one, else DEFAULT_THRESHOLD."""
+    value = getattr(settings, "near_duplicate_threshold", None)
+    return float(value) if isinstance(value, int | float) else DEFAULT_THRESHOLD
+
+
+def near_duplicate_groups(
+    catalog: Any, settings: object, model: str, model_version: str
+) -> Groups | None:
+    """{image id: group id} of `model`'s embeddings, or None when groups are not computed
+    (no similarity module, or no embedded image)."""
+    find = finder()
+    if find is None:
+        return None
+    groups = find(catalog, model, model_version, threshold(settings))
+    return groups or None
+
+
+def group_of(groups: Groups | None, image_id: str) -> str:
+    """The group of `image_id`: itself unless groups put it in another."""
+    return groups.get(image_id, image_id) if groups else image_id
+
+
+def members(groups: Groups | None, group: str) -> frozenset[str]:
+    """The images of group `group` (an image not in any group is a group of its own)."""
+    found = frozenset(i for i, g in (groups or {}).items() if g == group)
+    return found or frozenset({group})
+
+
+def sizes(groups: Groups | None) -> dict[str, int]:
+    """Images per group id, for the groups with more than one image."""
+    counts: dict[str, int] = {}
+    for group in (groups or {}).values():
+        counts[group] = counts.get(group, 0) + 1
+    return {g: n for g, n in counts.items() if n > 1}
+
+
+class GroupCache:
+    """The server's near-duplicate groups of its active model, recomputed (in a worker
+    thread, one computation at a time) at most every `ttl` seconds."""
+
+    def __init__(
+        self,
+        compute: Callable[[], Groups | None],
+        ttl: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._compute = compute
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = anyio.Lock()
+        self._groups: Groups | None = None
+        self._at: float | None = None
+
+    async def current(self) -> Groups | None:
+        """The groups (None: not computed), fresh within `ttl` seconds."""
+        async with self._lock:
+            now = self._clock()
+            if self._at is None or now - self._at >= self._ttl:
+                self._groups = await anyio.to_thread.run_sync(self._compute)
+                self._at = self._clock()
+            return self._groups
