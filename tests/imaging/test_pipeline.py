@@ -69,7 +69,7 @@ def test_version_is_stable() -> None:
             (
                 "resize",
                 {
-                    "filter": "bilinear",
+                    "filter": "bicubic",
                     "background": [255, 255, 255],
                     "size": [224, 224],
                     "mode": "crop",
@@ -80,6 +80,25 @@ def test_version_is_stable() -> None:
     )
     assert spelled.version == a.version and spelled == a
     assert resize_pipeline(crop=1).version == resize_pipeline(crop=1.0).version
+
+
+# Renditions are stored under (pipeline name, version): a change to what the built-ins render
+# must change these, deliberately. History: default 6b6301f3e46c (bilinear, revision 1).
+BUILTIN_VERSIONS = {"default": "0d7816f13fdd", "stretch": "b9e1a9d997d7", "pad": "d106b7587884"}
+
+
+def test_builtin_versions_are_pinned() -> None:
+    assert {k: p.version for k, p in builtin_pipelines().items()} == BUILTIN_VERSIONS
+
+
+def test_builtins_resample_like_the_reference_recipe() -> None:
+    # Bicubic, as the model's reference preprocessing (issue 17: bilinear was the main cause
+    # of served top-1 differing from the reference's).
+    for pipeline in (*builtin_pipelines().values(), resize_pipeline()):
+        assert dict(pipeline.steps[0][1])["filter"] == "bicubic"
+    bilinear = builtin_pipelines(filter="bilinear")["default"]
+    assert bilinear.version != builtin_pipelines()["default"].version
+    assert bilinear.version != BUILTIN_VERSIONS["default"]
 
 
 def test_name_does_not_change_the_version() -> None:

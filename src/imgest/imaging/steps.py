@@ -44,15 +44,17 @@ def resize(
     size: Size,
     mode: ResizeMode = "crop",
     crop: float = 0.875,
-    filter: str = "bilinear",
+    filter: str = "bicubic",
     background: RGB = (255, 255, 255),
     content: Box | None = None,
 ) -> Image.Image:
     """Resize to exactly `size`: centre `crop` then scale, `stretch` to fit, or `pad` (letterbox).
 
     crop: the largest box of the output's aspect ratio, times `crop` (0.875 = 224/256 of the
-    short side for a square output), centred, scaled to `size`. `content` is the sub-pixel
-    region of `img` that holds the picture (see decode.Decoded); default: all of it.
+    short side for a square output), centred, scaled to `size`. `filter` defaults to bicubic,
+    the model's reference preprocessing (bilinear agreed with it less often: docs/model.md,
+    "Fidelity"). `content` is the sub-pixel region of `img` that holds the picture (see
+    decode.Decoded); default: all of it.
     """
     check_resize(size=size, mode=mode, crop=crop, filter=filter, background=background)
     resample = FILTERS[filter]
