@@ -37,7 +37,7 @@ from imgest.errors import (
     UnsupportedPixelFormat,
 )
 from imgest.imaging.header import SWAPS_AXES
-from imgest.imaging.sniff import ImageInfo, jpeg_segments
+from imgest.imaging.sniff import ImageInfo, jpeg_segments, jpeg_without_header_junk
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ def _load_jpeg(
         elif marker == 0xE2 and data[start : start + 12] == b"ICC_PROFILE\x00":
             icc_parts.setdefault(data[start + 12], data[start + 14 : end])
     icc = b"".join(icc_parts[k] for k in sorted(icc_parts)) or None
+    data = jpeg_without_header_junk(data, segments, scan_start)  # offsets above are stale now
 
     if components in (1, 3):
         min_w, min_h = 0, 0  # full size
