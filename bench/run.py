@@ -34,6 +34,7 @@ BENCHMARKS = [
     "ingest_http",
     "ingest_profile",
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
+    "fidelity",  # issue 17: served top-1 vs the reference recipe, per decode path
 ]
 
 VERSIONS = (

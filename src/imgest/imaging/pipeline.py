@@ -34,7 +34,9 @@ StepSpec = tuple[str, Params]
 
 # Bump when decode() changes the pixels it delivers (orientation, colour, alpha, DCT scaling
 # policy): every pipeline's version changes with it, so old renditions are not mixed with new.
-# 2: orientation given only in XMP (tiff:Orientation) is applied, as Pillow's exif_transpose does.
+# Bump it too when a built-in step changes what it does with the same parameters.
+# 2: orientation given only in XMP (tiff:Orientation) is applied, as Pillow's exif_transpose
+#    does; resize's crop box is placed on the reference recipe's whole-pixel grid.
 RENDER_REVISION = 2
 JPEG_SUBSAMPLING = "4:4:4"  # chroma at full resolution: a 224 px rendition has none to spare
 # Steps decode() always applies (EXIF/HEIF orientation, colour management to RGB): a spec may
