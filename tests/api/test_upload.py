@@ -473,3 +473,12 @@ def test_nothing_new_on_stored_bytes_writes_nothing(
         "fields_set": [],
         "fields_conflict": [],
     }
+
+
+def test_jpeg_with_junk_between_segments_is_accepted(client: TestClient, data_dir: Path) -> None:
+    """libjpeg skips non-marker bytes before a marker (a warning); so do we (was 422)."""
+    data = (data_dir / "cat.jpg").read_bytes()
+    at = data.index(b"\xff\xdb")
+    r = upload(client, [("junk.jpg", data[:at] + b"\x00\r\n" + data[at:])])
+    assert r.status_code == 201, r.text
+    assert r.json()["images"][0]["width"] == 451
