@@ -332,8 +332,10 @@ def test_jpeg_with_junk_between_segments_renders_as_the_clean_file(
     assert np.array_equal(service_flow(junk, pipeline).model_inputs()[0], want)
 
 
-# Sizes that decode whole (no integer reduce): odd and even margins around the centre crop.
-LOSSLESS_SIZES = [(225, 150), (451, 300), (300, 451), (513, 301), (260, 259)]
+# Odd and even margins around the centre crop; the last ones are box-reduced by 2, 3 and 5 in
+# decode, with a partial block that must land on the upright picture's right and bottom.
+LOSSLESS_SIZES = [(225, 150), (451, 300), (300, 451), (513, 301), (260, 259), (1001, 777)]
+LOSSLESS_SIZES += [(803, 1285), (1603, 1279)]
 
 
 @pytest.mark.parametrize("size", LOSSLESS_SIZES)
@@ -404,3 +406,19 @@ def test_default_gives_the_reference_recipes_input_for_lossless_images(
     # apart here and there. Half a pixel off the grid (as before issue 17) is far more.
     delta = np.abs(ours.astype(int) - np.asarray(reference, dtype=int))
     assert delta.max() <= 2 and delta.mean() < 0.2, (delta.max(), delta.mean())
+
+
+def test_every_orientation_of_a_reduced_rgba_png_gives_one_model_input(
+    cat: Image.Image, encode: Any
+) -> None:
+    from tests.conftest import STORED_FOR_ORIENTATION
+
+    upright = cat.resize((1001, 777), Image.Resampling.LANCZOS).convert("RGBA")
+    upright.putalpha(Image.linear_gradient("L").resize(upright.size))
+    pipeline = builtin_pipelines()["default"]
+    want = service_flow(encode(upright, "PNG"), pipeline).model_inputs()[0]
+    for k in (2, 5, 7):
+        tags = Image.Exif()
+        tags[0x0112] = k
+        data = encode(STORED_FOR_ORIENTATION[k](upright), "PNG", exif=tags.tobytes())
+        assert np.array_equal(service_flow(data, pipeline).model_inputs()[0], want), k

@@ -166,9 +166,15 @@ def decode_exact(
             img, icc = _load_pillow(data, info)
         scale = _dct_scale(info, img.size)
         img = _normalise_mode(img)
-        img, factor = _shrink(img, target)
+        # A partial block of the reduction goes where the upright picture's right and bottom
+        # edges will be, as it does for orientation 1 (libjpeg's DCT scaling cannot choose).
+        first = _partial_first(info.orientation) if scale == 1 else (False, False)
+        img, factor = _shrink(img, target, first)
         scale /= factor
-        content: Box = (0.0, 0.0, info.width * scale, info.height * scale)
+        # Where the picture starts: inside the first pixel when that is a partial block.
+        rx, ry = (info.width % factor) * first[0], (info.height % factor) * first[1]
+        x0, y0 = (1 - rx / factor if rx else 0.0), (1 - ry / factor if ry else 0.0)
+        content: Box = (x0, y0, x0 + info.width * scale, y0 + info.height * scale)
         if icc is not None and len(icc) > max_icc_bytes:
             log.warning(
                 "ignoring an embedded ICC profile of %d bytes (max_icc_bytes %d): "
@@ -355,14 +361,41 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
-def _shrink(im: Image.Image, target: Size | None) -> tuple[Image.Image, int]:
-    """Integer box reduction (sizes rounded up) while the result stays at least `target`."""
+def _partial_first(orientation: int) -> tuple[bool, bool]:
+    """Whether the stored right (x) and bottom (y) edges end up at the upright picture's left
+    or top: then a reduction's partial blocks belong at the stored start of that axis."""
+    transpose = _UPRIGHT.get(orientation)
+    if transpose is None:
+        return False, False
+    move = _POINT_AFTER[transpose]
+    right, bottom = move(10, 10, 10, 20), move(5, 20, 10, 20)  # edge midpoints of a 10 x 20
+    return 0 in right, 0 in bottom
+
+
+def _shrink(
+    im: Image.Image, target: Size | None, first: tuple[bool, bool] = (False, False)
+) -> tuple[Image.Image, int]:
+    """Integer box reduction (sizes rounded up) while the result stays at least `target`;
+    `first` puts the partial block of each axis at its start instead of its end."""
     if target is None:
         return im, 1
     factor = min(im.width // target[0], im.height // target[1])
     if factor < 2:
         return im, 1
-    return im.reduce(factor), factor
+    rx = im.width % factor if first[0] else 0
+    ry = im.height % factor if first[1] else 0
+    if not rx and not ry:
+        return im.reduce(factor), factor
+    # Pillow premultiplies alpha for each reduce(): once here, for the four boxes.
+    alpha = im.mode in ("LA", "RGBA")
+    src = im.convert(im.mode[:-1] + "a") if alpha else im
+    out = Image.new(src.mode, (-(-im.width // factor), -(-im.height // factor)))
+    xs = [(0, rx, 0), (rx, im.width, 1)] if rx else [(0, im.width, 0)]
+    ys = [(0, ry, 0), (ry, im.height, 1)] if ry else [(0, im.height, 0)]
+    for left, right, at_x in xs:
+        for top, bottom, at_y in ys:
+            out.paste(src.reduce(factor, box=(left, top, right, bottom)), (at_x, at_y))
+    return (out.convert(im.mode) if alpha else out), factor
 
 
 def _to_srgb(im: Image.Image, icc: bytes | None, background: RGB) -> Image.Image:
