@@ -2,8 +2,10 @@
 
 JPEGs are decoded at a reduced DCT scale (simplejpeg, or Pillow's draft for CMYK/YCCK) so a
 12 MP photo never exists at full size when a 224 px rendition is all that is wanted; other
-formats are decoded whole and box-reduced by an integer factor right away. HEIF (HEVC, through
-pi-heif's libheif and libde265) and AVIF (AV1, Pillow's own plugin) have no reduced decode either.
+formats are decoded whole and box-reduced by an integer factor right away, to no less than
+twice the size wanted (the antialiased resize does the rest, closer to the reference recipe).
+HEIF (HEVC, through pi-heif's libheif and libde265) and AVIF (AV1, Pillow's own plugin) have no
+reduced decode either.
 High-bit-depth and float grey is brought to 8 bits a band of rows at a time, so the conversion
 adds one byte per pixel, not several full-size copies. ICC -> sRGB transforms are cached by the
 profile's SHA-256 in an LRU bounded by profile bytes; a profile over `max_icc_bytes` is ignored.
@@ -375,11 +377,15 @@ def _partial_first(orientation: int) -> tuple[bool, bool]:
 def _shrink(
     im: Image.Image, target: Size | None, first: tuple[bool, bool] = (False, False)
 ) -> tuple[Image.Image, int]:
-    """Integer box reduction (sizes rounded up) while the result stays at least `target`;
-    `first` puts the partial block of each axis at its start instead of its end."""
+    """Integer box reduction (sizes rounded up) while the result stays at least twice
+    `target`; `first` puts the partial block of each axis at its start instead of its end.
+
+    Twice: the pipeline's antialiased resize then does the last 2x or more itself, as the
+    reference recipe's resize from full size does (a box reduction all the way down agreed
+    with it less often: docs/model.md, "Fidelity")."""
     if target is None:
         return im, 1
-    factor = min(im.width // target[0], im.height // target[1])
+    factor = min(im.width // (2 * target[0]), im.height // (2 * target[1]))
     if factor < 2:
         return im, 1
     rx = im.width % factor if first[0] else 0

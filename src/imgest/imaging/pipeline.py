@@ -36,7 +36,8 @@ StepSpec = tuple[str, Params]
 # policy): every pipeline's version changes with it, so old renditions are not mixed with new.
 # Bump it too when a built-in step changes what it does with the same parameters.
 # 2: orientation given only in XMP (tiff:Orientation) is applied, as Pillow's exif_transpose
-#    does; resize's crop box is placed on the reference recipe's whole-pixel grid.
+#    does; box reductions stop at twice the size wanted and put their partial block where
+#    orientation 1 has it; resize's crop box is placed on the reference recipe's pixel grid.
 RENDER_REVISION = 2
 JPEG_SUBSAMPLING = "4:4:4"  # chroma at full resolution: a 224 px rendition has none to spare
 # Steps decode() always applies (EXIF/HEIF orientation, colour management to RGB): a spec may
