@@ -59,8 +59,23 @@ _PILLOW_FORMATS = {
     "avif": "AVIF",  # Pillow's own plugin (libavif)
 }
 # libheif applies `clap`, `irot` and `imir` while decoding, so it delivers the upright picture;
-# Pillow's AVIF plugin leaves the transforms to us, like EXIF orientation.
+# Pillow's AVIF plugin leaves the transforms to us, like EXIF orientation. Recent Pillows turn
+# TIFFs upright themselves (TiffImagePlugin runs exif_transpose on load): see _decoder_orients.
 _DECODER_ORIENTS = frozenset({"heif"})
+
+
+@lru_cache(maxsize=1)
+def _pillow_orients_tiff() -> bool:
+    """Whether this Pillow turns a TIFF upright on load (it then reports the upright size)."""
+    out = io.BytesIO()
+    Image.new("L", (2, 1)).save(out, "TIFF", tiffinfo={274: 6})
+    with Image.open(out) as im:
+        return bool(im.size == (1, 2))
+
+
+def _decoder_orients(fmt: str) -> bool:
+    return fmt in _DECODER_ORIENTS or (fmt == "tiff" and _pillow_orients_tiff())
+
 
 # pi-heif (pillow-heif's decode-only build: no x265, which is GPL) decodes HEVC only (its
 # libheif has no AV1 decoder), so registering it cannot take AVIF away from Pillow's plugin;
@@ -149,7 +164,7 @@ def decode_exact(
     max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
 ) -> Decoded:
     """decode(), also saying which sub-pixel region of the result is the picture."""
-    if info.format in _DECODER_ORIENTS and info.orientation != 1:
+    if _decoder_orients(info.format) and info.orientation != 1:
         width, height = info.oriented_size
         info = replace(info, width=width, height=height, orientation=1)
     pillow_max = Image.MAX_IMAGE_PIXELS
@@ -222,8 +237,13 @@ def decode_exact(
 
 def _open(data: bytes, info: ImageInfo) -> Image.Image:
     im = Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[info.format]])
-    # Our header reader and Pillow must agree, or the limits checked the wrong size.
-    if im.size != (info.width, info.height):
+    # Our header reader and Pillow must agree, or the limits checked the wrong size. A TIFF
+    # turned by Pillow on load may not be turned yet (XMP orientation): _load_pillow checks
+    # the size again after loading.
+    sizes = {(info.width, info.height)}
+    if info.format == "tiff" and _pillow_orients_tiff():
+        sizes.add((info.height, info.width))
+    if im.size not in sizes:
         raise ImageCorrupt(
             f"The image header is ambiguous ({info.width}x{info.height} or "
             f"{im.size[0]}x{im.size[1]})."
