@@ -23,7 +23,8 @@ labelled photos, and as context: `default` with bilinear (the filter before issu
 second valid reference
 (crop 224/256 of the short side first, then bicubic to 224: scripts/export_default_model.py).
 
-Usage: python bench/fidelity.py [--quick]  (quick: whole photos only, jpeg and png paths).
+Usage: python bench/fidelity.py [--quick] [--paths P ...] [--crops N] [--no-context]
+(quick: whole photos only, jpeg and png paths).
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def served_input(data: bytes, pipeline: Pipeline, model: Model) -> Array:
     return model.preprocess(pixels)
 
 
-def pictures(quick: bool) -> list[Picture]:
-    """The whole photos, then (unless quick) CROPS seeded crops of each."""
+def pictures(crops: int) -> list[Picture]:
+    """The whole photos, each followed by `crops` seeded crops of it."""
     out: list[Picture] = []
     rng = random.Random(17)
     for photo in photos(fetch=False):  # filled by make bench (bench/photoset.py)
@@ -134,9 +135,7 @@ def pictures(quick: bool) -> list[Picture]:
             upright = ImageOps.exif_transpose(im).convert("RGB")
         own = data if data[:3] == b"\xff\xd8\xff" else None
         out.append(Picture(photo.name, upright, photo.labels, own))
-        if quick:
-            continue
-        for i in range(CROPS):
+        for i in range(crops):
             w = round(upright.width * rng.uniform(0.5, 0.85))
             h = round(upright.height * rng.uniform(0.5, 0.85))
             x, y = rng.randint(0, upright.width - w), rng.randint(0, upright.height - h)
@@ -175,15 +174,16 @@ def _top(model: Model, batch: list[Array]) -> list[npt.NDArray[np.int64]]:
     return out
 
 
-def measure(quick: bool = False) -> dict[str, Tally]:
-    """Score every picture on every path, both ways; the counts per path."""
+def measure(paths: tuple[str, ...], crops: int, context: bool = True) -> dict[str, Tally]:
+    """Score every picture on every path, both ways (and the two context rows unless not
+    `context`); the counts per path."""
     model = Model.bundled()
     served = builtin_pipelines()["default"]
     # Spelled out rather than builtin_pipelines(filter=...), so that this runs on older trees.
     bilinear = Pipeline.build("bilinear", [("resize", {"size": (224, 224), "filter": "bilinear"})])
     tallies: dict[str, Tally] = {}
-    items = pictures(quick)
-    for path in QUICK_PATHS if quick else PATHS:
+    items = pictures(crops)
+    for path in paths:
         tally = tallies[path] = Tally()
         ours: list[Array] = []
         old: list[Array] = []
@@ -194,11 +194,14 @@ def measure(quick: bool = False) -> dict[str, Tally]:
             started = time.perf_counter()
             ours.append(served_input(data, served, model))
             tally.ms.append((time.perf_counter() - started) * 1000)
-            old.append(served_input(data, bilinear, model))
             refs.append(reference_input(data))
-            seconds.append(second_reference_input(data))
-        top_ours, top_old = _top(model, ours), _top(model, old)
-        top_ref, top_second = _top(model, refs), _top(model, seconds)
+            if context:
+                old.append(served_input(data, bilinear, model))
+                seconds.append(second_reference_input(data))
+        top_ours, top_ref = _top(model, ours), _top(model, refs)
+        # Without the context rows they count as agreeing: shown as "-" (see run).
+        top_old = _top(model, old) if context else top_ref
+        top_second = _top(model, seconds) if context else top_ref
         for picture, a, b, r, s in zip(items, top_ours, top_old, top_ref, top_second, strict=True):
             tally.pictures += 1
             tally.agree += int(a[0] == r[0])
@@ -216,15 +219,26 @@ def _pct(n: int | float, d: int) -> str:
     return f"{100 * n / d:.1f}%" if d else "-"
 
 
-def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
-    """bench/run.py's entry: the table as Markdown lines, and the agreement target."""
+def run(
+    repeats: int = 15,
+    quick: bool = False,
+    *,
+    paths: tuple[str, ...] | None = None,
+    crops: int | None = None,
+    context: bool = True,
+    command: str = ".venv/bin/python bench/fidelity.py",
+) -> dict[str, Any]:
+    """bench/run.py's entry: the table as Markdown lines, and the agreement target.
+
+    quick: whole photos only, jpeg and png; `paths`, `crops` and `context` override."""
     del repeats  # one pass: the numbers are counts, not timings
-    tallies = measure(quick)
+    paths = paths or (QUICK_PATHS if quick else PATHS)
+    crops = crops if crops is not None else (0 if quick else CROPS)
+    tallies = measure(paths, crops, context)
     lines = [
         "Reference: Pillow full decode, exif_transpose, bicubic short side 256, centre crop 224, "
         "(x - 127) / 128 in float32; the same ONNX model. Photos: bench/photoset.py "
-        f"({'whole photos only (--quick)' if quick else f'whole photos + {CROPS} crops each'}). "
-        "Command: `.venv/bin/python bench/fidelity.py" + (" --quick`" if quick else "`"),
+        f"(whole photos and {crops} crops of each). Command: `{command}`",
         "",
         "| decode path | pictures | top-1 agrees | top-5 overlap | accuracy served / reference "
         "(labelled) | bilinear agrees | second reference agrees | served ms |",
@@ -236,8 +250,9 @@ def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
             f"| {path} | {t.pictures} | {_pct(t.agree, t.pictures)} | "
             f"{_pct(t.top5_overlap, t.pictures)} | {_pct(t.served_right, t.labelled)} / "
             f"{_pct(t.reference_right, t.labelled)} ({t.labelled}) | "
-            f"{_pct(t.agree_bilinear, t.pictures)} | "
-            f"{_pct(t.agree_second_reference, t.pictures)} | {np.median(t.ms):.1f} |"
+            f"{_pct(t.agree_bilinear, t.pictures) if context else '-'} | "
+            f"{_pct(t.agree_second_reference, t.pictures) if context else '-'} | "
+            f"{np.median(t.ms):.1f} |"
         )
         for name in (
             "pictures",
@@ -254,8 +269,8 @@ def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
         f"| all | {total.pictures} | {_pct(total.agree, total.pictures)} | "
         f"{_pct(total.top5_overlap, total.pictures)} | {_pct(total.served_right, total.labelled)}"
         f" / {_pct(total.reference_right, total.labelled)} ({total.labelled}) | "
-        f"{_pct(total.agree_bilinear, total.pictures)} | "
-        f"{_pct(total.agree_second_reference, total.pictures)} | |"
+        f"{_pct(total.agree_bilinear, total.pictures) if context else '-'} | "
+        f"{_pct(total.agree_second_reference, total.pictures) if context else '-'} | |"
     )
     agreement = 100 * total.agree / max(1, total.pictures)
     accurate = total.served_right >= total.reference_right
@@ -294,8 +309,21 @@ def print_table(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="whole photos, jpeg and png only")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, help="only these decode paths")
+    parser.add_argument("--crops", type=int, help=f"crops per photo (default {CROPS}, quick 0)")
+    parser.add_argument(
+        "--no-context", action="store_true", help="skip the bilinear and second-reference rows"
+    )
     args = parser.parse_args(argv)
-    print_table(run(quick=args.quick))
+    command = " ".join([".venv/bin/python bench/fidelity.py", *(argv or sys.argv[1:])])
+    result = run(
+        quick=args.quick,
+        paths=tuple(args.paths) if args.paths else None,
+        crops=args.crops,
+        context=not args.no_context,
+        command=command,
+    )
+    print_table(result)
 
 
 if __name__ == "__main__":
