@@ -735,3 +735,24 @@ def test_exif_orientation_wins_over_xmp(fmt: str, small_cat: Image.Image) -> Non
     assert probe(data).orientation == 1
     with Image.open(io.BytesIO(data)) as im:
         assert ImageOps.exif_transpose(im).size == small_cat.size
+
+
+def test_a_deflated_xmp_bomb_is_inflated_only_so_far(small_cat: Image.Image) -> None:
+    """An iTXt XMP packet inflating to 200 MB is read to 1 MiB, quickly; orientation after
+    that point is not seen (Pillow refuses such a chunk outright)."""
+    import zlib
+
+    packet = b" " * 200_000_000 + XMP.format('tiff:Orientation="6"').encode()
+    body = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(packet, 9)
+    chunk = (
+        struct.pack(">I", len(body))
+        + b"iTXt"
+        + body
+        + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    )
+    png = io.BytesIO()
+    small_cat.save(png, "PNG")
+    data = png.getvalue()[:33] + chunk + png.getvalue()[33:]  # after IHDR
+    started = time.monotonic()
+    assert probe(data).orientation == 1
+    assert time.monotonic() - started < 2.0
