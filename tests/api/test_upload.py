@@ -346,15 +346,41 @@ def test_a_refused_score_stores_nothing(
 def test_orientations_give_the_same_top1(
     client: TestClient, oriented_jpeg: Callable[[int], bytes]
 ) -> None:
-    """The cat saved with EXIF orientation 1..8 (pixels stored accordingly) scores alike."""
-    top1 = set()
+    """The cat saved with EXIF orientation 1..8 (pixels stored accordingly) scores alike.
+
+    Each orientation is its own lossy encoding of the turned pixels, and this cat sits on a
+    near-tie ("tiger cat" vs "Egyptian cat", 0.37 each, in the reference recipe too), so the
+    two may swap: the same two classes lead, at scores within 0.05. Lossless files give one
+    identical answer (test_lossless_orientations_give_identical_predictions)."""
+    tops = []
     for k in range(1, 9):
         r = upload(client, [(f"o{k}.jpg", oriented_jpeg(k))])
         assert r.status_code == 201, r.text
         img = r.json()["images"][0]
         assert (img["width"], img["height"]) == ((451, 300) if k < 5 else (300, 451))
-        top1.add(img["predictions"][0]["top"][0]["label"])
-    assert len(top1) == 1, top1
+        tops.append({t["label"]: t["score"] for t in img["predictions"][0]["top"][:2]})
+    assert len({frozenset(top) for top in tops}) == 1, tops
+    for label in tops[0]:
+        scores = [top[label] for top in tops]
+        assert max(scores) - min(scores) < 0.05, (label, scores)
+
+
+def test_lossless_orientations_give_identical_predictions(
+    client: TestClient, cat: Image.Image
+) -> None:
+    from tests.conftest import STORED_FOR_ORIENTATION
+
+    answers = set()
+    for k in range(1, 9):
+        tags = Image.Exif()
+        tags[0x0112] = k
+        out = io.BytesIO()
+        STORED_FOR_ORIENTATION[k](cat).save(out, "PNG", exif=tags.tobytes())
+        r = upload(client, [(f"o{k}.png", out.getvalue())])
+        assert r.status_code == 201, r.text
+        top = r.json()["images"][0]["predictions"][0]["top"]
+        answers.add(tuple((t["label"], t["score"]) for t in top))
+    assert len(answers) == 1, answers
 
 
 def test_tags_are_split_deduplicated_and_checked(client: TestClient, data_dir: Path) -> None:
@@ -493,3 +519,12 @@ def test_nothing_new_on_stored_bytes_writes_nothing(
         "fields_set": [],
         "fields_conflict": [],
     }
+
+
+def test_jpeg_with_junk_between_segments_is_accepted(client: TestClient, data_dir: Path) -> None:
+    """libjpeg skips non-marker bytes before a marker (a warning); so do we (was 422)."""
+    data = (data_dir / "cat.jpg").read_bytes()
+    at = data.index(b"\xff\xdb")
+    r = upload(client, [("junk.jpg", data[:at] + b"\x00\r\n" + data[at:])])
+    assert r.status_code == 201, r.text
+    assert r.json()["images"][0]["width"] == 451

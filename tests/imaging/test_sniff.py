@@ -633,3 +633,126 @@ def test_the_bytes_per_pixel_the_settings_quote_are_the_probes(
             assert probe(data).bytes_per_pixel == int(quoted[label]), label
     alpha = probe(read("cat-rgba.png")).bytes_per_pixel - probe(read("cat.png")).bytes_per_pixel
     assert alpha == int(quoted["alpha"])
+
+
+# --- junk between JPEG segments, XMP orientation (issue 17) ----------------------------------
+
+
+def with_junk(data: bytes, junk: bytes, *, before: bytes) -> bytes:
+    """`data` with `junk` inserted just before the first marker `before` (e.g. b"\\xff\\xdb")."""
+    at = data.index(before, 2)
+    return data[:at] + junk + data[at:]
+
+
+JUNK = [b"\x00", b"\x00\x00\x0d\x0a", b"junk\xff\x00more", b"\xff\x00", b"\x7f" * 5000]
+
+
+@pytest.mark.parametrize("junk", JUNK)
+@pytest.mark.parametrize("before", [b"\xff\xdb", b"\xff\xc4", b"\xff\xda", b"\xff\xe1"])
+def test_junk_before_a_jpeg_marker_is_skipped_as_libjpeg_does(
+    junk: bytes,
+    before: bytes,
+    oriented_jpeg: Callable[..., bytes],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clean = oriented_jpeg(6)
+    data = with_junk(clean, junk, before=before)
+    with Image.open(io.BytesIO(data)) as im:  # Pillow's parser skips it too
+        assert im.size == (300, 451)
+    info = probe(data)
+    assert info == probe(clean)  # size, orientation (in the APP1 after the junk), scans
+    assert "extraneous bytes before marker" in caplog.text
+
+
+def test_junk_between_scans_is_skipped(read: Callable[[str], bytes]) -> None:
+    data = read("cat-progressive.jpg")
+    scans = probe(data).scans
+    second = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    assert probe(data[:second] + b"\x00junk\x00" + data[second:]).scans == scans
+
+
+def test_jpeg_of_junk_without_a_marker_is_truncated_quickly() -> None:
+    data = b"\xff\xd8\xff\xe0\x00\x04\x00\x00" + b"\x00\xff" * 5_000_000  # 10 MB, no marker
+    started = time.monotonic()
+    with pytest.raises(ImageTruncated):
+        probe(data)
+    assert time.monotonic() - started < 1.0
+
+
+XMP = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" {}/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def xmp_oriented(img: Image.Image, fmt: str, k: int, *, exif: int | None = None) -> bytes:
+    """`img` saved as `fmt` with orientation k only in XMP (and an EXIF orientation if given)."""
+    from PIL import PngImagePlugin, TiffImagePlugin
+
+    packet = XMP.format(f'tiff:Orientation="{k}"')
+    kwargs: dict[str, Any] = {}
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", packet, zip=k % 2 == 0)  # deflated or not
+        kwargs["pnginfo"] = info
+    elif fmt == "TIFF":
+        ifd = TiffImagePlugin.ImageFileDirectory_v2()
+        ifd[700] = packet.encode()
+        ifd.tagtype[700] = 1
+        kwargs["tiffinfo"] = ifd
+    else:
+        kwargs["xmp"] = packet.encode()
+        if fmt == "WEBP":
+            kwargs["lossless"] = True
+    if exif is not None:
+        tags = Image.Exif()
+        tags[0x0112] = exif
+        kwargs["exif"] = tags.tobytes()
+    out = io.BytesIO()
+    img.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("k", range(1, 9))
+def test_orientation_only_in_xmp_is_read_as_pillow_reads_it(
+    fmt: str, k: int, small_cat: Image.Image
+) -> None:
+    from PIL import ImageOps
+
+    data = xmp_oriented(small_cat, fmt, k)
+    assert probe(data).orientation == k
+    with Image.open(io.BytesIO(data)) as im:
+        assert ImageOps.exif_transpose(im).size == probe(data).oriented_size
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_exif_orientation_wins_over_xmp(fmt: str, small_cat: Image.Image) -> None:
+    from PIL import ImageOps
+
+    data = xmp_oriented(small_cat, fmt, 6, exif=1)
+    assert probe(data).orientation == 1
+    with Image.open(io.BytesIO(data)) as im:
+        assert ImageOps.exif_transpose(im).size == small_cat.size
+
+
+def test_a_deflated_xmp_bomb_is_inflated_only_so_far(small_cat: Image.Image) -> None:
+    """An iTXt XMP packet inflating to 200 MB is read to 1 MiB, quickly; orientation after
+    that point is not seen (Pillow refuses such a chunk outright)."""
+    import zlib
+
+    packet = b" " * 200_000_000 + XMP.format('tiff:Orientation="6"').encode()
+    body = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(packet, 9)
+    chunk = (
+        struct.pack(">I", len(body))
+        + b"iTXt"
+        + body
+        + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    )
+    png = io.BytesIO()
+    small_cat.save(png, "PNG")
+    data = png.getvalue()[:33] + chunk + png.getvalue()[33:]  # after IHDR
+    started = time.monotonic()
+    assert probe(data).orientation == 1
+    assert time.monotonic() - started < 2.0

@@ -2,11 +2,18 @@
 
 JPEGs are decoded at a reduced DCT scale (simplejpeg, or Pillow's draft for CMYK/YCCK) so a
 12 MP photo never exists at full size when a 224 px rendition is all that is wanted; other
-formats are decoded whole and box-reduced by an integer factor right away. HEIF (HEVC, through
-pi-heif's libheif and libde265) and AVIF (AV1, Pillow's own plugin) have no reduced decode either.
+formats are decoded whole and box-reduced by an integer factor right away, to no less than
+twice the size wanted (the antialiased resize does the rest, closer to the reference recipe).
+HEIF (HEVC, through pi-heif's libheif and libde265) and AVIF (AV1, Pillow's own plugin) have no
+reduced decode either.
 High-bit-depth and float grey is brought to 8 bits a band of rows at a time, so the conversion
 adds one byte per pixel, not several full-size copies. Colours go to sRGB through
 `imaging.colour` (cached ICC transforms); a profile over `max_icc_bytes` is ignored.
+
+Why one long module: each format's decode and the box reduction after it share one piece of
+bookkeeping (which stored edge becomes which upright edge, and where a reduction's partial
+blocks go, so every EXIF orientation of a lossless image gives one model input); split apart,
+the same orientation tables would travel between modules.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import math
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -34,7 +42,7 @@ from imgest.errors import (
 )
 from imgest.imaging.colour import RGB, to_srgb
 from imgest.imaging.header import SWAPS_AXES
-from imgest.imaging.sniff import ImageInfo, jpeg_segments
+from imgest.imaging.sniff import ImageInfo, jpeg_segments, jpeg_without_header_junk
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +61,23 @@ _PILLOW_FORMATS = {
     "avif": "AVIF",  # Pillow's own plugin (libavif)
 }
 # libheif applies `clap`, `irot` and `imir` while decoding, so it delivers the upright picture;
-# Pillow's AVIF plugin leaves the transforms to us, like EXIF orientation.
+# Pillow's AVIF plugin leaves the transforms to us, like EXIF orientation. Recent Pillows turn
+# TIFFs upright themselves (TiffImagePlugin runs exif_transpose on load): see _decoder_orients.
 _DECODER_ORIENTS = frozenset({"heif"})
+
+
+@lru_cache(maxsize=1)
+def _pillow_orients_tiff() -> bool:
+    """Whether this Pillow turns a TIFF upright on load (it then reports the upright size)."""
+    out = io.BytesIO()
+    Image.new("L", (2, 1)).save(out, "TIFF", tiffinfo={274: 6})
+    with Image.open(out) as im:
+        return bool(im.size == (1, 2))
+
+
+def _decoder_orients(fmt: str) -> bool:
+    return fmt in _DECODER_ORIENTS or (fmt == "tiff" and _pillow_orients_tiff())
+
 
 # pi-heif (pillow-heif's decode-only build: no x265, which is GPL) decodes HEVC only (its
 # libheif has no AV1 decoder), so registering it cannot take AVIF away from Pillow's plugin;
@@ -129,7 +152,7 @@ def decode_exact(
 
     `info` must come from `probe(data)` and have passed `limits.check`.
     """
-    if info.format in _DECODER_ORIENTS and info.orientation != 1:
+    if _decoder_orients(info.format) and info.orientation != 1:
         width, height = info.oriented_size
         info = replace(info, width=width, height=height, orientation=1)
     pillow_max = Image.MAX_IMAGE_PIXELS
@@ -148,9 +171,15 @@ def decode_exact(
             img, icc = _load_pillow(data, info)
         scale = _dct_scale(info, img.size)
         img = _normalise_mode(img)
-        img, factor = _shrink(img, target)
+        # A partial block of the reduction goes where the upright picture's right and bottom
+        # edges will be, as it does for orientation 1 (libjpeg's DCT scaling cannot choose).
+        first = _partial_first(info.orientation) if scale == 1 else (False, False)
+        img, factor = _shrink(img, target, first)
         scale /= factor
-        content: Box = (0.0, 0.0, info.width * scale, info.height * scale)
+        # Where the picture starts: inside the first pixel when that is a partial block.
+        rx, ry = (info.width % factor) * first[0], (info.height % factor) * first[1]
+        x0, y0 = (1 - rx / factor if rx else 0.0), (1 - ry / factor if ry else 0.0)
+        content: Box = (x0, y0, x0 + info.width * scale, y0 + info.height * scale)
         if icc is not None and len(icc) > max_icc_bytes:
             log.warning(
                 "ignoring an embedded ICC profile of %d bytes (max_icc_bytes %d): "
@@ -196,8 +225,13 @@ def decode_exact(
 
 def _open(data: bytes, info: ImageInfo) -> Image.Image:
     im = Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[info.format]])
-    # Our header reader and Pillow must agree, or the limits checked the wrong size.
-    if im.size != (info.width, info.height):
+    # Our header reader and Pillow must agree, or the limits checked the wrong size. A TIFF
+    # turned by Pillow on load may not be turned yet (XMP orientation): _load_pillow checks
+    # the size again after loading.
+    sizes = {(info.width, info.height)}
+    if info.format == "tiff" and _pillow_orients_tiff():
+        sizes.add((info.height, info.width))
+    if im.size not in sizes:
         raise ImageCorrupt(
             f"The image header is ambiguous ({info.width}x{info.height} or "
             f"{im.size[0]}x{im.size[1]})."
@@ -233,6 +267,7 @@ def _load_jpeg(
         elif marker == 0xE2 and data[start : start + 12] == b"ICC_PROFILE\x00":
             icc_parts.setdefault(data[start + 12], data[start + 14 : end])
     icc = b"".join(icc_parts[k] for k in sorted(icc_parts)) or None
+    data = jpeg_without_header_junk(data, segments, scan_start)  # offsets above are stale now
 
     if components in (1, 3):
         min_w, min_h = 0, 0  # full size
@@ -336,11 +371,42 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
-def _shrink(im: Image.Image, target: Size | None) -> tuple[Image.Image, int]:
-    """Integer box reduction (sizes rounded up) while the result stays at least `target`."""
+def _partial_first(orientation: int) -> tuple[bool, bool]:
+    """Whether the stored right (x) and bottom (y) edges end up at the upright picture's left
+    or top: then a reduction's partial blocks belong at the stored start of that axis."""
+    transpose = _UPRIGHT.get(orientation)
+    if transpose is None:
+        return False, False
+    move = _POINT_AFTER[transpose]
+    right, bottom = move(10, 10, 10, 20), move(5, 20, 10, 20)  # edge midpoints of a 10 x 20
+    return 0 in right, 0 in bottom
+
+
+def _shrink(
+    im: Image.Image, target: Size | None, first: tuple[bool, bool] = (False, False)
+) -> tuple[Image.Image, int]:
+    """Integer box reduction (sizes rounded up) while the result stays at least twice
+    `target`; `first` puts the partial block of each axis at its start instead of its end.
+
+    Twice: the pipeline's antialiased resize then does the last 2x or more itself, as the
+    reference recipe's resize from full size does (a box reduction all the way down agreed
+    with it less often: docs/model.md, "Fidelity")."""
     if target is None:
         return im, 1
-    factor = min(im.width // target[0], im.height // target[1])
+    factor = min(im.width // (2 * target[0]), im.height // (2 * target[1]))
     if factor < 2:
         return im, 1
-    return im.reduce(factor), factor
+    rx = im.width % factor if first[0] else 0
+    ry = im.height % factor if first[1] else 0
+    if not rx and not ry:
+        return im.reduce(factor), factor
+    # Pillow premultiplies alpha for each reduce(): once here, for the four boxes.
+    alpha = im.mode in ("LA", "RGBA")
+    src = im.convert(im.mode[:-1] + "a") if alpha else im
+    out = Image.new(src.mode, (-(-im.width // factor), -(-im.height // factor)))
+    xs = [(0, rx, 0), (rx, im.width, 1)] if rx else [(0, im.width, 0)]
+    ys = [(0, ry, 0), (ry, im.height, 1)] if ry else [(0, im.height, 0)]
+    for left, right, at_x in xs:
+        for top, bottom, at_y in ys:
+            out.paste(src.reduce(factor, box=(left, top, right, bottom)), (at_x, at_y))
+    return (out.convert(im.mode) if alpha else out), factor

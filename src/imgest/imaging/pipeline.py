@@ -34,7 +34,11 @@ StepSpec = tuple[str, Params]
 
 # Bump when decode_exact() changes the pixels it delivers (orientation, colour, alpha, DCT scaling
 # policy): every pipeline's version changes with it, so old renditions are not mixed with new.
-RENDER_REVISION = 1
+# Bump it too when a built-in step changes what it does with the same parameters.
+# 2: orientation given only in XMP (tiff:Orientation) is applied, as Pillow's exif_transpose
+#    does; box reductions stop at twice the size wanted and put their partial block where
+#    orientation 1 has it; resize's crop box is placed on the reference recipe's pixel grid.
+RENDER_REVISION = 2
 JPEG_SUBSAMPLING = "4:4:4"  # chroma at full resolution: a 224 px rendition has none to spare
 # Steps decode_exact() always applies (EXIF/HEIF orientation, colour management to RGB): a spec may
 # name them for clarity; they are dropped from the canonical spec, since they change nothing.
@@ -246,11 +250,21 @@ def builtin_pipelines(
     size: Size = (224, 224),
     crop: float = 0.875,
     background: RGB = (255, 255, 255),
+    filter: str = "bicubic",
 ) -> dict[str, Pipeline]:
-    """The built-in pipelines: "default" (centre crop), "stretch" and "pad"."""
+    """The built-in pipelines: "default" (centre crop), "stretch" and "pad".
+
+    They resample with `filter`, bicubic as the model's reference preprocessing does.
+    """
 
     def resize(mode: str) -> StepSpec:
-        params = {"size": size, "mode": mode, "crop": crop, "background": background}
+        params = {
+            "size": size,
+            "mode": mode,
+            "crop": crop,
+            "filter": filter,
+            "background": background,
+        }
         return "resize", _canonical_params("resize", params)
 
     return {

@@ -3,6 +3,8 @@
 Everything here reads headers with `struct`; no pixel is decoded and no image library is
 touched, so the size limits in `limits` run before any decoder sees the bytes. HEIF and AVIF
 are ISOBMFF containers: their size and orientation come from the item properties in `meta`.
+Orientation is the EXIF tag, or, when there is none, `tiff:Orientation` in an XMP packet (JPEG
+APP1, PNG iTXt, WebP `XMP `, TIFF tag 700), found as Pillow's `exif_transpose` finds it.
 
 Besides the size, each reader says what decoding will cost: how many bytes per pixel the decode
 path holds at its peak (the decoder's output mode, the copies our conversion makes, Pillow's
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
+import re
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,6 +32,8 @@ import numpy as np
 from imgest.errors import EmptyFile, UnsupportedMediaType, UnsupportedPixelFormat
 from imgest.imaging import isobmff
 from imgest.imaging.header import SWAPS_AXES, corrupt, truncated
+
+log = logging.getLogger(__name__)
 
 MIME_TYPES = {
     "jpeg": "image/jpeg",
@@ -166,13 +173,7 @@ def jpeg_segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
     segments: list[tuple[int, int, int]] = []
     size = len(data)
     while True:
-        # Markers may be preceded by any number of 0xFF fill bytes.
-        if data[pos] != 0xFF:
-            raise corrupt("JPEG", f"expected a marker at byte {pos}")
-        while data[pos] == 0xFF:
-            pos += 1
-        marker = data[pos]
-        pos += 1
+        marker, pos = _next_marker(data, pos)
         if marker in (0x01, *range(0xD0, 0xD8)):  # standalone: TEM, RSTn
             continue
         if marker == 0xD9:
@@ -189,20 +190,67 @@ def jpeg_segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
             return segments, pos
 
 
+def jpeg_without_header_junk(
+    data: bytes, segments: list[tuple[int, int, int]], scan_start: int
+) -> bytes:
+    """`data` with the header (SOI to the first scan) rewritten from its segments alone: what
+    libjpeg skips before a marker (see _next_marker) is left out, since TurboJPEG's header
+    reader fails on the warning even when decoding is not strict. `data` itself, uncopied,
+    when there is nothing to leave out."""
+    header = 2 + sum(end - start + 4 for _, start, end in segments)
+    if header == scan_start:
+        return data
+    parts = [b"\xff\xd8"]
+    parts.extend(
+        b"\xff" + bytes((marker,)) + data[start - 2 : end] for marker, start, end in segments
+    )
+    parts.append(data[scan_start:])
+    return b"".join(parts)
+
+
+# A marker: 0xFF, any 0xFF fill, then a byte that is neither fill nor a stuffed 0x00.
+_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+
+
+def _next_marker(data: bytes, pos: int) -> tuple[int, int]:
+    """(marker, offset after it) of the first marker at or after `pos`; raises IndexError at
+    the end of the data.
+
+    As libjpeg's next_marker(): anything else before a marker is skipped (it warns "Corrupt
+    JPEG data: N extraneous bytes before marker"; cameras and editors leave such padding),
+    0xFF 0x00 included. One regex search, in C: a file of junk costs no Python loop.
+    """
+    match = _MARKER.search(data, pos)
+    if match is None:
+        raise IndexError("no marker before the end of the data")
+    if match.start() > pos:
+        log.warning(
+            "JPEG: %d extraneous bytes before marker 0x%02X skipped",
+            match.start() - pos,
+            data[match.end() - 1],
+        )
+    return data[match.end() - 1], match.end()
+
+
 def _read_jpeg(data: bytes) -> _Header:
     segments, scan_start = jpeg_segments(data)
     width = height = -1
     components = 3
-    orientation = 1
+    orientation: int | None = None
     exif_seen = False
+    xmp = b""
     for marker, start, end in segments:
         if marker in _SOF_MARKERS and width < 0:
             height, width, components = struct.unpack_from(">HHB", data, start + 1)
         elif marker == 0xE1 and not exif_seen and data[start : start + 6] == b"Exif\x00\x00":
             exif_seen = True  # like Pillow, only the first Exif APP1 counts
-            orientation = exif_orientation(data[start + 6 : end])
+            orientation = exif_orientation_tag(data[start + 6 : end])
+        elif marker == 0xE1 and data[start : start + len(_XMP_APP1)] == _XMP_APP1:
+            xmp = data[start + len(_XMP_APP1) : end]  # like Pillow, the last one counts
     if width < 0:
         raise corrupt("JPEG", "no frame header (SOF) before the first scan")
+    if orientation is None:
+        orientation = xmp_orientation(xmp)
     # simplejpeg's array, then Pillow's copy (RGB: 3 + 4, grey: 1 + 1); CMYK/YCCK through
     # Pillow: CMYK, then the colour transform's RGB.
     bpp = {1: 2, 3: 7}.get(components, 4 + _TO_RGB)
@@ -257,8 +305,25 @@ def jpeg_scans(data: bytes, pos: int) -> int:
     return scans
 
 
+_XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
+# Pillow's pattern (Image.getexif): the attribute or element form, one digit.
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')
+
+
+def xmp_orientation(packet: bytes) -> int:
+    """Orientation from `tiff:Orientation` in an XMP packet, as Pillow reads it; 1 if none."""
+    match = _XMP_ORIENTATION.search(packet)
+    return int(match[2]) if match else 1
+
+
 def exif_orientation(tiff: bytes) -> int:
     """Orientation (tag 0x0112) from IFD0 of a TIFF-structured EXIF block; 1 if unreadable."""
+    value = exif_orientation_tag(tiff)
+    return 1 if value is None else value
+
+
+def exif_orientation_tag(tiff: bytes) -> int | None:
+    """exif_orientation(), but None when the block has no orientation tag (then XMP counts)."""
     if tiff[:6] == b"Exif\x00\x00":
         tiff = tiff[6:]
     try:
@@ -272,7 +337,7 @@ def exif_orientation(tiff: bytes) -> int:
                 return value
     except (struct.error, ValueError):
         pass
-    return 1
+    return None
 
 
 def _byte_order(tiff: bytes) -> str:
@@ -292,18 +357,22 @@ def _read_png(data: bytes) -> _Header:
         raise corrupt("PNG", "the first chunk is not IHDR")
     width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
     frames = 1
-    orientation = 1
+    orientation: int | None = None
+    xmp = b""
     idat_seen = False
     transparency = False
     pos = 8
-    # Walk chunk headers only (no inflating): acTL counts APNG frames, eXIf may follow IDAT.
+    # Walk chunk headers only (no inflating but an XMP packet's): acTL counts APNG frames,
+    # eXIf may follow IDAT.
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         body = pos + 8
         if kind == b"acTL" and not idat_seen:
             (frames,) = struct.unpack_from(">I", data, body)
         elif kind == b"eXIf":
-            orientation = exif_orientation(data[body : body + length])
+            orientation = exif_orientation_tag(data[body : body + length])
+        elif kind == b"iTXt" and data[body : body + len(_PNG_XMP)] == _PNG_XMP:
+            xmp = _itxt_text(data[body + len(_PNG_XMP) : body + length])
         elif kind == b"IDAT":
             idat_seen = True
         elif kind == b"tRNS":
@@ -311,7 +380,33 @@ def _read_png(data: bytes) -> _Header:
         elif kind == b"IEND":
             break
         pos = body + length + 4
+    if orientation is None:
+        orientation = xmp_orientation(xmp)
     return _Header(width, height, frames, orientation, 1, _png_bpp(depth, colour, transparency))
+
+
+_PNG_XMP = b"XML:com.adobe.xmp\x00"
+_MAX_XMP_BYTES = 1 << 20  # inflated: far above any real packet's orientation
+
+
+def _itxt_text(rest: bytes) -> bytes:
+    """The text of an iTXt chunk after its keyword: compression flag and method, language and
+    translated keyword, then the text, deflated when the flag says so (bounded)."""
+    if len(rest) < 2:
+        return b""
+    compressed, method, rest = rest[0], rest[1], rest[2:]
+    parts = rest.split(b"\x00", 2)
+    if len(parts) < 3:
+        return b""
+    text = parts[2]
+    if not compressed:
+        return text
+    if method != 0:
+        return b""
+    try:
+        return zlib.decompressobj().decompress(text, _MAX_XMP_BYTES)
+    except zlib.error:
+        return b""
 
 
 def _png_bpp(depth: int, colour: int, transparency: bool) -> int:
@@ -378,7 +473,8 @@ def _read_webp(data: bytes) -> _Header:
     pos = 12
     width = height = -1
     frames = 0
-    orientation = 1
+    orientation: int | None = None
+    xmp = b""
     end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
     while pos + 8 <= end:
         kind, length = struct.unpack_from("<4sI", data, pos)
@@ -401,12 +497,16 @@ def _read_webp(data: bytes) -> _Header:
         elif kind == b"ANMF":
             frames += 1
         elif kind == b"EXIF":
-            orientation = exif_orientation(data[body : body + length])
+            orientation = exif_orientation_tag(data[body : body + length])
+        elif kind == b"XMP ":
+            xmp = data[body : body + length]
         pos = body + length + (length & 1)
     if width < 0:
         if pos < len(data) or len(data) < end:
             raise truncated("WebP")
         raise corrupt("WebP", "no image chunk")
+    if orientation is None:
+        orientation = xmp_orientation(xmp)
     # libwebp's RGBA buffer, Pillow's bytes copy and image, the premultiplied reduce copy:
     # 16 bytes per pixel measured with or without alpha.
     return _Header(width, height, frames, orientation, 1, 4 + 4 + 4 + _ALPHA)
@@ -429,7 +529,8 @@ def _read_tiff(data: bytes) -> _Header:
     count_size = struct.calcsize(count_fmt)
     inline = struct.calcsize(offset_fmt)
     width = height = -1
-    orientation = 1
+    orientation: int | None = None
+    xmp = b""
     tags: dict[int, int] = {}
     frames = 0
     seen: set[int] = set()
@@ -453,6 +554,12 @@ def _read_tiff(data: bytes) -> _Header:
                         height = value
                     else:
                         orientation = value
+                elif tag == 700 and kind in (1, 7):  # XMP packet: BYTE or UNDEFINED
+                    (n,) = struct.unpack_from(order + count_fmt, data, entry + 4)
+                    at = entry + value_at
+                    if n > inline:
+                        (at,) = struct.unpack_from(order + offset_fmt, data, at)
+                    xmp = data[at : at + min(n, _MAX_XMP_BYTES)]
                 elif tag in _TIFF_PIXEL_TAGS and kind == 3:
                     # The first of SHORT values: inline when they fit, else at an offset.
                     (n,) = struct.unpack_from(order + count_fmt, data, entry + 4)
@@ -469,6 +576,8 @@ def _read_tiff(data: bytes) -> _Header:
         (offset,) = struct.unpack_from(order + offset_fmt, data, next_at)
     if width < 0 or height < 0:
         raise corrupt("TIFF", "no ImageWidth/ImageLength in the first directory")
+    if orientation is None:
+        orientation = xmp_orientation(xmp)
     return _Header(width, height, frames, orientation, 1, _tiff_bpp(tags))
 
 

@@ -44,15 +44,17 @@ def resize(
     size: Size,
     mode: ResizeMode = "crop",
     crop: float = 0.875,
-    filter: str = "bilinear",
+    filter: str = "bicubic",
     background: RGB = (255, 255, 255),
     content: Box | None = None,
 ) -> Image.Image:
     """Resize to exactly `size`: centre `crop` then scale, `stretch` to fit, or `pad` (letterbox).
 
     crop: the largest box of the output's aspect ratio, times `crop` (0.875 = 224/256 of the
-    short side for a square output), centred, scaled to `size`. `content` is the sub-pixel
-    region of `img` that holds the picture (see decode.Decoded); default: all of it.
+    short side for a square output), centred, scaled to `size`. `filter` defaults to bicubic,
+    the model's reference preprocessing (bilinear agreed with it less often: docs/model.md,
+    "Fidelity"). `content` is the sub-pixel region of `img` that holds the picture (see
+    decode.Decoded); default: all of it.
     """
     check_resize(size=size, mode=mode, crop=crop, filter=filter, background=background)
     resample = FILTERS[filter]
@@ -65,11 +67,19 @@ def resize(
     if mode == "stretch":
         return img.resize(size, resample, box=(x0, y0, x1, y1))
     if mode == "crop":
-        box_w, box_h = _crop_box(width, height, size, crop)
-        left = x0 + (width - box_w) / 2
-        top = y0 + (height - box_h) / 2
-        # A fractional box straight into resize: no intermediate crop copy, no rounding shift.
-        return img.resize(size, resample, box=(left, top, left + box_w, top + box_h))
+        # As the reference recipe (resize the short side to 224/0.875 = 256, the long side
+        # truncated to whole pixels, then crop whole pixels at the rounded centre), in one
+        # resize with a fractional box: its sampling grid, no intermediate copy. Half a pixel
+        # off that grid flips near-ties (docs/model.md, "Fidelity"). The box is placed on the
+        # upright picture, so every EXIF orientation still gets the same one.
+        box_w, _ = _crop_box(width, height, size, crop)
+        scale = out_w / box_w
+        whole_w, whole_h = math.floor(width * scale + 1e-6), math.floor(height * scale + 1e-6)
+        scale_x, scale_y = whole_w / width, whole_h / height
+        left = x0 + round((whole_w - out_w) / 2) / scale_x
+        top = y0 + round((whole_h - out_h) / 2) / scale_y
+        box = (left, top, left + out_w / scale_x, top + out_h / scale_y)
+        return img.resize(size, resample, box=box)
     scale = min(out_w / width, out_h / height)
     inner = (max(1, round(width * scale)), max(1, round(height * scale)))
     if inner == size:
