@@ -151,6 +151,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         limits=limits,
         cpu=cpu,
         metrics=app.state.metrics,
+        intermediate=runtime.intermediate,
     )
     app.state.idempotency = IdempotencyGate(
         IdempotencyKeys(
@@ -169,6 +170,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         pipelines=scoring.pipelines,
         limits=limits,
         cpu=cpu,
+        intermediate=runtime.intermediate,
         signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
     )
     scorer = app.state.batcher.model

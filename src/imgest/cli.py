@@ -897,6 +897,43 @@ def export(
     )
 
 
+@app.command()
+def backfill(
+    long_side: Annotated[
+        int | None,
+        typer.Option(help="The intermediate's long side (IMGEST_INTERMEDIATE; must not be off)."),
+    ] = None,
+    where: Where = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (0 = this process).", min=0)] = 2,
+    batch_size: Annotated[
+        int,
+        typer.Option(help="Images per batch: read, reduced, stored and recorded together.", min=1),
+    ] = 16,
+    storage: StorageOption = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Store the intermediate of every image larger than one that lacks it (resumable).
+
+    New pipelines, on-demand renditions and rescore render from intermediates where they are
+    large enough (docs/intermediate.md)."""
+    from imgest.jobs import backfill as job
+    from imgest.jobs.selection import parse_where
+
+    overrides: dict[str, Any] = {"storage_url": storage, "catalog_url": catalog}
+    if long_side is not None:
+        overrides["intermediate"] = long_side
+    settings = _existing(**overrides)
+    _summarize(
+        lambda: job.run(
+            settings,
+            where=parse_where(where or []),
+            workers=workers,
+            batch_size=batch_size,
+            progress=True,
+        )
+    )
+
+
 # Distributions of `imgest[server]` (pyproject.toml) whose absence means a client-only install.
 _SERVER_ONLY = frozenset(
     {"fastapi", "starlette", "uvicorn", "h11", "uvloop", "python_multipart", "multipart", "PIL",

@@ -23,6 +23,7 @@ from imgest.catalog.records import (
 )
 from imgest.catalog.rows import prediction_record, prediction_values, table
 from imgest.catalog.session import Database
+from imgest.storage.paths import INTERMEDIATE
 
 T = TypeVar("T")
 
@@ -52,19 +53,35 @@ class CorpusQueries(Database):
         lacking: PredictionKey | None = None,
         after: str | None = None,
         limit: int = 500,
+        intermediate: str | None = None,
     ) -> list[PendingImage]:
         """One keyset page (by id) of the images `where` selects, each with the path of its
-        stored `pipeline`@`pipeline_version` rendition if any; only those without the
-        `lacking` prediction when it is given."""
+        stored `pipeline`@`pipeline_version` rendition if any (and its intermediate rendition
+        of version `intermediate`, when given); only those without the `lacking` prediction
+        when it is given."""
         rendition = aliased(RenditionRow)
-        columns = select(ImageRow.id, ImageRow.original_path, rendition.path, ImageRow.label)
+        inter = aliased(RenditionRow)
+        columns = select(
+            ImageRow.id,
+            ImageRow.original_path,
+            rendition.path,
+            ImageRow.label,
+            ImageRow.width,
+            ImageRow.height,
+            *(inter.path, inter.width, inter.height, inter.bytes),
+        )
         query = filtered(columns, where).outerjoin(
             rendition,
             _of_image(rendition, pipeline=pipeline, pipeline_version=pipeline_version),
         )
+        # An impossible version when none is asked for: the join finds nothing.
+        query = query.outerjoin(
+            inter,
+            _of_image(inter, pipeline=INTERMEDIATE, pipeline_version=intermediate or "/"),
+        )
         if lacking is not None:
             query = query.where(~has_prediction(lacking))
-        return self._id_page(query, after, limit, PendingImage)
+        return self._id_page(query, after, limit, _pending)
 
     def top1_predictions(
         self, image_ids: Sequence[str], model_version: str, pipeline_version: str
@@ -112,6 +129,26 @@ class CorpusQueries(Database):
                 renditions = [r for r in renditions if r["path"] not in gone]
             _insert_new(session, RenditionRow, renditions)
             return _insert_new(session, PredictionRow, predictions)
+
+    def add_renditions(
+        self,
+        results: Sequence[tuple[str, RenditionRecord]],
+        missing: Callable[[list[str]], set[str]] | None = None,
+    ) -> int:
+        """Record (image id, rendition) pairs in one transaction; how many were new.
+
+        Idempotent like `add_results`, and `missing` likewise runs under the images' locks
+        before the commit: a rendition whose blob gc removed meanwhile is left out.
+        """
+        rows = [{**dataclasses.asdict(r), "image_id": i} for i, r in results]
+        if not rows:
+            return 0
+        with self.writing() as session:
+            if missing is not None:
+                lock_images(session, [r["image_id"] for r in rows])
+                gone = missing([r["path"] for r in rows])
+                rows = [r for r in rows if r["path"] not in gone]
+            return _insert_new(session, RenditionRow, rows)
 
     def prediction_runs(self, model: str, pipeline: str) -> list[PredictionRun]:
         """Every (model version, pipeline version) of these names with predictions, newest
@@ -212,3 +249,31 @@ def _insert_new(session: Session, cls: type[Base], rows: list[dict[str, Any]]) -
     key = next(iter(target.columns))
     statement = insert(target).on_conflict_do_nothing().returning(key)
     return len(session.execute(statement, rows).all())
+
+
+def _pending(
+    image_id: str,
+    original_path: str,
+    rendition_path: str | None,
+    label: str | None,
+    width: int,
+    height: int,
+    inter_path: str | None,
+    inter_width: int | None,
+    inter_height: int | None,
+    inter_bytes: int | None,
+) -> PendingImage:
+    """A PendingImage from one row of `image_page`'s query."""
+    intermediate = None
+    if inter_path is not None:
+        assert inter_width is not None and inter_height is not None and inter_bytes is not None
+        intermediate = RenditionRecord(
+            pipeline=INTERMEDIATE,
+            pipeline_version="",
+            path=inter_path,
+            width=inter_width,
+            height=inter_height,
+            content_type="image/jpeg",
+            bytes=inter_bytes,
+        )
+    return PendingImage(image_id, original_path, rendition_path, label, width, height, intermediate)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from imgest.imaging.decode import DEFAULT_MAX_ICC_BYTES, decode_exact
+from imgest.imaging.decode import DEFAULT_MAX_ICC_BYTES, Decoded, decode_exact
 from imgest.imaging.registry import get_step
 from imgest.imaging.sniff import ImageInfo
 from imgest.imaging.steps import (
@@ -185,6 +185,10 @@ class Pipeline:
             background=self.background,
             max_icc_bytes=max_icc_bytes,
         )
+        return self.apply(decoded)
+
+    def apply(self, decoded: Decoded) -> Rendition:
+        """Run the steps on an upright sRGB decode (at least `min_decode_size`)."""
         img = decoded.image
         for name, params in self.steps:
             step = get_step(name)

@@ -17,10 +17,17 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Literal, Protocol
 
-from imgest.catalog.records import PredictionKey, PredictionRecord, RenditionRecord
+from imgest.catalog.records import (
+    PendingImage,
+    PredictionKey,
+    PredictionRecord,
+    RenditionRecord,
+)
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
 from imgest.errors import JobError, StorageUnavailable
+from imgest.imaging.intermediate import Intermediate
+from imgest.imaging.pipeline import Pipeline
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.raydata import RayEngine, require_ray
@@ -156,9 +163,10 @@ def run(
             summary.skipped = summary.matched
             return summary
         runner = _engine(runtime, engine, spec, loaded, workers, batch_size, ray_address, pin)
-        stored = _StoredCheck(runtime)
+        stored = StoredCheck(runtime)
         try:
-            _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch, stored)
+            batches = _batches(catalog, key, where, batch_size, spec.pipeline, runtime.intermediate)
+            _drive(catalog, runner, key, batches, summary, progress, on_batch, stored)
         finally:
             stored.close()
         return summary
@@ -217,18 +225,17 @@ def _drive(
     catalog: Catalog,
     engine: Engine,
     key: PredictionKey,
-    where: ImageFilter,
-    batch_size: int,
+    batches: Iterator[list[WorkItem]],
     summary: RescoreSummary,
     progress: bool,
     on_batch: Callable[[RescoreSummary], None] | None,
-    stored: _StoredCheck,
+    stored: StoredCheck,
 ) -> None:
     started = time.monotonic()
     summary.skipped = summary.matched - summary.pending
     done = 0
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
-        for outcomes in engine.run(_batches(catalog, key, where, batch_size)):
+        for outcomes in engine.run(batches):
             came_back = time.monotonic() - started
             _record(catalog, key, outcomes, summary, stored.missing)
             done += len(outcomes)
@@ -240,22 +247,45 @@ def _drive(
 
 
 def _batches(
-    catalog: Catalog, key: PredictionKey, where: ImageFilter, batch_size: int
+    catalog: Catalog,
+    key: PredictionKey,
+    where: ImageFilter,
+    batch_size: int,
+    pipeline: Pipeline,
+    intermediate: Intermediate | None,
 ) -> Iterator[list[WorkItem]]:
+    """The pending images in batches, each to be rendered from its intermediate where that
+    is large enough for `pipeline` (see Intermediate.source_for), else from its original."""
     after: str | None = None
+    version = intermediate.version if intermediate is not None else None
     while page := catalog.image_page(
-        key.pipeline, key.pipeline_version, where=where, lacking=key, after=after, limit=PAGE
+        key.pipeline,
+        key.pipeline_version,
+        where=where,
+        lacking=key,
+        after=after,
+        limit=PAGE,
+        intermediate=version,
     ):
         after = page[-1].id
         items = iter(page)
         while chunk := list(islice(items, batch_size)):
-            yield [WorkItem(p.id, p.original_path, p.rendition_path is None) for p in chunk]
+            yield [_work_item(p, pipeline, intermediate) for p in chunk]
 
 
-class _StoredCheck:
-    """The driver's look at the store (its own event loop): which renditions the workers
-    stored are still there, under the images' locks before their rows commit (gc's race; see
-    imgest.storage.once)."""
+def _work_item(p: PendingImage, pipeline: Pipeline, intermediate: Intermediate | None) -> WorkItem:
+    stored = p.intermediate
+    if intermediate is not None and stored is not None:
+        have = (stored.width, stored.height)
+        if intermediate.source_for(pipeline, p.size, have) == "intermediate":
+            return WorkItem(p.id, p.original_path, p.rendition_path is None, stored.path)
+    return WorkItem(p.id, p.original_path, p.rendition_path is None)
+
+
+class StoredCheck:
+    """The driver's look at the store (its own event loop): which renditions (intermediates
+    too: `imgest.jobs.backfill`) the workers stored are still there, under the images' locks
+    before their rows commit (gc's race; see imgest.storage.once)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.loop = asyncio.new_event_loop()

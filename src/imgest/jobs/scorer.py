@@ -3,10 +3,10 @@
 A `BatchScorer` is built once per worker process (or Ray actor) from a picklable
 `ScorerSpec`: it opens the blob store (through `imgest.runtime`, from the job's settings) and
 loads the model (one onnxruntime thread, since the engines run one worker per core). For each
-batch it reads the originals, renders them (encoding the JPEG only where the catalog lacks the
-rendition), stores those renditions (blobs only: the driver records the rows) and scores every
-model input of the batch in one `Model.predict` (which gives onnxruntime 4 inputs at a time on
-the CPU).
+batch it reads the originals (or the intermediates the driver chose instead), renders them
+(encoding the JPEG only where the catalog lacks the rendition), stores those renditions (blobs
+only: the driver records the rows) and scores every model input of the batch in one
+`Model.predict` (which gives onnxruntime 4 inputs at a time on the CPU).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from imgest.catalog.records import Label, RenditionRecord
 from imgest.config import Settings
 from imgest.errors import ImgestError, StorageUnavailable
+from imgest.imaging.intermediate import Source
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import Rendered, render, rendition_record_of
@@ -40,11 +41,23 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One image to score: where its original is, and whether its rendition must be stored."""
+    """One image to score: where its original is, whether its rendition must be stored, and
+    the path of its intermediate when the pipeline renders from that instead."""
 
     image_id: str
     original_path: str
     store_rendition: bool
+    intermediate_path: str = ""  # "": render from the original
+
+    @property
+    def source(self) -> Source:
+        """What the image is rendered from."""
+        return "intermediate" if self.intermediate_path else "original"
+
+    @property
+    def source_path(self) -> str:
+        """The blob the image is rendered from."""
+        return self.intermediate_path or self.original_path
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,7 @@ class BatchScorer:
         every model input of the batch (several per image for tiled pipelines) goes to the
         model in one predict.
         """
-        originals = self._run(_gather([self._read(i.original_path) for i in items]))
+        originals = self._run(_gather([self._read(i.source_path) for i in items]))
         outcomes: list[Outcome | None] = [None] * len(items)
         rendered: dict[int, Rendered] = {}
         for n, (item, data) in enumerate(zip(items, originals, strict=True)):
@@ -170,7 +183,7 @@ class BatchScorer:
                 continue
             extension = result.rendition.extension
             path = rendition_path(pipeline.name, pipeline.version, items[n].image_id, extension)
-            records[n] = rendition_record_of(pipeline, path, result)
+            records[n] = rendition_record_of(pipeline, path, result, items[n].source)
             writes.append((path, result.encoded))
         # One call for the batch: a local store writes it with one flush (put_many).
         done = self._run(put_all_once(self.store, writes))
