@@ -772,6 +772,13 @@ def rescore(
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (no fallback) (IMGEST_DEVICE).")
     ] = None,
+    decode: Annotated[
+        str,
+        typer.Option(
+            help="Where originals' JPEGs are decoded: cpu, or cuda (nvImageCodec on the GPU; "
+            "no fallback; untested on a GPU, docs/intermediate.md)."
+        ),
+    ] = "cpu",
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
     ] = None,
@@ -791,11 +798,13 @@ def rescore(
 
     settings = _existing(storage_url=storage, catalog_url=catalog)
     _choice("--engine", engine, ("local", "ray"))
+    _choice("--decode", decode, ("cpu", "cuda"))
     _summarize(
         lambda: job.run(
             settings,
             model=model,
             pipeline=pipeline,
+            decode=decode,
             where=parse_where(where or []),
             engine="ray" if engine == "ray" else "local",
             workers=workers,

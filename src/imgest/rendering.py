@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from imgest.catalog.records import RenditionRecord
 from imgest.errors import ImageCorrupt, ImgestError
-from imgest.imaging.decode import decode_exact
+from imgest.imaging.decode import Decoded, decode_exact
 from imgest.imaging.intermediate import NAME as INTERMEDIATE
 from imgest.imaging.intermediate import Intermediate, Source
 from imgest.imaging.limits import ImageLimits, check
@@ -92,6 +93,29 @@ def render(
         raise ImageCorrupt("The image could not be decoded.") from exc
     return Rendered(
         info=info, rendition=rendition, encoded=encoded, inputs=inputs, intermediate=reduced
+    )
+
+
+def render_decoded(
+    data: bytes, image: Image.Image, pipeline: Pipeline, limits: ImageLimits, *, encode: bool
+) -> Rendered:
+    """`render` from pixels decoded elsewhere (the GPU decoder's: full size, upright, RGB):
+    the limits are checked on `data`'s header as usual, the pixels box-reduced by an integer
+    factor toward what the pipeline needs, then the steps run."""
+    info = probe(data)
+    need = pipeline.min_decode_size(*info.oriented_size)
+    check(info, limits, min_size=need)
+    if image.size != info.oriented_size or image.mode != "RGB":
+        raise ImageCorrupt("The decoded image does not have the size its header says.")
+    factor = max(1, min(image.width // need[0], image.height // need[1]))
+    if factor > 1:
+        image = image.reduce(factor)
+    # reduce() rounds sizes up: the picture is the exact scaled box, as decode_exact says.
+    content = (0.0, 0.0, info.oriented_size[0] / factor, info.oriented_size[1] / factor)
+    rendition = pipeline.apply(Decoded(image, content))
+    encoded = rendition.encode() if encode else b""
+    return Rendered(
+        info=info, rendition=rendition, encoded=encoded, inputs=rendition.model_inputs()
     )
 
 

@@ -8,7 +8,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from PIL import Image
@@ -308,3 +308,77 @@ def test_gc_keeps_referenced_intermediates_and_fsck_checks_them(
     assert [(p["kind"], p["path"]) for p in problems] == [
         ("missing", str(stored[1].relative_to(settings.storage_url)))
     ]
+
+
+# --- rescore --decode cuda (issue 18, part 3): refused without a GPU; the plumbing ---------
+
+
+def test_decode_cuda_without_nvimagecodec_exits_2_with_one_sentence(
+    corpus_of: Callable[..., Corpus],
+) -> None:
+    corpus = corpus_of()
+    result = CliRunner().invoke(
+        app, ["rescore", "--pipeline", "wide", "--decode", "cuda"], env=env(corpus.settings)
+    )
+    assert result.exit_code == 2, result.output
+    assert "nvImageCodec" in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    bad = CliRunner().invoke(
+        app, ["rescore", "--pipeline", "wide", "--decode", "tpu"], env=env(corpus.settings)
+    )
+    assert bad.exit_code == 2 and "--decode" in bad.stderr
+
+
+class _FakeImage:
+    def __init__(self, pixels: Any) -> None:
+        self.pixels = pixels
+
+    def cpu(self) -> Any:
+        return self.pixels
+
+
+class _FakeDecoder:
+    """nvImageCodec's Decoder as far as imgest uses it, decoding with Pillow on the CPU."""
+
+    calls: ClassVar[list[int]] = []
+
+    def __init__(self, device_id: int = 0) -> None:
+        pass
+
+    def decode(self, blobs: list[bytes], params: Any = None) -> list[_FakeImage | None]:
+        import numpy as np
+        from PIL import ImageOps
+
+        self.calls.append(len(blobs))
+        out: list[_FakeImage | None] = []
+        for blob in blobs:
+            with Image.open(io.BytesIO(blob)) as im:
+                out.append(_FakeImage(np.asarray(ImageOps.exif_transpose(im).convert("RGB"))))
+        return out
+
+
+def test_decode_cuda_plumbing_with_a_stand_in_decoder(
+    corpus_of: Callable[..., Corpus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    corpus = corpus_of(intermediate=0)
+    cpu = rescore.run(corpus.settings, pipeline="tiles2x2", workers=0)
+    want = top1(corpus.settings, "tiles2x2")
+    fake = types.ModuleType("nvidia.nvimgcodec")
+    fake.Decoder = _FakeDecoder  # type: ignore[attr-defined]
+    fake.DecodeParams = lambda **kw: kw  # type: ignore[attr-defined]
+    fake.ColorSpec = types.SimpleNamespace(RGB="rgb")  # type: ignore[attr-defined]
+    package = types.ModuleType("nvidia")
+    package.nvimgcodec = fake  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nvidia", package)
+    monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", fake)
+    _FakeDecoder.calls.clear()
+    other = corpus_of(storage_url=str(corpus.settings.storage_url) + "-gpu",
+                      catalog_url=corpus.settings.catalog_url.replace(".db", "-gpu.db"),
+                      intermediate=0)  # fmt: skip
+    gpu = rescore.run(other.settings, pipeline="tiles2x2", workers=0, decode="cuda")
+    assert gpu.scored == cpu.scored == len(corpus.ids) and not gpu.failed
+    assert sum(_FakeDecoder.calls) == len(corpus.ids)  # every original went to the "GPU"
+    assert top1(other.settings, "tiles2x2") == want

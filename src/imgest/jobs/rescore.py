@@ -9,6 +9,7 @@ loses at most the batches in flight, and running it again does only what is left
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -124,6 +125,7 @@ def run(
     workers: int = 1,
     batch_size: int = 16,
     device: str | None = None,
+    decode: str = "cpu",
     ray_address: str | None = None,
     progress: bool = False,
     pin: bool = True,
@@ -134,10 +136,18 @@ def run(
     workers=0 with the local engine scores in this process (no pool), for debugging and
     for measuring the single-core bound. `pin` binds each local worker (and each Ray actor on
     this machine) to a core of its own where there are enough cores (see imgest.jobs.pool).
-    `on_batch` is called with the summary so far after each batch is recorded.
+    `on_batch` is called with the summary so far after each batch is recorded. `decode`
+    "cuda" decodes the originals' JPEGs on the GPU (nvImageCodec; untested on a GPU, see
+    imgest.imaging.gpu); without nvImageCodec or a GPU it raises DeviceUnavailable at once.
     """
     where = where or ImageFilter()
     device = device or settings.device
+    if decode not in ("cpu", "cuda"):
+        raise JobError(f"unknown decode device {decode!r}: use cpu or cuda")
+    if decode == "cuda" and engine == "local":
+        from imgest.imaging.gpu import GpuJpegDecoder
+
+        GpuJpegDecoder()  # no nvImageCodec or no GPU: DeviceUnavailable before any work
     if engine == "ray":
         require_ray()  # before any work, even when there is nothing to do
     if settings.storage_url.startswith("memory:"):
@@ -145,7 +155,9 @@ def run(
     runtime = Runtime(settings)
     catalog = runtime.open_catalog()
     try:
-        spec = scorer_spec(settings, catalog, model, pipeline, device)
+        spec = dataclasses.replace(
+            scorer_spec(settings, catalog, model, pipeline, device), decode=decode
+        )
         # Locally, load it here first: a bad device fails before any worker starts. A Ray
         # driver may have no GPU at all: its actors check their own device.
         loaded = spec.load_model() if engine == "local" else None

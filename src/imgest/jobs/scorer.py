@@ -16,15 +16,18 @@ import json
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from PIL import Image
 
 from imgest.catalog.records import Label, RenditionRecord
 from imgest.config import Settings
 from imgest.errors import ImgestError, StorageUnavailable
+from imgest.imaging.gpu import gpu_decodable
 from imgest.imaging.intermediate import Source
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
-from imgest.rendering import Rendered, render, rendition_record_of
+from imgest.rendering import Rendered, render, render_decoded, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
 from imgest.storage.base import (
     BlobNotFoundError,
@@ -34,6 +37,9 @@ from imgest.storage.base import (
 )
 from imgest.storage.once import put_all_once
 from imgest.storage.paths import rendition_path
+
+if TYPE_CHECKING:
+    from imgest.imaging.gpu import GpuJpegDecoder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +108,7 @@ class ScorerSpec:
     top_k: int = 5
     device: str = "cpu"
     limits: ImageLimits = field(default_factory=ImageLimits)
+    decode: str = "cpu"  # or "cuda": originals' JPEGs decoded on the GPU (imgest.imaging.gpu)
 
     def load_model(self) -> Model:
         """The model, with one onnxruntime thread (the engines run one worker per core)."""
@@ -119,6 +126,11 @@ class BatchScorer:
         self.model = model
         self._loop = asyncio.new_event_loop()
         self._owns_store = owns_store  # close() closes it
+        self.gpu: GpuJpegDecoder | None = None
+        if spec.decode == "cuda":
+            from imgest.imaging.gpu import GpuJpegDecoder  # loads nvImageCodec: only here
+
+            self.gpu = GpuJpegDecoder()
 
     @classmethod
     def from_spec(cls, spec: ScorerSpec) -> BatchScorer:
@@ -144,10 +156,18 @@ class BatchScorer:
         originals = self._run(_gather([self._read(i.source_path) for i in items]))
         outcomes: list[Outcome | None] = [None] * len(items)
         rendered: dict[int, Rendered] = {}
+        on_gpu = self._decode_on_gpu(items, originals)
         for n, (item, data) in enumerate(zip(items, originals, strict=True)):
             try:
                 if isinstance(data, BaseException):
                     raise data
+                pixels = on_gpu.get(n)
+                if pixels is not None:
+                    rendered[n] = render_decoded(
+                        data, pixels, self.spec.pipeline, self.spec.limits,
+                        encode=item.store_rendition,
+                    )  # fmt: skip
+                    continue
                 rendered[n] = render(
                     data, self.spec.pipeline, self.spec.limits, encode=item.store_rendition
                 )
@@ -170,6 +190,21 @@ class BatchScorer:
             assert not isinstance(record, BaseException)
             outcomes[n] = Outcome(items[n].image_id, top=top, rendition=record)
         return [o for o in outcomes if o is not None]
+
+    def _decode_on_gpu(
+        self, items: Sequence[WorkItem], blobs: Sequence[bytes | BaseException]
+    ) -> dict[int, Image.Image | None]:
+        """n -> the GPU's pixels of item n's original (None: it failed there, the CPU tries),
+        for the originals the GPU can decode, all in one batch; {} without --decode cuda."""
+        if self.gpu is None:
+            return {}
+        chosen = [
+            n
+            for n, (item, data) in enumerate(zip(items, blobs, strict=True))
+            if isinstance(data, bytes) and item.source == "original" and gpu_decodable(data)
+        ]
+        pixels = self.gpu.decode([cast(bytes, blobs[n]) for n in chosen])
+        return dict(zip(chosen, pixels, strict=True))
 
     def _store(
         self, items: Sequence[WorkItem], rendered: dict[int, Rendered]
