@@ -34,6 +34,7 @@ BENCHMARKS = [
     "ingest_http",
     "ingest_profile",
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
+    "intermediate",  # issue 18: renditions from the stored intermediate: fidelity and speed
 ]
 
 VERSIONS = (

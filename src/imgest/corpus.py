@@ -119,7 +119,7 @@ class Corpus:
         source, source_path = self.source_of(record, pipeline)
         data = await (await self._open(source_path, record.id)).read()
         rendered = await anyio.to_thread.run_sync(
-            render, data, pipeline, self.limits, limiter=self.cpu
+            lambda: render(data, pipeline, self.limits, source=source), limiter=self.cpu
         )
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
         await put_once(self.store, path, rendered.encoded)

@@ -51,11 +51,13 @@ def render(
     *,
     encode: bool = True,
     intermediate: Intermediate | None = None,
+    source: Source = "original",
 ) -> Rendered:
     """Probe, check limits, decode and render `data` (blocking, CPU-bound); encode the
     rendition as JPEG unless `encode` is false (a rescore whose rendition is stored already).
     With `intermediate`, the same decode (at least the intermediate's size) also yields the
-    image's intermediate, where the original is larger than one.
+    image's intermediate, where the original is larger than one. `source` "intermediate":
+    `data` is an intermediate, decoded whole (see Pipeline.render).
 
     Raises the ClientError that explains a refusal; a decoder crashing on hostile bytes is
     ImageCorrupt, never a 500.
@@ -68,7 +70,12 @@ def render(
             size = intermediate.size_for(*info.oriented_size)
         if size is None:
             check(info, limits, min_size=need)
-            rendition = pipeline.render(data, info, max_icc_bytes=limits.max_icc_bytes)
+            rendition = pipeline.render(
+                data,
+                info,
+                max_icc_bytes=limits.max_icc_bytes,
+                scaled_decode=source == "original",
+            )
             reduced = None
         else:
             assert intermediate is not None

@@ -169,7 +169,11 @@ class BatchScorer:
                     )  # fmt: skip
                     continue
                 rendered[n] = render(
-                    data, self.spec.pipeline, self.spec.limits, encode=item.store_rendition
+                    data,
+                    self.spec.pipeline,
+                    self.spec.limits,
+                    encode=item.store_rendition,
+                    source=item.source,
                 )
             except (ImgestError, StoreError) as exc:
                 outcomes[n] = _failed(item, exc)
