@@ -281,9 +281,7 @@ def run(
     data = corpus(n, find_wheel(wheel))
     model = Model.bundled(threads=1)
     candidates = CANDIDATES[:2] if quick else CANDIDATES
-    gate = {
-        c: fidelity(data, model, Intermediate(long_side=c[0], quality=c[1])) for c in candidates
-    }
+    gate = fidelity(data, model, [Intermediate(long_side=s, quality=q) for s, q in candidates])
     chosen = Intermediate(long_side=CHOSEN[0], quality=CHOSEN[1])
     speed_images = data[: 16 if quick else 48]
     fast = speed(speed_images, model, chosen, 1 if quick else 3)
