@@ -40,6 +40,7 @@ BENCHMARKS = [
     "ann",  # issue 17: the ANN index at 1M vectors, exact vs ANN by size (long: see its doc)
     "gallery",  # issue 17: a gallery page sorted/filtered by confidence over 100,000 images
     "fidelity",  # issue 17: served top-1 vs the reference recipe, per decode path
+    "intermediate",  # issue 18: renditions from the stored intermediate: fidelity and speed
 ]
 
 VERSIONS = (

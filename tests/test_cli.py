@@ -94,6 +94,7 @@ NEEDS_CATALOG = [
     ["rescore", "--pipeline", "default", "--engine", "ray"],
     ["compare", "a@default", "b@default", "--html", "r.html"],
     ["export", "out", "--pipeline", "default"],
+    ["backfill", "--long-side", "768"],
 ]
 
 

@@ -162,6 +162,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
             settings.near_duplicate_threshold,
             settings.near_duplicates_max,
         ),
+        intermediate=runtime.intermediate,
     )
     app.state.idempotency = IdempotencyGate(
         IdempotencyKeys(
@@ -180,6 +181,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         pipelines=scoring.pipelines,
         limits=limits,
         cpu=cpu,
+        intermediate=runtime.intermediate,
         signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
     )
     scorer = app.state.batcher.model

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from imgest import __version__, cli_client, cli_jobs, cli_models
+from imgest import __version__, cli_client, cli_jobs, cli_models, cli_store
 from imgest.cli_options import CatalogOption, StorageOption, fail, load
 from imgest.exits import EXIT_FAILED, ImgestGroup, epilog
 
@@ -222,6 +222,7 @@ def keys_revoke(
 
 
 cli_jobs.register(app)
+cli_store.register(app)
 
 
 _SERVER_ONLY = frozenset(

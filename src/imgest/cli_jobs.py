@@ -1,4 +1,4 @@
-"""`imgest gc`, `fsck`, `rescore`, `compare`, `export` and `index`: the jobs over a whole corpus."""
+"""`imgest gc`, `fsck`, `rescore`, `compare` and `export`: the jobs over a whole corpus."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
         raise typer.Exit(EXIT_USAGE)
 
 
-def _summarize(job: Callable[[], Any]) -> None:
+def summarize(job: Callable[[], Any]) -> None:
     """Run a corpus job; print its summary; exit 1 if images failed."""
     summary = job()
     for line in summary.lines():
@@ -166,6 +166,13 @@ def rescore(
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (no fallback) (IMGEST_DEVICE).")
     ] = None,
+    decode: Annotated[
+        str,
+        typer.Option(
+            help="Where originals' JPEGs are decoded: cpu, or cuda (nvImageCodec on the GPU; "
+            "no fallback; untested on a GPU, docs/intermediate.md)."
+        ),
+    ] = "cpu",
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (auto, ray://...); default: local.")
     ] = None,
@@ -185,7 +192,8 @@ def rescore(
 
     settings = load_existing(storage_url=storage, catalog_url=catalog)
     _choice("--engine", engine, ("local", "ray"))
-    _summarize(
+    _choice("--decode", decode, ("cpu", "cuda"))
+    summarize(
         lambda: job.run(
             settings,
             model=model,
@@ -194,6 +202,7 @@ def rescore(
             engine="ray" if engine == "ray" else "local",
             workers=workers,
             batch_size=batch_size,
+            decode=decode,
             device=device,
             ray_address=ray_address,
             progress=True,
@@ -289,7 +298,7 @@ def export(
     shares = None if split is None else Split.parse(split, seed)
     settings = load_existing(storage_url=storage, catalog_url=catalog)
     _choice("--format", format, ("imagefolder", "webdataset"))
-    _summarize(
+    summarize(
         lambda: job.run(
             settings,
             pipeline=pipeline,
@@ -305,56 +314,6 @@ def export(
     )
 
 
-index_app = typer.Typer(help="The approximate index of similar images.", no_args_is_help=True)
-
-
-@index_app.command("rebuild")
-def index_rebuild(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Model NAME or NAME@VERSION whose embeddings are indexed "
-            "(default: the active one)."
-        ),
-    ] = None,
-    threads: Annotated[
-        int, typer.Option(help="Threads building the graph (0: every core).", min=0)
-    ] = 0,
-    as_json: ReportJsonOption = False,
-    storage: StorageOption = None,
-    catalog: CatalogOption = None,
-) -> None:
-    """Build the ANN index from the catalog's embeddings, store it under indexes/ and publish it."""
-    import anyio
-
-    from imgest.jobs import index as job
-    from imgest.runtime import Runtime
-
-    settings = load_existing(storage_url=storage, catalog_url=catalog)
-
-    async def run() -> job.IndexReport:
-        async with Runtime(settings).open(migrate_schema=False) as opened:
-            registry = opened.registry
-            active = await registry.ensure_default(settings.model_dir)  # as serve does
-            entry = (
-                await anyio.to_thread.run_sync(lambda: registry.resolve(model)) if model else active
-            )
-            batches = job.catalog_embeddings(opened.catalog, entry.version)
-            return await job.rebuild(
-                opened.store, entry.name, entry.version, batches, threads=threads
-            )
-
-    report = anyio.run(run)
-    if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
-        return
-    typer.echo(
-        f"indexed {report.vectors} vectors of {report.model}@{report.version[:12]} in "
-        f"{report.build_s:.1f} s: {report.path} ({report.bytes} bytes)"
-        + (f"; removed {len(report.pruned)} older build(s)" if report.pruned else "")
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add these commands to the `imgest` command (in --help order)."""
     app.command()(gc)
@@ -362,4 +321,3 @@ def register(app: typer.Typer) -> None:
     app.command()(rescore)
     app.command()(compare)
     app.command()(export)
-    app.add_typer(index_app, name="index")

@@ -116,6 +116,16 @@ class Settings(BaseSettings):
         (255, 255, 255),
         description="RGB colour that transparent pixels and padding are composited on.",
     )
+    intermediate: int = Field(
+        0,
+        ge=0,
+        le=8192,
+        description="Long side in pixels of the intermediate stored with each new upload "
+        "larger than it (one JPEG q90 4:4:4, upright sRGB, made from the decode ingest does "
+        "anyway), which on-demand renditions and rescore render from where it is large "
+        "enough; off (or 0) stores none. 768 is what docs/intermediate.md measures; "
+        "`imgest backfill` stores them for the images already stored.",
+    )
     top_k: int = Field(5, ge=1, le=100, description="Predictions returned per image.")
     workers: int = Field(
         0,
@@ -411,6 +421,20 @@ class Settings(BaseSettings):
         timeout = info.data.get("storage_timeout_s")
         if timeout is not None and value <= 2 * timeout:
             raise ValueError(f"must be more than twice storage_timeout_s ({timeout:g} s)")
+        return value
+
+    @field_validator("intermediate", mode="before")
+    @classmethod
+    def _intermediate(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "off":
+            return 0
+        return value
+
+    @field_validator("intermediate")
+    @classmethod
+    def _intermediate_range(cls, value: int) -> int:
+        if 0 < value < 64:
+            raise ValueError("give a long side of at least 64 pixels, or off")
         return value
 
     @field_validator("background")

@@ -21,6 +21,8 @@ from imgest.errors import (
     PipelineNotFound,
     StorageUnavailable,
 )
+from imgest.imaging.intermediate import NAME as INTERMEDIATE
+from imgest.imaging.intermediate import Intermediate, Source
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.rendering import render, rendition_record_of
@@ -56,6 +58,7 @@ class Corpus:
         pipelines: Mapping[str, Pipeline],
         limits: ImageLimits,
         cpu: CapacityLimiter,
+        intermediate: Intermediate | None = None,
         signed_url_ttl: timedelta = timedelta(minutes=5),
     ):
         self.store = store
@@ -64,6 +67,7 @@ class Corpus:
         self.limits = limits
         self.cpu = cpu  # shared with ingest: on-demand rendering competes for the same cores
         self.signed_url_ttl = signed_url_ttl
+        self.intermediate = intermediate  # renditions start from it where it is large enough
 
     async def get(self, image_id: str) -> ImageRecord:
         """The image, or ImageNotFound."""
@@ -90,7 +94,8 @@ class Corpus:
         self, record: ImageRecord, name: str, *, may_render: bool = True
     ) -> RenditionRecord:
         """The rendition of `record` by pipeline `name` at its configured version, rendered
-        from the original and stored now if it is missing. A pipeline no longer configured
+        (from the image's intermediate where it is large enough, else from the original) and
+        stored now if it is missing. A pipeline no longer configured
         still serves what it stored. Without `may_render` (a caller that may only read) a
         missing rendition is InsufficientScope: rendering writes to storage."""
         stored = [r for r in record.renditions if r.pipeline == name]
@@ -112,12 +117,13 @@ class Corpus:
         return await self._render(record, pipeline)
 
     async def _render(self, record: ImageRecord, pipeline: Pipeline) -> RenditionRecord:
-        original = await (await self._open(record.original_path, record.id)).read()
+        source, source_path = self.source_of(record, pipeline)
+        data = await (await self._open(source_path, record.id)).read()
         rendered = await anyio.to_thread.run_sync(
-            render, original, pipeline, self.limits, limiter=self.cpu
+            lambda: render(data, pipeline, self.limits, source=source), limiter=self.cpu
         )
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
-        rendition = rendition_record_of(pipeline, path, rendered)
+        rendition = rendition_record_of(pipeline, path, rendered, source)
         try:
             await store_and_record(
                 self.store,
@@ -127,8 +133,19 @@ class Corpus:
             )
         except IntegrityError:  # the image was deleted meanwhile; the blob is gc's
             raise ImageNotFound(f"No image with id {record.id} is stored.") from None
-        log.info("rendered %s for %s on demand", pipeline.name, record.id)
+        log.info("rendered %s for %s on demand from its %s", pipeline.name, record.id, source)
         return rendition
+
+    def source_of(self, record: ImageRecord, pipeline: Pipeline) -> tuple[Source, str]:
+        """What `pipeline` renders `record` from (see Intermediate.source_for), and its path."""
+        spec = self.intermediate
+        stored = record.rendition(INTERMEDIATE, spec.version) if spec is not None else None
+        if spec is None or stored is None:
+            return "original", record.original_path
+        have = (stored.width, stored.height)
+        if spec.source_for(pipeline, (record.width, record.height), have) == "original":
+            return "original", record.original_path
+        return "intermediate", stored.path
 
     async def open_rendition(
         self, image_id: str, pipeline: str, *, may_render: bool = True

@@ -1,4 +1,5 @@
-"""One upload: limits -> dedupe -> decode -> pipeline -> score -> store -> record."""
+"""One upload: limits -> dedupe -> decode -> pipeline (and intermediate) -> score -> store ->
+record."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from anyio import CapacityLimiter
 from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
 from imgest.errors import ClientError, ModelPipelineMismatch, NearDuplicate, NoEmbedding
+from imgest.imaging.intermediate import Intermediate
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
-from imgest.rendering import Rendered, render, rendition_record_of
+from imgest.rendering import Rendered, intermediate_record_of, render, rendition_record_of
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
@@ -87,6 +89,7 @@ class IngestService:
         metrics: Metrics | None = None,
         similar: SimilarImages | None = None,
         near: NearDuplicatePolicy | None = None,
+        intermediate: Intermediate | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.similar = similar  # None: no near-duplicate search, embeddings still recorded
@@ -97,6 +100,7 @@ class IngestService:
         self.pipeline = pipeline
         self.limits = limits
         self.cpu = cpu
+        self.intermediate = intermediate  # stored with each new image larger than it
         self.counters = IngestCounters()
         # Catalog writes wait on the image's lock (on SQLite, the database's): writers
         # waiting on it must not fill the whole thread pool.
@@ -174,6 +178,12 @@ class IngestService:
             self.pipeline.name, self.pipeline.version, upload.sha256, rendered.rendition.extension
         )
         blobs = {original: upload.data, rendition: rendered.encoded}
+        renditions = [rendition_record_of(self.pipeline, rendition, rendered)]
+        if rendered.intermediate is not None and self.intermediate is not None:
+            reduced = rendered.intermediate
+            path = self.intermediate.path(upload.sha256)
+            blobs[path] = reduced.encoded
+            renditions.append(intermediate_record_of(self.intermediate, path, reduced))
         # Score first: a refused score (queue full, 503) leaves nothing behind. Then blobs,
         # catalog last: a crash in between leaves orphan blobs (swept by gc), never a catalog
         # row that points at a missing blob (see imgest.storage.once).
@@ -203,7 +213,7 @@ class IngestService:
             created_at=now,
             fields=dict(fields),
             tags=tuple(tags),
-            renditions=(rendition_record_of(self.pipeline, rendition, rendered),),
+            renditions=tuple(renditions),
             predictions=(
                 PredictionRecord(
                     model=model.name,
@@ -295,7 +305,7 @@ class IngestService:
         """Decode + pipeline + encode (in a worker thread), timed for /metrics."""
         started = time.perf_counter()
         try:
-            return render(data, self.pipeline, self.limits)
+            return render(data, self.pipeline, self.limits, intermediate=self.intermediate)
         finally:
             self.metrics.render_seconds.observe(time.perf_counter() - started)
 

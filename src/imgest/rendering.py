@@ -1,4 +1,5 @@
-"""Original bytes -> one pipeline's rendition: probe, limits, decode, steps, JPEG encode."""
+"""Original bytes -> one pipeline's rendition (and, at ingest, the image's intermediate from the
+same decode): probe, limits, decode, steps, JPEG encode."""
 
 from __future__ import annotations
 
@@ -7,14 +8,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from imgest.catalog.records import RenditionRecord
 from imgest.errors import ImageCorrupt, ImgestError
+from imgest.imaging.decode import Decoded, decode_exact
+from imgest.imaging.intermediate import NAME as INTERMEDIATE
+from imgest.imaging.intermediate import Intermediate, Source
 from imgest.imaging.limits import ImageLimits, check
 from imgest.imaging.pipeline import Pipeline, Rendition
 from imgest.imaging.sniff import ImageInfo, probe
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """An intermediate made along with a rendition: its size and JPEG bytes."""
+
+    width: int
+    height: int
+    encoded: bytes
 
 
 @dataclass(frozen=True)
@@ -27,21 +41,56 @@ class Rendered:
     rendition: Rendition
     encoded: bytes
     inputs: list[npt.NDArray[np.uint8]]
+    intermediate: Reduced | None = None  # asked for, and the original is larger than it
 
 
 def render(
-    data: bytes, pipeline: Pipeline, limits: ImageLimits, *, encode: bool = True
+    data: bytes,
+    pipeline: Pipeline,
+    limits: ImageLimits,
+    *,
+    encode: bool = True,
+    intermediate: Intermediate | None = None,
+    source: Source = "original",
 ) -> Rendered:
     """Probe, check limits, decode and render `data` (blocking, CPU-bound); encode the
     rendition as JPEG unless `encode` is false (a rescore whose rendition is stored already).
+    With `intermediate`, the same decode (at least the intermediate's size) also yields the
+    image's intermediate, where the original is larger than one. `source` "intermediate":
+    `data` is an intermediate, decoded whole (see Pipeline.render).
 
     Raises the ClientError that explains a refusal; a decoder crashing on hostile bytes is
     ImageCorrupt, never a 500.
     """
     try:
         info = probe(data)
-        check(info, limits, min_size=pipeline.min_decode_size(*info.oriented_size))
-        rendition = pipeline.render(data, info, max_icc_bytes=limits.max_icc_bytes)
+        need = pipeline.min_decode_size(*info.oriented_size)
+        size = None
+        if intermediate is not None and intermediate.background == pipeline.background:
+            size = intermediate.size_for(*info.oriented_size)
+        if size is None:
+            check(info, limits, min_size=need)
+            rendition = pipeline.render(
+                data,
+                info,
+                max_icc_bytes=limits.max_icc_bytes,
+                scaled_decode=source == "original",
+            )
+            reduced = None
+        else:
+            assert intermediate is not None
+            least = (max(need[0], size[0]), max(need[1], size[1]))
+            check(info, limits, min_size=least)
+            decoded = decode_exact(
+                data,
+                info,
+                min_size=least,
+                background=pipeline.background,
+                max_icc_bytes=limits.max_icc_bytes,
+            )
+            rendition = pipeline.apply(decoded)
+            encoded_reduced = intermediate.encode(intermediate.make(decoded, size))
+            reduced = Reduced(size[0], size[1], encoded_reduced)
         encoded = rendition.encode() if encode else b""
         inputs = rendition.model_inputs()
     except ImgestError:
@@ -49,11 +98,63 @@ def render(
     except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
         log.warning("decoder failed on client input: %r", exc, exc_info=True)
         raise ImageCorrupt("The image could not be decoded.") from exc
-    return Rendered(info=info, rendition=rendition, encoded=encoded, inputs=inputs)
+    return Rendered(
+        info=info, rendition=rendition, encoded=encoded, inputs=inputs, intermediate=reduced
+    )
 
 
-def rendition_record_of(pipeline: Pipeline, path: str, rendered: Rendered) -> RenditionRecord:
-    """The catalog record of a stored rendition."""
+def render_decoded(
+    data: bytes, image: Image.Image, pipeline: Pipeline, limits: ImageLimits, *, encode: bool
+) -> Rendered:
+    """`render` from pixels decoded elsewhere (the GPU decoder's: full size, upright, RGB):
+    the limits are checked on `data`'s header as usual, the pixels box-reduced by an integer
+    factor toward what the pipeline needs, then the steps run."""
+    info = probe(data)
+    need = pipeline.min_decode_size(*info.oriented_size)
+    check(info, limits, min_size=need)
+    if image.size != info.oriented_size or image.mode != "RGB":
+        raise ImageCorrupt("The decoded image does not have the size its header says.")
+    factor = max(1, min(image.width // need[0], image.height // need[1]))
+    if factor > 1:
+        image = image.reduce(factor)
+    # reduce() rounds sizes up: the picture is the exact scaled box, as decode_exact says.
+    content = (0.0, 0.0, info.oriented_size[0] / factor, info.oriented_size[1] / factor)
+    rendition = pipeline.apply(Decoded(image, content))
+    encoded = rendition.encode() if encode else b""
+    return Rendered(
+        info=info, rendition=rendition, encoded=encoded, inputs=rendition.model_inputs()
+    )
+
+
+def reduce(data: bytes, intermediate: Intermediate, limits: ImageLimits) -> Reduced | None:
+    """The intermediate of original `data` alone (a backfill), decoded at the smallest DCT
+    scale that covers it; None when the original is not larger than an intermediate."""
+    try:
+        info = probe(data)
+        size = intermediate.size_for(*info.oriented_size)
+        if size is None:
+            return None
+        check(info, limits, min_size=size)
+        decoded = decode_exact(
+            data,
+            info,
+            min_size=size,
+            background=intermediate.background,
+            max_icc_bytes=limits.max_icc_bytes,
+        )
+        encoded = intermediate.encode(intermediate.make(decoded, size))
+    except ImgestError:
+        raise
+    except Exception as exc:  # as in render(): a decoder tripping on stored bytes
+        log.warning("decoder failed on a stored original: %r", exc, exc_info=True)
+        raise ImageCorrupt("The image could not be decoded.") from exc
+    return Reduced(size[0], size[1], encoded)
+
+
+def rendition_record_of(
+    pipeline: Pipeline, path: str, rendered: Rendered, source: Source = "original"
+) -> RenditionRecord:
+    """The catalog record of a stored rendition, rendered from `source`."""
     return RenditionRecord(
         pipeline=pipeline.name,
         pipeline_version=pipeline.version,
@@ -62,4 +163,20 @@ def rendition_record_of(pipeline: Pipeline, path: str, rendered: Rendered) -> Re
         height=rendered.rendition.height,
         content_type=rendered.rendition.content_type,
         bytes=len(rendered.encoded),
+        source=source,
+    )
+
+
+def intermediate_record_of(
+    intermediate: Intermediate, path: str, reduced: Reduced
+) -> RenditionRecord:
+    """The catalog record of a stored intermediate (a rendition row of its reserved name)."""
+    return RenditionRecord(
+        pipeline=INTERMEDIATE,
+        pipeline_version=intermediate.version,
+        path=path,
+        width=reduced.width,
+        height=reduced.height,
+        content_type="image/jpeg",
+        bytes=len(reduced.encoded),
     )

@@ -21,6 +21,7 @@ from imgest.catalog.db import CatalogOptions
 from imgest.catalog.repo import Catalog
 from imgest.config import Settings
 from imgest.errors import ConfigError
+from imgest.imaging.intermediate import Intermediate
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.imaging.pipelines import load_pipelines
@@ -69,6 +70,14 @@ class Runtime:
         """The catalog connection settings (`catalog_<name>` in settings)."""
         names = [f.name for f in dataclasses.fields(CatalogOptions)]
         return CatalogOptions(**{n: getattr(self.settings, f"catalog_{n}") for n in names})
+
+    @property
+    def intermediate(self) -> Intermediate | None:
+        """How intermediates are made (settings.intermediate), or None when they are off."""
+        s = self.settings
+        if not s.intermediate:
+            return None
+        return Intermediate(long_side=s.intermediate, background=s.background)
 
     @property
     def limits(self) -> ImageLimits:

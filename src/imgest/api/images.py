@@ -82,6 +82,7 @@ def renditions_out(record: ImageRecord, links: Links) -> dict[str, RenditionOut]
             pipeline_version=r.pipeline_version,
             bytes=r.bytes,
             content_type=r.content_type,
+            source="intermediate" if r.source == "intermediate" else "original",
         )
     return out
 

@@ -21,6 +21,11 @@ class RenditionOut(BaseModel):
     pipeline_version: str
     bytes: int
     content_type: str
+    source: Literal["original", "intermediate"] = Field(
+        default="original",
+        description="What it was rendered from: the original, or the image's intermediate "
+        "(its stored reduced copy; the `intermediate` entry is that copy itself).",
+    )
 
 
 class LabelOut(BaseModel):

@@ -24,6 +24,7 @@ from imgest.catalog.records import (
     RenditionRecord,
 )
 from imgest.catalog.rows import embedding_values, prediction_record, prediction_values, table
+from imgest.storage.paths import INTERMEDIATE
 
 T = TypeVar("T")
 
@@ -57,19 +58,35 @@ class CorpusQueries(Leases):
         embedded: bool = False,
         after: str | None = None,
         limit: int = 500,
+        intermediate: str | None = None,
     ) -> list[PendingImage]:
         """One keyset page (by id) of the images `where` selects, each with the path of its
-        stored `pipeline`@`pipeline_version` rendition if any; only those without the
-        `lacking` prediction (or, `embedded`, its model version's embedding) when given."""
+        stored `pipeline`@`pipeline_version` rendition if any (and its intermediate rendition
+        of version `intermediate`, when given); only those without the `lacking` prediction
+        (or, `embedded`, its model version's embedding) when given."""
         rendition = aliased(RenditionRow)
-        columns = select(ImageRow.id, ImageRow.original_path, rendition.path, ImageRow.label)
+        inter = aliased(RenditionRow)
+        columns = select(
+            ImageRow.id,
+            ImageRow.original_path,
+            rendition.path,
+            ImageRow.label,
+            ImageRow.width,
+            ImageRow.height,
+            *(inter.path, inter.width, inter.height, inter.bytes),
+        )
         query = filtered(columns, where).outerjoin(
             rendition,
             _of_image(rendition, pipeline=pipeline, pipeline_version=pipeline_version),
         )
+        # An impossible version when none is asked for: the join finds nothing.
+        query = query.outerjoin(
+            inter,
+            _of_image(inter, pipeline=INTERMEDIATE, pipeline_version=intermediate or "/"),
+        )
         if lacking is not None:
             query = query.where(~is_done(lacking, embedded))
-        return self._id_page(query, after, limit, PendingImage)
+        return self._id_page(query, after, limit, _pending)
 
     def top1_predictions(
         self, image_ids: Sequence[str], model_version: str, pipeline_version: str
@@ -122,6 +139,28 @@ class CorpusQueries(Leases):
             new = _insert_new(session, PredictionRow, predictions)
             vectors = [embedding_values(i, e) for i, e in embeddings]
             new |= _insert_new(session, EmbeddingRow, vectors)
+        if lease is not None:
+            lease.spent = True
+        return len(new)
+
+    def add_renditions(
+        self, results: Sequence[tuple[str, RenditionRecord]], lease: Lease | None = None
+    ) -> int:
+        """Record (image id, rendition) pairs in one transaction; how many were new.
+
+        Idempotent like `add_results`; `lease` (the write lease the renditions were stored
+        under) is spent likewise, under their images' locks: a rendition whose lease is gone
+        is left out.
+        """
+        rows = [{**dataclasses.asdict(r), "image_id": i} for i, r in results]
+        if not rows:
+            return 0
+        with self.writing() as session:
+            if lease is not None:
+                lock_paths(session, lease.paths)
+                held = spend(session, lease, partial=True)
+                rows = [r for r in rows if r["path"] in held]
+            new = _insert_new(session, RenditionRow, rows)
         if lease is not None:
             lease.spent = True
         return len(new)
@@ -225,3 +264,31 @@ def _insert_new(session: Session, cls: type[Base], rows: list[dict[str, Any]]) -
     target = table(cls)
     statement = insert(target).on_conflict_do_nothing().returning(target.c.image_id)
     return set(session.execute(statement, rows).scalars())
+
+
+def _pending(
+    image_id: str,
+    original_path: str,
+    rendition_path: str | None,
+    label: str | None,
+    width: int,
+    height: int,
+    inter_path: str | None,
+    inter_width: int | None,
+    inter_height: int | None,
+    inter_bytes: int | None,
+) -> PendingImage:
+    """A PendingImage from one row of `image_page`'s query."""
+    intermediate = None
+    if inter_path is not None:
+        assert inter_width is not None and inter_height is not None and inter_bytes is not None
+        intermediate = RenditionRecord(
+            pipeline=INTERMEDIATE,
+            pipeline_version="",
+            path=inter_path,
+            width=inter_width,
+            height=inter_height,
+            content_type="image/jpeg",
+            bytes=inter_bytes,
+        )
+    return PendingImage(image_id, original_path, rendition_path, label, width, height, intermediate)

@@ -97,6 +97,8 @@ class RenditionRow(Base):
     height: Mapped[int] = mapped_column(Integer)
     content_type: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(BigInteger)
+    # What it was rendered from: "original", or "intermediate" (the image's reduced copy).
+    source: Mapped[str] = mapped_column(String(16), default="original", server_default="original")
 
 
 class PredictionRow(Base):

@@ -54,6 +54,7 @@ class RenditionRecord:
     height: int
     content_type: str
     bytes: int
+    source: str = "original"  # what it was rendered from: "original" or "intermediate"
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,15 @@ class ImageRecord:
     renditions: tuple[RenditionRecord, ...] = ()
     predictions: tuple[PredictionRecord, ...] = ()
     label: str | None = None  # ground truth, set by a person (PATCH, `imgest label`, upload)
+
+    def rendition(self, pipeline: str, version: str | None = None) -> RenditionRecord | None:
+        """The newest stored rendition of `pipeline` (at `version` when given), or None."""
+        found = [
+            r
+            for r in self.renditions
+            if r.pipeline == pipeline and (version is None or r.pipeline_version == version)
+        ]
+        return found[-1] if found else None
 
     def blob_paths(self) -> list[str]:
         """Every blob this record references."""
@@ -99,6 +109,14 @@ class PendingImage:
     original_path: str
     rendition_path: str | None
     label: str | None = None  # ground truth
+    width: int = 0  # the original's, as catalogued (before EXIF orientation)
+    height: int = 0
+    intermediate: RenditionRecord | None = None  # of the version asked for, if stored
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The original's (width, height) as catalogued."""
+        return self.width, self.height
 
 
 @dataclass(frozen=True)

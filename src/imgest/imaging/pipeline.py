@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from imgest.imaging.decode import DEFAULT_MAX_ICC_BYTES, decode_exact
+from imgest.imaging.decode import DEFAULT_MAX_ICC_BYTES, Decoded, decode_exact
 from imgest.imaging.registry import get_step
 from imgest.imaging.sniff import ImageInfo
 from imgest.imaging.steps import (
@@ -178,17 +178,28 @@ class Pipeline:
         return resize_min_input(width, height, size=self.size, mode=mode, crop=crop)
 
     def render(
-        self, data: bytes, info: ImageInfo, *, max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES
+        self,
+        data: bytes,
+        info: ImageInfo,
+        *,
+        max_icc_bytes: int = DEFAULT_MAX_ICC_BYTES,
+        scaled_decode: bool = True,
     ) -> Rendition:
-        """Decode `data` (already probed and checked) and run the steps."""
+        """Decode `data` (already probed and checked) and run the steps. Without
+        `scaled_decode` it is decoded whole (an intermediate: already reduced once, so a
+        DCT-scaled decode would filter it twice; docs/intermediate.md measures the loss)."""
         width, height = info.oriented_size
         decoded = decode_exact(
             data,
             info,
-            min_size=self.min_decode_size(width, height),
+            min_size=self.min_decode_size(width, height) if scaled_decode else None,
             background=self.background,
             max_icc_bytes=max_icc_bytes,
         )
+        return self.apply(decoded)
+
+    def apply(self, decoded: Decoded) -> Rendition:
+        """Run the steps on an upright sRGB decode (at least `min_decode_size`)."""
         img = decoded.image
         for name, params in self.steps:
             step = get_step(name)

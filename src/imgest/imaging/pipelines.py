@@ -28,6 +28,7 @@ from imgest.imaging.pipeline import (
     builtin_pipelines,
     canonical_step,
 )
+from imgest.storage.paths import INTERMEDIATE
 
 if TYPE_CHECKING:
     from imgest.config import Settings
@@ -61,6 +62,11 @@ def load_pipelines(
     for name, pipeline in parse_pipelines(path, background=background).items():
         if name in pipelines:
             raise ConfigError(f"{path}: pipeline {name!r} is built in; pick another name")
+        if name == INTERMEDIATE:
+            raise ConfigError(
+                f"{path}: pipeline name {name!r} is reserved for the images' intermediates; "
+                "pick another name"
+            )
         pipelines[name] = pipeline
     return pipelines
 

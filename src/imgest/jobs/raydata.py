@@ -51,9 +51,13 @@ class RayScorer:
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         items = [
-            WorkItem(str(i), str(p), bool(s))
-            for i, p, s in zip(
-                batch["image_id"], batch["original_path"], batch["store_rendition"], strict=True
+            WorkItem(str(i), str(p), bool(s), str(m))
+            for i, p, s, m in zip(
+                batch["image_id"],
+                batch["original_path"],
+                batch["store_rendition"],
+                batch["intermediate_path"],
+                strict=True,
             )
         ]
         outcomes = [
@@ -125,6 +129,7 @@ class RayEngine:
                     "image_id": i.image_id,
                     "original_path": i.original_path,
                     "store_rendition": i.store_rendition,
+                    "intermediate_path": i.intermediate_path,
                 }
                 for i in chunk
             ]

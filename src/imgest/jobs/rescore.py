@@ -16,29 +16,32 @@ recorded, and the rendition is made again on demand.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Literal, Protocol
 
-from imgest.catalog.leases import Lease
 from imgest.catalog.records import (
     EmbeddingRecord,
+    PendingImage,
     PredictionKey,
     PredictionRecord,
     RenditionRecord,
 )
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import ImgestError, JobError, StorageUnavailable
+from imgest.errors import JobError, StorageUnavailable
+from imgest.imaging.intermediate import Intermediate
+from imgest.imaging.pipeline import Pipeline
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.raydata import RayEngine, require_ray
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
+from imgest.jobs.runleases import RunLeases
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
@@ -133,6 +136,7 @@ def run(
     workers: int = 1,
     batch_size: int = 16,
     device: str | None = None,
+    decode: str = "cpu",
     ray_address: str | None = None,
     progress: bool = False,
     pin: bool = True,
@@ -143,10 +147,18 @@ def run(
     workers=0 with the local engine scores in this process (no pool), for debugging and
     for measuring the single-core bound. `pin` binds each local worker (and each Ray actor on
     this machine) to a core of its own where there are enough cores (see imgest.jobs.pool).
-    `on_batch` is called with the summary so far after each batch is recorded.
+    `on_batch` is called with the summary so far after each batch is recorded. `decode`
+    "cuda" decodes the originals' JPEGs on the GPU (nvImageCodec; untested on a GPU, see
+    imgest.imaging.gpu); without nvImageCodec or a GPU it raises DeviceUnavailable at once.
     """
     where = where or ImageFilter()
     device = device or settings.device
+    if decode not in ("cpu", "cuda"):
+        raise JobError(f"unknown decode device {decode!r}: use cpu or cuda")
+    if decode == "cuda" and engine == "local":
+        from imgest.imaging.gpu import GpuJpegDecoder
+
+        GpuJpegDecoder()  # no nvImageCodec or no GPU: DeviceUnavailable before any work
     if engine == "ray":
         require_ray()  # before any work, even when there is nothing to do
     if settings.storage_url.startswith("memory:"):
@@ -154,7 +166,9 @@ def run(
     runtime = Runtime(settings)
     catalog = runtime.open_catalog()
     try:
-        spec = scorer_spec(settings, catalog, model, pipeline, device)
+        spec = dataclasses.replace(
+            scorer_spec(settings, catalog, model, pipeline, device), decode=decode
+        )
         # Locally, load it here first: a bad device fails before any worker starts. A Ray
         # driver may have no GPU at all: its actors check their own device.
         loaded = spec.load_model() if engine == "local" else None
@@ -176,9 +190,19 @@ def run(
             summary.skipped = summary.matched
             return summary
         runner = _engine(runtime, engine, spec, loaded, workers, batch_size, ray_address, pin)
-        leases = _RunLeases(catalog, settings.storage_timeout_s)
+        leases = RunLeases(catalog, settings.storage_timeout_s)
         try:
-            _drive(catalog, runner, key, where, batch_size, summary, progress, on_batch, leases)
+            batches = _batches(
+                catalog,
+                key,
+                where,
+                batch_size,
+                summary.embedded,
+                leases,
+                spec.pipeline,
+                runtime.intermediate,
+            )
+            _drive(catalog, runner, key, batches, summary, progress, on_batch, leases)
         finally:
             leases.close()
         return summary
@@ -242,18 +266,16 @@ def _drive(
     catalog: Catalog,
     engine: Engine,
     key: PredictionKey,
-    where: ImageFilter,
-    batch_size: int,
+    batches: Iterator[list[WorkItem]],
     summary: RescoreSummary,
     progress: bool,
     on_batch: Callable[[RescoreSummary], None] | None,
-    leases: _RunLeases,
+    leases: RunLeases,
 ) -> None:
     started = time.monotonic()
     summary.skipped = summary.matched - summary.pending
     done = 0
     with progress_bar("rescore", summary.pending, enabled=progress) as advance:
-        batches = _batches(catalog, key, where, batch_size, summary.embedded, leases)
         for outcomes in engine.run(batches):
             came_back = time.monotonic() - started
             _record(catalog, key, outcomes, summary, leases)
@@ -271,9 +293,14 @@ def _batches(
     where: ImageFilter,
     batch_size: int,
     embedded: bool,
-    leases: _RunLeases | None = None,
+    leases: RunLeases | None,
+    pipeline: Pipeline,
+    intermediate: Intermediate | None,
 ) -> Iterator[list[WorkItem]]:
+    """The pending images in batches, each to be rendered from its intermediate where that
+    is large enough for `pipeline` (see Intermediate.source_for), else from its original."""
     after: str | None = None
+    version = intermediate.version if intermediate is not None else None
     while page := catalog.image_page(
         key.pipeline,
         key.pipeline_version,
@@ -282,11 +309,12 @@ def _batches(
         embedded=embedded,
         after=after,
         limit=PAGE,
+        intermediate=version,
     ):
         after = page[-1].id
         items = iter(page)
         while chunk := list(islice(items, batch_size)):
-            batch = [WorkItem(p.id, p.original_path, p.rendition_path is None) for p in chunk]
+            batch = [_work_item(p, pipeline, intermediate) for p in chunk]
             if leases is not None:
                 leases.take([_rendition_path(key, i.image_id) for i in batch if i.store_rendition])
             yield batch
@@ -297,37 +325,13 @@ def _rendition_path(key: PredictionKey, image_id: str) -> str:
     return rendition_path(key.pipeline, key.pipeline_version, image_id, "jpg")
 
 
-class _RunLeases:
-    """The driver's write leases: one holder for the run, a lease taken on each batch's
-    rendition paths before the workers store them, spent as each batch is recorded, what is
-    left dropped at the end (see the module docstring)."""
-
-    def __init__(self, catalog: Catalog, wait_s: float) -> None:
-        self.catalog = catalog
-        self.holder = uuid.uuid4().hex
-        self.wait_s = wait_s  # a live delete lease goes within one storage call
-
-    def take(self, paths: list[str]) -> None:
-        """W1 for one batch: waits while a deleter holds one of `paths` (StorageUnavailable
-        after `wait_s`)."""
-        deadline = time.monotonic() + self.wait_s
-        pause = 0.01
-        while paths and self.catalog.take_write_lease(paths, self.holder) is None:
-            if time.monotonic() >= deadline:
-                raise StorageUnavailable("A rendition of this batch is being deleted; try again.")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-
-    def of(self, paths: list[str]) -> Lease:
-        """The run's lease on `paths` (what one batch's transaction spends)."""
-        return Lease("write", tuple(paths), holder=self.holder)
-
-    def close(self) -> None:
-        """Drop what is left (batches that failed or never came back); best effort."""
-        try:
-            self.catalog.end_lease(self.of([]))
-        except ImgestError:
-            log.warning("could not drop rescore's blob leases; they expire", exc_info=True)
+def _work_item(p: PendingImage, pipeline: Pipeline, intermediate: Intermediate | None) -> WorkItem:
+    stored = p.intermediate
+    if intermediate is not None and stored is not None:
+        have = (stored.width, stored.height)
+        if intermediate.source_for(pipeline, p.size, have) == "intermediate":
+            return WorkItem(p.id, p.original_path, p.rendition_path is None, stored.path)
+    return WorkItem(p.id, p.original_path, p.rendition_path is None)
 
 
 def _record(
@@ -335,7 +339,7 @@ def _record(
     key: PredictionKey,
     outcomes: list[Outcome],
     summary: RescoreSummary,
-    leases: _RunLeases | None = None,
+    leases: RunLeases | None = None,
 ) -> None:
     now = datetime.now(UTC)
     results: list[tuple[str, PredictionRecord, RenditionRecord | None]] = []

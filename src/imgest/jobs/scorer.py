@@ -3,10 +3,10 @@
 A `BatchScorer` is built once per worker process (or Ray actor) from a picklable
 `ScorerSpec`: it opens the blob store (through `imgest.runtime`, from the job's settings) and
 loads the model (one onnxruntime thread, since the engines run one worker per core). For each
-batch it reads the originals, renders them (encoding the JPEG only where the catalog lacks the
-rendition), stores those renditions (blobs only: the driver records the rows) and scores every
-model input of the batch in one `Model.predict` (which gives onnxruntime 4 inputs at a time on
-the CPU).
+batch it reads the originals (or the intermediates the driver chose instead), renders them
+(encoding the JPEG only where the catalog lacks the rendition), stores those renditions (blobs
+only: the driver records the rows) and scores every model input of the batch in one
+`Model.predict` (which gives onnxruntime 4 inputs at a time on the CPU).
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import json
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from PIL import Image
 
 from imgest.catalog.records import Label, RenditionRecord
 from imgest.config import Settings
 from imgest.errors import ImgestError, StorageUnavailable
+from imgest.imaging.gpu import gpu_decodable
+from imgest.imaging.intermediate import Source
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
-from imgest.rendering import Rendered, render, rendition_record_of
+from imgest.rendering import Rendered, render, render_decoded, rendition_record_of
 from imgest.scoring.model import Model, ModelSpec
 from imgest.similarity.vectors import to_bytes
 from imgest.storage.base import (
@@ -36,17 +40,32 @@ from imgest.storage.base import (
 from imgest.storage.once import put_all_once
 from imgest.storage.paths import rendition_path
 
+if TYPE_CHECKING:
+    from imgest.imaging.gpu import GpuJpegDecoder
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One image to score: where its original is, and whether its rendition must be stored."""
+    """One image to score: where its original is, whether its rendition must be stored, and
+    the path of its intermediate when the pipeline renders from that instead."""
 
     image_id: str
     original_path: str
     store_rendition: bool
+    intermediate_path: str = ""  # "": render from the original
+
+    @property
+    def source(self) -> Source:
+        """What the image is rendered from."""
+        return "intermediate" if self.intermediate_path else "original"
+
+    @property
+    def source_path(self) -> str:
+        """The blob the image is rendered from."""
+        return self.intermediate_path or self.original_path
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,7 @@ class ScorerSpec:
     top_k: int = 5
     device: str = "cpu"
     limits: ImageLimits = field(default_factory=ImageLimits)
+    decode: str = "cpu"  # or "cuda": originals' JPEGs decoded on the GPU (imgest.imaging.gpu)
 
     def load_model(self) -> Model:
         """The model, with one onnxruntime thread (the engines run one worker per core)."""
@@ -114,6 +134,11 @@ class BatchScorer:
         self.model = model
         self._loop = asyncio.new_event_loop()
         self._owns_store = owns_store  # close() closes it
+        self.gpu: GpuJpegDecoder | None = None
+        if spec.decode == "cuda":
+            from imgest.imaging.gpu import GpuJpegDecoder  # loads nvImageCodec: only here
+
+            self.gpu = GpuJpegDecoder()
 
     @classmethod
     def from_spec(cls, spec: ScorerSpec) -> BatchScorer:
@@ -136,15 +161,27 @@ class BatchScorer:
         every model input of the batch (several per image for tiled pipelines) goes to the
         model in one predict.
         """
-        originals = self._run(_gather([self._read(i.original_path) for i in items]))
+        originals = self._run(_gather([self._read(i.source_path) for i in items]))
         outcomes: list[Outcome | None] = [None] * len(items)
         rendered: dict[int, Rendered] = {}
+        on_gpu = self._decode_on_gpu(items, originals)
         for n, (item, data) in enumerate(zip(items, originals, strict=True)):
             try:
                 if isinstance(data, BaseException):
                     raise data
+                pixels = on_gpu.get(n)
+                if pixels is not None:
+                    rendered[n] = render_decoded(
+                        data, pixels, self.spec.pipeline, self.spec.limits,
+                        encode=item.store_rendition,
+                    )  # fmt: skip
+                    continue
                 rendered[n] = render(
-                    data, self.spec.pipeline, self.spec.limits, encode=item.store_rendition
+                    data,
+                    self.spec.pipeline,
+                    self.spec.limits,
+                    encode=item.store_rendition,
+                    source=item.source,
                 )
             except (ImgestError, StoreError) as exc:
                 outcomes[n] = _failed(item, exc)
@@ -169,6 +206,21 @@ class BatchScorer:
             )
         return [o for o in outcomes if o is not None]
 
+    def _decode_on_gpu(
+        self, items: Sequence[WorkItem], blobs: Sequence[bytes | BaseException]
+    ) -> dict[int, Image.Image | None]:
+        """n -> the GPU's pixels of item n's original (None: it failed there, the CPU tries),
+        for the originals the GPU can decode, all in one batch; {} without --decode cuda."""
+        if self.gpu is None:
+            return {}
+        chosen = [
+            n
+            for n, (item, data) in enumerate(zip(items, blobs, strict=True))
+            if isinstance(data, bytes) and item.source == "original" and gpu_decodable(data)
+        ]
+        pixels = self.gpu.decode([cast(bytes, blobs[n]) for n in chosen])
+        return dict(zip(chosen, pixels, strict=True))
+
     def _store(
         self, items: Sequence[WorkItem], rendered: dict[int, Rendered]
     ) -> dict[int, RenditionRecord | BaseException]:
@@ -181,7 +233,7 @@ class BatchScorer:
                 continue
             extension = result.rendition.extension
             path = rendition_path(pipeline.name, pipeline.version, items[n].image_id, extension)
-            records[n] = rendition_record_of(pipeline, path, result)
+            records[n] = rendition_record_of(pipeline, path, result, items[n].source)
             writes.append((path, result.encoded))
         # One call for the batch: a local store writes it with one flush (put_many).
         done = self._run(put_all_once(self.store, writes))

@@ -1,4 +1,5 @@
-"""The blob layout: where originals and renditions live in a store (content-addressed)."""
+"""The blob layout: where originals, renditions and intermediates live in a store
+(content-addressed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import re
 ORIGINALS_PREFIX = "originals/"
 RENDITIONS_PREFIX = "renditions/"
 MODELS_PREFIX = "models/"
+# The reserved pipeline name of intermediates: `renditions/intermediate@<version>/...`, so gc
+# and fsck see them as the renditions they are (see imgest.imaging.intermediate).
+INTERMEDIATE = "intermediate"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PIPELINE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -48,6 +52,11 @@ def rendition_path(pipeline_name: str, spec_version: str, sha256_hex: str, ext: 
     """`renditions/<pipeline>@<version>/ab/cd/<sha256>.<ext>` (`ext` without the dot: "jpg")."""
     extension = _check(_EXT, ext, "file extension (lowercase, without the dot)")
     return f"{rendition_prefix(pipeline_name, spec_version)}{_fanout(sha256_hex)}.{extension}"
+
+
+def intermediate_path(spec_version: str, sha256_hex: str) -> str:
+    """`renditions/intermediate@<version>/ab/cd/<sha256>.jpg`: an image's intermediate."""
+    return rendition_path(INTERMEDIATE, spec_version, sha256_hex, "jpg")
 
 
 def model_path(sha256_hex: str) -> str:

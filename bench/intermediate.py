@@ -1,0 +1,432 @@
+"""Benchmark: the intermediate (issue 18, part 1): fidelity gate, storage and speed, in one run.
+
+Usage: .venv/bin/python bench/intermediate.py [--quick] [--images N] [--wheel PATH]
+(bench/run.py runs it for `make bench`).
+
+Corpus: the real colour and grey photos shipped in the scikit-image 0.26.0 wheel
+(`skimage/data/`: astronaut, chelsea, coffee, rocket, motorcycle, hubble, retina, ihc, camera,
+...; CC0 / public domain, see tests/data/README.md), each image a random crop (60-100 %),
+maybe flipped, enlarged to a long side of 3000-4032 px (bicubic; 12 MP is 4032 x 3024) with
+sensor-like noise (sigma 3) and saved as JPEG q90 4:2:0, as phones do: originals with real
+content and pixel-level grain. The wheel is found at --wheel, $IMGEST_SKIMAGE_WHEEL,
+~/.cache/imgest-export or /opt/pypi/files, else fetched with
+`pip download scikit-image==0.26.0 --no-deps`.
+
+For every image and each intermediate candidate (long side and JPEG quality):
+- fidelity: the 224 rendition (pipeline `default`, centre crop) and a new tiled pipeline
+  (`pair`: two 224 px tiles side by side) rendered from the intermediate vs from the original:
+  PSNR of the pixels, and top-1 agreement of the bundled model on them;
+- storage: the intermediate's bytes over the original's;
+- speed, per core (this process, one onnxruntime thread, CPU time): a new pipeline's decode +
+  render from the original vs from the intermediate, and the same with scoring (the rescore
+  worker's loop on bytes in memory: storage reads left out); an on-demand rendition (decode,
+  render, JPEG encode) from each;
+- ingest: the CPU time of rendering one 12 MP upload (bench/normalize.py's photo) with and
+  without making the intermediate from the same decode, next to the DCT-scaled decode alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from imgest.imaging.intermediate import NAME as INTERMEDIATE  # noqa: E402
+from imgest.imaging.intermediate import Intermediate  # noqa: E402
+from imgest.imaging.limits import ImageLimits  # noqa: E402
+from imgest.imaging.pipeline import Pipeline, builtin_pipelines  # noqa: E402
+from imgest.rendering import reduce, render  # noqa: E402
+from imgest.scoring.model import Model  # noqa: E402
+
+NAME = "intermediate"
+TITLE = "Intermediate: fidelity, storage and speed of rendering from it (issue 18)"
+CACHE = ROOT / "bench" / ".cache" / "intermediate"
+PHOTOS = (
+    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+    "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
+    "brick.png", "grass.png", "gravel.png", "coins.png", "moon.png",
+)  # fmt: skip
+CANDIDATES = ((768, 90), (512, 90), (768, 95), (1024, 90))  # (long side, JPEG quality)
+CHOSEN = (768, 90)  # the documented value of IMGEST_INTERMEDIATE
+CONTROL = (0, 0)  # key of the control: the original decoded whole
+MARGIN = 0.05  # "sure": the original's top-1 leads its top-2 by this much probability
+TARGET_AGREEMENT = 0.995
+TARGET_PSNR = 40.0
+TARGET_OVERHEAD = 0.10
+TARGET_RESCORE = 8.0
+TARGET_THUMBOR = 5.0
+# From the last full `make bench` (docs/benchmarks.md, HTTP table): thumbor's server CPU ms
+# per 224 rendition of a 12 MP original, and ours (on-demand, from the original, stored).
+THUMBOR_CPU_MS = 113.8
+OURS_ON_DEMAND_CPU_MS = 30.4
+LIMITS = ImageLimits()
+LONG_SIDES = (3000, 4032)  # phone photos: 12 MP is 4032 x 3024
+
+
+def find_wheel(given: Path | None) -> Path:
+    """A scikit-image 0.26.0 wheel (see the module docstring for where it is looked for)."""
+    env = os.environ.get("IMGEST_SKIMAGE_WHEEL")
+    for candidate in (given, Path(env) if env else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    for folder in (Path.home() / ".cache" / "imgest-export", Path("/opt/pypi/files"), CACHE):
+        found = sorted(folder.glob("scikit_image-0.26.0-*.whl")) if folder.is_dir() else []
+        if found:
+            return found[0]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "scikit-image==0.26.0", "--no-deps",
+         "-d", str(CACHE)],
+        check=True,
+    )  # fmt: skip
+    return next(CACHE.glob("scikit_image-0.26.0-*.whl"))
+
+
+def sources(wheel: Path) -> list[Image.Image]:
+    """The photos of the wheel, as RGB."""
+    out = []
+    with zipfile.ZipFile(wheel) as zf:
+        for name in PHOTOS:
+            with Image.open(io.BytesIO(zf.read(f"skimage/data/{name}"))) as im:
+                out.append(im.convert("RGB"))
+    return out
+
+
+def corpus(n: int, wheel: Path, seed: int = 18) -> list[bytes]:
+    """n distinct phone-like JPEGs (cached under bench/.cache/intermediate/)."""
+    folder = CACHE / f"corpus-{seed}-{LONG_SIDES[0]}-{LONG_SIDES[1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    have = sorted(folder.glob("*.jpg"))
+    if len(have) >= n:
+        return [p.read_bytes() for p in have[:n]]
+    photos = sources(wheel)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        src = photos[i % len(photos)]
+        w, h = src.size
+        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        img = src.crop((x, y, x + cw, y + ch))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        long_side = int(rng.uniform(LONG_SIDES[0], LONG_SIDES[1]))
+        scale = long_side / max(img.size)
+        img = img.resize(
+            (round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC
+        )
+        noise = rng.normal(0, 3, (img.height, img.width, 3)).astype(np.float32)
+        pixels = np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+        data = simplejpeg.encode_jpeg(pixels, quality=90, colorsubsampling="420")
+        (folder / f"{i:04d}.jpg").write_bytes(data)
+        out.append(data)
+    return out
+
+
+def pipelines() -> dict[str, Pipeline]:
+    """`default` (what ingest stores) and `pair`, a new pipeline: two 224 px tiles."""
+    pair = Pipeline.build(
+        "pair",
+        [
+            ("resize", {"size": [448, 224], "mode": "crop"}),
+            ("tile", {"rows": 1, "cols": 2, "aggregate": "mean"}),
+        ],
+    )
+    return {"default": builtin_pipelines()["default"], "pair": pair}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def cpu_ms(fn: Callable[[], object], repeats: int = 1) -> float:
+    """Median CPU time of `fn` (this process), in ms."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append((time.process_time() - start) * 1000)
+    return statistics.median(times)
+
+
+def fidelity(
+    images: list[bytes], model: Model, specs: list[Intermediate]
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Renditions from each spec's intermediates vs from the originals, per pipeline: PSNR,
+    top-1 agreement (all images; and where the original's top two classes are at least
+    MARGIN apart), storage; and the control: the original decoded whole instead of
+    DCT-scaled, a rendering just as valid, against the same reference."""
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    keys = [(s.long_side, s.quality) for s in specs]
+    for key in [*keys, CONTROL]:
+        out[key] = {"psnr": {}, "agree": {}, "sure": {}, "served": {}, "overhead": []}
+    for name, pipeline in pipelines().items():
+        tally: dict[tuple[int, int], dict[str, list[float]]] = {
+            k: {"psnr": [], "agree": [], "sure": []} for k in out
+        }
+        for data in images:
+            original = render(data, pipeline, LIMITS, encode=False)
+            control = pipeline.render(data, original.info, scaled_decode=False)
+            candidates: dict[tuple[int, int], Any] = {CONTROL: control}
+            for key, spec in zip(keys, specs, strict=True):
+                reduced = reduce(data, spec, LIMITS)
+                assert reduced is not None
+                if name == "default":
+                    out[key]["overhead"].append(len(reduced.encoded) / len(data))
+                have = (reduced.width, reduced.height)
+                if spec.source_for(pipeline, original.info.oriented_size, have) == "original":
+                    continue
+                inter = render(reduced.encoded, pipeline, LIMITS, encode=False, source=INTERMEDIATE)
+                candidates[key] = inter.rendition
+            tops = model.classify(
+                [original.inputs, *(r.model_inputs() for r in candidates.values())],
+                how=pipeline.aggregate,
+                k=2,
+            )
+            ref = tops[0]
+            sure = ref[0].score - ref[1].score >= MARGIN
+            for (key, rendition), top in zip(candidates.items(), tops[1:], strict=True):
+                t = tally[key]
+                t["psnr"].append(psnr(original.rendition.pixels(), rendition.pixels()))
+                t["agree"].append(float(top[0].index == ref[0].index))
+                if sure:
+                    t["sure"].append(float(top[0].index == ref[0].index))
+        for key, t in tally.items():
+            r = out[key]
+            r["psnr"][name] = statistics.fmean(t["psnr"]) if t["psnr"] else float("nan")
+            r.setdefault("psnr_min", {})[name] = min(t["psnr"], default=float("nan"))
+            r["agree"][name] = statistics.fmean(t["agree"]) if t["agree"] else float("nan")
+            r["sure"][name] = (statistics.fmean(t["sure"]) if t["sure"] else float("nan"),
+                               len(t["sure"]))  # fmt: skip
+            r["served"][name] = len(t["agree"])
+    return out
+
+
+def speed(images: list[bytes], model: Model, spec: Intermediate, repeats: int) -> dict[str, float]:
+    """Per-image CPU ms of a new pipeline's render (and render + score) from each source,
+    and of an on-demand rendition (with its JPEG encode)."""
+    pair = pipelines()["pair"]
+    stretch = builtin_pipelines()["stretch"]
+    reduced = [reduce(d, spec, LIMITS) for d in images]
+    inters = [r.encoded for r in reduced if r is not None]
+    assert len(inters) == len(images)
+    n = len(images)
+
+    def renders(blobs: list[bytes], pipeline: Pipeline, encode: bool, source: Any) -> list[Any]:
+        return [render(b, pipeline, LIMITS, encode=encode, source=source) for b in blobs]
+
+    def scored(blobs: list[bytes], source: Any) -> None:
+        for start in range(0, len(blobs), 16):  # the rescore worker's batch
+            done = renders(blobs[start : start + 16], pair, False, source)
+            model.classify([r.inputs for r in done], how=pair.aggregate, k=5)
+
+    result = {}
+    for source, blobs in (("original", images), (INTERMEDIATE, inters)):
+        cases: dict[str, Callable[[], object]] = {
+            "render": lambda b=blobs, s=source: renders(b, pair, False, s),
+            "rescore": lambda b=blobs, s=source: scored(b, s),
+            "on_demand": lambda b=blobs, s=source: renders(b, stretch, True, s),
+        }
+        for key, fn in cases.items():
+            result[f"{key}_{source}"] = cpu_ms(fn, repeats) / n
+    return result
+
+
+def ingest_cost(repeats: int) -> dict[str, float]:
+    """CPU ms to render one 12 MP upload, with and without the intermediate, and to decode it."""
+    import normalize
+
+    data = normalize.photo()
+    default = builtin_pipelines()["default"]
+    cases: dict[str, Callable[[], object]] = {
+        "decode_floor": lambda: simplejpeg.decode_jpeg(data, min_width=342, min_height=256),
+        "render": lambda: render(data, default, LIMITS),
+    }
+    for long_side, quality in CANDIDATES:
+        spec = Intermediate(long_side=long_side, quality=quality)
+        cases[f"render+{long_side}q{quality}"] = lambda s=spec: render(
+            data, default, LIMITS, intermediate=s
+        )
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):  # interleaved: a busy machine slows every case alike
+        for key, fn in cases.items():
+            times[key].append(cpu_ms(fn))
+    return {k: min(v) for k, v in times.items()}
+
+
+def run(
+    repeats: int = 15, images: int | None = None, quick: bool = False, wheel: Path | None = None
+) -> dict[str, Any]:
+    """Every measurement above; `quick`: 40 images, two candidates, fewer repeats."""
+    n = images or (40 if quick else 200)
+    data = corpus(n, find_wheel(wheel))
+    model = Model.bundled(threads=1)
+    candidates = CANDIDATES[:2] if quick else CANDIDATES
+    gate = fidelity(data, model, [Intermediate(long_side=s, quality=q) for s, q in candidates])
+    chosen = Intermediate(long_side=CHOSEN[0], quality=CHOSEN[1])
+    speed_images = data[: 16 if quick else 48]
+    fast = speed(speed_images, model, chosen, 1 if quick else 3)
+    ingest = ingest_cost(3 if quick else max(5, repeats // 3))
+    return report(n, gate, fast, ingest, quick)
+
+
+def report(
+    n: int,
+    gate: dict[tuple[int, int], dict[str, Any]],
+    fast: dict[str, float],
+    ingest: dict[str, float],
+    quick: bool,
+) -> dict[str, Any]:
+    g = gate[CHOSEN]
+    overhead = statistics.fmean(g["overhead"])
+    agree = min(g["agree"].values())
+    control = gate[CONTROL]
+    rescore_ratio = fast["rescore_original"] / fast["rescore_intermediate"]
+    render_ratio = fast["render_original"] / fast["render_intermediate"]
+    saved = fast["on_demand_original"] - fast["on_demand_intermediate"]
+    ours_cpu = max(1.0, OURS_ON_DEMAND_CPU_MS - saved)
+    thumbor_ratio = THUMBOR_CPU_MS / ours_cpu
+    chosen = f"{CHOSEN[0]} px q{CHOSEN[1]}"
+    targets = [
+        {
+            "what": f"intermediate ({chosen}): top-1 agreement, from it vs from the original",
+            "target": f">= {TARGET_AGREEMENT:.1%}",
+            "value": "; ".join(
+                f"{k}: {v:.1%} of {g['served'][k]} (where the original's top two are "
+                f">= {MARGIN} apart: {g['sure'][k][0]:.1%} of {g['sure'][k][1]}; control "
+                f"{control['agree'][k]:.1%} / {control['sure'][k][0]:.1%})"
+                for k, v in g["agree"].items()
+            ),
+            "met": agree >= TARGET_AGREEMENT,
+            "note": f"{n} real photos (scikit-image data, enlarged to 3000-4032 px, noise). "
+            "Bound: the model's own instability on low-margin images; the control (the same "
+            "original decoded whole instead of DCT-scaled, an equally valid rendering) "
+            "disagrees with the reference about as often",
+        },
+        {
+            "what": f"intermediate ({chosen}): mean PSNR of the 224 rendition",
+            "target": f">= {TARGET_PSNR:.0f} dB",
+            "value": f"{g['psnr']['default']:.1f} dB (worst {g['psnr_min']['default']:.1f}; "
+            f"pair {g['psnr']['pair']:.1f})",
+            "met": g["psnr"]["default"] >= TARGET_PSNR,
+        },
+        {
+            "what": f"intermediate ({chosen}): storage per image",
+            "target": f"<= {TARGET_OVERHEAD:.0%} of the original",
+            "value": f"{overhead:.1%}",
+            "met": overhead <= TARGET_OVERHEAD,
+        },
+        {
+            "what": "rescore of a new pipeline (pair), per core, from intermediates vs originals",
+            "target": f">= {TARGET_RESCORE:.0f}x",
+            "value": f"{rescore_ratio:.2f}x with scoring ({fast['rescore_original']:.1f} vs "
+            f"{fast['rescore_intermediate']:.1f} CPU ms/image); decode + render alone "
+            f"{render_ratio:.1f}x ({fast['render_original']:.1f} vs "
+            f"{fast['render_intermediate']:.1f})",
+            "met": rescore_ratio >= TARGET_RESCORE,
+            "note": "bound with scoring: the model's own CPU time per image, which no source "
+            "changes; the decode + render part is what the intermediate removes",
+        },
+        {
+            "what": "on-demand rendition vs thumbor (by server CPU, projected)",
+            "target": f">= {TARGET_THUMBOR:.0f}x",
+            "value": f"{thumbor_ratio:.1f}x (ours {OURS_ON_DEMAND_CPU_MS} - {saved:.1f} ms "
+            f"saved = {ours_cpu:.1f} CPU ms vs thumbor {THUMBOR_CPU_MS})",
+            "met": thumbor_ratio >= TARGET_THUMBOR,
+            "note": "not the same run: thumbor's and our from-original CPU ms are the last "
+            "`make bench`'s; the saving (render + encode from the original minus from the "
+            "intermediate) is this run's",
+        },
+    ]
+    lines = [
+        f"{n} images{' (--quick)' if quick else ''}; fidelity of renditions made from each "
+        "candidate intermediate against those made from the original (pixels before JPEG "
+        "encoding; top-1 of the bundled model). 'served': images whose intermediate holds "
+        "what the pipeline needs (the others render from the original). 'margin': the "
+        "original's top-1 probability minus its top-2's. The control row is the original "
+        "itself decoded whole (not DCT-scaled) against the same reference.",
+        "",
+        "| intermediate | storage vs original | default: PSNR mean (worst) | default: top-1 "
+        f"agree (where margin >= {MARGIN}) | pair: PSNR mean (worst) | pair: top-1 agree "
+        "(where margin >=) of served |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (side, quality), r in gate.items():
+        what = "control: original decoded whole" if side == 0 else f"{side} px q{quality} 4:4:4"
+        stored = f"{statistics.fmean(r['overhead']):.1%}" if r["overhead"] else "-"
+        lines.append(
+            f"| {what} | {stored} | "
+            f"{r['psnr']['default']:.1f} ({r['psnr_min']['default']:.1f}) dB | "
+            f"{r['agree']['default']:.1%} ({r['sure']['default'][0]:.1%}) | "
+            f"{r['psnr']['pair']:.1f} ({r['psnr_min']['pair']:.1f}) dB | "
+            f"{r['agree']['pair']:.1%} ({r['sure']['pair'][0]:.1%}) of {r['served']['pair']} |"
+        )
+    lines += [
+        "",
+        "Speed, CPU ms per image in this process (one onnxruntime thread), pipeline `pair`; "
+        "on demand: `stretch` with its JPEG encode:",
+        "",
+        "| case | from the original | from the intermediate | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("render", "decode + render"),
+        ("rescore", "decode + render + score (rescore worker)"),
+        ("on_demand", "on-demand rendition"),
+    ):
+        a, b = fast[f"{key}_original"], fast[f"{key}_intermediate"]
+        lines.append(f"| {label} | {a:.1f} | {b:.1f} | {a / b:.1f}x |")
+    floor = ingest["decode_floor"]
+    lines += [
+        "",
+        "Ingest: CPU ms to render one 12 MP upload (bench/normalize.py's photo), best of the "
+        "interleaved repeats:",
+        "",
+        "| case | CPU ms | vs the DCT-scaled decode |",
+        "|---|---:|---:|",
+    ]
+    for key, ms in ingest.items():
+        lines.append(f"| {key} | {ms:.1f} | {ms / floor:.2f}x |")
+    return {"name": NAME, "title": TITLE, "targets": targets, "lines": [*lines, ""]}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    for t in result["targets"]:
+        met = "met" if t["met"] else "MISSED"
+        print(f"{t['what']}: {t['value']} (target {t['target']}, {met})")
+    print("\n".join(result["lines"]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="40 images, 2 candidates")
+    parser.add_argument("--images", type=int, help="corpus size (default 200; quick 40)")
+    parser.add_argument("--wheel", type=Path, help="a scikit-image 0.26.0 wheel")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory():
+        result = run(images=args.images, quick=args.quick, wheel=args.wheel)
+    print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
