@@ -89,7 +89,7 @@ def test_migration_matches_the_tables_and_downgrades(tmp_path: Path) -> None:
     cfg = alembic_config(catalog.engine)
     with catalog.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0005")
+        command.downgrade(cfg, "0004")
     inspector = inspect(catalog.engine)
     assert "embeddings" not in inspector.get_table_names()
     assert "embedding_dim" not in {c["name"] for c in inspector.get_columns("models")}

@@ -122,7 +122,7 @@ class PredictionRow(Base):
             "image_id", "model_version", "pipeline_version", name="uq_predictions_key"
         ),
         Index("ix_predictions_top1_label", "top1_label"),
-        # Sorting by confidence walks this index (migration 0007).
+        # Sorting by confidence walks this index (migration 0005).
         Index("ix_predictions_top1_score_image_id", "top1_score", "image_id"),
     )
 
