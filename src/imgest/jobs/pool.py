@@ -14,16 +14,19 @@ import pickle
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import IO
+from typing import IO, TypeVar
 
 from imgest.errors import JobError
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
+
+_B = TypeVar("_B")
+_R = TypeVar("_R")
 
 _scorer: BatchScorer | None = None  # one per worker process, built by _start
 
@@ -113,18 +116,36 @@ def _score(items: list[WorkItem]) -> list[Outcome]:
     return _scorer.score(items)
 
 
-def _drain(
-    pool: ProcessPoolExecutor, todo: Iterator[list[WorkItem]], workers: int
-) -> Iterator[list[Outcome]]:
-    """Outcomes of each batch, in completion order; at most 2 batches queued per worker."""
-    running: set[Future[list[Outcome]]] = {
-        pool.submit(_score, b) for b in islice(todo, 2 * workers)
-    }
-    while running:
-        done, running = wait(running, return_when=FIRST_COMPLETED)
-        for future in done:
-            yield future.result()
-            running.update(pool.submit(_score, b) for b in islice(todo, 1))
+def run_spawned(
+    job: str,
+    workers: int,
+    start: tuple[Callable[..., object], tuple[object, ...]],
+    work: Callable[[_B], _R],
+    todo: Iterator[_B],
+) -> Iterator[_R]:
+    """`work`'s result for each batch of `todo`, in completion order, from `workers` spawned
+    processes each begun with `start` (initializer, arguments); at most 2 batches queued per
+    worker. A worker that dies ends the `job` with a JobError; the pool is shut down after."""
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=start[0],
+        initargs=start[1],
+    )
+    try:
+        running: set[Future[_R]] = {pool.submit(work, b) for b in islice(todo, 2 * workers)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                running.update(pool.submit(work, b) for b in islice(todo, 1))
+    except BrokenProcessPool as exc:
+        raise JobError(
+            f"a {job} worker process died (killed, out of memory, or it could not start: see "
+            "its error above); finished batches are recorded, run the command again to go on"
+        ) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class LocalEngine:
@@ -166,22 +187,8 @@ class LocalEngine:
             spec_file = os.path.join(folder, "spec.pickle")
             with open(spec_file, "wb") as fh:
                 pickle.dump(self.spec, fh)
-            pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start,
-                initargs=(spec_file, seats),
-            )
-            try:
-                yield from _drain(pool, iter(batches), self.workers)
-            except BrokenProcessPool as exc:
-                raise JobError(
-                    "a rescore worker process died (killed, out of memory, or it could not "
-                    "start: see its error above); finished batches are recorded, run the "
-                    "command again to go on"
-                ) from exc
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            start = (_start, (spec_file, seats))
+            yield from run_spawned("rescore", self.workers, start, _score, iter(batches))
 
     def _run_inline(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
         scorer = self._inline or BatchScorer.from_spec(self.spec)
