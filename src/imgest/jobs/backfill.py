@@ -246,17 +246,10 @@ def _failed(item: Item, exc: Exception) -> Made:
     return Made(item.image_id, error=reason, unavailable=timed_out(exc))
 
 
-_maker: Maker | None = None  # one per worker process
-
-
-def _start(settings: Settings, spec: Intermediate, limits: ImageLimits) -> None:
-    global _maker
-    _maker = Maker(settings, spec, limits)
-
-
-def _make(items: list[Item]) -> list[Made]:
-    assert _maker is not None, "worker not started"
-    return _maker.make(items)
+def _start(
+    settings: Settings, spec: Intermediate, limits: ImageLimits
+) -> Callable[[list[Item]], list[Made]]:
+    return Maker(settings, spec, limits).make  # a worker process's, for its lifetime
 
 
 def _engine(
@@ -277,4 +270,4 @@ def _engine(
             maker.close()
         return
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    yield from run_spawned("backfill", workers, (_start, (settings, spec, limits)), _make, batches)
+    yield from run_spawned("backfill", workers, _start, (settings, spec, limits), batches)

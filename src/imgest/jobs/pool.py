@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from imgest.errors import JobError
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
@@ -28,15 +28,25 @@ from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 _B = TypeVar("_B")
 _R = TypeVar("_R")
 
-_scorer: BatchScorer | None = None  # one per worker process, built by _start
+# What a process spawned by run_spawned does with each batch: built once, by its `start`.
+_worker: Callable[[Any], Any] | None = None
 
 
-def _start(spec_file: str, seats: Seats | None = None) -> None:
-    global _scorer
+def _begin(start: Callable[..., Callable[[Any], Any]], args: tuple[object, ...]) -> None:
+    global _worker
+    _worker = start(*args)
+
+
+def _work(batch: object) -> Any:
+    assert _worker is not None, "worker not started"
+    return _worker(batch)
+
+
+def _start(spec_file: str, seats: Seats | None = None) -> Callable[[list[WorkItem]], list[Outcome]]:
     take_seat(seats)
     with open(spec_file, "rb") as fh:
         spec = pickle.load(fh)  # written by this job's driver (LocalEngine._run_pool)
-    _scorer = BatchScorer.from_spec(spec)
+    return BatchScorer.from_spec(spec).score
 
 
 @dataclass(frozen=True)
@@ -111,34 +121,30 @@ def cores_to_pin(workers: int) -> tuple[int, ...]:
     return cores if 0 < workers <= len(cores) else ()
 
 
-def _score(items: list[WorkItem]) -> list[Outcome]:
-    assert _scorer is not None, "worker not started"
-    return _scorer.score(items)
-
-
 def run_spawned(
     job: str,
     workers: int,
-    start: tuple[Callable[..., object], tuple[object, ...]],
-    work: Callable[[_B], _R],
+    start: Callable[..., Callable[[_B], _R]],
+    args: tuple[object, ...],
     todo: Iterator[_B],
 ) -> Iterator[_R]:
-    """`work`'s result for each batch of `todo`, in completion order, from `workers` spawned
-    processes each begun with `start` (initializer, arguments); at most 2 batches queued per
-    worker. A worker that dies ends the `job` with a JobError; the pool is shut down after."""
+    """The result for each batch of `todo`, in completion order, from `workers` spawned
+    processes, each of which calls `start(*args)` once (a module-level function, so that it
+    pickles) for what it does with a batch; at most 2 batches queued per worker. A worker that
+    dies ends the `job` with a JobError; the pool is shut down after."""
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=start[0],
-        initargs=start[1],
+        initializer=_begin,
+        initargs=(start, args),
     )
     try:
-        running: set[Future[_R]] = {pool.submit(work, b) for b in islice(todo, 2 * workers)}
+        running: set[Future[_R]] = {pool.submit(_work, b) for b in islice(todo, 2 * workers)}
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-                running.update(pool.submit(work, b) for b in islice(todo, 1))
+                running.update(pool.submit(_work, b) for b in islice(todo, 1))
     except BrokenProcessPool as exc:
         raise JobError(
             f"a {job} worker process died (killed, out of memory, or it could not start: see "
@@ -187,8 +193,8 @@ class LocalEngine:
             spec_file = os.path.join(folder, "spec.pickle")
             with open(spec_file, "wb") as fh:
                 pickle.dump(self.spec, fh)
-            start = (_start, (spec_file, seats))
-            yield from run_spawned("rescore", self.workers, start, _score, iter(batches))
+            args = (spec_file, seats)
+            yield from run_spawned("rescore", self.workers, _start, args, iter(batches))
 
     def _run_inline(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
         scorer = self._inline or BatchScorer.from_spec(self.spec)
