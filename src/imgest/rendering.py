@@ -4,6 +4,8 @@ same decode): probe, limits, decode, steps, JPEG encode."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +14,7 @@ from PIL import Image
 
 from imgest.catalog.records import RenditionRecord
 from imgest.errors import ImageCorrupt, ImgestError
+from imgest.imaging.colour import RGB
 from imgest.imaging.decode import Decoded, decode_exact
 from imgest.imaging.intermediate import NAME as INTERMEDIATE
 from imgest.imaging.intermediate import Intermediate, Source
@@ -44,6 +47,33 @@ class Rendered:
     intermediate: Reduced | None = None  # asked for, and the original is larger than it
 
 
+@contextmanager
+def _decoder_faults(whose: str) -> Iterator[None]:
+    """A decoder tripping on `whose` bytes (hostile ones, say) raises ImageCorrupt, logged,
+    never a 500; the ImgestErrors that refuse an image on purpose pass as they are."""
+    try:
+        yield
+    except ImgestError:
+        raise
+    except Exception as exc:
+        log.warning("decoder failed on %s: %r", whose, exc, exc_info=True)
+        raise ImageCorrupt("The image could not be decoded.") from exc
+
+
+def _decode_checked(
+    data: bytes,
+    info: ImageInfo,
+    limits: ImageLimits,
+    least: tuple[int, int],
+    background: RGB,
+) -> Decoded:
+    """`data` decoded upright at `least` that size, once the limits allow decoding that much."""
+    check(info, limits, min_size=least)
+    return decode_exact(
+        data, info, min_size=least, background=background, max_icc_bytes=limits.max_icc_bytes
+    )
+
+
 def render(
     data: bytes,
     pipeline: Pipeline,
@@ -62,7 +92,7 @@ def render(
     Raises the ClientError that explains a refusal; a decoder crashing on hostile bytes is
     ImageCorrupt, never a 500.
     """
-    try:
+    with _decoder_faults("client input"):
         info = probe(data)
         need = pipeline.min_decode_size(*info.oriented_size)
         size = None
@@ -80,24 +110,12 @@ def render(
         else:
             assert intermediate is not None
             least = (max(need[0], size[0]), max(need[1], size[1]))
-            check(info, limits, min_size=least)
-            decoded = decode_exact(
-                data,
-                info,
-                min_size=least,
-                background=pipeline.background,
-                max_icc_bytes=limits.max_icc_bytes,
-            )
+            decoded = _decode_checked(data, info, limits, least, pipeline.background)
             rendition = pipeline.apply(decoded)
             encoded_reduced = intermediate.encode(intermediate.make(decoded, size))
             reduced = Reduced(size[0], size[1], encoded_reduced)
         encoded = rendition.encode() if encode else b""
         inputs = rendition.model_inputs()
-    except ImgestError:
-        raise
-    except Exception as exc:  # a decoder tripping on hostile bytes is still the client's input
-        log.warning("decoder failed on client input: %r", exc, exc_info=True)
-        raise ImageCorrupt("The image could not be decoded.") from exc
     return Rendered(
         info=info, rendition=rendition, encoded=encoded, inputs=inputs, intermediate=reduced
     )
@@ -129,25 +147,13 @@ def render_decoded(
 def reduce(data: bytes, intermediate: Intermediate, limits: ImageLimits) -> Reduced | None:
     """The intermediate of original `data` alone (a backfill), decoded at the smallest DCT
     scale that covers it; None when the original is not larger than an intermediate."""
-    try:
+    with _decoder_faults("a stored original"):
         info = probe(data)
         size = intermediate.size_for(*info.oriented_size)
         if size is None:
             return None
-        check(info, limits, min_size=size)
-        decoded = decode_exact(
-            data,
-            info,
-            min_size=size,
-            background=intermediate.background,
-            max_icc_bytes=limits.max_icc_bytes,
-        )
+        decoded = _decode_checked(data, info, limits, size, intermediate.background)
         encoded = intermediate.encode(intermediate.make(decoded, size))
-    except ImgestError:
-        raise
-    except Exception as exc:  # as in render(): a decoder tripping on stored bytes
-        log.warning("decoder failed on a stored original: %r", exc, exc_info=True)
-        raise ImageCorrupt("The image could not be decoded.") from exc
     return Reduced(size[0], size[1], encoded)
 
 

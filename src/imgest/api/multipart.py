@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import anyio
 from python_multipart.exceptions import MultipartParseError
@@ -73,6 +74,13 @@ class Form:
 
     files: list[Upload] = field(default_factory=list)
     fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+def openapi_body(properties: dict[str, Any], **schema: Any) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route that reads a form: required multipart/form-data,
+    an object with these `properties` (and any further `schema` keywords)."""
+    body = {"type": "object", "properties": properties, **schema}
+    return {"required": True, "content": {"multipart/form-data": {"schema": body}}}
 
 
 def clean_filename(raw: str) -> str:

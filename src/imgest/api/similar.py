@@ -6,17 +6,15 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
-from starlette.requests import ClientDisconnect
 
-from imgest.admission import Admission
 from imgest.api.images import image_id
-from imgest.api.multipart import UploadLimits, read_form
+from imgest.api.multipart import openapi_body
 from imgest.api.problems import PROBLEM_JSON
 from imgest.api.schemas import Problem, SimilarOut, SimilarPage
-from imgest.api.upload import body_reservation, client_of
+from imgest.api.upload import admitted_form
 from imgest.catalog.repo import Catalog
 from imgest.corpus import Corpus
-from imgest.errors import MalformedMultipart, NoEmbedding, NoFiles, TooManyFiles
+from imgest.errors import NoEmbedding, TooManyFiles
 from imgest.ingest import IngestService
 from imgest.scoring.model import Model
 from imgest.similarity.live import Match, SimilarImages
@@ -39,23 +37,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "content": {PROBLEM_JSON: {}}},
 }
 
-_QUERY_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "One query image (not stored).",
-                    }
-                },
-            }
-        }
-    },
-}
+_QUERY_BODY = openapi_body(
+    {"file": {"type": "string", "format": "binary", "description": "One query image (not stored)."}}
+)
 
 
 def page(model: Model, found: list[Match]) -> SimilarPage:
@@ -120,25 +104,9 @@ async def similar_to_upload(request: Request, k: K = 10) -> SimilarPage:
     one file part), which is decoded and scored like an upload, under the same limits and
     upload slots, but not stored."""
     state = request.app.state
-    limits: UploadLimits = state.upload_limits
-    admission: Admission = state.admission
     service: IngestService = state.ingest
     scorer = await service.scorer()
-    content_length = request.headers.get("content-length")
-    async with admission.slot(client_of(request), body_reservation(content_length, limits)):
-        try:
-            form = await read_form(
-                request.headers.get("content-type"),
-                content_length,
-                request.stream(),  # under the guard's body clock and cap (api/guard.py)
-                limits,
-            )
-        except ClientDisconnect:
-            raise MalformedMultipart(
-                "The client disconnected before the body was complete."
-            ) from None
-        if not form.files:
-            raise NoFiles()
+    async with admitted_form(request) as form:
         if len(form.files) > 1:
             raise TooManyFiles("Send one query image per request.")
         query = await service.embed(form.files[0], scorer)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import anyio.to_thread
@@ -13,7 +14,7 @@ from starlette.requests import ClientDisconnect
 from imgest.admission import Admission
 from imgest.api.idempotency import HEADER, IdempotencyGate, parse_key
 from imgest.api.images import Links, image_out
-from imgest.api.multipart import Form, UploadLimits, read_form
+from imgest.api.multipart import Form, UploadLimits, openapi_body, read_form
 from imgest.api.problems import PROBLEM_JSON, problem_response
 from imgest.api.schemas import (
     AppliedOut,
@@ -38,33 +39,19 @@ LABEL_FIELD = "label"
 # megabyte that should not hold up every other request on the event loop.
 THREAD_FIELD_CHARS = 64 * 1024
 
-_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "One or more image files (any field name with a filename).",
-                    },
-                    "tag": {
-                        "type": "string",
-                        "description": "Tags, repeated or comma-separated.",
-                    },
-                    "description": {"type": "string"},
-                    "label": {
-                        "type": "string",
-                        "description": "Ground truth of every file in the request.",
-                    },
-                },
-                "additionalProperties": {"type": "string"},
-            }
-        }
+_REQUEST_BODY = openapi_body(
+    {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "One or more image files (any field name with a filename).",
+        },
+        "tag": {"type": "string", "description": "Tags, repeated or comma-separated."},
+        "description": {"type": "string"},
+        "label": {"type": "string", "description": "Ground truth of every file in the request."},
     },
-}
+    additionalProperties={"type": "string"},
+)
 
 
 def split_fields(
@@ -156,6 +143,32 @@ def client_of(request: Request) -> str:
     return f"addr:{request.client.host if request.client else '?'}"
 
 
+@asynccontextmanager
+async def admitted_form(request: Request) -> AsyncIterator[Form]:
+    """The request's multipart form, read under an upload slot that is held until the block
+    ends; it has at least one file part (else `NoFiles`)."""
+    state = request.app.state
+    limits: UploadLimits = state.upload_limits
+    admission: Admission = state.admission
+    content_length = request.headers.get("content-length")
+    async with admission.slot(client_of(request), body_reservation(content_length, limits)):
+        try:
+            form = await read_form(
+                request.headers.get("content-type"),
+                content_length,
+                request.stream(),  # under the guard's body clock and cap (api/guard.py)
+                limits,
+            )
+        except ClientDisconnect:
+            # Nobody is left to answer; this keeps it out of the error log as a client fault.
+            raise MalformedMultipart(
+                "The client disconnected before the body was complete."
+            ) from None
+        if not form.files:
+            raise NoFiles()
+        yield form
+
+
 def count_results(metrics: Metrics, results: Sequence[IngestResult]) -> None:
     """Per-file outcomes and newly stored bytes into the metrics."""
     for r in results:
@@ -213,27 +226,9 @@ async def upload_images(
     """
     key = parse_key(idempotency_key)
     state = request.app.state
-    limits: UploadLimits = state.upload_limits
-    admission: Admission = state.admission
     service: IngestService = state.ingest
     scorer = await service.scorer(model)  # an unknown model is refused before the body is read
-    content_length = request.headers.get("content-length")
-    reserve = body_reservation(content_length, limits)
-    async with admission.slot(client_of(request), reserve):
-        try:
-            form = await read_form(
-                request.headers.get("content-type"),
-                content_length,
-                request.stream(),  # under the guard's body clock and cap (api/guard.py)
-                limits,
-            )
-        except ClientDisconnect:
-            # Nobody is left to answer; this keeps it out of the error log as a client fault.
-            raise MalformedMultipart(
-                "The client disconnected before the body was complete."
-            ) from None
-        if not form.files:
-            raise NoFiles()
+    async with admitted_form(request) as form:
         if key is None:
             return await ingest_form(request, form, scorer)
         gate: IdempotencyGate = state.idempotency

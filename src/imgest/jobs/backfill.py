@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -31,6 +28,7 @@ from imgest.config import Settings
 from imgest.errors import ImgestError, JobError, StorageUnavailable
 from imgest.imaging.intermediate import NAME, Intermediate
 from imgest.imaging.limits import ImageLimits
+from imgest.jobs.pool import run_spawned
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.runleases import RunLeases
 from imgest.rendering import intermediate_record_of, reduce
@@ -248,17 +246,10 @@ def _failed(item: Item, exc: Exception) -> Made:
     return Made(item.image_id, error=reason, unavailable=timed_out(exc))
 
 
-_maker: Maker | None = None  # one per worker process
-
-
-def _start(settings: Settings, spec: Intermediate, limits: ImageLimits) -> None:
-    global _maker
-    _maker = Maker(settings, spec, limits)
-
-
-def _make(items: list[Item]) -> list[Made]:
-    assert _maker is not None, "worker not started"
-    return _maker.make(items)
+def _start(
+    settings: Settings, spec: Intermediate, limits: ImageLimits
+) -> Callable[[list[Item]], list[Made]]:
+    return Maker(settings, spec, limits).make  # a worker process's, for its lifetime
 
 
 def _engine(
@@ -279,25 +270,4 @@ def _engine(
             maker.close()
         return
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start,
-        initargs=(settings, spec, limits),
-    )
-    try:
-        running: set[Future[list[Made]]] = {
-            pool.submit(_make, b) for b in islice(batches, 2 * workers)
-        }
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-                running.update(pool.submit(_make, b) for b in islice(batches, 1))
-    except BrokenProcessPool as exc:
-        raise JobError(
-            "a backfill worker process died (killed, out of memory, or it could not start); "
-            "finished batches are recorded, run the command again to go on"
-        ) from exc
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from run_spawned("backfill", workers, _start, (settings, spec, limits), batches)

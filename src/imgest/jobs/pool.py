@@ -14,26 +14,39 @@ import pickle
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from imgest.errors import JobError
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 
-_scorer: BatchScorer | None = None  # one per worker process, built by _start
+_B = TypeVar("_B")
+_R = TypeVar("_R")
+
+# What a process spawned by run_spawned does with each batch: built once, by its `start`.
+_worker: Callable[[Any], Any] | None = None
 
 
-def _start(spec_file: str, seats: Seats | None = None) -> None:
-    global _scorer
+def _begin(start: Callable[..., Callable[[Any], Any]], args: tuple[object, ...]) -> None:
+    global _worker
+    _worker = start(*args)
+
+
+def _work(batch: object) -> Any:
+    assert _worker is not None, "worker not started"
+    return _worker(batch)
+
+
+def _start(spec_file: str, seats: Seats | None = None) -> Callable[[list[WorkItem]], list[Outcome]]:
     take_seat(seats)
     with open(spec_file, "rb") as fh:
         spec = pickle.load(fh)  # written by this job's driver (LocalEngine._run_pool)
-    _scorer = BatchScorer.from_spec(spec)
+    return BatchScorer.from_spec(spec).score
 
 
 @dataclass(frozen=True)
@@ -108,23 +121,37 @@ def cores_to_pin(workers: int) -> tuple[int, ...]:
     return cores if 0 < workers <= len(cores) else ()
 
 
-def _score(items: list[WorkItem]) -> list[Outcome]:
-    assert _scorer is not None, "worker not started"
-    return _scorer.score(items)
-
-
-def _drain(
-    pool: ProcessPoolExecutor, todo: Iterator[list[WorkItem]], workers: int
-) -> Iterator[list[Outcome]]:
-    """Outcomes of each batch, in completion order; at most 2 batches queued per worker."""
-    running: set[Future[list[Outcome]]] = {
-        pool.submit(_score, b) for b in islice(todo, 2 * workers)
-    }
-    while running:
-        done, running = wait(running, return_when=FIRST_COMPLETED)
-        for future in done:
-            yield future.result()
-            running.update(pool.submit(_score, b) for b in islice(todo, 1))
+def run_spawned(
+    job: str,
+    workers: int,
+    start: Callable[..., Callable[[_B], _R]],
+    args: tuple[object, ...],
+    todo: Iterator[_B],
+) -> Iterator[_R]:
+    """The result for each batch of `todo`, in completion order, from `workers` spawned
+    processes, each of which calls `start(*args)` once (a module-level function, so that it
+    pickles) for what it does with a batch; at most 2 batches queued per worker. A worker that
+    dies ends the `job` with a JobError; the pool is shut down after."""
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_begin,
+        initargs=(start, args),
+    )
+    try:
+        running: set[Future[_R]] = {pool.submit(_work, b) for b in islice(todo, 2 * workers)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+                running.update(pool.submit(_work, b) for b in islice(todo, 1))
+    except BrokenProcessPool as exc:
+        raise JobError(
+            f"a {job} worker process died (killed, out of memory, or it could not start: see "
+            "its error above); finished batches are recorded, run the command again to go on"
+        ) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class LocalEngine:
@@ -166,22 +193,8 @@ class LocalEngine:
             spec_file = os.path.join(folder, "spec.pickle")
             with open(spec_file, "wb") as fh:
                 pickle.dump(self.spec, fh)
-            pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start,
-                initargs=(spec_file, seats),
-            )
-            try:
-                yield from _drain(pool, iter(batches), self.workers)
-            except BrokenProcessPool as exc:
-                raise JobError(
-                    "a rescore worker process died (killed, out of memory, or it could not "
-                    "start: see its error above); finished batches are recorded, run the "
-                    "command again to go on"
-                ) from exc
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            args = (spec_file, seats)
+            yield from run_spawned("rescore", self.workers, _start, args, iter(batches))
 
     def _run_inline(self, batches: Iterable[list[WorkItem]]) -> Iterator[list[Outcome]]:
         scorer = self._inline or BatchScorer.from_spec(self.spec)
