@@ -71,3 +71,28 @@ def test_json_records_stay_one_line_too() -> None:
     text = formatter("json").format(record("%s", "/x" + FORGED + "\x1b[31m\x85"))
     assert len(text.splitlines()) == 1
     assert json.loads(text)["message"] == "/x" + FORGED + "\x1b[31m\x85"
+
+
+def test_the_handler_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in-process (CliRunner) configures logging while stderr is its own stream
+    and closes that stream afterwards: later records must not hit the closed one."""
+    import io
+    import logging
+    import sys
+
+    from imgest import logs
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    root = logging.getLogger()
+    saved = root.handlers, root.level
+    try:
+        logs.configure("text", "info")
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("imgest.test").info("after the first stream closed")
+        written = second.getvalue()
+        assert "after the first stream closed" in written and "Logging error" not in written
+    finally:
+        root.handlers, root.level = saved[0], saved[1]

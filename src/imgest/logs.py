@@ -8,8 +8,9 @@ safe as they are (the encoder escapes every control character).
 from __future__ import annotations
 
 import logging
+import sys
 from contextvars import ContextVar
-from typing import Literal
+from typing import Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -84,9 +85,27 @@ def formatter(fmt: Literal["text", "json"]) -> logging.Formatter:
     return TextFormatter(TEXT_FORMAT)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes to whatever `sys.stderr` is when a record comes, not the one
+    there when it was made: a command run in-process (a test's CliRunner, an embedding app)
+    swaps stderr and closes its own afterwards, and a handler holding that closed stream would
+    turn every later record into a "Logging error" traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        del value  # always the current sys.stderr
+
+
 def configure(fmt: Literal["text", "json"], level: str) -> None:
     """Send every log record (uvicorn's too) to stderr in `fmt` at `level`."""
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(formatter(fmt))
     root = logging.getLogger()
