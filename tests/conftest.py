@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,18 @@ from PIL import Image
 from tests.services.azurite import azurite
 from tests.services.postgres import pg_url, postgres
 from tests.services.radosgw import radosgw
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_it_was() -> Iterator[None]:
+    """A command run in-process (`imgest serve` through CliRunner) configures the root logger
+    as a real process would; put it back, so one test's INFO level does not print alembic's
+    and httpx's INFO lines into the next test's stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers, root.level = handlers, level
+
 
 # Tests import onnxruntime too: keep its Linux telemetry off (see imgest/scoring/model.py).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

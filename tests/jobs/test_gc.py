@@ -76,6 +76,24 @@ async def test_dry_run_lists_and_deletes_nothing(store: LocalStore, catalog: Cat
     assert set(orphans) <= await listed(store)
 
 
+async def test_a_dry_run_leaves_out_what_a_writer_holds_a_lease_on(
+    store: LocalStore, catalog: Catalog
+) -> None:
+    """Like a real run: a blob under a live write lease (an upload in flight, or one that could
+    not drop its lease while the catalog was down) is reported leased, not as to be deleted."""
+    held, free = await orphan(store, 1200), await orphan(store, 1300)
+    lease = await anyio.to_thread.run_sync(catalog.take_write_lease, held)
+    assert lease is not None
+    seen: list[str] = []
+    dry = await gc.run(
+        store, catalog, grace=timedelta(0), dry_run=True, on_delete=lambda m: seen.append(m.path)
+    )
+    assert sorted(seen) == sorted(free) and (dry.deleted, dry.leased) == (2, 2)
+    real = await gc.run(store, catalog, grace=timedelta(0), now=LATER)
+    assert (real.deleted, real.leased) == (dry.deleted, dry.leased)
+    assert set(held) <= await listed(store)
+
+
 async def test_a_blob_rewritten_after_listing_is_kept(store: LocalStore, catalog: Catalog) -> None:
     """Listed as old, rewritten by an upload since: the look again under the lock keeps it."""
     paths = await orphan(store)

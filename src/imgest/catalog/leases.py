@@ -181,6 +181,18 @@ class Leases(Database):
                     conn.invalidate()  # never hand a pooled connection back unsynced
                     raise
 
+    def leased(self, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` a live (younger than the TTL) lease covers; reads only (gc's
+        dry run reports them as a real run would leave them)."""
+        if not paths:
+            return set()
+        since = datetime.now(UTC) - self.lease_ttl
+        query = select(BlobLeaseRow.path).where(
+            BlobLeaseRow.path.in_(list(paths)), BlobLeaseRow.taken_at > since
+        )
+        with self.reading() as session:
+            return set(session.execute(query).scalars())
+
     def leases(self) -> list[tuple[str, str, str, datetime]]:
         """Every lease as (path, holder, purpose, taken at): for tests and `fsck`."""
         with self.reading() as session:

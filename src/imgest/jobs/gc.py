@@ -138,9 +138,13 @@ class _Sweep:
             else:
                 candidates[image_id].append(meta)
         for image_id, old in candidates.items():
-            if self.report.dry_run:
+            if self.report.dry_run:  # what a real run would do, leases included
+                paths = [m.path for m in old]
+                leased = await anyio.to_thread.run_sync(self.catalog.leased, paths)
+                self.report.leased += len(leased)
                 for meta in old:
-                    self._deleted(meta)
+                    if meta.path not in leased:
+                        self._deleted(meta)
                 continue
             await self._delete(image_id, [m.path for m in old])
 
