@@ -1,16 +1,14 @@
 """Near-duplicate groups (image id -> group id) for export --split, compare and the gallery.
 
-One seam: the groups come from `imgest.similarity.groups.near_duplicate_groups` (connected
-components of embedding pairs at or above a cosine threshold, named by their smallest image
-id). Where that module is not installed, or the model has no embeddings, there are none:
-every image is a group of its own (exact duplicates already share one id), export splits
-image by image, the compare report says the count was not computed, and the gallery hides
-its group controls.
+The groups come from `imgest.similarity.groups.near_duplicate_groups` (connected components of
+embedding pairs at or above `near_duplicate_threshold`, named by their smallest image id).
+Where the model has no embeddings there are none: every image is a group of its own (exact
+duplicates already share one id), export splits image by image, the compare report says the
+count was not computed, and the gallery hides its group controls.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,45 +16,22 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-GROUPS_MODULE = "imgest.similarity.groups"
-# Cosine at or above which two images are near-duplicates, unless the settings name one.
-DEFAULT_THRESHOLD = 0.9
+from imgest.config import Settings
+
 # How long the server reuses the groups it computed (they change only as images come in).
 CACHE_SECONDS = 60.0
 
 Groups = Mapping[str, str]
-# near_duplicate_groups(catalog, model, model_version, threshold) -> {image id: group id}
-GroupFinder = Callable[[Any, str, str, float], Groups]
-
-
-def finder() -> GroupFinder | None:
-    """The near-duplicate group function, or None where the similarity module is absent."""
-    try:
-        module = importlib.import_module(GROUPS_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (GROUPS_MODULE, GROUPS_MODULE.rpartition(".")[0]):
-            raise  # the module is there but one of its own imports is not: say so
-        return None
-    found: GroupFinder = module.near_duplicate_groups
-    return found
-
-
-def threshold(settings: object) -> float:
-    """The near-duplicate threshold: the settings' `near_duplicate_threshold` if they have
-    one, else DEFAULT_THRESHOLD."""
-    value = getattr(settings, "near_duplicate_threshold", None)
-    return float(value) if isinstance(value, int | float) else DEFAULT_THRESHOLD
 
 
 def near_duplicate_groups(
-    catalog: Any, settings: object, model: str, model_version: str
+    catalog: Any, settings: Settings, model: str, model_version: str
 ) -> Groups | None:
     """{image id: group id} of `model`'s embeddings, or None when groups are not computed
-    (no similarity module, or no embedded image)."""
-    find = finder()
-    if find is None:
-        return None
-    groups = find(catalog, model, model_version, threshold(settings))
+    (no embedded image)."""
+    from imgest.similarity.groups import near_duplicate_groups as find  # numpy, on first use
+
+    groups = find(catalog, model, model_version, settings.near_duplicate_threshold)
     return groups or None
 
 

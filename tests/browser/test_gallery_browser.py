@@ -20,7 +20,7 @@ from tests.services.imgest_server import Server
 pytestmark = pytest.mark.browser
 
 # Loaded by the server's Python at start-up (PYTHONPATH): stands in for the similarity module
-# (`imgest.similarity.groups`, not part of this branch), reading the groups from a JSON file.
+# (`imgest.similarity.groups`), reading the groups from a JSON file, so the test chooses them.
 FAKE_GROUPS = """
 import json, os, sys, types
 
