@@ -1,9 +1,4 @@
-"""Idempotency keys: fingerprint and stored response per (principal, key).
-
-Revision ID: 0003
-Revises: 0001
-Create Date: 2026-11-25
-"""
+"""Idempotency keys: fingerprint and stored response per (principal, key)."""
 
 from __future__ import annotations
 
@@ -12,8 +7,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

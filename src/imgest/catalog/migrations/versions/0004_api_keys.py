@@ -1,9 +1,4 @@
-"""API keys: hashed secrets with scopes, shared by every replica through the catalog.
-
-Revision ID: 0004
-Revises: 0001
-Create Date: 2026-11-25
-"""
+"""API keys: hashed secrets with scopes, shared by every replica through the catalog."""
 
 from __future__ import annotations
 
@@ -12,8 +7,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

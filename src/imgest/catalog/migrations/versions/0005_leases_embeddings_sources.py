@@ -5,10 +5,6 @@
   whether their graph has an embedding output;
 - an index of predictions by top-1 score (the gallery and `sort=most_confident` walk it);
 - renditions.source: what a rendition was rendered from, the original or the intermediate.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
