@@ -145,7 +145,7 @@ def bound(
     catalog = Runtime(settings).open_catalog()
     try:
         spec = rescore.scorer_spec(settings, catalog, None, PIPELINE, device)
-        page = catalog.image_page(spec.pipeline.name, spec.pipeline.version, limit=1_000_000)
+        page = next(catalog.image_pages(spec.pipeline.name, spec.pipeline.version, limit=1_000_000))
     finally:
         catalog.close()
     items = [WorkItem(p.id, p.original_path, store) for p in page]

@@ -70,7 +70,7 @@ def test_rescore_results_fill_missing_embeddings_idempotently(
     key = PredictionKey("m", "mv", "default", "v1")  # both have this prediction already
     assert catalog.count_pending(key) == 0
     assert catalog.count_pending(key, embedded=True) == 2
-    page = catalog.image_page("default", "v1", lacking=key, embedded=True)
+    page = next(catalog.image_pages("default", "v1", lacking=key, embedded=True))
     assert [p.id for p in page] == sorted([a.id, b.id])
     _, ea = vector(1)
     prediction = a.predictions[0]
@@ -78,7 +78,8 @@ def test_rescore_results_fill_missing_embeddings_idempotently(
     assert catalog.add_results([(a.id, prediction, None)], embeddings=[(a.id, ea)]) == 1
     assert catalog.add_results([(a.id, prediction, None)], embeddings=[(a.id, ea)]) == 0
     assert catalog.count_pending(key, embedded=True) == 1
-    assert [p.id for p in catalog.image_page("default", "v1", lacking=key, embedded=True)] == [b.id]
+    pages = catalog.image_pages("default", "v1", lacking=key, embedded=True)
+    assert [[p.id for p in page] for page in pages] == [[b.id]]
 
 
 def test_migration_matches_the_tables_and_downgrades(tmp_path: Path) -> None:

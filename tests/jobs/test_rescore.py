@@ -92,7 +92,7 @@ def test_a_stored_rendition_is_not_encoded_again(
     catalog = Catalog.open(corpus.settings.catalog_url)
     try:
         spec = rescore.scorer_spec(corpus.settings, catalog, None, "stretch", "cpu")
-        page = catalog.image_page(spec.pipeline.name, spec.pipeline.version)
+        page = next(catalog.image_pages(spec.pipeline.name, spec.pipeline.version))
     finally:
         catalog.close()
     scorer = BatchScorer.from_spec(spec)

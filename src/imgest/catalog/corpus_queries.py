@@ -4,7 +4,7 @@ a filter selects, the predictions of runs, and their results written in bulk."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, func, select
@@ -48,7 +48,7 @@ class CorpusQueries(Leases):
         with self.reading() as session:
             return int(session.execute(query).scalar_one())
 
-    def image_page(
+    def image_pages(
         self,
         pipeline: str,
         pipeline_version: str,
@@ -56,14 +56,13 @@ class CorpusQueries(Leases):
         where: ImageFilter | None = None,
         lacking: PredictionKey | None = None,
         embedded: bool = False,
-        after: str | None = None,
         limit: int = 500,
         intermediate: str | None = None,
-    ) -> list[PendingImage]:
-        """One keyset page (by id) of the images `where` selects, each with the path of its
-        stored `pipeline`@`pipeline_version` rendition if any (and its intermediate rendition
-        of version `intermediate`, when given); only those without the `lacking` prediction
-        (or, `embedded`, its model version's embedding) when given."""
+    ) -> Iterator[list[PendingImage]]:
+        """The images `where` selects in keyset pages (by id) of `limit`, each with the path of
+        its stored `pipeline`@`pipeline_version` rendition if any (and its intermediate
+        rendition of version `intermediate`, when given); only those without the `lacking`
+        prediction (or, `embedded`, its model version's embedding) when given."""
         rendition = aliased(RenditionRow)
         inter = aliased(RenditionRow)
         columns = select(
@@ -86,7 +85,7 @@ class CorpusQueries(Leases):
         )
         if lacking is not None:
             query = query.where(~is_done(lacking, embedded))
-        return self._id_page(query, after, limit, _pending)
+        return self._id_pages(query, limit, _pending)
 
     def top1_predictions(
         self, image_ids: Sequence[str], model_version: str, pipeline_version: str
@@ -192,10 +191,9 @@ class CorpusQueries(Leases):
         b: PredictionKey,
         *,
         where: ImageFilter | None = None,
-        after: str | None = None,
         limit: int = 1000,
-    ) -> list[PredictionPair]:
-        """Images `where` selects that have both predictions: one keyset page, by id."""
+    ) -> Iterator[list[PredictionPair]]:
+        """Images `where` selects that have both predictions, in keyset pages (by id) of `limit`."""
         pa, pb = aliased(PredictionRow), aliased(PredictionRow)
         query = filtered(
             select(
@@ -215,18 +213,23 @@ class CorpusQueries(Leases):
                     alias, model_version=key.model_version, pipeline_version=key.pipeline_version
                 ),
             )
-        return self._id_page(query, after, limit, PredictionPair)
+        return self._id_pages(query, limit, PredictionPair)
 
-    def _id_page(
-        self, query: Select[*tuple[Any, ...]], after: str | None, limit: int, make: Callable[..., T]
-    ) -> list[T]:
-        """One keyset page of `query` (over ImageRow), by image id after `after`; each row
-        made into `make(*row)`."""
-        if after is not None:
-            query = query.where(ImageRow.id > after)
-        with self.reading() as session:
-            rows = session.execute(query.order_by(ImageRow.id).limit(limit))
-            return [make(*row) for row in rows]
+    def _id_pages(
+        self, query: Select[*tuple[Any, ...]], limit: int, make: Callable[..., T]
+    ) -> Iterator[list[T]]:
+        """`query` (over ImageRow, ImageRow.id its first column) in keyset pages by image id,
+        each row made into `make(*row)`. Each page is read in a short session of its own: none
+        is held open while the caller works on a page."""
+        after: str | None = None
+        while True:
+            page = query if after is None else query.where(ImageRow.id > after)
+            with self.reading() as session:
+                rows = session.execute(page.order_by(ImageRow.id).limit(limit)).all()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [make(*row) for row in rows]
 
     def rendition_paths(
         self, image_ids: Sequence[str], pipeline: str, version: str
@@ -278,7 +281,7 @@ def _pending(
     inter_height: int | None,
     inter_bytes: int | None,
 ) -> PendingImage:
-    """A PendingImage from one row of `image_page`'s query."""
+    """A PendingImage from one row of `image_pages`' query."""
     intermediate = None
     if inter_path is not None:
         assert inter_width is not None and inter_height is not None and inter_bytes is not None

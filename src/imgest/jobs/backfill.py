@@ -133,9 +133,7 @@ def _pending(
 ) -> Iterator[Item]:
     """The images without an intermediate of this version that are larger than one, counted
     into `summary.pending` as they are found (one keyset page in memory)."""
-    after: str | None = None
-    while page := catalog.image_page(NAME, spec.version, where=where, after=after, limit=PAGE):
-        after = page[-1].id
+    for page in catalog.image_pages(NAME, spec.version, where=where, limit=PAGE):
         for p in page:
             if p.rendition_path is None and spec.size_for(p.width, p.height) is not None:
                 summary.pending += 1

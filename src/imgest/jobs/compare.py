@@ -173,11 +173,7 @@ def compare(
             result.grouped_disagreements = result.disagreeing_groups = 0
         seen: set[str] = set()
         worst: list[tuple[float, str, PredictionPair]] = []  # min-heap on confidence
-        after: str | None = None
-        while page := catalog.paired_predictions(
-            result.a, result.b, where=where, after=after, limit=PAGE
-        ):
-            after = page[-1].image_id
+        for page in catalog.paired_predictions(result.a, result.b, where=where, limit=PAGE):
             for pair in page:
                 result.add(pair)
                 group = group_of(groups, pair.image_id)

@@ -202,11 +202,7 @@ class _Source:
 
     def samples(self, where: ImageFilter, done: set[str], advance: Any) -> Iterator[Sample]:
         p = self.pipeline
-        after: str | None = None
-        while page := self.catalog.image_page(
-            p.name, p.version, where=where, after=after, limit=PAGE
-        ):
-            after = page[-1].id
+        for page in self.catalog.image_pages(p.name, p.version, where=where, limit=PAGE):
             todo = [i for i in page if i.id not in done]
             self.summary.already += len(page) - len(todo)
             predicted = self.catalog.top1_predictions(

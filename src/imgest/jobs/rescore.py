@@ -299,19 +299,16 @@ def _batches(
 ) -> Iterator[list[WorkItem]]:
     """The pending images in batches, each to be rendered from its intermediate where that
     is large enough for `pipeline` (see Intermediate.source_for), else from its original."""
-    after: str | None = None
     version = intermediate.version if intermediate is not None else None
-    while page := catalog.image_page(
+    for page in catalog.image_pages(
         key.pipeline,
         key.pipeline_version,
         where=where,
         lacking=key,
         embedded=embedded,
-        after=after,
         limit=PAGE,
         intermediate=version,
     ):
-        after = page[-1].id
         items = iter(page)
         while chunk := list(islice(items, batch_size)):
             batch = [_work_item(p, pipeline, intermediate) for p in chunk]
