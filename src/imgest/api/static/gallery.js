@@ -69,26 +69,9 @@
     const label = input.value.trim();
     submit.disabled = true;
     say("Saving…", "");
-    let response;
-    try {
-      response = await fetch(form.dataset.url, {
-        method: "PATCH",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ ids: ids, label: label || null }),
-      });
-    } catch (e) {
-      say("Network error: the server could not be reached.", "bad");
-      refresh();
-      return;
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (e) {
-      body = null;
-    }
-    if (!response.ok) {
-      say(body && body.title ? body.title + ": " + (body.detail || "") : "HTTP " + response.status, "bad");
+    const { body, error } = await imgestApi.sendJson(form.dataset.url, "PATCH", { ids: ids, label: label || null });
+    if (error) {
+      say(error, "bad");
       refresh();
       return;
     }

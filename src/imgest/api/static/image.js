@@ -13,25 +13,9 @@
     event.preventDefault();
     const label = input.value.trim();
     status.textContent = "Saving…";
-    let response;
-    try {
-      response = await fetch(form.dataset.url, {
-        method: "PATCH",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ label: label || null }),
-      });
-    } catch (e) {
-      status.textContent = "Network error: the server could not be reached.";
-      return;
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (e) {
-      body = null;
-    }
-    if (!response.ok) {
-      status.textContent = body && body.title ? body.title + ": " + (body.detail || "") : "HTTP " + response.status;
+    const { body, error } = await imgestApi.sendJson(form.dataset.url, "PATCH", { label: label || null });
+    if (error) {
+      status.textContent = error;
       return;
     }
     const value = body && "label" in body ? body.label : label;
