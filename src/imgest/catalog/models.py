@@ -101,8 +101,9 @@ class RenditionRow(Base):
     source: Mapped[str] = mapped_column(String(16), default="original", server_default="original")
 
 
-class PredictionRow(Base):
-    __tablename__ = "predictions"
+class RunOutput:
+    """The columns of a row that one model run through one pipeline (a PredictionKey) wrote
+    about one image: predictions and embeddings alike."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     image_id: Mapped[str] = mapped_column(
@@ -110,12 +111,17 @@ class PredictionRow(Base):
     )
     model: Mapped[str] = mapped_column(String(100))
     model_version: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))  # the rendition the model was given
     pipeline_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PredictionRow(RunOutput, Base):
+    __tablename__ = "predictions"
+
     top: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     top1_label: Mapped[str] = mapped_column(String(200))
     top1_score: Mapped[float] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint(
@@ -127,7 +133,7 @@ class PredictionRow(Base):
     )
 
 
-class EmbeddingRow(Base):
+class EmbeddingRow(RunOutput, Base):
     """One image's embedding by one model version: L2-normalised float16 bytes of `dim` values.
 
     `id` grows with every insert, so a replica catches up with "ids above the last one seen".
@@ -135,17 +141,8 @@ class EmbeddingRow(Base):
 
     __tablename__ = "embeddings"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    image_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("images.id", ondelete="CASCADE"), index=True
-    )
-    model: Mapped[str] = mapped_column(String(100))
-    model_version: Mapped[str] = mapped_column(String(64))
-    pipeline: Mapped[str] = mapped_column(String(64))  # the rendition it was computed from
-    pipeline_version: Mapped[str] = mapped_column(String(64))
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("image_id", "model_version", name="uq_embeddings_key"),
