@@ -15,7 +15,6 @@ it again does only what is left.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,18 +24,16 @@ from itertools import islice
 from imgest.catalog.records import RenditionRecord
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import ImgestError, JobError, StorageUnavailable
+from imgest.errors import ImgestError, JobError
 from imgest.imaging.intermediate import NAME, Intermediate
 from imgest.imaging.limits import ImageLimits
 from imgest.jobs.pool import run_spawned
 from imgest.jobs.progress import progress_bar
-from imgest.jobs.runleases import RunLeases
+from imgest.jobs.runleases import RunLeases, stop_if_down
 from imgest.rendering import intermediate_record_of, reduce
 from imgest.runtime import Runtime
 from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError, timed_out
 from imgest.storage.once import put_all_once
-
-log = logging.getLogger(__name__)
 
 PAGE = 500  # images per catalog query
 
@@ -166,14 +163,8 @@ def _record(
             rows.append((m.image_id, m.rendition))
     lease = leases.of([r.path for _, r in rows])
     summary.made += catalog.add_renditions(rows, lease)
-    for path in sorted(set(lease.paths) - lease.held):
-        log.warning("intermediate %s: its lease went stale before its row; not recorded", path)
-    down = next((m for m in made if m.unavailable), None)
-    if down is not None:
-        raise StorageUnavailable(
-            f"blob storage is unavailable ({down.error}); the batches done are recorded, "
-            "run the command again to go on"
-        )
+    leases.spent(lease, "intermediate")
+    stop_if_down(next((m.error for m in made if m.unavailable), None))
 
 
 # --- workers ---------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,21 +33,19 @@ from imgest.catalog.records import (
 )
 from imgest.catalog.repo import Catalog, ImageFilter
 from imgest.config import Settings
-from imgest.errors import JobError, StorageUnavailable
+from imgest.errors import JobError
 from imgest.imaging.intermediate import Intermediate
 from imgest.imaging.pipeline import Pipeline
 from imgest.jobs.pool import LocalEngine
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.raydata import RayEngine, require_ray
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
-from imgest.jobs.runleases import RunLeases
+from imgest.jobs.runleases import RunLeases, stop_if_down
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
 from imgest.similarity.vectors import STORED
 from imgest.storage.paths import rendition_path
-
-log = logging.getLogger(__name__)
 
 EngineName = Literal["local", "ray"]
 PAGE = 500  # images per catalog query
@@ -369,17 +366,8 @@ def _record(
     if leases is not None:
         lease = leases.of([r.path for _, _, r in results if r is not None])
     new = catalog.add_results(results, lease, embeddings)
-    if lease is not None:
-        for path in sorted(set(lease.paths) - lease.held):
-            log.warning("rendition %s: its lease went stale before its row; not recorded", path)
+    if leases is not None and lease is not None:
+        leases.spent(lease, "rendition")
     summary.scored += new
     summary.skipped += len(results) - new
-    down = next((o for o in outcomes if o.unavailable), None)
-    if down is not None:
-        # A store that does not answer fails every image after it too, one storage timeout
-        # per batch: stop (exit 3) rather than go through the whole corpus that way. Errors
-        # that come back at once (a failed flush) fail their batch only.
-        raise StorageUnavailable(
-            f"blob storage is unavailable ({down.error}); the batches done are recorded, "
-            "run the command again to go on"
-        )
+    stop_if_down(next((o.error for o in outcomes if o.unavailable), None))

@@ -41,9 +41,27 @@ class RunLeases:
         """The run's lease on `paths` (what one batch's transaction spends)."""
         return Lease("write", tuple(paths), holder=self.holder)
 
+    def spent(self, lease: Lease, what: str) -> None:
+        """Log each path of `lease` whose lease went stale before the batch's transaction spent
+        it: that row was not recorded (the blob may be gone; the next run makes it again)."""
+        for path in sorted(set(lease.paths) - lease.held):
+            log.warning("%s %s: its lease went stale before its row; not recorded", what, path)
+
     def close(self) -> None:
         """Drop what is left (batches that failed or never came back); best effort."""
         try:
             self.catalog.end_lease(self.of([]))
         except ImgestError:
             log.warning("could not drop the run's blob leases; they expire", exc_info=True)
+
+
+def stop_if_down(down: str | None) -> None:
+    """Stop the run (exit 3) when a worker found blob storage unavailable (`down`: its error),
+    the batches done being recorded. A store that does not answer fails every image after it
+    too, one storage timeout per batch: better than going through the whole corpus that way.
+    Errors that come back at once (a failed flush) fail their batch only."""
+    if down is not None:
+        raise StorageUnavailable(
+            f"blob storage is unavailable ({down}); the batches done are recorded, "
+            "run the command again to go on"
+        )
