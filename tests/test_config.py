@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from imgest.config import Settings, load_settings
+from imgest.admission import AdmissionLimits
+from imgest.api.multipart import UploadLimits
+from imgest.catalog.db import CatalogOptions
+from imgest.config import Settings, from_settings, load_settings
 from imgest.docs import settings_reference
 from imgest.errors import ConfigError
+from imgest.imaging.limits import ImageLimits
 
 ROOT = Path(__file__).parent.parent
 
@@ -98,3 +104,42 @@ def test_lease_ttl_must_outlive_two_storage_calls(tmp_path: Path) -> None:
 
     with Runtime(settings).catalog(migrate_schema=True) as catalog:
         assert catalog.lease_ttl.total_seconds() == 121
+
+
+def test_from_settings_fills_every_field_from_its_setting() -> None:
+    # Every setting these dataclasses read, set away from its default.
+    s = load_settings(
+        max_file_bytes=11, max_request_bytes=12, max_files=13, max_fields=14,
+        max_field_bytes=15, max_header_bytes=16, max_active_uploads=3, max_queued_uploads=4,
+        max_inflight_bytes=5, max_uploads_per_client=6, queue_timeout_s=7.5, max_pixels=1000,
+        max_frames=2, max_scans=9, max_decode_bytes=123, max_icc_bytes=45,
+        catalog_connect_timeout_s=1.5, catalog_pool_size=2,
+    )  # fmt: skip
+    for cls, prefix, fixed in (
+        (UploadLimits, "", ()),
+        (AdmissionLimits, "", ()),
+        (CatalogOptions, "catalog_", ()),
+        (ImageLimits, "", ("max_side",)),
+    ):
+        made = from_settings(cls, s, prefix=prefix, fixed=fixed)
+        for f in dataclasses.fields(cls):
+            want = f.default if f.name in fixed else getattr(s, prefix + f.name)
+            assert getattr(made, f.name) == want, (cls, f.name)
+    assert ImageLimits.from_settings(s) == from_settings(ImageLimits, s, fixed=("max_side",))
+
+
+@dataclass(frozen=True)
+class _Caps:
+    max_files: int = 1
+    max_widgets: int = 2  # no such setting
+
+
+def test_from_settings_refuses_a_field_without_a_setting() -> None:
+    s = load_settings()
+    with pytest.raises(TypeError, match="max_widgets"):
+        from_settings(_Caps, s)  # not silently left at its default
+    assert from_settings(_Caps, s, fixed=("max_widgets",)) == _Caps(s.max_files, 2)
+    with pytest.raises(TypeError):
+        from_settings(_Caps, s, fixed=("max_files", "max_widgets"))  # max_files is a setting
+    with pytest.raises(TypeError):
+        from_settings(_Caps, s, fixed=("max_widgets", "no_such_field"))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TypeVar
 
 from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI
@@ -26,7 +24,7 @@ from imgest.api.observe import RequestObserver
 from imgest.api.origin import OriginGuard
 from imgest.catalog.idempotency import IdempotencyKeys
 from imgest.catalog.keys import KeyStore
-from imgest.config import Settings
+from imgest.config import Settings, from_settings
 from imgest.corpus import Corpus
 from imgest.duplicates import GroupCache, near_duplicate_groups
 from imgest.errors import ConfigError
@@ -38,19 +36,6 @@ from imgest.scoring.scorers import Scorers
 from imgest.similarity.live import NearDuplicatePolicy, SimilarImages
 
 log = logging.getLogger(__name__)
-
-L = TypeVar("L")
-
-
-def from_settings(cls: type[L], settings: Settings) -> L:
-    """A limits dataclass filled from the settings of the same names."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    return cls(**{name: getattr(settings, name) for name in names})
-
-
-def upload_limits(settings: Settings) -> UploadLimits:
-    """The streaming caps from settings (same names)."""
-    return from_settings(UploadLimits, settings)
 
 
 def create_app(settings: Settings, *, model: Model | None = None) -> FastAPI:
@@ -145,7 +130,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     app.state.scorers = scorers
     app.state.batcher = await scorers.start()  # the active model's, at start-up
     app.state.links = Links(settings.public_url)
-    app.state.upload_limits = upload_limits(settings)
+    app.state.upload_limits = from_settings(UploadLimits, settings)
     app.state.similar = similar = SimilarImages(catalog, store, settings.ann_min_vectors)
     await similar.index_for(app.state.batcher.model)  # the active model's, loaded now
     app.state.ingest = IngestService(

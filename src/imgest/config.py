@@ -7,10 +7,12 @@ generated from those descriptions; the length is the settings reference itself.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
@@ -23,6 +25,7 @@ from pydantic_settings import (
 from imgest.errors import ConfigError
 
 MiB = 1024 * 1024
+_D = TypeVar("_D")
 
 
 class Settings(BaseSettings):
@@ -475,3 +478,24 @@ def load_settings(**overrides: Any) -> Settings:
             key = ".".join(str(p) for p in err["loc"]) or "?"
             lines.append(f"IMGEST_{key.upper()} ({key}): {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def from_settings(
+    cls: type[_D], settings: Settings, *, prefix: str = "", fixed: Collection[str] = ()
+) -> _D:
+    """The dataclass `cls` with each field set from the setting `prefix + <field name>`.
+
+    Every field must have its setting, except those named in `fixed`, which keep their
+    defaults (and must have no setting): a field added to such a dataclass without a setting
+    (or a setting renamed) is a programming error, TypeError here, never a default kept
+    silently. So a new limit needs a setting and no line at its caller.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    known = type(settings).model_fields
+    missing = [n for n in names if n not in fixed and prefix + n not in known]
+    if missing or not set(fixed) <= set(names) or any(prefix + n in known for n in fixed):
+        raise TypeError(
+            f"{cls.__name__}: fields without a setting {prefix}<name>: {missing}; "
+            f"fixed (default kept, no setting): {sorted(fixed)}"
+        )
+    return cls(**{n: getattr(settings, prefix + n) for n in names if n not in fixed})

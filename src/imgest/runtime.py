@@ -10,7 +10,6 @@ app's metrics), so a worker in another process builds its own from the same sett
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import anyio.to_thread
 
 from imgest.catalog.db import CatalogOptions
 from imgest.catalog.repo import Catalog
-from imgest.config import Settings
+from imgest.config import Settings, from_settings
 from imgest.errors import ConfigError
 from imgest.imaging.intermediate import Intermediate
 from imgest.imaging.limits import ImageLimits
@@ -68,8 +67,7 @@ class Runtime:
 
     def catalog_options(self) -> CatalogOptions:
         """The catalog connection settings (`catalog_<name>` in settings)."""
-        names = [f.name for f in dataclasses.fields(CatalogOptions)]
-        return CatalogOptions(**{n: getattr(self.settings, f"catalog_{n}") for n in names})
+        return from_settings(CatalogOptions, self.settings, prefix="catalog_")
 
     @property
     def intermediate(self) -> Intermediate | None:

@@ -7,13 +7,13 @@ so an image over any limit is refused before a decoder allocates or loops over a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from imgest import config
 from imgest.errors import (
     ImageCorrupt,
     ImageTooComplex,
@@ -71,10 +71,8 @@ class ImageLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
-        """The limits named in `settings`: every field that is also a setting (max_side, which
-        is libjpeg's and not configurable, keeps its default), so a new limit needs no line here."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name in type(settings).model_fields]
-        return cls(**{name: getattr(settings, name) for name in names})
+        """The limits of `settings` (same names); max_side, libjpeg's, is not configurable."""
+        return config.from_settings(cls, settings, fixed=("max_side",))
 
 
 def decode_bytes(info: ImageInfo, min_size: Size | None = None) -> int:
