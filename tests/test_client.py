@@ -225,6 +225,14 @@ async def test_async_client(
         assert again.status == "existing" and not again.sent
         with pytest.raises(NotFound):
             await client.get("f" * 64)
+        # the same methods as Client (docs/client.md)
+        found = await client.similar(result.id, k=5)
+        assert result.id not in {i.id for i in found.items}
+        query = await client.similar_to(rocket, k=5, filename="q.jpg")
+        assert query.items[0].id == result.id and query.items[0].score > 0.999
+        with pytest.raises(NotFound):
+            await client.similar("f" * 64)
+    assert {n for n in dir(Client) if not n.startswith("_")} <= set(dir(AsyncClient))
 
 
 def test_a_stopped_server_is_reported_within_seconds_naming_the_url() -> None:

@@ -13,9 +13,11 @@ The server URL: the `url` argument, else `$IMGEST_URL`, else
 binds by default.
 
 Why one long module: it is the public surface of the client install (`from imgest.client
-import Client, AsyncClient, RetryPolicy, ...`). Requests are built once (`_Requests`) and both
-clients share the retry rules and errors; each method is written twice only where blocking and
-async I/O differ, and the twins sit in one file so that a change to one is made to both.
+import Client, AsyncClient, RetryPolicy, ...`). Each call is written once (`_Requests`: an
+`Op` generator that yields its requests and is sent their answers, with the retry rules and
+errors); a public method of either client is one line that drives it, blocking or awaited.
+Only `list_images` and the streaming `download_to` are written twice, where the I/O itself
+differs, and the twins sit in one file so that a change to one is made to both.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import mimetypes
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import anyio.to_thread
 import httpx
+from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -72,6 +75,13 @@ CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)  # nothing was sent
 
 Image = ImageOut  # what the API answers for one image (GET /v1/images/{id})
 Source = str | os.PathLike[str] | bytes | IO[bytes]
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+Build = Callable[[], httpx.Request]  # a request, built anew for each attempt
+# One client call without its I/O: it yields the requests it needs, is sent their answers and
+# returns its result; Client._run and AsyncClient._run drive it, blocking or awaited.
+Op = Generator[Build, httpx.Response, _T]
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -352,9 +362,11 @@ def _options(
 
 
 class _Requests:
-    """What the sync and async clients share: request building, retry rules, answer parsing."""
+    """What the sync and async clients share: request building, retry rules, answer parsing
+    and each call's steps (an `Op`); the clients only send."""
 
     options: _Options
+    http: httpx.Client | httpx.AsyncClient
 
     def _retry_args(self) -> dict[str, Any]:
         policy = self.options.retry
@@ -404,22 +416,69 @@ class _Requests:
             return ServerUnreachable(url, reason)
         return ConnectionFailed(f"no answer from imgest at {url} after retries ({reason})")
 
-    def _upload_request(
-        self, http: httpx.Client | httpx.AsyncClient, file: _File, fields: list[tuple[str, str]]
-    ) -> Callable[[], httpx.Request]:
+    def _request(self, method: str, path: str, **kwargs: Any) -> Build:
+        return lambda: self.http.build_request(method, path, **kwargs)
+
+    def _upload(
+        self,
+        file: _File,
+        description: str | None,
+        tags: Iterable[str],
+        label: str | None,
+        fields: Mapping[str, str] | None,
+        skip_existing: bool,
+    ) -> Op[UploadResult]:
+        """`Client.upload` once the file is read."""
+        if skip_existing:
+            add = additions(description, tags, label, fields)
+            if not add and add is not None and (yield from self._exists(file.sha256)):
+                return self._skipped(file)
+            if add:
+                stored = self._stored((yield self._request("GET", f"/v1/images/{file.sha256}")))
+                if (skipped := self._nothing_new(file, stored, add)) is not None:
+                    return skipped
         # One key per file, made once: every retry of this file sends the same key.
-        key = str(uuid.uuid4())
+        build = self._request(
+            "POST",
+            "/v1/images",
+            files=[("file", (file.filename, file.data, file.content_type))],
+            data=_multi(form_fields(description, tags, label, fields)),
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        return self._upload_result((yield build), file)
 
-        def build() -> httpx.Request:
-            return http.build_request(
-                "POST",
-                "/v1/images",
-                files=[("file", (file.filename, file.data, file.content_type))],
-                data=_multi(fields),
-                headers={"Idempotency-Key": key},
-            )
+    def _exists(self, image_id: str) -> Op[bool]:
+        response = yield self._request("HEAD", f"/v1/images/{image_id}")
+        if response.status_code == 404:
+            return False
+        if not response.is_success:
+            raise api_error(response)
+        return True
 
-        return build
+    def _model(self, model: type[_M], method: str, path: str, **kwargs: Any) -> Op[_M]:
+        """One request whose answer is `model` (an error answer raises ApiError)."""
+        response = yield self._request(method, path, **kwargs)
+        return model.model_validate_json(self._ok(response).content)
+
+    def _get(self, image_id: str) -> Op[Image]:
+        return self._model(Image, "GET", f"/v1/images/{image_id}")
+
+    def _page(
+        self, limit: int, cursor: str | None, filters: Mapping[str, str | datetime | None]
+    ) -> Op[ImagePage]:
+        params = self._list_params(limit, cursor, filters)
+        return self._model(ImagePage, "GET", "/v1/images", params=params)
+
+    def _download(self, image_id: str, pipeline: str | None) -> Op[bytes]:
+        response = yield self._request("GET", _rendition_path(image_id, pipeline))
+        return self._ok(response).content
+
+    def _similar(self, image_id: str, k: int) -> Op[SimilarPage]:
+        return self._model(SimilarPage, "GET", f"/v1/images/{image_id}/similar", params={"k": k})
+
+    def _similar_to(self, file: _File, k: int) -> Op[SimilarPage]:
+        files = [("file", (file.filename, file.data, file.content_type))]
+        return self._model(SimilarPage, "POST", "/v1/similar", params={"k": k}, files=files)
 
     @staticmethod
     def _upload_result(response: httpx.Response, file: _File) -> UploadResult:
@@ -473,14 +532,6 @@ class _Requests:
         if not response.is_success:
             raise api_error(response)
         return Image.model_validate_json(response.content)
-
-    @staticmethod
-    def _exists(response: httpx.Response) -> bool:
-        if response.status_code == 404:
-            return False
-        if not response.is_success:
-            raise api_error(response)
-        return True
 
     @staticmethod
     def _ok(response: httpx.Response) -> httpx.Response:
@@ -538,7 +589,7 @@ class Client(_Requests):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.options = _options(url, api_key, retry, timeout, connect_timeout)
-        self.http = httpx.Client(
+        self.http: httpx.Client = httpx.Client(
             base_url=self.options.base_url,
             headers=self.options.headers,
             timeout=self.options.httpx_timeout(),
@@ -555,7 +606,7 @@ class Client(_Requests):
         """Close the connection pool."""
         self.http.close()
 
-    def _send(self, build: Callable[[], httpx.Request]) -> httpx.Response:
+    def _send(self, build: Build) -> httpx.Response:
         try:
             for attempt in Retrying(**self._retry_args()):
                 with attempt:
@@ -563,6 +614,16 @@ class Client(_Requests):
         except (httpx.TransportError, _RetryableAnswer) as exc:
             raise self._final(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(self, op: Op[_T]) -> _T:
+        """Send each request `op` yields (with retries) and give it the answer."""
+        try:
+            build = next(op)
+            while True:
+                build = op.send(self._send(build))
+        except StopIteration as done:
+            result: _T = done.value
+            return result
 
     def upload(
         self,
@@ -583,36 +644,22 @@ class Client(_Requests):
         merges the metadata in. A rejected file is a result, not an exception.
         """
         file = read_source(source, filename)
-        if skip_existing:
-            add = additions(description, tags, label, fields)
-            if not add and add is not None and self.exists(file.sha256):
-                return self._skipped(file)
-            if add:
-                path = f"/v1/images/{file.sha256}"
-                stored = self._stored(self._send(lambda: self.http.build_request("GET", path)))
-                if (skipped := self._nothing_new(file, stored, add)) is not None:
-                    return skipped
-        build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
-        return self._upload_result(self._send(build), file)
+        upload = self._upload(file, description, tags, label, fields, skip_existing)
+        return self._run(upload)
 
     def exists(self, image_id: str) -> bool:
         """Whether an image with this id (the SHA-256 of its bytes) is stored."""
-        path = f"/v1/images/{image_id}"
-        return self._exists(self._send(lambda: self.http.build_request("HEAD", path)))
+        return self._run(self._exists(image_id))
 
     def get(self, image_id: str) -> Image:
         """One image's metadata, renditions and predictions."""
-        path = f"/v1/images/{image_id}"
-        response = self._ok(self._send(lambda: self.http.build_request("GET", path)))
-        return Image.model_validate_json(response.content)
+        return self._run(self._get(image_id))
 
     def page(
         self, *, limit: int = 100, cursor: str | None = None, **filters: str | datetime | None
     ) -> ImagePage:
         """One page of images, newest first (filters: label, tag, since, until)."""
-        params = self._list_params(limit, cursor, filters)
-        build = lambda: self.http.build_request("GET", "/v1/images", params=params)  # noqa: E731
-        return ImagePage.model_validate_json(self._ok(self._send(build)).content)
+        return self._run(self._page(limit, cursor, filters))
 
     def list_images(
         self, *, page_size: int = 100, **filters: str | datetime | None
@@ -628,31 +675,18 @@ class Client(_Requests):
 
     def download(self, image_id: str, *, pipeline: str | None = None) -> bytes:
         """The original's bytes (or those of the rendition of `pipeline`)."""
-        path = _rendition_path(image_id, pipeline)
-        return self._ok(self._send(lambda: self.http.build_request("GET", path))).content
+        return self._run(self._download(image_id, pipeline))
 
     def similar(self, image_id: str, *, k: int = 10) -> SimilarPage:
         """The `k` stored images most similar to a stored one (GET /v1/images/{id}/similar)."""
-        path = f"/v1/images/{image_id}/similar"
-        build = lambda: self.http.build_request("GET", path, params={"k": k})  # noqa: E731
-        return SimilarPage.model_validate_json(self._ok(self._send(build)).content)
+        return self._run(self._similar(image_id, k))
 
     def similar_to(
         self, source: Source, *, k: int = 10, filename: str | None = None
     ) -> SimilarPage:
         """The `k` stored images most similar to a query image (POST /v1/similar; the file
         is not stored)."""
-        file = read_source(source, filename)
-
-        def build() -> httpx.Request:
-            return self.http.build_request(
-                "POST",
-                "/v1/similar",
-                params={"k": k},
-                files=[("file", (file.filename, file.data, file.content_type))],
-            )
-
-        return SimilarPage.model_validate_json(self._ok(self._send(build)).content)
+        return self._run(self._similar_to(read_source(source, filename), k))
 
     def download_to(
         self, image_id: str, dest: str | os.PathLike[str], *, pipeline: str | None = None
@@ -694,7 +728,7 @@ class AsyncClient(_Requests):
         max_connections: int = 16,
     ) -> None:
         self.options = _options(url, api_key, retry, timeout, connect_timeout)
-        self.http = httpx.AsyncClient(
+        self.http: httpx.AsyncClient = httpx.AsyncClient(
             base_url=self.options.base_url,
             headers=self.options.headers,
             timeout=self.options.httpx_timeout(),
@@ -712,7 +746,7 @@ class AsyncClient(_Requests):
         """Close the connection pool."""
         await self.http.aclose()
 
-    async def _send(self, build: Callable[[], httpx.Request]) -> httpx.Response:
+    async def _send(self, build: Build) -> httpx.Response:
         try:
             async for attempt in AsyncRetrying(**self._retry_args()):
                 with attempt:
@@ -720,6 +754,16 @@ class AsyncClient(_Requests):
         except (httpx.TransportError, _RetryableAnswer) as exc:
             raise self._final(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run(self, op: Op[_T]) -> _T:
+        """Send each request `op` yields (with retries) and give it the answer."""
+        try:
+            build = next(op)
+            while True:
+                build = op.send(await self._send(build))
+        except StopIteration as done:
+            result: _T = done.value
+            return result
 
     async def upload(
         self,
@@ -734,36 +778,22 @@ class AsyncClient(_Requests):
     ) -> UploadResult:
         """Upload one file; see `Client.upload`."""
         file = await anyio.to_thread.run_sync(read_source, source, filename)  # read + hash
-        if skip_existing:
-            add = additions(description, tags, label, fields)
-            if not add and add is not None and await self.exists(file.sha256):
-                return self._skipped(file)
-            if add:
-                path = f"/v1/images/{file.sha256}"
-                got = await self._send(lambda: self.http.build_request("GET", path))
-                if (skipped := self._nothing_new(file, self._stored(got), add)) is not None:
-                    return skipped
-        build = self._upload_request(self.http, file, form_fields(description, tags, label, fields))
-        return self._upload_result(await self._send(build), file)
+        upload = self._upload(file, description, tags, label, fields, skip_existing)
+        return await self._run(upload)
 
     async def exists(self, image_id: str) -> bool:
         """Whether an image with this id (the SHA-256 of its bytes) is stored."""
-        path = f"/v1/images/{image_id}"
-        return self._exists(await self._send(lambda: self.http.build_request("HEAD", path)))
+        return await self._run(self._exists(image_id))
 
     async def get(self, image_id: str) -> Image:
         """One image's metadata, renditions and predictions."""
-        path = f"/v1/images/{image_id}"
-        response = self._ok(await self._send(lambda: self.http.build_request("GET", path)))
-        return Image.model_validate_json(response.content)
+        return await self._run(self._get(image_id))
 
     async def page(
         self, *, limit: int = 100, cursor: str | None = None, **filters: str | datetime | None
     ) -> ImagePage:
         """One page of images, newest first (filters: label, tag, since, until)."""
-        params = self._list_params(limit, cursor, filters)
-        build = lambda: self.http.build_request("GET", "/v1/images", params=params)  # noqa: E731
-        return ImagePage.model_validate_json(self._ok(await self._send(build)).content)
+        return await self._run(self._page(limit, cursor, filters))
 
     async def list_images(
         self, *, page_size: int = 100, **filters: str | datetime | None
@@ -780,9 +810,19 @@ class AsyncClient(_Requests):
 
     async def download(self, image_id: str, *, pipeline: str | None = None) -> bytes:
         """The original's bytes (or those of the rendition of `pipeline`)."""
-        path = _rendition_path(image_id, pipeline)
-        response = await self._send(lambda: self.http.build_request("GET", path))
-        return self._ok(response).content
+        return await self._run(self._download(image_id, pipeline))
+
+    async def similar(self, image_id: str, *, k: int = 10) -> SimilarPage:
+        """The `k` stored images most similar to a stored one (GET /v1/images/{id}/similar)."""
+        return await self._run(self._similar(image_id, k))
+
+    async def similar_to(
+        self, source: Source, *, k: int = 10, filename: str | None = None
+    ) -> SimilarPage:
+        """The `k` stored images most similar to a query image (POST /v1/similar; the file
+        is not stored)."""
+        file = await anyio.to_thread.run_sync(read_source, source, filename)  # read + hash
+        return await self._run(self._similar_to(file, k))
 
     async def download_to(
         self, image_id: str, dest: str | os.PathLike[str], *, pipeline: str | None = None
