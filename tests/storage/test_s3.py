@@ -83,6 +83,25 @@ async def test_a_missing_bucket_is_created(radosgw: Radosgw) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_bucket_removed_under_a_running_store_is_made_again(radosgw: Radosgw) -> None:
+    # As AzureStore does for its container (RemoteStore.put): one new bucket, then the write.
+    name = radosgw.new_bucket()
+    store = S3Store.from_url(radosgw.url_for(name))
+    try:
+        await store.put("before", b"1")
+        admin = boto3.client(
+            "s3", endpoint_url=radosgw.endpoint, region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        )  # fmt: skip
+        admin.delete_object(Bucket=name, Key="before")
+        admin.delete_bucket(Bucket=name)
+        await store.put("after", b"2", mode="create")
+        assert await read(store, "after") == b"2"
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
 async def test_a_presigned_url_reads_the_exact_bytes_and_expires(store: S3Store) -> None:
     data = payload(70_000, seed=4)
     await store.put("originals/ab/cd/blob", data)

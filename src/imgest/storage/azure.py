@@ -59,16 +59,10 @@ from azure.storage.blob.aio import (
     ExponentialRetry,
 )
 
-from imgest.storage.base import (
-    BlobExistsError,
-    BlobMeta,
-    BlobNotFoundError,
-    PutMode,
-    StoreOptions,
-    validate_prefix,
-)
+from imgest.storage.base import BlobMeta, PutMode, StoreOptions
 from imgest.storage.remote import (
     ChunkedReader,
+    Fault,
     RemoteStore,
     bare_etag,
     parse_remote_url,
@@ -202,48 +196,28 @@ class AzureStore(RemoteStore):
             # Data-plane-only rights: the container must have been made by an operator.
             log.info("no right to create container %s; assuming it exists", self.url)
 
-    # --- BlobStore ---------------------------------------------------------------------
+    def _fault(self, exc: Exception) -> Fault | None:
+        if isinstance(exc, ResourceNotFoundError):
+            missing = getattr(exc, "error_code", None) == "ContainerNotFound"
+            return "no_container" if missing else "no_blob"
+        if isinstance(exc, ResourceExistsError | ResourceModifiedError):
+            return "exists"
+        return "failed" if isinstance(exc, AzureError) else None
 
-    async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
-        """Upload `data` (one Put Blob, or staged blocks when large); see the module docstring."""
-        name = self._key(path)
-        self._check_put(mode)
-        await self._ensure_container()
-        try:
-            return await self._put(path, name, data, mode)
-        except ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", None) != "ContainerNotFound":
-                raise self._unavailable(f"put {path!r}", exc) from exc
-        # Someone removed the container since we made sure of it: make it again, once.
-        log.warning("container of %r vanished; creating it again", self)
-        self._container_ready = False
-        await self._ensure_container()
-        try:
-            return await self._put(path, name, data, mode)
-        except ResourceNotFoundError as exc:
-            raise self._unavailable(f"put {path!r}", exc) from exc
+    # --- the calls (RemoteStore maps their errors) -------------------------------------
 
-    async def _put(self, path: str, name: str, data: bytes, mode: PutMode) -> BlobMeta:
-        """One upload attempt; ResourceNotFoundError (no container) is left to the caller."""
-        blob = self._container.get_blob_client(name)
-        condition: dict[str, Any] = {}
-        if mode == "create":
-            condition = {"match_condition": MatchConditions.IfMissing}  # If-None-Match: *
-        try:
-            if len(data) <= self.single_put_bytes:
-                # overwrite=False is the SDK's If-None-Match: * on Put Blob.
-                done = await blob.upload_blob(data, length=len(data), overwrite=mode == "overwrite")
-            else:
-                blocks = await self._stage_blocks(blob, data)
-                done = await blob.commit_block_list(blocks, **condition)
-        except (ResourceExistsError, ResourceModifiedError) as exc:
+    async def _put(self, path: str, key: str, data: bytes, mode: PutMode) -> BlobMeta:
+        """One Put Blob, or staged blocks when large; see the module docstring."""
+        blob = self._container.get_blob_client(key)
+        if len(data) <= self.single_put_bytes:
+            # overwrite=False is the SDK's If-None-Match: * on Put Blob.
+            done = await blob.upload_blob(data, length=len(data), overwrite=mode == "overwrite")
+        else:
+            blocks = await self._stage_blocks(blob, data)
+            condition: dict[str, Any] = {}
             if mode == "create":
-                raise BlobExistsError(path) from None
-            raise self._unavailable(f"put {path!r}", exc) from exc
-        except ResourceNotFoundError:
-            raise
-        except AzureError as exc:
-            raise self._unavailable(f"put {path!r}", exc) from exc
+                condition = {"match_condition": MatchConditions.IfMissing}  # If-None-Match: *
+            done = await blob.commit_block_list(blocks, **condition)
         modified = done["last_modified"]
         assert isinstance(modified, datetime)
         return BlobMeta(path, len(data), utc(modified), bare_etag(str(done["etag"])))
@@ -264,17 +238,9 @@ class AzureStore(RemoteStore):
         await run_bounded([stage(i, start) for i, start in enumerate(starts)], self.parallel_blocks)
         return [BlobBlock(block_id(i)) for i in range(len(starts))]
 
-    async def get(self, path: str) -> ChunkedReader:
-        """Open a download; its bytes arrive in pieces of at most 4 MiB, re-chunked."""
-        name = self._key(path)
-        self._check_open()
-        blob = self._container.get_blob_client(name)
-        try:
-            download = await blob.download_blob()
-        except ResourceNotFoundError:
-            raise BlobNotFoundError(path) from None
-        except AzureError as exc:
-            raise self._unavailable(f"get {path!r}", exc) from exc
+    async def _get(self, path: str, key: str) -> ChunkedReader:
+        """A download; its bytes arrive in pieces of at most 4 MiB, re-chunked."""
+        download = await self._container.get_blob_client(key).download_blob()
         meta = _meta(path, download.properties)
 
         async def pieces() -> AsyncIterator[bytes]:
@@ -290,46 +256,18 @@ class AzureStore(RemoteStore):
 
         return ChunkedReader(meta, pieces(), release)
 
-    async def head(self, path: str) -> BlobMeta:
-        """The blob's properties."""
-        name = self._key(path)
-        self._check_open()
-        try:
-            props = await self._container.get_blob_client(name).get_blob_properties()
-        except ResourceNotFoundError:
-            raise BlobNotFoundError(path) from None
-        except AzureError as exc:
-            raise self._unavailable(f"head {path!r}", exc) from exc
-        return _meta(path, props)
+    async def _head(self, path: str, key: str) -> BlobMeta:
+        return _meta(path, await self._container.get_blob_client(key).get_blob_properties())
 
-    async def list(self, prefix: str = "") -> AsyncIterator[BlobMeta]:
-        """List Blobs by name prefix (a plain string prefix, as the protocol wants)."""
-        validate_prefix(prefix)
-        self._check_open()
-        try:
-            async for props in self._container.list_blobs(name_starts_with=self.prefix + prefix):
-                yield _meta(props.name[len(self.prefix) :], props)
-        except ResourceNotFoundError:
-            return  # no container yet: nothing stored
-        except AzureError as exc:
-            raise self._unavailable(f"list {prefix!r}", exc) from exc
+    async def _list(self, key_prefix: str) -> AsyncIterator[BlobMeta]:
+        async for props in self._container.list_blobs(name_starts_with=key_prefix):
+            yield _meta(props.name, props)
 
-    async def delete(self, path: str) -> None:
-        """Delete the blob (and its snapshots); a missing blob is fine."""
-        name = self._key(path)
-        self._check_open()
-        try:
-            await self._container.delete_blob(name, delete_snapshots="include")
-        except ResourceNotFoundError:
-            pass
-        except AzureError as exc:
-            raise self._unavailable(f"delete {path!r}", exc) from exc
+    async def _delete(self, key: str) -> None:
+        await self._container.delete_blob(key, delete_snapshots="include")  # and snapshots
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Close the HTTP sessions (and the Azure AD credential)."""
-        if self._closed:
-            return
-        self._closed = True
         await self._container.close()
         await self._service.close()
         if self._credential is not None:
@@ -341,8 +279,7 @@ class AzureStore(RemoteStore):
         self, path: str, expires: timedelta, *, content_type: str | None = None
     ) -> str | None:
         """A read-only SAS URL for the blob, valid from a minute ago until `expires` from now."""
-        name = self._key(path)
-        self._check_open()
+        name = self._key(path)  # and the store is open
         now = datetime.now(UTC)
         expiry = now + expires
         sas_key: dict[str, Any] = {}

@@ -57,10 +57,10 @@ from imgest.storage.base import (
     PutMode,
     StoreOptions,
     StoreUnavailableError,
-    validate_prefix,
 )
 from imgest.storage.remote import (
     ChunkedReader,
+    Fault,
     RemoteStore,
     bare_etag,
     parse_remote_url,
@@ -229,14 +229,14 @@ class S3Store(RemoteStore):
         except _NETWORK as exc:
             raise self._unavailable(what, exc) from exc
 
-    async def _object(self, what: str, fn: Callable[..., Any], path: str) -> Any:
-        """One call about the object at `path`; a missing key or bucket is BlobNotFoundError."""
-        try:
-            return await self._call(f"{what} {path!r}", fn, Bucket=self.bucket, Key=self._key(path))
-        except ClientError as exc:
-            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
-                raise BlobNotFoundError(path) from None
-            raise self._unavailable(f"{what} {path!r}", exc) from exc
+    def _fault(self, exc: Exception) -> Fault | None:
+        if not isinstance(exc, ClientError):
+            return "failed" if isinstance(exc, _NETWORK) else None
+        if _code(exc) == "NoSuchBucket":
+            return "no_container"
+        if _code(exc) in _NOT_FOUND:
+            return "no_blob"
+        return "exists" if _code(exc) in _EXISTS else "failed"
 
     async def _create_container(self) -> None:
         """Create the bucket if it is missing (no ACL: private)."""
@@ -254,34 +254,20 @@ class S3Store(RemoteStore):
             elif _code(exc) != "BucketAlreadyOwnedByYou":
                 raise self._unavailable("create bucket", exc) from exc
 
-    # --- BlobStore ---------------------------------------------------------------------
+    # --- the calls (RemoteStore maps their errors) -------------------------------------
 
-    async def put(self, path: str, data: bytes, *, mode: PutMode = "overwrite") -> BlobMeta:
+    async def _put(self, path: str, key: str, data: bytes, mode: PutMode) -> BlobMeta:
         """PutObject, or a multipart upload when large; see the module docstring."""
-        key = self._key(path)
-        self._check_put(mode)
-        await self._ensure_container()
         condition = {"IfNoneMatch": "*"} if mode == "create" else {}
-        try:
-            if len(data) <= self.multipart_bytes:
-                done = await self._call(
-                    f"put {path!r}",
-                    self._client.put_object,
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=data,
-                    **condition,
-                )
-            else:
-                if mode == "create" and await self._exists(path):
-                    raise BlobExistsError(path)
-                await self._multipart(path, key, data, condition)
-                # radosgw's completion answer may lack the ETag: ask for the final metadata.
-                return await self.head(path)
-        except ClientError as exc:
-            if mode == "create" and _code(exc) in _EXISTS:
-                raise BlobExistsError(path) from None
-            raise self._unavailable(f"put {path!r}", exc) from exc
+        if len(data) > self.multipart_bytes:
+            if mode == "create" and await self._exists(path):
+                raise BlobExistsError(path)
+            await self._multipart(path, key, data, condition)
+            # radosgw's completion answer may lack the ETag: ask for the final metadata.
+            return await self.head(path)
+        what = f"put {path!r}"
+        call = self._client.put_object
+        done = await self._call(what, call, Bucket=self.bucket, Key=key, Body=data, **condition)
         return BlobMeta(path, len(data), _server_time(done), bare_etag(done.get("ETag")))
 
     async def _exists(self, path: str) -> bool:
@@ -349,9 +335,10 @@ class S3Store(RemoteStore):
         except (ClientError, StoreUnavailableError):
             log.warning("could not abort multipart upload of %s (%s)", key, upload_id)
 
-    async def get(self, path: str) -> ChunkedReader:
+    async def _get(self, path: str, key: str) -> ChunkedReader:
         """GetObject; the body is read in worker threads, in pieces of at most 1 MiB."""
-        answer = await self._object("get", self._client.get_object, path)
+        what = f"get {path!r}"
+        answer = await self._call(what, self._client.get_object, Bucket=self.bucket, Key=key)
         body = answer["Body"]
         meta = _meta(path, answer)
 
@@ -372,46 +359,34 @@ class S3Store(RemoteStore):
         weakref.finalize(reader, body.close)  # a reader never read gives its connection back
         return reader
 
-    async def head(self, path: str) -> BlobMeta:
-        """HeadObject."""
-        return _meta(path, await self._object("head", self._client.head_object, path))
+    async def _head(self, path: str, key: str) -> BlobMeta:
+        what = f"head {path!r}"
+        return _meta(
+            path, await self._call(what, self._client.head_object, Bucket=self.bucket, Key=key)
+        )
 
-    async def list(self, prefix: str = "") -> AsyncIterator[BlobMeta]:
+    async def _list(self, key_prefix: str) -> AsyncIterator[BlobMeta]:
         """ListObjectsV2 by key prefix, page by page."""
-        validate_prefix(prefix)
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key_prefix}
         while True:
-            try:
-                page = await self._call(f"list {prefix!r}", self._client.list_objects_v2, **request)
-            except ClientError as exc:
-                if _code(exc) == "NoSuchBucket":
-                    return  # nothing written yet
-                raise self._unavailable(f"list {prefix!r}", exc) from exc
+            what = f"list {key_prefix!r}"
+            page = await self._call(what, self._client.list_objects_v2, **request)
             for obj in page.get("Contents", []):
                 yield BlobMeta(
-                    obj["Key"][len(self.prefix) :], int(obj["Size"]), utc(obj["LastModified"]),
+                    obj["Key"], int(obj["Size"]), utc(obj["LastModified"]),
                     bare_etag(obj.get("ETag")),
                 )  # fmt: skip
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]
 
-    async def delete(self, path: str) -> None:
+    async def _delete(self, key: str) -> None:
         """DeleteObject (S3 answers 204 for a missing key too)."""
-        key = self._key(path)
-        try:
-            await self._call(
-                f"delete {path!r}", self._client.delete_object, Bucket=self.bucket, Key=key
-            )
-        except ClientError as exc:
-            if _code(exc) not in ("NoSuchKey", "NoSuchBucket"):
-                raise self._unavailable(f"delete {path!r}", exc) from exc
+        what = f"delete {key!r}"
+        await self._call(what, self._client.delete_object, Bucket=self.bucket, Key=key)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         """Close the client's connection pool."""
-        if self._closed:
-            return
-        self._closed = True
         await anyio.to_thread.run_sync(self._client.close)
 
     # --- signed reads ------------------------------------------------------------------
@@ -420,8 +395,7 @@ class S3Store(RemoteStore):
         self, path: str, expires: timedelta, *, content_type: str | None = None
     ) -> str | None:
         """A SigV4 presigned GET URL (at most 7 days), or None without credentials to sign."""
-        key = self._key(path)
-        self._check_open()
+        key = self._key(path)  # and the store is open
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if content_type:
             params["ResponseContentType"] = content_type
