@@ -55,6 +55,47 @@ def decode_floor_ms(photo: bytes, repeats: int = 7, *, scale: int = 1) -> float:
     return min(times)
 
 
+def store_alone(photo: bytes, rounds: int, uploads: int = 64) -> dict[str, tuple[float, float]]:
+    """The group commit alone: `uploads` uploads' blobs (the original and a 40 KB rendition,
+    one put_all_once each, as once.put_blobs) at concurrency 8 into a fresh LocalStore on the
+    temp directory's filesystem, group commit on and off alternated; label -> (CPU ms, wall
+    ms) per upload, medians over the rounds."""
+    import os
+    import resource
+
+    from imgest.storage.local import LocalStore
+    from imgest.storage.once import put_all_once
+
+    small = os.urandom(40_000)
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    async def load(store: LocalStore, tag: str) -> None:
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int) -> None:
+            blobs = [(f"o/{tag}{i}", photo + b"%d" % i), (f"r/{tag}{i}", small + b"%d" % i)]
+            async with slots:
+                assert await put_all_once(store, blobs) == [None, None]
+
+        await asyncio.gather(*(one(i) for i in range(uploads)))
+
+    sides = {"group commit": True, "one fsync per blob": False}
+    found: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    for r in range(rounds):
+        for name, on in sides.items() if r % 2 == 0 else reversed(sides.items()):
+            with tempfile.TemporaryDirectory(prefix="imgest-bench-store-") as tmp:
+                store = LocalStore(Path(tmp), group_commit=on)
+                c0, w0 = cpu(), time.perf_counter()
+                asyncio.run(load(store, str(r)))
+                c1, w1 = cpu(), time.perf_counter()
+                found[name].append((1000 * (c1 - c0) / uploads, 1000 * (w1 - w0) / uploads))
+    med = statistics.median
+    return {k: (med(c for c, _ in v), med(w for _, w in v)) for k, v in found.items()}
+
+
 def run(repeats: int = 15, rounds: int | None = None, quick: bool = False) -> dict[str, Any]:
     """Load every side `rounds` times, interleaved, with the floor measured each round."""
     from bench import normalize
@@ -104,7 +145,8 @@ def run(repeats: int = 15, rounds: int | None = None, quick: bool = False) -> di
         finally:
             for server in servers.values():
                 server.stop()
-    return report(cpu, rates, ratios, floors, ingest_decodes, rounds, per_round)
+    stored = store_alone(photo, 3 if quick else 5)
+    return report(cpu, rates, ratios, floors, ingest_decodes, stored, rounds, per_round)
 
 
 def report(
@@ -113,6 +155,7 @@ def report(
     ratios: dict[str, list[float]],
     floors: list[float],
     ingest_decodes: list[float],
+    stored: dict[str, tuple[float, float]],
     rounds: int,
     per_round: int,
 ) -> dict[str, Any]:
@@ -137,6 +180,18 @@ def report(
             f"| {name} | {med(cpu[name]):.1f} | {med(ratios[name]):.2f}x | {per} | "
             f"{med(rates[name]):.1f} ({per_rate}) |"
         )
+    floor = med(floors)
+    lines += [
+        "",
+        "The group commit alone (no server): one upload's blobs (the original and a 40 KB "
+        f"rendition, one batch each) at concurrency {CONCURRENCY}, 64 uploads into a fresh "
+        "local store, the two ways alternated; medians:",
+        "",
+        "| blob writes | CPU ms per upload | share of the decode floor | wall ms per upload |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, (cpu_ms, wall_ms) in stored.items():
+        lines.append(f"| {name} | {cpu_ms:.2f} | {cpu_ms / floor:.1%} | {wall_ms:.1f} |")
     lines.append("")
     ratio = med(ratios[ours])
     targets = [

@@ -4,6 +4,7 @@ only after the flush of its batch returned."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import anyio
@@ -148,3 +149,15 @@ def test_callers_on_two_event_loops_share_the_committer() -> None:
     for tag in ("x", "y"):
         assert out[tag] == [[f"done {tag}{i}"] for i in range(20)]
     assert group.items == 40
+
+
+@pytest.mark.anyio
+async def test_a_forked_child_starts_its_own_committer(monkeypatch: pytest.MonkeyPatch) -> None:
+    group = GroupCommit[str, str](Flusher(), name="test-commit")
+    assert await group.submit(["parent"]) == ["done parent"]
+    # what a child forked while the committer ran sees: "running", and no thread
+    group._running = True
+    child = os.getpid() + 1
+    monkeypatch.setattr(commits.os, "getpid", lambda: child)
+    with anyio.fail_after(5):
+        assert await group.submit(["child"]) == ["done child"]

@@ -21,13 +21,15 @@ Guarantees:
 The thread is started on the first put and ends after `IDLE_S` without work, so an idle
 store (every test's) holds no thread. Callers on several event loops (the server's, a
 rescore worker's portal) share one committer: answers go back through each caller's own
-loop (`call_soon_threadsafe`).
+loop (`call_soon_threadsafe`). A forked child starts its own thread (the parent's is not
+copied by fork).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ class GroupCommit(Generic[I, R]):
         self._flush = flush
         self._name = name
         self._max_batch = max_batch
+        self._pid = os.getpid()
         self._queue: list[_Waiter[I, R]] = []
         self._wake = threading.Condition()
         self._running = False  # a committer thread is alive (guarded by _wake)
@@ -71,6 +74,9 @@ class GroupCommit(Generic[I, R]):
         the exception the flush itself raised)."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter[I, R](items, loop, loop.create_future())
+        if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+            self._pid, self._queue, self._wake = os.getpid(), [], threading.Condition()
+            self._running = False
         with self._wake:
             self._queue.append(waiter)
             if self._running:
