@@ -200,6 +200,16 @@ def report(
             "target": f"<= {FLOOR_TARGET}x",
             "value": f"{ratio:.2f}x ({med(cpu[ours]):.1f} vs {med(floors):.1f} ms)",
             "met": ratio <= FLOOR_TARGET,
+            "note": (
+                ""
+                if ratio <= FLOOR_TARGET
+                else f"bound: the ingest decodes at 1/4 scale (issue 17's fidelity), "
+                f"{med(ingest_decodes):.1f} ms, {med(ingest_decodes) / floor:.2f}x the floor "
+                f"by itself; the other {med(cpu[ours]) - med(ingest_decodes):.0f} ms are "
+                "inference, the HTTP and multipart receive of 3.4 MB, SHA-256, three catalog "
+                "transactions and the blob writes (profile below); the group commit saves "
+                "under 1 ms of it"
+            ),
         }
     ]
     return {"name": NAME, "title": TITLE, "targets": targets, "lines": lines}
