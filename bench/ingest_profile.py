@@ -36,7 +36,10 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pixels to tensor", ("preprocess (imgest/scoring/model.py",)),
     ("ONNX inference", ("predict (imgest/scoring/model.py", "infer (imgest/scoring/model.py")),
     ("near-duplicate search", ("search (imgest/similarity/",)),
-    ("blob writes (temp file, fsync, link)", ("_put (imgest/storage/local.py",)),
+    (
+        "blob writes (temp file, fsync or group commit, link)",
+        ("_put (imgest/storage/local.py", "_put_many (imgest/storage/local.py"),
+    ),
     ("catalog insert (SQLite)", ("add_image (",)),
     ("catalog lookup (dedupe)", ("get_image (",)),
     ("multipart parse + SHA-256 + buffer", ("imgest/api/multipart.py",)),

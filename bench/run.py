@@ -34,6 +34,7 @@ BENCHMARKS = [
     "embeddings",  # issue 17: per-upload cost of embeddings, old model vs new
     "ingest_http",
     "ingest_profile",
+    "ingest_floor",  # issue 18: server CPU per new upload vs the decode floor, by lever
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
     "write_path",  # issue 15: the blob write path (leases), per image
     "near_duplicates",  # issue 17: the near-duplicate threshold on real photos

@@ -361,6 +361,13 @@ class Settings(BaseSettings):
         description="Azure/S3: retries of a failed request (connection error, timeout, 5xx), "
         "with jittered exponential backoff; a URL's retries= parameter overrides it.",
     )
+    storage_group_commit: bool = Field(
+        True,
+        description="Local stores on ext4, XFS, Btrfs, F2FS, ZFS, overlayfs or tmpfs: the puts "
+        "of concurrent requests share one flush of the filesystem (syncfs), each request still "
+        "answered only once its blobs are durable. false: one fsync per blob (a store sharing "
+        "its filesystem with a busy database, whose writes a syncfs flushes too).",
+    )
     catalog_lease_ttl_s: float = Field(
         300.0,
         gt=0,

@@ -61,9 +61,13 @@ class Runtime:
 
     # -- options ---------------------------------------------------------------------------
     def store_options(self) -> StoreOptions:
-        """The remote-store request settings."""
+        """The remote-store request settings and the local store's group commit."""
         s = self.settings
-        return StoreOptions(timeout_s=s.storage_timeout_s, retries=s.storage_retries)
+        return StoreOptions(
+            timeout_s=s.storage_timeout_s,
+            retries=s.storage_retries,
+            group_commit=s.storage_group_commit,
+        )
 
     def catalog_options(self) -> CatalogOptions:
         """The catalog connection settings (`catalog_<name>` in settings)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import gc
@@ -19,7 +20,7 @@ import anyio.to_thread
 import pytest
 
 from imgest.errors import StorageUnavailable
-from imgest.storage import local
+from imgest.storage import commits, local
 from imgest.storage.base import (
     BlobExistsError,
     BlobMeta,
@@ -35,9 +36,13 @@ from .contract import INVALID_PATHS, BlobStoreContract, listed, payload, read
 
 
 class TestLocalStoreContract(BlobStoreContract):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[LocalStore]:
-        store = LocalStore(tmp_path / "blobs")
+    @pytest.fixture(params=[True, False], ids=["group-commit", "fsync-each"])
+    async def store(
+        self, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[LocalStore]:
+        store = LocalStore(tmp_path / "blobs", group_commit=request.param)
+        # the committer on whatever filesystem the tests run on (syncfs works on all of them)
+        monkeypatch.setattr(LocalStore, "_group_commit", request.param)
         yield store
         await store.close()
 
@@ -49,7 +54,8 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(root: Path) -> AsyncIterator[LocalStore]:
-    store = LocalStore(root)
+    """A store whose puts fsync one by one (the group commit has tests of its own below)."""
+    store = LocalStore(root, group_commit=False)
     yield store
     await store.close()
 
@@ -686,3 +692,257 @@ async def test_a_stricter_umask_still_applies(tmp_path: Path) -> None:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "blobs" / "a" / "b").stat().st_mode) == 0o600
     await store.close()
+
+
+# --- put: the group commit of concurrent callers (imgest.storage.commits) ---------------
+
+
+@pytest.fixture
+async def grouped(root: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalStore]:
+    """A store whose puts go to the committer (on whatever filesystem the tests run on)."""
+    monkeypatch.setattr(LocalStore, "_group_commit", True)
+    store = LocalStore(root)
+    yield store
+    await store.close()
+
+
+@dataclass
+class Journal:
+    """What reached the disk, in order: ("write", name) for a temp file's bytes, ("link",
+    name) when a blob takes its name, ("syncfs", "") for a flush, ("ack", name) when a put
+    returned to its caller."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+    hold_first_flush: threading.Event | None = None
+    in_first_flush: threading.Event = field(default_factory=threading.Event)
+
+    async def flushing(self) -> None:
+        """Wait until the committer is in its first flush."""
+        with anyio.fail_after(10):
+            while not self.in_first_flush.is_set():
+                await anyio.sleep(0.001)
+
+    def durable(self, name: str) -> bool:
+        """Whether the blob's bytes and its name were each flushed before its put returned."""
+        kinds = [(kind, n) for kind, n in self.events]
+        ack = kinds.index(("ack", name))
+        link = kinds.index(("link", name))
+        syncs = [i for i, (kind, _) in enumerate(kinds) if kind == "syncfs"]
+        return any(i < link for i in syncs) and any(link < i < ack for i in syncs)
+
+
+@pytest.fixture
+def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
+    """Record every flush, write and link of the committer (a fake syncfs that records
+    order and may hold the first flush until the test lets it go)."""
+    journal = Journal()
+    real_link, real_write_all = os.link, local._write_all
+
+    def syncfs(fd: int) -> None:
+        hold = journal.hold_first_flush
+        if not any(kind == "syncfs" for kind, _ in journal.events):
+            journal.in_first_flush.set()
+            if hold is not None:
+                assert hold.wait(10)
+        journal.events.append(("syncfs", ""))
+
+    def link(src: str, dst: str, **kwargs: Any) -> None:
+        real_link(src, dst, **kwargs)
+        journal.events.append(("link", dst))
+
+    def write_all(fd: int, data: bytes) -> None:
+        if data == b"bad":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_all(fd, data)
+        journal.events.append(("write", data.decode(errors="replace")))
+
+    def fsync(fd: int) -> None:
+        raise AssertionError("the committer flushes with syncfs, never one fsync per blob")
+
+    monkeypatch.setattr(local, "syncfs", syncfs)
+    monkeypatch.setattr(local, "_write_all", write_all)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return journal
+
+
+async def acked_put(store: LocalStore, journal: Journal, name: str, data: bytes) -> BlobMeta:
+    meta = await store.put(f"g/{name}", data, mode="create")
+    journal.events.append(("ack", name))
+    return meta
+
+
+async def queued(store: LocalStore, callers: int) -> None:
+    """Wait until `callers` puts wait in the committer's queue."""
+    with anyio.fail_after(10):
+        while len(store.committer._queue) < callers:
+            await anyio.sleep(0.001)
+
+
+@pytest.mark.anyio
+async def test_concurrent_puts_share_flushes_and_each_returns_only_once_durable(
+    grouped: LocalStore, root: Path, journal: Journal
+) -> None:
+    journal.hold_first_flush = threading.Event()
+    names = [f"b{i}" for i in range(8)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(acked_put, grouped, journal, names[0], b"b0")
+        await journal.flushing()
+        for name in names[1:]:
+            tg.start_soon(acked_put, grouped, journal, name, name.encode())
+        await queued(grouped, 7)  # the first is in its flush; seven wait for the next
+        assert not any(kind == "ack" for kind, _ in journal.events)
+        journal.hold_first_flush.set()
+    assert all(journal.durable(name) for name in names), journal.events
+    # two batches (the first put alone, then the seven that came during its flush): four
+    # flushes and two thread hand-offs for eight puts, instead of sixteen fsyncs and eight
+    assert grouped.committer.batches == 2
+    assert [kind for kind, _ in journal.events].count("syncfs") == 4
+    for name in names:
+        assert (root / "g" / name).read_bytes() == name.encode()
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_a_failing_put_in_a_batch_fails_only_its_caller(
+    grouped: LocalStore, root: Path, journal: Journal
+) -> None:
+    results: dict[str, BlobMeta | BaseException] = {}
+
+    async def one(name: str, data: bytes) -> None:
+        try:
+            results[name] = await acked_put(grouped, journal, name, data)
+        except StoreUnavailableError as exc:
+            results[name] = exc
+
+    await grouped.put("there", b"x")
+    journal.events.clear()
+    journal.in_first_flush.clear()
+    journal.hold_first_flush = threading.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "first", b"1")
+        await journal.flushing()
+        for name, data in (("a", b"a"), ("bad", b"bad"), ("c", b"c")):
+            tg.start_soon(one, name, data)
+        await queued(grouped, 3)
+        journal.hold_first_flush.set()
+        exists = grouped.put("there", b"y", mode="create")  # another kind of failure
+        with pytest.raises(BlobExistsError):
+            await exists
+    bad = results.pop("bad")
+    assert isinstance(bad, StoreUnavailableError) and "No space left" in str(bad)
+    assert all(isinstance(meta, BlobMeta) for meta in results.values())
+    assert all(journal.durable(name) for name in results)
+    assert sorted(p.name for p in (root / "g").iterdir()) == ["a", "c", "first"]
+    assert (root / "there").read_bytes() == b"x"
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_a_failed_flush_fails_every_put_of_its_batch_and_only_those(
+    grouped: LocalStore, root: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes = 0
+    gate, flushing = threading.Event(), threading.Event()
+
+    def syncfs(fd: int) -> None:
+        nonlocal flushes
+        flushes += 1
+        if flushes == 1:
+            flushing.set()
+            assert gate.wait(10)
+        if flushes == 3:  # the second batch's first flush
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(local, "syncfs", syncfs)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grouped.put, "ok", b"1")
+        with anyio.fail_after(10):
+            while not flushing.is_set():
+                await anyio.sleep(0.001)
+        failed: list[BaseException] = []
+
+        async def doomed(path: str) -> None:
+            try:
+                await grouped.put(path, b"2")
+            except StoreUnavailableError as exc:
+                failed.append(exc)
+
+        tg.start_soon(doomed, "x")
+        tg.start_soon(doomed, "y/z")
+        await queued(grouped, 2)
+        gate.set()
+    assert len(failed) == 2
+    assert all(isinstance(e.__cause__, OSError) for e in failed)
+    assert await listed(grouped) == ["ok"]  # nothing named before its bytes were flushed
+    await grouped.put("after", b"3")  # the committer goes on
+    assert await listed(grouped) == ["after", "ok"]
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_many_concurrent_puts_from_two_event_loops_are_all_stored(
+    grouped: LocalStore, root: Path
+) -> None:
+    blobs = {f"c/{i:02x}/{i}": payload(1000 + i, seed=i) for i in range(48)}
+    items = sorted(blobs.items())
+
+    async def put_all(part: list[tuple[str, bytes]]) -> list[BlobMeta]:
+        return await asyncio.gather(*(grouped.put(p, d, mode="create") for p, d in part))
+
+    # a second loop in a thread, as a rescore worker's portal: one committer serves both
+    other = anyio.to_thread.run_sync(lambda: asyncio.run(put_all(items[::2])))
+    metas_a, metas_b = await asyncio.gather(other, put_all(items[1::2]))
+    assert [m.path for m in [*metas_a, *metas_b]] == [p for p, _ in items[::2] + items[1::2]]
+    for path, data in items:
+        assert (root / path).read_bytes() == data
+    assert grouped.committer.items == 48 and grouped.committer.batches < 48
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_a_put_cancelled_while_queued_leaves_the_committer_working(
+    grouped: LocalStore, root: Path, journal: Journal
+) -> None:
+    journal.hold_first_flush = threading.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grouped.put, "first", b"1")
+        await journal.flushing()
+        with anyio.move_on_after(0.05):
+            await grouped.put("gave-up", b"2")  # queued behind the held flush, then cancelled
+        journal.hold_first_flush.set()
+    assert (await grouped.put("later", b"3")).size == 1
+    # the cancelled caller's blob may be written (an orphan for gc), never partly
+    assert {p.name for p in root.iterdir()} <= {"first", "gave-up", "later"}
+    assert temp_files(root) == []
+
+
+@pytest.mark.anyio
+async def test_the_committer_thread_ends_when_idle(
+    grouped: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commits, "IDLE_S", 0.05)
+
+    def committers() -> int:
+        return sum(t.name == "imgest-group-commit" and t.is_alive() for t in threading.enumerate())
+
+    before = committers()
+    await grouped.put("a", b"1")
+    with anyio.fail_after(5):
+        while committers() > before:
+            await anyio.sleep(0.01)
+    assert (await grouped.put("b", b"2")).size == 1  # started again
+
+
+def test_the_setting_turns_the_group_commit_off(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgest.config import Settings
+    from imgest.runtime import Runtime
+
+    monkeypatch.setattr(local, "filesystem_type", lambda fd: 0xEF53)  # ext4
+    for wanted in (True, False):
+        settings = Settings(storage_url=str(root), storage_group_commit=wanted)
+        store = Runtime(settings).open_store().inner
+        assert isinstance(store, LocalStore)
+        assert store._group_commit is (wanted and local._SYNCFS is not None)

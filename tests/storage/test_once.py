@@ -115,13 +115,13 @@ def test_ingest(corpus: Corpus, txns: Transactions, photo_files: Files) -> None:
     name, data, _ = photo_files[1]
     r = corpus.client.post("/v1/images", files=[("file", (name, data, "image/jpeg"))])
     assert r.status_code == 201, r.text
-    outside(txns, "put")
+    outside(txns, "put_many")  # the upload's blobs, one batch (once.put_blobs)
 
 
 def test_on_demand_rendition(corpus: Corpus, txns: Transactions) -> None:
     r = corpus.client.get(f"/v1/images/{corpus.ids[0]}/renditions/stretch")
     assert r.status_code == 200
-    outside(txns, "get", "put")
+    outside(txns, "get", "put_many")
 
 
 def test_image_delete(corpus: Corpus, txns: Transactions) -> None:
@@ -132,7 +132,7 @@ def test_image_delete(corpus: Corpus, txns: Transactions) -> None:
 def test_export(corpus: Corpus, txns: Transactions, tmp_path: Path) -> None:
     summary = export.run(corpus.settings, pipeline="pad", out=tmp_path / "out", min_score=0.0)
     assert summary.rendered == 1
-    outside(txns, "get", "put")
+    outside(txns, "get", "put_many")
 
 
 def test_rescore(corpus: Corpus, txns: Transactions) -> None:
@@ -148,7 +148,7 @@ def test_model_registry_add_and_remove(corpus: Corpus, txns: Transactions) -> No
             await resources.registry.remove(entry.ref)
 
     anyio.run(add_and_remove)
-    outside(txns, "put", "delete")
+    outside(txns, "put_many", "delete")
 
 
 def test_gc(corpus: Corpus, txns: Transactions) -> None:

@@ -29,12 +29,17 @@ mode; files and directories made before this rule keep theirs.
 `etag` is `<inode>-<size>-<mtime_ns>` in hex: each put makes a new inode while the previous
 version still exists, so consecutive versions always differ, even within one mtime tick.
 
-`put_many` writes a batch with a group commit: every temp file is written, one `syncfs` makes
-them (and any new directories) durable, every temp file takes its name, and a second `syncfs`
-makes the names durable. That is two flushes per filesystem per batch instead of two or three
-fsyncs per blob, and it returns only once everything is durable, as `put` does. It is used on
-Linux filesystems whose `syncfs` flushes to stable storage (ext4, XFS, Btrfs, F2FS, ZFS,
-overlayfs, tmpfs); anywhere else `put_many` is the same puts run concurrently.
+Group commit: on Linux filesystems whose `syncfs` flushes to stable storage (ext4, XFS,
+Btrfs, F2FS, ZFS, overlayfs, tmpfs), every `put` and `put_many` goes to one committer thread
+(`imgest.storage.commits.GroupCommit`) that writes the blobs of all callers waiting at the
+time as one batch: every temp file is written, one `syncfs` makes them (and any new
+directories) durable, every temp file takes its name, and a second `syncfs` makes the names
+durable. That is two flushes per filesystem per batch of concurrent puts (the blobs of
+concurrent uploads, a rescore batch) instead of two or three fsyncs per blob, and one thread
+hand-off per batch instead of one per put; each caller is still answered only once its own
+blob is durable, and a blob that fails fails only its caller. Anywhere else, or with
+`group_commit=False` (setting `storage_group_commit`: a store sharing its filesystem with a
+busy database, whose dirty pages a syncfs would flush too), each put fsyncs on its own.
 
 Why one long module: it holds LocalStore and nothing else, and what makes it long is one
 concern, a safe put: temp file, fsync, atomic rename or link, directory fsync, the O_NOFOLLOW
@@ -74,10 +79,12 @@ from imgest.storage.base import (
     OneShotReader,
     PutMode,
     StoreError,
+    StoreOptions,
     StoreUnavailableError,
     validate_path,
     validate_prefix,
 )
+from imgest.storage.commits import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # What a missing directory, a file where a directory should be, or a symlink look like.
 _NOT_A_DIR = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+# One put for the committer: path, its segments, the bytes, the mode.
+_Item = tuple[str, Sequence[str], bytes, PutMode]
 
 
 def _utc(mtime_ns: int) -> datetime:
@@ -257,13 +266,22 @@ class FileReader(OneShotReader):
 class LocalStore:
     """A BlobStore on a local directory: one file per blob at its path under `root`."""
 
-    def __init__(self, root: Path, *, stale_temp_after: float = 900.0) -> None:
-        """Create `root` if needed and remove stale temp files under it (blocking I/O: start-up)."""
+    def __init__(
+        self, root: Path, *, stale_temp_after: float = 900.0, group_commit: bool = True
+    ) -> None:
+        """Create `root` if needed and remove stale temp files under it (blocking I/O: start-up).
+
+        `group_commit`: batch concurrent puts into one flush where the filesystem allows it
+        (see the module's docstring); False: every put fsyncs on its own."""
         if stale_temp_after < 0:
             raise ValueError(f"stale_temp_after must be >= 0, not {stale_temp_after}")
         self.root = Path(root).resolve()
         self.url = self.root.as_uri()
         self.stale_temp_after = stale_temp_after
+        self.group_commit = group_commit
+        self.committer = GroupCommit[_Item, BlobMeta | StoreError](
+            self._put_many, name="imgest-group-commit"
+        )
         self._closed = False
         try:
             self.root.mkdir(DIR_MODE, parents=True, exist_ok=True)
@@ -272,8 +290,9 @@ class LocalStore:
         remove_stale_temps(self.root, stale_temp_after)
 
     @classmethod
-    def from_url(cls, url: str) -> Self:
-        """A store on the directory named by `file:///abs/path` (host empty or localhost)."""
+    def from_url(cls, url: str, *, options: StoreOptions | None = None) -> Self:
+        """A store on the directory named by `file:///abs/path` (host empty or localhost);
+        of `options`, only `group_commit` applies."""
         parts = urlsplit(url)
         if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
             raise ValueError(f"not a local file URL (want file:///abs/path): {url!r}")
@@ -282,7 +301,7 @@ class LocalStore:
         path = Path(url2pathname(parts.path))
         if not path.is_absolute() or path == Path("/"):
             raise ValueError(f"file store URL must name an absolute directory: {url!r}")
-        return cls(path)
+        return cls(path, group_commit=options.group_commit if options else True)
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -327,7 +346,21 @@ class LocalStore:
         parts = self._parts(path)
         if mode not in ("create", "overwrite"):
             raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
-        return await self._run(f"put {path!r}", self._put, path, parts, data, mode)
+        if not self._group_commit:
+            return await self._run(f"put {path!r}", self._put, path, parts, data, mode)
+        (result,) = await self._committed(f"put {path!r}", [(path, parts, data, mode)])
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    async def _committed(self, what: str, items: list[_Item]) -> Sequence[BlobMeta | StoreError]:
+        """`items` written by the committer with the other callers' of the moment."""
+        if self._closed:
+            raise StoreUnavailableError(f"store {self.url} is closed")
+        try:
+            return await self.committer.submit(items)
+        except OSError as exc:  # the batch's flush failed: none of it is known durable
+            raise StoreUnavailableError(f"{self!r}: {what} failed: {exc}") from exc
 
     def _put(self, path: str, parts: Sequence[str], data: bytes, mode: PutMode) -> BlobMeta:
         staged = self._stage(path, parts, data, sync=True)
@@ -399,21 +432,21 @@ class LocalStore:
         if mode not in ("create", "overwrite"):
             raise ValueError(f"mode must be 'create' or 'overwrite', not {mode!r}")
         results: list[BlobMeta | StoreError | None] = [None] * len(blobs)
-        valid: list[tuple[int, str, Sequence[str], bytes]] = []
+        valid: list[tuple[int, _Item]] = []
         for i, (path, data) in enumerate(blobs):
             try:
-                valid.append((i, path, self._parts(path), data))
+                valid.append((i, (path, self._parts(path), data, mode)))
             except StoreError as exc:
                 results[i] = exc
         done: Sequence[BlobMeta | BaseException]
         if valid and self._group_commit:
-            done = await self._run("put_many", self._put_many, valid, mode)
+            done = await self._committed("put_many", [item for _, item in valid])
         else:
             done = await asyncio.gather(
-                *(self.put(path, data, mode=mode) for _, path, _, data in valid),
+                *(self.put(path, data, mode=mode) for _, (path, _, data, _) in valid),
                 return_exceptions=True,
             )
-        for (i, *_), result in zip(valid, done, strict=True):
+        for (i, _), result in zip(valid, done, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, StoreError):
                 raise result
             results[i] = result
@@ -422,8 +455,9 @@ class LocalStore:
 
     @functools.cached_property
     def _group_commit(self) -> bool:
-        """Whether put_many may flush with syncfs: the root's filesystem is known to flush."""
-        if _SYNCFS is None:
+        """Whether puts go to the committer (syncfs): wanted, and the root's filesystem is
+        known to flush."""
+        if _SYNCFS is None or not self.group_commit:
             return False
         fd = os.open(self.root, _ROOT_FLAGS)
         try:
@@ -431,22 +465,21 @@ class LocalStore:
         finally:
             os.close(fd)
 
-    def _put_many(
-        self, blobs: list[tuple[int, str, Sequence[str], bytes]], mode: PutMode
-    ) -> list[BlobMeta | StoreError]:
+    def _put_many(self, blobs: list[_Item]) -> list[BlobMeta | StoreError]:
+        """The committer's flush: stage all, syncfs, name all, syncfs (blocking)."""
         results: list[BlobMeta | StoreError | None] = [None] * len(blobs)
-        staged: dict[int, _Staged] = {}
+        staged: dict[int, tuple[_Staged, PutMode]] = {}
         try:
-            for n, (_, path, parts, data) in enumerate(blobs):
+            for n, (path, parts, data, mode) in enumerate(blobs):
                 try:
-                    staged[n] = self._stage(path, parts, data, sync=False)
+                    staged[n] = (self._stage(path, parts, data, sync=False), mode)
                 except StoreError as exc:
                     results[n] = exc
                 except OSError as exc:
                     results[n] = StoreUnavailableError(f"{self!r}: put {path!r} failed: {exc}")
-            self._sync(staged.values())  # the temp files' bytes and any new directories
+            self._sync(one for one, _ in staged.values())  # the temp files, new directories
             named: list[int] = []
-            for n, one in staged.items():
+            for n, (one, mode) in staged.items():
                 try:
                     self._commit(one, mode)
                     named.append(n)
@@ -454,13 +487,13 @@ class LocalStore:
                     results[n] = exc
                 except OSError as exc:
                     results[n] = StoreUnavailableError(f"{self!r}: put {one.path!r}: {exc}")
-            self._sync(staged[n] for n in named)  # the names
+            self._sync(staged[n][0] for n in named)  # the names
             for n in named:
-                st = staged[n].st
-                assert st is not None
-                results[n] = _meta(staged[n].path, st)
+                one = staged[n][0]
+                assert one.st is not None
+                results[n] = _meta(one.path, one.st)
         finally:
-            for one in staged.values():
+            for one, _ in staged.values():
                 one.discard()
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]

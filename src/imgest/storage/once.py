@@ -169,8 +169,11 @@ async def end_lease(catalog: Leases, lease: Lease) -> None:
 
 
 async def put_blobs(store: BlobStore, blobs: Mapping[str, bytes]) -> None:
-    """W2: put_once every blob, concurrently; the first failure is raised."""
-    await asyncio.gather(*(put_once(store, path, data) for path, data in blobs.items()))
+    """W2: put_once every blob, as one batch (a local store flushes it with the concurrent
+    writers' batches); the first failure is raised."""
+    for error in await put_all_once(store, list(blobs.items())):
+        if error is not None:
+            raise error
 
 
 @dataclass
