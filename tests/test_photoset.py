@@ -6,12 +6,14 @@ read the table and the code only.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import imgest
+from bench import photoset
 from bench.fidelity import wilson
 from bench.photoset import PACKAGES, TABLE, table
 
@@ -64,3 +66,23 @@ def test_wilson_interval(k: int, n: int, low: float, high: float) -> None:
     """The Wilson score interval at 95%, checked against published values."""
     got = wilson(k, n)
     assert got == pytest.approx((low, high), abs=5e-4)
+
+
+def test_a_cache_of_another_table_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first manifest (a bare list) and one built from another table count as no cache."""
+    monkeypatch.setattr(photoset, "CACHE", tmp_path)
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.jpg").write_bytes(b"")
+    row = {"file": "files/a.jpg", "source": "foolbox 3.3.4", "labels": [1], "core": True}
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps([row]))
+    with pytest.raises(SystemExit):
+        photoset.photos(fetch=False)
+    fresh = {"version": photoset.VERSION, "table": photoset._table_digest(), "photos": [row]}
+    manifest.write_text(json.dumps({**fresh, "table": "0" * 64}))
+    with pytest.raises(SystemExit):
+        photoset.photos(fetch=False)
+    manifest.write_text(json.dumps(fresh))
+    assert [p.labels for p in photoset.photos(fetch=False)] == [(1,)]
