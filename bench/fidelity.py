@@ -74,6 +74,7 @@ class Picture:
     pixels: Image.Image
     labels: tuple[int, ...] = ()
     original: bytes | None = None  # the photo's own JPEG, used as its jpeg path
+    source: str = ""  # the package it came from
 
 
 @dataclass
@@ -140,12 +141,14 @@ def pictures(crops: int, extended: bool = True) -> list[Picture]:
         with Image.open(io.BytesIO(data)) as im:
             upright = ImageOps.exif_transpose(im).convert("RGB")
         own = data if data[:3] == b"\xff\xd8\xff" else None
-        out.append(Picture(photo.name, upright, photo.labels, own))
+        source = photo.source.split()[0]
+        out.append(Picture(photo.name, upright, photo.labels, own, source))
         for i in range(crops):
             w = round(upright.width * rng.uniform(0.5, 0.85))
             h = round(upright.height * rng.uniform(0.5, 0.85))
             x, y = rng.randint(0, upright.width - w), rng.randint(0, upright.height - h)
-            out.append(Picture(f"{photo.name}#crop{i}", upright.crop((x, y, x + w, y + h))))
+            crop = upright.crop((x, y, x + w, y + h))
+            out.append(Picture(f"{photo.name}#crop{i}", crop, source=source))
     return out
 
 
@@ -203,14 +206,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def measure(
     paths: tuple[str, ...], crops: int, context: bool = True, extended: bool = True
-) -> dict[str, Tally]:
+) -> tuple[dict[str, Tally], dict[str, Tally]]:
     """Score every picture on every path, both ways (and the two context rows unless not
-    `context`); the counts per path."""
+    `context`); the counts per path, and per source package (all paths together)."""
     model = Model.bundled()
     served = builtin_pipelines()["default"]
     # Spelled out rather than builtin_pipelines(filter=...), so that this runs on older trees.
     bilinear = Pipeline.build("bilinear", [("resize", {"size": (224, 224), "filter": "bilinear"})])
     tallies: dict[str, Tally] = {}
+    sources: dict[str, Tally] = {}
     items = pictures(crops, extended)
     for path in paths:
         tally = tallies[path] = Tally()
@@ -234,20 +238,33 @@ def measure(
         top_second = _top(model, seconds) if context else top_ref
         rows = zip(items, top_ours, top_old, top_ref, top_second, margins, strict=True)
         for picture, a, b, r, s, margin in rows:
-            tally.pictures += 1
-            tally.agree += int(a[0] == r[0])
-            if a[0] != r[0]:
-                tally.near_ties += int(margin < NEAR_TIE)
-                tally.served_is_second += int(a[0] == r[1])
-                tally.disagreements.append(picture.name)
-            tally.agree_bilinear += int(b[0] == r[0])
-            tally.agree_second_reference += int(s[0] == r[0])
-            tally.top5_overlap += len(set(a.tolist()) & set(r.tolist())) / 5
-            if picture.labels:
-                tally.labelled += 1
-                tally.served_right += int(a[0] in picture.labels)
-                tally.reference_right += int(r[0] in picture.labels)
-    return tallies
+            for t in (tally, sources.setdefault(picture.source, Tally())):
+                _count(t, picture, (a, b, r, s), margin, path)
+    return tallies, sources
+
+
+def _count(
+    tally: Tally,
+    picture: Picture,
+    tops: tuple[npt.NDArray[np.int64], ...],
+    margin: float,
+    path: str,
+) -> None:
+    """Count one picture: tops are served, bilinear, reference and second reference top-5."""
+    a, b, r, s = tops
+    tally.pictures += 1
+    tally.agree += int(a[0] == r[0])
+    if a[0] != r[0]:
+        tally.near_ties += int(margin < NEAR_TIE)
+        tally.served_is_second += int(a[0] == r[1])
+        tally.disagreements.append(f"{path}:{picture.name}")
+    tally.agree_bilinear += int(b[0] == r[0])
+    tally.agree_second_reference += int(s[0] == r[0])
+    tally.top5_overlap += len(set(a.tolist()) & set(r.tolist())) / 5
+    if picture.labels:
+        tally.labelled += 1
+        tally.served_right += int(a[0] in picture.labels)
+        tally.reference_right += int(r[0] in picture.labels)
 
 
 def _pct(n: int | float, d: int) -> str:
@@ -260,6 +277,22 @@ def _ci(k: int, n: int) -> str:
         return "-"
     low, high = wilson(k, n)
     return f"{100 * k / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+CUTOUTS = "tuxpaint-stamps-default"  # photos cut out of their background (bench/photoset.py)
+
+
+def _row(what: str, t: Tally, context: bool) -> str:
+    """One Markdown row of the table."""
+    return (
+        f"| {what} | {t.pictures} | {_ci(t.agree, t.pictures)} | "
+        f"{_pct(t.top5_overlap, t.pictures)} | {_ci(t.served_right, t.labelled)} | "
+        f"{_ci(t.reference_right, t.labelled)} | {t.labelled} | "
+        f"{t.pictures - t.agree}: {t.near_ties} / {t.served_is_second} | "
+        f"{_pct(t.agree_bilinear, t.pictures) if context else '-'} | "
+        f"{_pct(t.agree_second_reference, t.pictures) if context else '-'} | "
+        f"{f'{np.median(t.ms):.1f}' if t.ms else ''} |"
+    )
 
 
 COUNTS = (
@@ -293,7 +326,7 @@ def run(
     paths = paths or (QUICK_PATHS if quick else PATHS)
     crops = crops if crops is not None else (0 if quick else CROPS)
     extended = extended if extended is not None else not quick
-    tallies = measure(paths, crops, context, extended)
+    tallies, sources = measure(paths, crops, context, extended)
     photo_count = len(photos(fetch=False, extended=extended))
     lines = [
         "Reference: Pillow full decode, exif_transpose, bicubic short side 256, centre crop 224, "
@@ -312,16 +345,25 @@ def run(
             for name in COUNTS:
                 setattr(total, name, getattr(total, name) + getattr(t, name))
             total.top5_overlap += t.top5_overlap
-            total.disagreements.extend(f"{path}:{name}" for name in t.disagreements)
-        lines.append(
-            f"| {path} | {t.pictures} | {_ci(t.agree, t.pictures)} | "
-            f"{_pct(t.top5_overlap, t.pictures)} | {_ci(t.served_right, t.labelled)} | "
-            f"{_ci(t.reference_right, t.labelled)} | {t.labelled} | "
-            f"{t.pictures - t.agree}: {t.near_ties} / {t.served_is_second} | "
-            f"{_pct(t.agree_bilinear, t.pictures) if context else '-'} | "
-            f"{_pct(t.agree_second_reference, t.pictures) if context else '-'} | "
-            f"{f'{np.median(t.ms):.1f}' if t.ms else ''} |"
-        )
+            total.disagreements.extend(t.disagreements)
+        lines.append(_row(path, t, context))
+    if len(sources) > 1:
+        lines += [
+            "",
+            "Per source package, all decode paths together:",
+            "",
+            lines[2].replace("| decode path |", "| source |", 1),
+            lines[3],
+        ]
+        rest = Tally()
+        for source, t in sorted(sources.items(), key=lambda item: -item[1].pictures):
+            lines.append(_row(source, t, context))
+            if source != CUTOUTS:
+                for name in COUNTS:
+                    setattr(rest, name, getattr(rest, name) + getattr(t, name))
+                rest.top5_overlap += t.top5_overlap
+        if CUTOUTS in sources:
+            lines.append(_row("all but the cut-outs", rest, context))
     agreement = 100 * total.agree / max(1, total.pictures)
     accurate = total.served_right >= total.reference_right
     return {
