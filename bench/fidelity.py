@@ -59,7 +59,7 @@ TITLE = "Fidelity: served top-1 vs the reference recipe, per decode path"
 TARGET_AGREEMENT = 97.5  # % top-1 agreement with the reference (issue 17)
 PATHS = ("jpeg", "png", "jpeg-exif6", "webp")
 QUICK_PATHS = ("jpeg", "png")
-CROPS = 1  # per photo, beyond the whole photo (quick: none)
+CROPS = 0  # seeded crops per photo, beyond the whole photo (--crops N)
 BATCH = 32
 NEAR_TIE = 0.1  # the reference's top-1 minus top-2 probability under which a disagreement is a tie
 
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--list", action="store_true", help="print the disagreeing pictures")
     parser.add_argument("--paths", nargs="+", choices=PATHS, help="only these decode paths")
-    parser.add_argument("--crops", type=int, help=f"crops per photo (default {CROPS}, quick 0)")
+    parser.add_argument("--crops", type=int, help=f"crops per photo (default {CROPS})")
     parser.add_argument(
         "--no-context", action="store_true", help="skip the bilinear and second-reference rows"
     )
