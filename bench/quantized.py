@@ -17,6 +17,7 @@ Usage: python bench/quantized.py [--quick]  (quick: whole photos only, fewer tim
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import sys
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from bench.fidelity import print_table  # noqa: E402  (the same Markdown lines and targets)
 from bench.normalize import photo  # noqa: E402
 from bench.photoset import photos  # noqa: E402
 from imgest.imaging.limits import ImageLimits, check  # noqa: E402
@@ -63,7 +65,8 @@ def quantizer() -> ModuleType:
 
 def cpu_ms(fns: dict[str, Callable[[], object]], rounds: int, per_call: int) -> dict[str, float]:
     """Median process CPU ms per unit of each function (a call does `per_call` units), called
-    in turn round after round after one warm-up call each."""
+    in turn round after round after one warm-up call each (bench/normalize.py's `interleaved`
+    with CPU time, not wall time: the machine is shared)."""
     for fn in fns.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -127,6 +130,7 @@ def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
         onnx = q.build(Path(tmp) / q.NAME)
         build_s = time.perf_counter() - built
         size = onnx.stat().st_size
+        digest = hashlib.sha256(onnx.read_bytes()).hexdigest()
         float_model = Model(BUNDLED_DIR, threads=1)
         int8 = Model(onnx.parent, threads=1)
         _, gate_photos = q.split(photos(fetch=True))
@@ -150,8 +154,8 @@ def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
         "Int8: static QDQ, per-channel int8 weights, uint8 activations, MinMax ranges over "
         "bench/photoset.py's 27 unlabelled photos (each whole and in "
         f"{q.CALIBRATION_CROPS} crops); built by scripts/quantize_default_model.py in "
-        f"{build_s:.0f} s. Measured on the 30 labelled photos (each whole and in {crops} seeded "
-        f"crops), rendered as uploads are. Command: `{command}`",
+        f"{build_s:.0f} s (sha256 {digest[:12]}). Measured on the 30 labelled photos (each "
+        f"whole and in {crops} seeded crops), rendered as uploads are. Command: `{command}`",
         "",
         "| | float | int8 |",
         "|---|---:|---:|",
@@ -189,16 +193,6 @@ def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
             },
         ],
     }
-
-
-def print_table(result: dict[str, Any]) -> None:
-    """Print the result as its Markdown lines and the targets."""
-    print(result["title"])
-    for line in result["lines"]:
-        print(f"  {line}")
-    for t in result["targets"]:
-        verdict = "met" if t["met"] else "NOT met"
-        print(f"  target {t['what']}: {t['target']}, got {t['value']} -> {verdict}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,15 +5,13 @@ calibrates and is measured by the gate."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
 import pytest
 
+from bench.quantized import quantizer
 from imgest.catalog.repo import Catalog
 from imgest.scoring.model import BUNDLED_DIR, Model, read_model_dir
 from imgest.scoring.registry import ModelRegistry
@@ -25,17 +23,7 @@ CALIBRATION = ("astronaut.jpg", "cat.png", "coffee.jpg")
 MEASURED = ("cat.jpg", "cat-progressive.jpg", "coffee.jpg", "astronaut.jpg")
 
 
-def _load() -> ModuleType:
-    path = ROOT / "scripts" / "quantize_default_model.py"
-    spec = importlib.util.spec_from_file_location("quantize_default_model", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quantize_default_model"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-q = _load()
+q = quantizer()
 
 
 def _pictures(names: tuple[str, ...]) -> list[object]:
