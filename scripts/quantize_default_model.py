@@ -144,12 +144,22 @@ def quantize(source: Path, target: Path, calibration: Array, input_name: str = "
         )
 
 
-def build(out: Path = DEFAULT_OUT, source_dir: Path = BUNDLED_DIR) -> Path:
-    """Quantize the model in `source_dir` into the model folder `out` (model.onnx, labels.txt,
-    model.toml named NAME); the path of the int8 ONNX."""
-    float_model = Model(source_dir, threads=1)
+def calibration_inputs(float_model: Model) -> Array:
+    """The calibration set: the unlabelled photos, each whole and in CALIBRATION_CROPS crops,
+    as the server would give them to `float_model`."""
     calibration_photos, _ = split(photos(fetch=True))
-    calibration = model_inputs(pictures(calibration_photos, CALIBRATION_CROPS), float_model)
+    return model_inputs(pictures(calibration_photos, CALIBRATION_CROPS), float_model)
+
+
+def build(
+    out: Path = DEFAULT_OUT, source_dir: Path = BUNDLED_DIR, calibration: Array | None = None
+) -> Path:
+    """Quantize the model in `source_dir` into the model folder `out` (model.onnx, labels.txt,
+    model.toml named NAME), calibrated on `calibration` (default: `calibration_inputs`); the
+    path of the int8 ONNX."""
+    float_model = Model(source_dir, threads=1)
+    if calibration is None:
+        calibration = calibration_inputs(float_model)
     out.mkdir(parents=True, exist_ok=True)
     quantize(source_dir / "model.onnx", out / "model.onnx", calibration, float_model.input.name)
     shutil.copyfile(source_dir / "labels.txt", out / "labels.txt")
