@@ -42,6 +42,7 @@ BENCHMARKS = [
     "gallery",  # issue 17: a gallery page sorted/filtered by confidence over 100,000 images
     "fidelity",  # issue 17: served top-1 vs the reference recipe, per decode path
     "intermediate",  # issue 18: renditions from the stored intermediate: fidelity and speed
+    "quantized",  # issue 18: the int8 model's fidelity gate and CPU cost vs the float model
 ]
 
 VERSIONS = (
