@@ -6,34 +6,39 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from imgest.config import load_settings
 from imgest.errors import ConfigError
+from imgest.imaging.decode import decode_exact
 from imgest.imaging.intermediate import Intermediate
+from imgest.imaging.intermediate import decode as decode_intermediate
 from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline, builtin_pipelines
 from imgest.imaging.pipelines import load_pipelines
+from imgest.imaging.sniff import probe
 from imgest.rendering import reduce, render
 from imgest.runtime import Runtime
 
 DEFAULT = builtin_pipelines()["default"]
 
 
-def test_size_keeps_the_aspect_and_small_originals_get_none() -> None:
+def test_size_is_the_largest_dct_reduction_that_keeps_the_long_side() -> None:
     spec = Intermediate(long_side=768)
-    assert spec.size_for(4032, 3024) == (768, 576)
-    assert spec.size_for(3000, 4000) == (576, 768)
-    assert spec.size_for(768, 500) is None  # not larger than the intermediate: none
-    assert spec.size_for(769, 500) == (768, 499)
+    assert spec.size_for(4032, 3024) == (1008, 756)  # 1/4: 1/8 would be 504
+    assert spec.size_for(3000, 4000) == (750, 1000)
+    assert spec.size_for(6400, 4800) == (800, 600)  # 1/8
+    assert spec.size_for(1535, 501) == (768, 251)  # 1/2, sizes rounded up as libjpeg does
+    assert spec.size_for(1534, 500) is None  # not twice the long side: none
 
 
 def test_version_changes_with_what_makes_the_bytes() -> None:
     versions = {
         Intermediate().version,
         Intermediate(long_side=512).version,
-        Intermediate(quality=95).version,
+        Intermediate(quality=90).version,
         Intermediate(background=(0, 0, 0)).version,
     }
     assert len(versions) == 4
@@ -44,20 +49,26 @@ def test_version_changes_with_what_makes_the_bytes() -> None:
     )
 
 
-def test_serves_a_pipeline_only_when_it_holds_the_pixels_the_resize_needs() -> None:
+def test_serves_a_pipeline_only_when_the_originals_decode_is_no_larger() -> None:
     spec = Intermediate(long_side=768)
     big = Pipeline.build("big", [("resize", {"size": [512, 512], "mode": "crop"})])
-    # 224 crop of a 4032 x 3024 photo needs 342 x 256: a 768 x 576 intermediate has them.
-    assert spec.source_for(DEFAULT, (4032, 3024), (768, 576)) == "intermediate"
-    # A 512 px centre crop needs 780 x 585: it does not.
-    assert spec.source_for(big, (4032, 3024), (768, 576)) == "original"
+    bigger = Pipeline.build("bigger", [("resize", {"size": [1024, 1024], "mode": "crop"})])
+    # 224 crop of a 4032 x 3024 photo: the original is decoded at 1/8 (504 x 378), which the
+    # 1/4 intermediate (1008 x 756) holds at 1/2.
+    assert spec.source_for(DEFAULT, (4032, 3024), (1008, 756)) == "intermediate"
+    # A 512 px centre crop needs 780 x 585: the original's 1/4 decode, the intermediate whole.
+    assert spec.source_for(big, (4032, 3024), (1008, 756)) == "intermediate"
+    # 1024 px needs 1560 x 1170: the original at 1/2, more than the intermediate.
+    assert spec.source_for(bigger, (4032, 3024), (1008, 756)) == "original"
     # EXIF-rotated: catalogued 4032 x 3024, upright (and the intermediate) portrait.
-    assert spec.source_for(DEFAULT, (4032, 3024), (576, 768)) == "intermediate"
+    assert spec.source_for(DEFAULT, (4032, 3024), (756, 1008)) == "intermediate"
     assert spec.source_for(DEFAULT, (4032, 3024), None) == "original"
+    # Not a DCT reduction of this original (an intermediate of another recipe): not used.
+    assert spec.source_for(DEFAULT, (4032, 3024), (768, 576)) == "original"
     other = Pipeline.build(
         "black", [("resize", {"size": [224, 224], "mode": "crop"})], background=(0, 0, 0)
     )
-    assert spec.source_for(other, (4032, 3024), (768, 576)) == "original"  # other background
+    assert spec.source_for(other, (4032, 3024), (1008, 756)) == "original"  # other background
 
 
 def jpeg(size: tuple[int, int]) -> bytes:
@@ -72,13 +83,66 @@ def test_ingest_makes_it_from_the_same_decode_and_backfill_makes_the_same_size()
     data = jpeg((2000, 1500))
     rendered = render(data, DEFAULT, ImageLimits(), intermediate=spec)
     assert rendered.intermediate is not None
-    assert (rendered.intermediate.width, rendered.intermediate.height) == (512, 384)
+    assert (rendered.intermediate.width, rendered.intermediate.height) == (1000, 750)  # 1/2
     alone = reduce(data, spec, ImageLimits())
-    assert alone is not None and (alone.width, alone.height) == (512, 384)
+    assert alone is not None and (alone.width, alone.height) == (1000, 750)
+    assert alone.encoded == rendered.intermediate.encoded
     with Image.open(io.BytesIO(alone.encoded)) as im:
-        assert im.size == (512, 384) and im.format == "JPEG"
-    assert render(jpeg((400, 300)), DEFAULT, ImageLimits(), intermediate=spec).intermediate is None
-    assert reduce(jpeg((400, 300)), spec, ImageLimits()) is None
+        assert im.size == (1000, 750) and im.format == "JPEG"
+    assert render(jpeg((1000, 750)), DEFAULT, ImageLimits(), intermediate=spec).intermediate is None
+    assert reduce(jpeg((1000, 750)), spec, ImageLimits()) is None
+
+
+def photo(data_dir: Path, size: tuple[int, int], quality: int = 90) -> bytes:
+    """A real photo enlarged to `size` with some grain, as a phone JPEG (4:2:0)."""
+    with Image.open(data_dir / "astronaut.jpg") as im:
+        big = im.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    grain = np.random.default_rng(18).normal(0, 3, (size[1], size[0], 3))
+    pixels = np.clip(np.asarray(big, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=quality, subsampling="4:2:0")
+    return out.getvalue()
+
+
+PAIR = Pipeline.build(
+    "pair",
+    [("resize", {"size": [448, 224], "mode": "crop"}), ("tile", {"rows": 1, "cols": 2})],
+)
+SIZES = [(4032, 3024), (3001, 2253), (2253, 3001), (3333, 1999)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("pipeline", [DEFAULT, PAIR], ids=["default", "pair"])
+def test_decoding_the_intermediate_replays_the_originals_decode(
+    data_dir: Path, size: tuple[int, int], pipeline: Pipeline
+) -> None:
+    """The same pixel grid as the original's DCT-scaled decode (size and picture box), the
+    same pixels but for the intermediate's codec loss: renditions >= 50 dB apart at q100."""
+    data = photo(data_dir, size)
+    spec = Intermediate(long_side=720, quality=100)
+    reduced = reduce(data, spec, ImageLimits())
+    assert reduced is not None
+    info = probe(data)
+    need = pipeline.min_decode_size(*info.oriented_size)
+    assert spec.source_for(pipeline, size, (reduced.width, reduced.height)) == "intermediate"
+    want = decode_exact(data, info, min_size=need)
+    got = decode_intermediate(reduced.encoded, (reduced.width, reduced.height), size, need)
+    assert got.image.size == want.image.size
+    assert got.content == pytest.approx(want.content, abs=1e-9)
+    from_original = render(data, pipeline, ImageLimits(), encode=False).rendition.pixels()
+    from_inter = render(
+        reduced.encoded, pipeline, ImageLimits(), encode=False, source="intermediate",
+        original=size,
+    ).rendition.pixels()  # fmt: skip
+    mse = float(np.mean((from_original.astype(np.float64) - from_inter) ** 2))
+    assert 10 * np.log10(255**2 / mse) >= 50
+
+
+def test_rendering_from_an_intermediate_needs_the_originals_size(data_dir: Path) -> None:
+    reduced = reduce(photo(data_dir, (3000, 2000)), Intermediate(long_side=720), ImageLimits())
+    assert reduced is not None
+    with pytest.raises(ValueError, match="original's size"):
+        render(reduced.encoded, DEFAULT, ImageLimits(), source="intermediate")
 
 
 @pytest.mark.parametrize(("raw", "want"), [("off", 0), ("OFF", 0), ("0", 0), ("768", 768)])

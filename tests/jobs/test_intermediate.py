@@ -25,8 +25,9 @@ from imgest.storage.paths import INTERMEDIATE, original_path
 from tests.jobs.conftest import PHOTOS, Corpus
 
 LONG_SIDE = 512
-# `wide` (two 224 px tiles side by side) needs 448 x 298 px of a 1353 x 900 photo: a 512 px
-# intermediate holds them. `tiles2x2` (448 px, 2 x 2 tiles) needs 770 x 512: only the original.
+# `wide` (two 224 px tiles side by side) needs 448 x 298 px of a 1353 x 900 photo: its decode
+# at 3/8 (508 x 338), which the intermediate (its 1/2 decode, 677 x 450) holds at 6/8.
+# `tiles2x2` (448 px, 2 x 2 tiles) needs 770 x 512: a full decode, only the original.
 PIPELINES = """
 [pipelines.wide]
 steps = [
@@ -110,7 +111,9 @@ def test_ingest_stores_one_intermediate_per_image_and_only_once(
     for image_id in corpus.ids:
         body = corpus.client.get(f"/v1/images/{image_id}").json()
         inter = body["renditions"][INTERMEDIATE]
-        assert max(inter["width"], inter["height"]) == LONG_SIDE
+        # The 1/2 DCT decode of a 1353 x 900 photo: 677 x 450.
+        assert (inter["width"], inter["height"]) == spec.size_for(body["width"], body["height"])
+        assert max(inter["width"], inter["height"]) >= LONG_SIDE
         assert inter["pipeline_version"] == spec.version
         assert inter["source"] == "original"
         assert body["renditions"]["default"]["source"] == "original"
@@ -208,13 +211,14 @@ def test_rescore_of_a_new_pipeline_renders_from_intermediates(
                if r.pipeline == "wide"}  # fmt: skip
     assert sources == {"intermediate"}
     assert top1(other.settings, "wide") == want
-    # tiles2x2 needs 512 px on the short side: only the square astronaut's 512 x 512
-    # intermediate has them; the others are read from their (missing) originals.
-    square = {rec.id for rec in records(other.settings) if rec.width == rec.height}
-    assert len(square) == 2
+    # tiles2x2 needs 770 x 512 of the 1353 x 900 cat: a full decode, which its 1/2
+    # intermediate cannot stand in for, so it is read from its (missing) original. The others
+    # (1536 to 1920 px) are decoded at 1/2 or less for it: their intermediates, whole.
+    cats = {rec.id for rec in records(other.settings) if rec.width == 1353}
+    assert len(cats) == 2
     tiles = rescore.run(other.settings, pipeline="tiles2x2", workers=0)
-    assert tiles.scored == len(square)
-    assert {image_id for image_id, _ in tiles.failed} == set(other.ids) - square
+    assert tiles.scored == len(other.ids) - len(cats)
+    assert {image_id for image_id, _ in tiles.failed} == cats
     assert all("original missing" in reason for _, reason in tiles.failed)
 
 
