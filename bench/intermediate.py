@@ -8,7 +8,8 @@ Corpus: the real colour and grey photos shipped in the scikit-image 0.26.0 wheel
 ...; CC0 / public domain, see tests/data/README.md) and, where its cache is filled
 (`python bench/photoset.py`), the 57 photos of bench/photoset.py (foolbox ImageNet photos,
 opencv-doc and mate-backgrounds), each image a random crop (60-100 %),
-maybe flipped, enlarged to a long side of 3000-4032 px (bicubic; 12 MP is 4032 x 3024) with
+maybe flipped, enlarged to a long side of 3000-4032 px (bicubic; 12 MP is 4032 x 3024; sides
+multiples of 8, as cameras write them and as an intermediate needs) with
 sensor-like noise (sigma 3) and saved as JPEG q90 4:2:0, as phones do: originals with real
 content and pixel-level grain. The wheel is found at --wheel, $IMGEST_SKIMAGE_WHEEL,
 ~/.cache/imgest-export or /opt/pypi/files, else fetched with
@@ -138,7 +139,7 @@ def photoset_files() -> list[Path]:
 def corpus(n: int, wheel: Path, seed: int = 18) -> list[bytes]:
     """n distinct phone-like JPEGs (cached under bench/.cache/intermediate/)."""
     extra = len(photoset_files())
-    folder = CACHE / f"corpus-{seed}-{LONG_SIDES[0]}-{LONG_SIDES[1]}-{len(PHOTOS) + extra}"
+    folder = CACHE / f"corpus-{seed}-{LONG_SIDES[0]}-{LONG_SIDES[1]}-{len(PHOTOS) + extra}-m8"
     folder.mkdir(parents=True, exist_ok=True)
     have = sorted(folder.glob("*.jpg"))
     if len(have) >= n:
@@ -156,9 +157,8 @@ def corpus(n: int, wheel: Path, seed: int = 18) -> list[bytes]:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         long_side = int(rng.uniform(LONG_SIDES[0], LONG_SIDES[1]))
         scale = long_side / max(img.size)
-        img = img.resize(
-            (round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC
-        )
+        size = (round(img.width * scale / 8) * 8, round(img.height * scale / 8) * 8)
+        img = img.resize(size, Image.Resampling.BICUBIC)  # sides multiples of 8, as cameras
         noise = rng.normal(0, 3, (img.height, img.width, 3)).astype(np.float32)
         pixels = np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
         data = simplejpeg.encode_jpeg(pixels, quality=90, colorsubsampling="420")

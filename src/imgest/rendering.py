@@ -102,7 +102,7 @@ def render(
         need = pipeline.min_decode_size(*info.oriented_size)
         size = None
         if intermediate is not None and intermediate.background == pipeline.background:
-            size = intermediate.size_for(*info.oriented_size)
+            size = intermediate.size_of(info)
         if source == "intermediate":
             assert original is not None  # checked above
             check(info, limits)
@@ -156,7 +156,7 @@ def reduce(data: bytes, intermediate: Intermediate, limits: ImageLimits) -> Redu
     scale that covers it; None when the original is not larger than an intermediate."""
     with _decoder_faults("a stored original"):
         info = probe(data)
-        size = intermediate.size_for(*info.oriented_size)
+        size = intermediate.size_of(info)
         if size is None:
             return None
         decoded = _decode_checked(data, info, limits, size, intermediate.background)

@@ -16,7 +16,9 @@ same reduction ladder as from the original: what differs is the intermediate's c
 
 It is stored as a rendition row with the reserved pipeline name `intermediate`
 (`renditions/intermediate@<version>/...`), so gc and fsck treat it like any rendition.
-Originals not at least twice `long_side` get none: decoding them costs little more.
+JPEG originals only (whose decode is the DCT-scaled one replayed), with sides multiples of 8
+(as cameras write them: see `size_for`) and at least twice `long_side` (smaller ones cost
+little more to decode); others get none and render from the original.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from PIL import Image
 
 from imgest.imaging.decode import Decoded, dct_eighths, shrink
 from imgest.imaging.pipeline import Pipeline
+from imgest.imaging.sniff import ImageInfo
 from imgest.storage.paths import INTERMEDIATE, intermediate_path
 
 Size = tuple[int, int]
@@ -88,9 +91,19 @@ class Intermediate:
 
     def size_for(self, width: int, height: int) -> Size | None:
         """The intermediate's (w, h) for an upright `width` x `height` original (its 1/k DCT
-        decode: sizes rounded up); None when it gets none."""
+        decode); None when it gets none: too small, or a side not a multiple of 8 (then some
+        DCT-scaled decode of it ends in a partial pixel, which EXIF orientation may put at the
+        start, where the intermediate's own blocks could not replay it; cameras write
+        multiples of 8)."""
         k = self.factor_for(width, height)
-        return None if k is None else (math.ceil(width / k), math.ceil(height / k))
+        if k is None or width % 8 or height % 8:
+            return None
+        return width // k, height // k
+
+    def size_of(self, info: ImageInfo) -> Size | None:
+        """`size_for` the original `info` describes: None unless it is a JPEG (whose decode
+        is DCT-scaled, which the intermediate replays; other formats are box-reduced)."""
+        return self.size_for(*info.oriented_size) if info.format == "jpeg" else None
 
     def make(self, decoded: Decoded, original: Size) -> Image.Image:
         """The intermediate's pixels from a decode of the upright `original` (w, h) at least
@@ -99,7 +112,7 @@ class Intermediate:
         k = self.factor_for(*original)
         if k is None:
             raise ValueError(f"a {original} original gets no intermediate")
-        size = (math.ceil(original[0] / k), math.ceil(original[1] / k))
+        size = (original[0] // k, original[1] // k)
         image, (x0, y0, x1, y1) = decoded.image, decoded.content
         if image.size == size and (x0, y0) == (0, 0):
             return image
@@ -146,9 +159,7 @@ def upright(original: Size, have: Size) -> Size:
 def reduction(width: int, height: int, have: Size) -> int | None:
     """The k of FACTORS with which an upright `width` x `height` original has an intermediate
     of `have` (w, h); None when none fits (not an intermediate of this recipe)."""
-    return next(
-        (k for k in FACTORS if (math.ceil(width / k), math.ceil(height / k)) == tuple(have)), None
-    )
+    return next((k for k in FACTORS if k * have[0] == width and k * have[1] == height), None)
 
 
 def decode(data: bytes, have: Size, original: Size, need: Size) -> Decoded:
