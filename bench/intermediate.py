@@ -262,15 +262,17 @@ def speed(images: list[bytes], model: Model, spec: Intermediate, repeats: int) -
     sizes = [(i.width, i.height) for i in map(probe, images)]  # as catalogued
     n = len(images)
 
-    def renders(blobs: list[bytes], pipeline: Pipeline, encode: bool, source: Any) -> list[Any]:
+    def renders(
+        blobs: list[bytes], pipeline: Pipeline, encode: bool, source: Any, first: int = 0
+    ) -> list[Any]:
         return [
             render(b, pipeline, LIMITS, encode=encode, source=source, original=size)
-            for b, size in zip(blobs, sizes, strict=True)
+            for b, size in zip(blobs, sizes[first : first + len(blobs)], strict=True)
         ]
 
     def scored(blobs: list[bytes], source: Any) -> None:
         for start in range(0, len(blobs), 16):  # the rescore worker's batch
-            done = renders(blobs[start : start + 16], pair, False, source)
+            done = renders(blobs[start : start + 16], pair, False, source, start)
             model.classify([r.inputs for r in done], how=pair.aggregate, k=5)
 
     result = {}
@@ -508,6 +510,8 @@ def report(
 
 def ci(share: float, n: int) -> str:
     """`share` of `n`'s Wilson 95 % interval, as "[lo-hi%]"."""
+    if n == 0 or math.isnan(share):
+        return "[-]"
     lo, hi = wilson(round(share * n), n)
     return f"[{lo:.1%}-{hi:.1%}]"
 
