@@ -4,7 +4,7 @@ A 12 MP original costs ~25 ms of entropy decoding whatever the output size; its 
 decodes in a few ms. The intermediate is the original's own DCT-scaled decode at 1/k (k = 8,
 4 or 2: the largest that leaves a long side of at least `long_side`), not resampled, stored as
 JPEG q`quality` 4:4:4, upright, sRGB, without metadata: for a 4032 x 3024 photo and
-`long_side` 768 that is its 1/4 decode, 1008 x 756.
+`long_side` 720 that is its 1/4 decode, 1008 x 756.
 
 Rendering from it replays what the original's decode would have done (`decode`): a pipeline
 whose decode of the original is at M/8 (`decode.dct_eighths`) decodes the intermediate at
@@ -44,7 +44,7 @@ Source = Literal["original", "intermediate"]
 
 NAME = INTERMEDIATE  # the reserved pipeline name of intermediate rendition rows
 # Bump when the way an intermediate is made changes (resampling, colour): a new version.
-# 2: the original's DCT-scaled decode at 1/k, not resampled (1: bilinear to `long_side`).
+# 2: the original's DCT-scaled JPEG decode at 1/k, not resampled (1: bilinear to `long_side`).
 REVISION = 2
 FACTORS = (8, 4, 2)  # the reductions an intermediate may be (DCT scales 1/8, 1/4, 1/2)
 SUBSAMPLING = "4:4:4"  # chroma at full resolution: pipelines may crop and tile it further
@@ -73,7 +73,7 @@ class Intermediate:
             "revision": REVISION,
             "long_side": self.long_side,
             "background": list(self.background),
-            "reduction": {"factors": list(FACTORS), "jpeg": "dct", "other": "box"},
+            "reduction": {"factors": list(FACTORS), "of": "jpeg-dct", "sides": "multiple-of-8"},
             "output": {"format": "jpeg", "quality": self.quality, "subsampling": SUBSAMPLING},
         }
 
