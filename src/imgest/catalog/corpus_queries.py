@@ -74,6 +74,7 @@ class CorpusQueries(Leases):
             ImageRow.width,
             ImageRow.height,
             *(inter.path, inter.width, inter.height, inter.bytes),
+            ImageRow.format,
         )
         query = filtered(columns, where).outerjoin(
             rendition,
@@ -277,6 +278,7 @@ def _pending(
     inter_width: int | None,
     inter_height: int | None,
     inter_bytes: int | None,
+    format: str,
 ) -> PendingImage:
     """A PendingImage from one row of `image_page`'s query."""
     intermediate = None
@@ -291,4 +293,6 @@ def _pending(
             content_type="image/jpeg",
             bytes=inter_bytes,
         )
-    return PendingImage(image_id, original_path, rendition_path, label, width, height, intermediate)
+    return PendingImage(
+        image_id, original_path, rendition_path, label, width, height, intermediate, format
+    )

@@ -130,13 +130,13 @@ def run(
 def _pending(
     catalog: Catalog, spec: Intermediate, where: ImageFilter, summary: BackfillSummary
 ) -> Iterator[Item]:
-    """The images without an intermediate of this version that are larger than one, counted
+    """The images without an intermediate of this version that get one, counted
     into `summary.pending` as they are found (one keyset page in memory)."""
     after: str | None = None
     while page := catalog.image_page(NAME, spec.version, where=where, after=after, limit=PAGE):
         after = page[-1].id
         for p in page:
-            if p.rendition_path is None and spec.size_for(p.width, p.height) is not None:
+            if p.rendition_path is None and spec.size_for(p.width, p.height) and p.format == "jpeg":
                 summary.pending += 1
                 yield Item(p.id, p.original_path)
 
