@@ -15,7 +15,7 @@ from imgest.cli_options import CatalogOption, StorageOption, load_existing
 def backfill(
     long_side: Annotated[
         int | None,
-        typer.Option(help="The intermediate's long side (IMGEST_INTERMEDIATE; must not be off)."),
+        typer.Option(help="The intermediate's least long side (IMGEST_INTERMEDIATE; not off)."),
     ] = None,
     where: Where = None,
     workers: Annotated[int, typer.Option(help="Worker processes (0 = this process).", min=0)] = 2,

@@ -123,11 +123,13 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=8192,
-        description="Long side in pixels of the intermediate stored with each new upload "
-        "larger than it (one JPEG q90 4:4:4, upright sRGB, made from the decode ingest does "
-        "anyway), which on-demand renditions and rescore render from where it is large "
-        "enough; off (or 0) stores none. 768 is what docs/intermediate.md measures; "
-        "`imgest backfill` stores them for the images already stored.",
+        description="Least long side in pixels of the intermediate stored with each new "
+        "upload at least twice that size: the upload's own DCT-scaled decode at 1/8, 1/4 or "
+        "1/2 (the smallest that keeps this long side), as one JPEG q95 4:4:4, upright sRGB. "
+        "On-demand renditions and rescore render from it where the original's decode for "
+        "the pipeline would be no larger; off (or 0) stores none. 720 (12 MP photos: "
+        "1008 x 756) is what docs/intermediate.md measures; `imgest backfill` stores them "
+        "for the images already stored.",
     )
     top_k: int = Field(5, ge=1, le=100, description="Predictions returned per image.")
     workers: int = Field(

@@ -120,7 +120,10 @@ class Corpus:
         source, source_path = self.source_of(record, pipeline)
         data = await (await self._open(source_path, record.id)).read()
         rendered = await anyio.to_thread.run_sync(
-            lambda: render(data, pipeline, self.limits, source=source), limiter=self.cpu
+            lambda: render(
+                data, pipeline, self.limits, source=source, original=(record.width, record.height)
+            ),
+            limiter=self.cpu,
         )
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
         rendition = rendition_record_of(pipeline, path, rendered, source)

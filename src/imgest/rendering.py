@@ -17,7 +17,8 @@ from imgest.errors import ImageCorrupt, ImgestError
 from imgest.imaging.colour import RGB
 from imgest.imaging.decode import Decoded, decode_exact
 from imgest.imaging.intermediate import NAME as INTERMEDIATE
-from imgest.imaging.intermediate import Intermediate, Source
+from imgest.imaging.intermediate import Intermediate, Source, upright
+from imgest.imaging.intermediate import decode as decode_intermediate
 from imgest.imaging.limits import ImageLimits, check
 from imgest.imaging.pipeline import Pipeline, Rendition
 from imgest.imaging.sniff import ImageInfo, probe
@@ -82,37 +83,43 @@ def render(
     encode: bool = True,
     intermediate: Intermediate | None = None,
     source: Source = "original",
+    original: tuple[int, int] | None = None,
 ) -> Rendered:
     """Probe, check limits, decode and render `data` (blocking, CPU-bound); encode the
     rendition as JPEG unless `encode` is false (a rescore whose rendition is stored already).
     With `intermediate`, the same decode (at least the intermediate's size) also yields the
     image's intermediate, where the original is larger than one. `source` "intermediate":
-    `data` is an intermediate, decoded whole (see Pipeline.render).
+    `data` is the intermediate of an original of size `original` (as catalogued), decoded as
+    the original's decode would be (imaging.intermediate.decode).
 
     Raises the ClientError that explains a refusal; a decoder crashing on hostile bytes is
     ImageCorrupt, never a 500.
     """
+    if source == "intermediate" and original is None:
+        raise ValueError("rendering from an intermediate needs the original's size")
     with _decoder_faults("client input"):
         info = probe(data)
         need = pipeline.min_decode_size(*info.oriented_size)
         size = None
         if intermediate is not None and intermediate.background == pipeline.background:
-            size = intermediate.size_for(*info.oriented_size)
-        if size is None:
+            size = intermediate.size_of(info)
+        if source == "intermediate":
+            assert original is not None  # checked above
+            check(info, limits)
+            whole = upright(original, info.oriented_size)
+            need = pipeline.min_decode_size(*whole)
+            rendition = pipeline.apply(decode_intermediate(data, info.oriented_size, whole, need))
+            reduced = None
+        elif size is None:
             check(info, limits, min_size=need)
-            rendition = pipeline.render(
-                data,
-                info,
-                max_icc_bytes=limits.max_icc_bytes,
-                scaled_decode=source == "original",
-            )
+            rendition = pipeline.render(data, info, max_icc_bytes=limits.max_icc_bytes)
             reduced = None
         else:
             assert intermediate is not None
             least = (max(need[0], size[0]), max(need[1], size[1]))
             decoded = _decode_checked(data, info, limits, least, pipeline.background)
             rendition = pipeline.apply(decoded)
-            encoded_reduced = intermediate.encode(intermediate.make(decoded, size))
+            encoded_reduced = intermediate.encode(intermediate.make(decoded, info.oriented_size))
             reduced = Reduced(size[0], size[1], encoded_reduced)
         encoded = rendition.encode() if encode else b""
         inputs = rendition.model_inputs()
@@ -149,11 +156,11 @@ def reduce(data: bytes, intermediate: Intermediate, limits: ImageLimits) -> Redu
     scale that covers it; None when the original is not larger than an intermediate."""
     with _decoder_faults("a stored original"):
         info = probe(data)
-        size = intermediate.size_for(*info.oriented_size)
+        size = intermediate.size_of(info)
         if size is None:
             return None
         decoded = _decode_checked(data, info, limits, size, intermediate.background)
-        encoded = intermediate.encode(intermediate.make(decoded, size))
+        encoded = intermediate.encode(intermediate.make(decoded, info.oriented_size))
     return Reduced(size[0], size[1], encoded)
 
 

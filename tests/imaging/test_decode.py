@@ -577,3 +577,19 @@ def test_high_depth_conversion_in_bands_matches_whole_image(
     assert np.array_equal(np.asarray(whole), np.asarray(banded))
     expected = np.clip(np.nan_to_num(arr) * 255.0, 0, 255).astype(np.uint8)
     assert np.array_equal(np.asarray(banded), expected)
+
+
+@pytest.mark.parametrize("size", [(451, 300), (1353, 900), (1000, 999), (640, 1601)])
+def test_dct_eighths_is_the_scale_simplejpeg_lands_on(size: tuple[int, int]) -> None:
+    """The intermediate replays the original's decode from dct_eighths: it must name the M/8
+    simplejpeg picks for every target decode_exact asks it for."""
+    out = io.BytesIO()
+    Image.new("RGB", size, (90, 120, 200)).save(out, "JPEG", quality=80)
+    data = out.getvalue()
+    for target in [(1, 1), (50, 40), (100, 150), (333, 222), (size[0] // 2, size[1] // 2)]:
+        eighths = decode_module.dct_eighths(*size, target)
+        asked = target if eighths < 8 else (0, 0)  # as decode asks: whole unless twice
+        got = simplejpeg.decode_jpeg(data, min_width=asked[0], min_height=asked[1]).shape
+        assert (got[1], got[0]) == (-(-size[0] * eighths // 8), -(-size[1] * eighths // 8))
+    assert decode_module.dct_eighths(*size, (size[0] // 2 + 1, 1)) == 8  # not twice: whole
+    assert decode_module.dct_eighths(*size, None) == 8

@@ -25,8 +25,9 @@ from imgest.storage.paths import INTERMEDIATE, original_path
 from tests.jobs.conftest import PHOTOS, Corpus
 
 LONG_SIDE = 512
-# `wide` (two 224 px tiles side by side) needs 448 x 298 px of a 1353 x 900 photo: a 512 px
-# intermediate holds them. `tiles2x2` (448 px, 2 x 2 tiles) needs 770 x 512: only the original.
+# `wide` (two 224 px tiles side by side) needs 448 x 297 px of a 1352 x 896 photo: its decode
+# at 3/8 (507 x 336), which the intermediate (its 1/2 decode, 676 x 448) holds at 6/8.
+# `tiles2x2` (448 px, 2 x 2 tiles) needs 773 x 512: a full decode, only the original.
 PIPELINES = """
 [pipelines.wide]
 steps = [
@@ -51,13 +52,15 @@ def jpeg(img: Image.Image, quality: int = 92) -> bytes:
 
 @pytest.fixture(scope="module")
 def big_photos(data_dir: Path) -> Files:
-    """The real test photos enlarged 3x (1353 x 900 and the like), plus one flipped copy of
-    each: eight distinct originals larger than a 512 px intermediate."""
+    """The real test photos enlarged about 3x to sides that are multiples of 8, as cameras
+    write them (1352 x 896 and the like), plus one flipped copy of each: eight distinct
+    originals that get a 512 px intermediate."""
     files = []
     for name in PHOTOS:
         with Image.open(data_dir / name) as im:
             rgb = im.convert("RGB")
-        big = rgb.resize((rgb.width * 3, rgb.height * 3), Image.Resampling.BICUBIC)
+        size = (rgb.width * 3 // 8 * 8, rgb.height * 3 // 8 * 8)
+        big = rgb.resize(size, Image.Resampling.BICUBIC)
         stem = name.removesuffix(".jpg")
         files.append((f"{stem}.jpg", jpeg(big), {"tag": stem}))
         flipped = big.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -110,7 +113,9 @@ def test_ingest_stores_one_intermediate_per_image_and_only_once(
     for image_id in corpus.ids:
         body = corpus.client.get(f"/v1/images/{image_id}").json()
         inter = body["renditions"][INTERMEDIATE]
-        assert max(inter["width"], inter["height"]) == LONG_SIDE
+        # The 1/2 DCT decode of a 1352 x 896 photo: 676 x 448.
+        assert (inter["width"], inter["height"]) == spec.size_for(body["width"], body["height"])
+        assert max(inter["width"], inter["height"]) >= LONG_SIDE
         assert inter["pipeline_version"] == spec.version
         assert inter["source"] == "original"
         assert body["renditions"]["default"]["source"] == "original"
@@ -208,13 +213,14 @@ def test_rescore_of_a_new_pipeline_renders_from_intermediates(
                if r.pipeline == "wide"}  # fmt: skip
     assert sources == {"intermediate"}
     assert top1(other.settings, "wide") == want
-    # tiles2x2 needs 512 px on the short side: only the square astronaut's 512 x 512
-    # intermediate has them; the others are read from their (missing) originals.
-    square = {rec.id for rec in records(other.settings) if rec.width == rec.height}
-    assert len(square) == 2
+    # tiles2x2 needs 773 x 512 of the 1352 x 896 cat: a full decode, which its 1/2
+    # intermediate cannot stand in for, so it is read from its (missing) original. The others
+    # (1536 to 1920 px) are decoded at 1/2 or less for it: their intermediates, whole.
+    cats = {rec.id for rec in records(other.settings) if rec.width == 1352}
+    assert len(cats) == 2
     tiles = rescore.run(other.settings, pipeline="tiles2x2", workers=0)
-    assert tiles.scored == len(square)
-    assert {image_id for image_id, _ in tiles.failed} == set(other.ids) - square
+    assert tiles.scored == len(other.ids) - len(cats)
+    assert {image_id for image_id, _ in tiles.failed} == cats
     assert all("original missing" in reason for _, reason in tiles.failed)
 
 
@@ -226,7 +232,13 @@ def test_backfill_is_resumable(
     corpus_of: Callable[..., Corpus], big_photos: Files, data_dir: Path
 ) -> None:
     small = ("cat-small.jpg", (data_dir / "cat.jpg").read_bytes(), {})  # 451 px: needs none
-    corpus = corpus_of([*big_photos, small], intermediate=0)
+    # Neither a PNG nor a JPEG with a side not a multiple of 8 gets one: never pending.
+    with Image.open(io.BytesIO(big_photos[0][1])) as im:
+        png = io.BytesIO()
+        im.save(png, "PNG")
+        odd = jpeg(im.resize((1353, 900)))
+    others = [("cat-big.png", png.getvalue(), {}), ("cat-odd.jpg", odd, {})]
+    corpus = corpus_of([*big_photos, small, *others], intermediate=0)
     assert intermediate_blobs(corpus.settings) == []
     settings = corpus.settings.model_copy(update={"intermediate": LONG_SIDE})
 
@@ -248,7 +260,7 @@ def test_backfill_is_resumable(
     assert again.lines()[0].startswith("nothing to do")
     # What the backfill stored is what on-demand renditions then start from.
     drop_originals(settings, [rec.id for rec in done if rec.width > LONG_SIDE])
-    big = next(rec.id for rec in done if rec.width > LONG_SIDE)
+    big = next(rec.id for rec in done if any(r.pipeline == INTERMEDIATE for r in rec.renditions))
     corpus.client.app.state.corpus.intermediate = Runtime(settings).intermediate  # type: ignore[attr-defined]
     assert corpus.client.get(f"/v1/images/{big}/renditions/wide").status_code == 200
 

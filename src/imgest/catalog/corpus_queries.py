@@ -73,6 +73,7 @@ class CorpusQueries(Leases):
             ImageRow.width,
             ImageRow.height,
             *(inter.path, inter.width, inter.height, inter.bytes),
+            ImageRow.format,
         )
         query = filtered(columns, where).outerjoin(
             rendition,
@@ -280,6 +281,7 @@ def _pending(
     inter_width: int | None,
     inter_height: int | None,
     inter_bytes: int | None,
+    format: str,
 ) -> PendingImage:
     """A PendingImage from one row of `image_pages`' query."""
     intermediate = None
@@ -294,4 +296,6 @@ def _pending(
             content_type="image/jpeg",
             bytes=inter_bytes,
         )
-    return PendingImage(image_id, original_path, rendition_path, label, width, height, intermediate)
+    return PendingImage(
+        image_id, original_path, rendition_path, label, width, height, intermediate, format
+    )

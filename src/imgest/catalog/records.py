@@ -112,6 +112,7 @@ class PendingImage:
     width: int = 0  # the original's, as catalogued (before EXIF orientation)
     height: int = 0
     intermediate: RenditionRecord | None = None  # of the version asked for, if stored
+    format: str = ""  # the original's ("jpeg", "png", ...), as catalogued
 
     @property
     def size(self) -> tuple[int, int]:

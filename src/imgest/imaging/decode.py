@@ -174,7 +174,7 @@ def decode_exact(
         # A partial block of the reduction goes where the upright picture's right and bottom
         # edges will be, as it does for orientation 1 (libjpeg's DCT scaling cannot choose).
         first = _partial_first(info.orientation) if scale == 1 else (False, False)
-        img, factor = _shrink(img, target, first)
+        img, factor = shrink(img, target, first)
         scale /= factor
         # Where the picture starts: inside the first pixel when that is a partial block.
         rx, ry = (info.width % factor) * first[0], (info.height % factor) * first[1]
@@ -271,11 +271,8 @@ def _load_jpeg(
 
     if components in (1, 3):
         min_w, min_h = 0, 0  # full size
-        # Scale in the DCT only by 1/2 or more: a 7/8 or 3/4 decode saves little time, and its
-        # resampling phase depends on where the 8 px block grid falls, which EXIF-rotated
-        # copies of one photo do not share, so their renditions would differ more.
-        if target is not None and info.width >= 2 * target[0] and info.height >= 2 * target[1]:
-            min_w, min_h = target
+        if target is not None and dct_eighths(info.width, info.height, target) < 8:
+            min_w, min_h = target  # simplejpeg picks the M/8 dct_eighths says
         colorspace = "GRAY" if components == 1 else "RGB"
         # strict=False: the benign warnings real cameras trigger ("extraneous bytes before
         # marker") must not fail an upload; truncation was ruled out above.
@@ -299,6 +296,22 @@ def _load_jpeg(
 
 def _corners(box: Box) -> tuple[tuple[float, float], tuple[float, float]]:
     return (box[0], box[1]), (box[2], box[3])
+
+
+def dct_eighths(width: int, height: int, target: Size | None) -> int:
+    """The M/8 scale (M in 1..8) a `width` x `height` JPEG of 1 or 3 components is decoded at
+    for at least `target` (w, h): the smallest that covers it, and 8/8 unless the JPEG is at
+    least twice the target both ways. (Scale in the DCT only by 1/2 or more: a 7/8 or 3/4
+    decode saves little time, and its resampling phase depends on where the 8 px block grid
+    falls, which EXIF-rotated copies of one photo do not share, so their renditions would
+    differ more.) The intermediate's renders replay this rule (imaging.intermediate)."""
+    if target is None or width < 2 * target[0] or height < 2 * target[1]:
+        return 8
+    return next(
+        m
+        for m in range(1, 9)
+        if math.ceil(width * m / 8) >= target[0] and math.ceil(height * m / 8) >= target[1]
+    )
 
 
 def _dct_scale(info: ImageInfo, size: Size) -> float:
@@ -382,7 +395,7 @@ def _partial_first(orientation: int) -> tuple[bool, bool]:
     return 0 in right, 0 in bottom
 
 
-def _shrink(
+def shrink(
     im: Image.Image, target: Size | None, first: tuple[bool, bool] = (False, False)
 ) -> tuple[Image.Image, int]:
     """Integer box reduction (sizes rounded up) while the result stays at least twice

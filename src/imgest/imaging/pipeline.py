@@ -186,8 +186,7 @@ class Pipeline:
         scaled_decode: bool = True,
     ) -> Rendition:
         """Decode `data` (already probed and checked) and run the steps. Without
-        `scaled_decode` it is decoded whole (an intermediate: already reduced once, so a
-        DCT-scaled decode would filter it twice; docs/intermediate.md measures the loss)."""
+        `scaled_decode` it is decoded whole (the fidelity bench's control)."""
         width, height = info.oriented_size
         decoded = decode_exact(
             data,

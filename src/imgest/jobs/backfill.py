@@ -1,16 +1,15 @@
-"""Backfill: give every stored image larger than the intermediate its intermediate (resumable).
+"""Backfill: give every stored image large enough for one its intermediate (resumable).
 
 The driver pages through the catalog (keyset on id) for images without an intermediate of the
-configured version whose long side is above it, hands batches to worker processes (spawned,
-each with its own store from `imgest.runtime`; 0 workers: this process), and records each
-finished batch's rows in one transaction. A worker reads the originals, decodes each at the
-smallest DCT scale that still covers the intermediate, and stores the intermediates (blobs
-only, one `put_all_once` per batch), under write leases the driver took on their paths before
-handing the batch out, spent as the batch is recorded (`imgest.storage.once`: no storage call
-inside a catalog transaction, and gc leaves leased paths alone). Killing the job loses at most
-the batches in flight (their blobs are orphans that gc sweeps once the leases expire); running
-it again does only what is left.
-"""
+configured version that get one (at least twice its long side), hands batches to worker
+processes (spawned, each with its own store from `imgest.runtime`; 0 workers: this process), and
+records each finished batch's rows in one transaction. A worker reads the originals, decodes
+each at the DCT scale of the intermediate (imaging.intermediate), stores the intermediates
+(blobs only, one `put_all_once` per batch), under write leases the driver took on their paths
+before handing the batch out, spent as the batch is recorded (`imgest.storage.once`: no storage
+call inside a catalog transaction, and gc leaves leased paths alone). Killing the job loses at
+most the batches in flight (their blobs are orphans that gc sweeps once the leases expire);
+running it again does only what is left."""
 
 from __future__ import annotations
 
@@ -95,7 +94,7 @@ def run(
     runtime = Runtime(settings)
     spec = runtime.intermediate
     if spec is None:
-        raise JobError("intermediates are off: set IMGEST_INTERMEDIATE to a long side, e.g. 768")
+        raise JobError("intermediates are off: set IMGEST_INTERMEDIATE to a long side, e.g. 720")
     if settings.storage_url.startswith("memory:"):
         raise JobError("backfill reads originals from storage; a memory:// store has none")
     where = where or ImageFilter()
@@ -128,11 +127,11 @@ def run(
 def _pending(
     catalog: Catalog, spec: Intermediate, where: ImageFilter, summary: BackfillSummary
 ) -> Iterator[Item]:
-    """The images without an intermediate of this version that are larger than one, counted
+    """The images without an intermediate of this version that get one, counted
     into `summary.pending` as they are found (one keyset page in memory)."""
     for page in catalog.image_pages(NAME, spec.version, where=where, limit=PAGE):
         for p in page:
-            if p.rendition_path is None and spec.size_for(p.width, p.height) is not None:
+            if p.rendition_path is None and spec.size_for(p.width, p.height) and p.format == "jpeg":
                 summary.pending += 1
                 yield Item(p.id, p.original_path)
 

@@ -51,12 +51,14 @@ class RayScorer:
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         items = [
-            WorkItem(str(i), str(p), bool(s), str(m))
-            for i, p, s, m in zip(
+            WorkItem(str(i), str(p), bool(s), str(m), (int(w), int(h)))
+            for i, p, s, m, w, h in zip(
                 batch["image_id"],
                 batch["original_path"],
                 batch["store_rendition"],
                 batch["intermediate_path"],
+                batch["original_width"],
+                batch["original_height"],
                 strict=True,
             )
         ]
@@ -130,6 +132,8 @@ class RayEngine:
                     "original_path": i.original_path,
                     "store_rendition": i.store_rendition,
                     "intermediate_path": i.intermediate_path,
+                    "original_width": i.original_size[0],
+                    "original_height": i.original_size[1],
                 }
                 for i in chunk
             ]

@@ -324,7 +324,7 @@ def _work_item(p: PendingImage, pipeline: Pipeline, intermediate: Intermediate |
     if intermediate is not None and stored is not None:
         have = (stored.width, stored.height)
         if intermediate.source_for(pipeline, p.size, have) == "intermediate":
-            return WorkItem(p.id, p.original_path, p.rendition_path is None, stored.path)
+            return WorkItem(p.id, p.original_path, p.rendition_path is None, stored.path, p.size)
     return WorkItem(p.id, p.original_path, p.rendition_path is None)
 
 

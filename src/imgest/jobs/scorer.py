@@ -56,6 +56,7 @@ class WorkItem:
     original_path: str
     store_rendition: bool
     intermediate_path: str = ""  # "": render from the original
+    original_size: tuple[int, int] = (0, 0)  # as catalogued: what an intermediate stands for
 
     @property
     def source(self) -> Source:
@@ -182,6 +183,7 @@ class BatchScorer:
                     self.spec.limits,
                     encode=item.store_rendition,
                     source=item.source,
+                    original=item.original_size,
                 )
             except (ImgestError, StoreError) as exc:
                 outcomes[n] = _failed(item, exc)
