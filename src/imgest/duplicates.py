@@ -12,7 +12,7 @@ count was not computed, and the gallery hides its group controls.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -76,6 +76,16 @@ def members(groups: Groups | None, group: str) -> frozenset[str]:
     """The images of group `group` (an image not in any group is a group of its own)."""
     found = frozenset(i for i, g in (groups or {}).items() if g == group)
     return found or frozenset({group})
+
+
+def together(ids: Sequence[str], groups: Groups | None) -> list[int]:
+    """Positions of `ids` in the order that lays each group's images side by side: a group
+    at the place of its first image, its others right after it, in their own order; an image
+    of no group stays where it is among the rest (the gallery's page)."""
+    runs: dict[str, list[int]] = {}
+    for n, image_id in enumerate(ids):
+        runs.setdefault(group_of(groups, image_id), []).append(n)
+    return [n for run in runs.values() for n in run]  # dicts keep the first image's place
 
 
 def sizes(groups: Groups | None) -> dict[str, int]:
