@@ -74,6 +74,8 @@ $(BENCH_THUMBOR)/.ready:
 .cache/photos/manifest.json: $(VENV)/.bench
 	$(BIN)/python bench/photoset.py > /dev/null
 
+# The ANN benchmark runs 100,000 vectors here; `BENCH_ANN_VECTORS=1000000 make bench` runs the
+# 1M case (its build takes an hour or more on a shared 2-core machine; bench/ann.py alone: 1M).
 ## Run the benchmarks and rewrite docs/benchmarks.md (baselines: naive app, libvips, thumbor).
 bench: $(VENV)/.bench $(BENCH_THUMBOR)/.ready .cache/photos/manifest.json
 	bash bench/install_wrk.sh

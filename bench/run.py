@@ -38,7 +38,7 @@ BENCHMARKS = [
     "rescore",  # issue 4: rescore throughput vs the compute bound, Ray 1 vs 2 actors
     "write_path",  # issue 15: the blob write path (leases), per image
     "near_duplicates",  # issue 17: the near-duplicate threshold on real photos
-    "ann",  # issue 17: the ANN index at 1M vectors, exact vs ANN by size (long: see its doc)
+    "ann",  # issue 17: the ANN index (100k; BENCH_ANN_VECTORS=1000000 for the 1M run), by size
     "gallery",  # issue 17: a gallery page sorted/filtered by confidence over 100,000 images
     "fidelity",  # issue 17: served top-1 vs the reference recipe, per decode path
     "intermediate",  # issue 18: renditions from the stored intermediate: fidelity and speed

@@ -26,7 +26,7 @@ from imgest.catalog.idempotency import IdempotencyKeys
 from imgest.catalog.keys import KeyStore
 from imgest.config import Settings, from_settings
 from imgest.corpus import Corpus
-from imgest.duplicates import GroupCache, near_duplicate_groups
+from imgest.duplicates import GroupCache, LiveGroups
 from imgest.errors import ConfigError
 from imgest.ingest import IngestService
 from imgest.metrics import Gauges
@@ -170,9 +170,8 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
     )
     scorer = app.state.batcher.model
-    app.state.groups = GroupCache(
-        lambda: near_duplicate_groups(catalog, settings, scorer.name, scorer.version)
-    )
+    live_groups = LiveGroups(catalog, settings)
+    app.state.groups = GroupCache(lambda: live_groups(scorer.version))
     log.info(
         "imgest %s ready: storage=%s catalog=%s model=%s@%s pipeline=%s@%s",
         __version__,

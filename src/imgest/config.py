@@ -192,7 +192,7 @@ class Settings(BaseSettings):
         le=1,
         description="Cosine similarity of embeddings from which a stored image counts as a "
         "near-duplicate of an upload. Calibrated by bench/near_duplicates.py on 57 real photos "
-        "and 18 kinds of generated near-duplicate: precision 0.999, recall 0.954 "
+        "and 18 kinds of generated near-duplicate: precision 0.999, recall 0.951 "
         "(docs/similarity-index.md).",
     )
     near_duplicates_max: int = Field(

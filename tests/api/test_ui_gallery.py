@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from imgest.duplicates import GroupCache
+from imgest.duplicates import GroupCache, together
 from tests.api.test_ui import card_html, cards, put
 
 
@@ -88,6 +88,30 @@ def test_group_controls_are_hidden_without_groups_and_shown_with_them(
     only = client.get("/gallery", params={"group": group}).text
     assert sorted(cards(only)) == sorted([cat, rocket])
     assert 'id="group-notice"' in only and "2 images" in only
+
+
+def test_a_group_s_images_are_laid_side_by_side_and_marked(
+    client: TestClient, three: dict[str, dict[str, Any]]
+) -> None:
+    cat, coffee, rocket = (three[n]["id"] for n in ("cat", "coffee", "rocket"))
+    assert cards(client.get("/gallery").text) == [rocket, coffee, cat]  # newest first
+    group = min(cat, rocket)
+    client.app.state.groups = GroupCache(lambda: {cat: group, rocket: group})  # type: ignore[attr-defined]
+    html = client.get("/gallery").text
+    assert cards(html) == [rocket, cat, coffee]  # the group at its first image's place
+    for image in (cat, rocket):
+        assert re.search(rf'data-id="{image}"[^>]* data-group="{group}" data-hue="[0-7]"', html)
+    assert "data-group" not in card_html(html, coffee)
+    ranked = cards(client.get("/gallery", params={"sort": "least_confident"}).text)
+    at = ranked.index(cat) if ranked.index(cat) < ranked.index(rocket) else ranked.index(rocket)
+    assert {ranked[at], ranked[at + 1]} == {cat, rocket}  # side by side in any order
+
+
+def test_together_keeps_the_order_apart_from_moving_members_up() -> None:
+    groups = {"b": "b", "d": "b", "e": "b", "c": "c", "f": "c"}
+    ids = ["a", "b", "c", "d", "e", "f", "g"]
+    assert [ids[n] for n in together(ids, groups)] == ["a", "b", "d", "e", "c", "f", "g"]
+    assert together(ids, None) == list(range(7)) and together([], groups) == []
 
 
 @pytest.mark.parametrize(

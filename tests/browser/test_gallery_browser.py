@@ -28,8 +28,16 @@ def near_duplicate_groups(catalog, model, model_version, threshold):
     with open(os.environ["TEST_GROUPS_FILE"]) as fh:
         return json.load(fh)
 
+class IncrementalGroups:
+    def __init__(self, catalog, model_version, threshold, **options):
+        self.model_version = model_version
+
+    def update(self):
+        return near_duplicate_groups(None, None, self.model_version, None)
+
 module = types.ModuleType("imgest.similarity.groups")
 module.near_duplicate_groups = near_duplicate_groups
+module.IncrementalGroups = IncrementalGroups
 sys.modules["imgest.similarity.groups"] = module
 """
 
@@ -132,6 +140,27 @@ def test_near_duplicate_groups_are_chips_that_filter_the_gallery(
     assert sorted(names_shown(page)) == ["cat.jpg", "rocket.jpg"]
     group = min(images["cat"]["id"], images["rocket"]["id"])
     expect(page.get_by_label("Near-duplicate group")).to_have_value(group)
+
+
+def test_a_group_s_images_sit_side_by_side_with_a_band_in_its_colour(
+    page: Page, grouped: tuple[Server, dict[str, Any]], artifacts: Path
+) -> None:
+    server, images = grouped
+    page.goto(server.base + "/gallery")
+    # uploaded cat, coffee, rocket, astronaut: newest first, the cat moved up to its rocket
+    assert names_shown(page) == ["astronaut.jpg", "rocket.jpg", "cat.jpg", "coffee.jpg"]
+    group = min(images["cat"]["id"], images["rocket"]["id"])
+    styles = {
+        name: card(page, name).evaluate(
+            "el => [getComputedStyle(el).boxShadow, getComputedStyle(el).borderTopColor]"
+        )
+        for name in ("cat.jpg", "rocket.jpg", "coffee.jpg")
+    }
+    assert "inset" in styles["cat.jpg"][0] and styles["cat.jpg"] == styles["rocket.jpg"]
+    assert styles["coffee.jpg"][0] == "none"
+    assert styles["coffee.jpg"][1] != styles["cat.jpg"][1]
+    expect(card(page, "cat.jpg")).to_have_attribute("data-group", group)
+    page.screenshot(path=artifacts / "gallery-groups-together.png", full_page=True)
 
 
 def test_select_many_and_set_their_ground_truth_in_one_request(

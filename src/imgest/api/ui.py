@@ -8,6 +8,7 @@ request per file (see static/upload.js).
 from __future__ import annotations
 
 import functools
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from imgest.api.similar import similar_to
 from imgest.catalog.repo import SORTS, ImageFilter, Sort
 from imgest.config import Settings
 from imgest.corpus import Corpus
-from imgest.duplicates import GroupCache, group_of, sizes
+from imgest.duplicates import GroupCache, group_of, sizes, together
 from imgest.errors import ImgestError, InvalidParameter, NoEmbedding
 from imgest.imaging.sniff import FORMATS
 from imgest.labels import MAX_BULK_LABELS, MIN_SCORE, label_matches, suggestions
@@ -259,7 +260,9 @@ async def gallery_page(
     links: Links = request.app.state.links
     pipeline = _settings(request).pipeline
     items = []
-    for record in page.items:
+    # A near-duplicate group's images on this page side by side (at its first image's place)
+    records = [page.items[n] for n in together([r.id for r in page.items], groups)]
+    for record in records:
         image = image_out(record, links).model_dump(mode="json")
         top = latest_top(image)
         truth = image["label"]
@@ -272,6 +275,8 @@ async def gallery_page(
                 "disagrees": bool(truth and top and not label_matches(truth, top["label"])),
                 "group": in_group if in_group in group_sizes else None,
                 "group_size": group_sizes.get(in_group, 1),
+                # one of 8 hues per group, so two groups side by side are told apart
+                "group_hue": zlib.crc32(in_group.encode()) % 8,
             }
         )
     query = {k: v for k, v in filters.items() if v}

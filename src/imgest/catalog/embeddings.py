@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from imgest.catalog.models import EmbeddingRow, ImageRow
 from imgest.catalog.session import Database
@@ -46,6 +46,15 @@ class Embeddings(Database):
         with self.reading() as session:
             row = session.execute(query).first()
         return None if row is None else StoredEmbedding(*row)
+
+    def embedding_count(self, model_version: str, upto: int) -> int:
+        """How many embeddings by `model_version` with sequence number <= `upto` the catalog
+        holds: fewer than a reader saw up to there means some were deleted since."""
+        query = select(func.count(EmbeddingRow.id)).where(
+            EmbeddingRow.model_version == model_version, EmbeddingRow.id <= upto
+        )
+        with self.reading() as session:
+            return int(session.execute(query).scalar_one())
 
     def stored_ids(self, image_ids: Sequence[str]) -> set[str]:
         """Those of `image_ids` still in the catalog (an index may hold ones deleted since)."""
