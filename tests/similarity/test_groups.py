@@ -217,3 +217,19 @@ def test_a_deletion_splits_the_groups_it_joined() -> None:
     assert live.recomputed == 1
     source.delete("a")
     assert live.update() == {"c": "c"}
+
+
+def test_index_groups_are_the_same_on_every_run() -> None:
+    """`export --split` keeps groups in one split "deterministic by seed": above
+    ann_min_vectors the groups come from the usearch graph, so two builds over the same rows
+    must give the same groups (single-threaded inserts in catalog order), including pairs that
+    sit right at the threshold."""
+    vectors = clustered(3000, 48, 5)
+    ids = [f"{n:08x}" for n in np.random.default_rng(5).permutation(3000)]
+    runs = []
+    for _ in range(2):
+        source = MemoryEmbeddings()
+        source.put(ids, vectors)
+        runs.append(IncrementalGroups(source, "v", 0.9, ann_min_vectors=0).update())
+    assert runs[0] == runs[1]
+    assert 20 < len(set(runs[0].values())) < 2900
