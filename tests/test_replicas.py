@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -128,6 +129,33 @@ def test_an_upload_to_either_is_visible_downloadable_and_deletable_on_the_other(
     assert code == 0 and json.loads(out)["ok"] is True, out
     code, out = replicas.cli("gc", "--grace", "0", "--dry-run", "--json")
     assert code == 0 and json.loads(out)["scanned"] == 0, out  # the deletes took the blobs too
+
+
+def test_near_duplicates_and_similar_images_across_replicas(
+    replicas: Replicas, data_dir: Path
+) -> None:
+    """Issue 17 on PostgreSQL: an upload to one replica finds the near-duplicate another
+    replica stored (the embeddings live in the shared catalog), and /similar agrees on both."""
+    cat = (data_dir / "cat.jpg").read_bytes()
+    original = Image.open(data_dir / "cat.jpg").convert("RGB")
+    out = io.BytesIO()
+    original.resize((original.width * 3 // 4, original.height * 3 // 4)).save(
+        out, "JPEG", quality=60
+    )
+    with httpx.Client(timeout=60) as http:
+        r = post(http, replicas.a.base, cat, "cat.jpg")
+        assert r.status_code == 201, r.text
+        cat_id = r.json()["images"][0]["id"]
+        r = post(http, replicas.b.base, out.getvalue(), "copy.jpg")
+        assert r.status_code == 201, r.text
+        copy = r.json()["images"][0]
+        assert [d["id"] for d in copy["near_duplicates"]] == [cat_id]
+        for server in (replicas.a, replicas.b):
+            similar = http.get(f"{server.base}/v1/images/{cat_id}/similar", params={"k": 1})
+            assert similar.status_code == 200, similar.text
+            assert [i["id"] for i in similar.json()["items"]] == [copy["id"]]
+        for image_id in (cat_id, copy["id"]):
+            assert http.delete(f"{replicas.a.base}/v1/images/{image_id}").status_code == 204
 
 
 def test_same_bytes_racing_on_two_processes_make_one_image(replicas: Replicas) -> None:
