@@ -181,24 +181,28 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_start": load_average(),
     }
-    results = []
-    for name in args.only or BENCHMARKS:
-        module = importlib.import_module(f"bench.{name}")
-        print(f"== {name} (load average {load_average()})", flush=True)
-        result = module.run(repeats=args.repeats)
-        module.print_table(result)
-        results.append(result)
-    run["load_end"] = load_average()
-    run["took"] = f"{(time.monotonic() - started) / 60:.1f} min"
     command = "make bench  (= .venv/bin/python bench/run.py)"
     if args.repeats != 15 or args.only:
         only = f" --only {' '.join(args.only)}" if args.only else ""
         command = f".venv/bin/python bench/run.py --repeats {args.repeats}{only}"
     info = machine()
     info["commit"] = git_commit()
+    names = args.only or BENCHMARKS
+    results = []
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"== {name} (load average {load_average()})", flush=True)
+        result = module.run(repeats=args.repeats)
+        module.print_table(result)
+        results.append(result)
+        run["load_end"] = load_average()
+        run["took"] = f"{(time.monotonic() - started) / 60:.1f} min"
+        if len(results) < len(names):  # a run stopped midway keeps what it measured
+            run["took"] += f" (partial: {len(results)} of {len(names)} benchmarks so far)"
+        if not args.no_write:
+            DOC.parent.mkdir(exist_ok=True)
+            DOC.write_text(markdown(results, command, info, run))
     if not args.no_write:
-        DOC.parent.mkdir(exist_ok=True)
-        DOC.write_text(markdown(results, command, info, run))
         print(f"wrote {DOC.relative_to(ROOT)}")
     missed = [t["what"] for r in results for t in r["targets"] if not t["met"]]
     for what in missed:
