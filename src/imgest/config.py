@@ -370,6 +370,13 @@ class Settings(BaseSettings):
         "answered only once its blobs are durable. false: one fsync per blob (a store sharing "
         "its filesystem with a busy database, whose writes a syncfs flushes too).",
     )
+    storage_drop_cache: bool = Field(
+        True,
+        description="Local stores: once a blob is durable, advise the kernel to drop its pages "
+        "from the page cache (posix_fadvise DONTNEED), so uploads written once do not push out "
+        "the cache the rest of the host uses; docs/benchmarks.md measures the CPU it saves. "
+        "false: keep them cached (blobs read back right after they are stored).",
+    )
     catalog_lease_ttl_s: float = Field(
         300.0,
         gt=0,

@@ -61,13 +61,9 @@ class Runtime:
 
     # -- options ---------------------------------------------------------------------------
     def store_options(self) -> StoreOptions:
-        """The remote-store request settings and the local store's group commit."""
-        s = self.settings
-        return StoreOptions(
-            timeout_s=s.storage_timeout_s,
-            retries=s.storage_retries,
-            group_commit=s.storage_group_commit,
-        )
+        """The remote-store request settings and the local store's group commit and page
+        cache advice (`storage_<name>` in settings)."""
+        return from_settings(StoreOptions, self.settings, prefix="storage_")
 
     def catalog_options(self) -> CatalogOptions:
         """The catalog connection settings (`catalog_<name>` in settings)."""

@@ -946,3 +946,57 @@ def test_the_setting_turns_the_group_commit_off(
         store = Runtime(settings).open_store().inner
         assert isinstance(store, LocalStore)
         assert store._group_commit is (wanted and local._SYNCFS is not None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("grouped", [True, False], ids=["group-commit", "fsync-each"])
+@pytest.mark.parametrize("drop", [True, False], ids=["drop-cache", "keep-cache"])
+async def test_a_blobs_pages_leave_the_cache_only_once_it_is_durable(
+    root: Path, monkeypatch: pytest.MonkeyPatch, grouped: bool, drop: bool
+) -> None:
+    """With drop_cache, every blob gets DONTNEED advice on its own inode, and only after
+    the flush that made its bytes durable (dirty pages are never advised away)."""
+    events: list[tuple[str, int]] = []
+    real_fsync, real_syncfs, real_fadvise = os.fsync, local.syncfs, os.posix_fadvise
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("flush", os.fstat(fd).st_ino))
+
+    def syncfs(fd: int) -> None:
+        real_syncfs(fd)
+        events.append(("flush", -1))  # the whole filesystem
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        real_fadvise(fd, offset, length, advice)
+        assert (offset, length, advice) == (0, 0, os.POSIX_FADV_DONTNEED)
+        events.append(("dontneed", os.fstat(fd).st_ino))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(local, "syncfs", syncfs)
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    monkeypatch.setattr(LocalStore, "_group_commit", grouped)
+    store = LocalStore(root, group_commit=grouped, drop_cache=drop)
+    try:
+        metas = await store.put_many([("a/one", b"1" * 70_000), ("b/two", b"2" * 30_000)])
+    finally:
+        await store.close()
+    inodes = {m.etag.split("-")[0] for m in metas if isinstance(m, BlobMeta)}
+    advised = [ino for kind, ino in events if kind == "dontneed"]
+    assert {f"{ino:x}" for ino in advised} == (inodes if drop else set())
+    assert len(advised) == (2 if drop else 0)
+    for ino in advised:  # each advice comes after a flush that covered that blob's bytes
+        first = events.index(("dontneed", ino))
+        assert any(k == "flush" and i in (ino, -1) for k, i in events[:first])
+    assert (root / "a" / "one").read_bytes() == b"1" * 70_000
+
+
+def test_the_setting_keeps_the_page_cache(root: Path) -> None:
+    from imgest.config import Settings
+    from imgest.runtime import Runtime
+
+    for wanted in (True, False):
+        settings = Settings(storage_url=str(root), storage_drop_cache=wanted)
+        store = Runtime(settings).open_store().inner
+        assert isinstance(store, LocalStore)
+        assert store.drop_cache is wanted

@@ -195,11 +195,12 @@ class SigningStore(Protocol):
 @dataclass(frozen=True)
 class StoreOptions:
     """How a backend talks to its storage: network behaviour of remote backends, the group
-    commit of a local one (each backend ignores what is not its own)."""
+    commit and page-cache advice of a local one (each backend ignores what is not its own)."""
 
     timeout_s: float = 30.0  # one request: connect, and each read, at most this long
     retries: int = 3  # retries of a failed request (connection error, 5xx, timeout)
     group_commit: bool = True  # local: concurrent puts share one flush (imgest.storage.local)
+    drop_cache: bool = True  # local: a durable blob's pages leave the page cache
 
 
 async def signed_url(
