@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -74,37 +74,26 @@ class IngestCounters:
     created: int = 0  # images recorded by this process
 
 
+@dataclass(kw_only=True, eq=False)  # a service: equal to itself only, hashable
 class IngestService:
     """Turns uploaded bytes into a stored, scored, catalogued image."""
 
-    def __init__(
-        self,
-        *,
-        store: BlobStore,
-        catalog: Catalog,
-        scorers: Scorers,
-        pipeline: Pipeline,
-        limits: ImageLimits,
-        cpu: CapacityLimiter,
-        metrics: Metrics | None = None,
-        similar: SimilarImages | None = None,
-        near: NearDuplicatePolicy | None = None,
-        intermediate: Intermediate | None = None,
-    ) -> None:
-        self.metrics = metrics or Metrics()
-        self.similar = similar  # None: no near-duplicate search, embeddings still recorded
-        self.near = near or NearDuplicatePolicy()
-        self.store = store
-        self.catalog = catalog
-        self.scorers = scorers
-        self.pipeline = pipeline
-        self.limits = limits
-        self.cpu = cpu
-        self.intermediate = intermediate  # stored with each new image larger than it
-        self.counters = IngestCounters()
-        # Catalog writes wait on the image's lock (on SQLite, the database's): writers
-        # waiting on it must not fill the whole thread pool.
-        self.catalog_writers = CapacityLimiter(CATALOG_WRITERS)
+    store: BlobStore
+    catalog: Catalog
+    scorers: Scorers
+    pipeline: Pipeline
+    limits: ImageLimits
+    cpu: CapacityLimiter
+    metrics: Metrics = field(default_factory=Metrics)
+    similar: SimilarImages | None = None  # None: no near-duplicate search, embeddings recorded
+    near: NearDuplicatePolicy = field(default_factory=NearDuplicatePolicy)
+    intermediate: Intermediate | None = None  # stored with each new image larger than it
+    counters: IngestCounters = field(default_factory=IngestCounters, init=False)
+    # Catalog writes wait on the image's lock (on SQLite, the database's): writers
+    # waiting on it must not fill the whole thread pool.
+    catalog_writers: CapacityLimiter = field(
+        default_factory=lambda: CapacityLimiter(CATALOG_WRITERS), init=False
+    )
 
     async def scorer(self, model: str | None = None) -> MicroBatcher:
         """The batcher of `model` (NAME[@VERSION]; None: the active model), checked against
