@@ -19,11 +19,15 @@ from anyio import CapacityLimiter
 from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
 from imgest.errors import ClientError, ModelPipelineMismatch, NearDuplicate, NoEmbedding
-from imgest.imaging.intermediate import Intermediate
-from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
-from imgest.rendering import Rendered, intermediate_record_of, render, rendition_record_of
+from imgest.rendering import (
+    Rendered,
+    Renderer,
+    intermediate_record_of,
+    render,
+    rendition_record_of,
+)
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
@@ -82,12 +86,10 @@ class IngestService:
     catalog: Catalog
     scorers: Scorers
     pipeline: Pipeline
-    limits: ImageLimits
-    cpu: CapacityLimiter
+    renderer: Renderer  # shared with on-demand renditions (Corpus)
     metrics: Metrics = field(default_factory=Metrics)
     similar: SimilarImages | None = None  # None: no near-duplicate search, embeddings recorded
     near: NearDuplicatePolicy = field(default_factory=NearDuplicatePolicy)
-    intermediate: Intermediate | None = None  # stored with each new image larger than it
     counters: IngestCounters = field(default_factory=IngestCounters, init=False)
     # Catalog writes wait on the image's lock (on SQLite, the database's): writers
     # waiting on it must not fill the whole thread pool.
@@ -158,7 +160,7 @@ class IngestService:
             # deleted since we looked: store it anew below
         self.counters.renders += 1
         try:
-            rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
+            rendered = await self.renderer.run(self._render, upload.data)
         except ClientError as exc:
             return self._rejected(upload, exc)
 
@@ -168,11 +170,12 @@ class IngestService:
         )
         blobs = {original: upload.data, rendition: rendered.encoded}
         renditions = [rendition_record_of(self.pipeline, rendition, rendered)]
-        if rendered.intermediate is not None and self.intermediate is not None:
+        spec = self.renderer.intermediate  # stored with each new image larger than it
+        if rendered.intermediate is not None and spec is not None:
             reduced = rendered.intermediate
-            path = self.intermediate.path(upload.sha256)
+            path = spec.path(upload.sha256)
             blobs[path] = reduced.encoded
-            renditions.append(intermediate_record_of(self.intermediate, path, reduced))
+            renditions.append(intermediate_record_of(spec, path, reduced))
         # Score first: a refused score (queue full, 503) leaves nothing behind. Then blobs,
         # catalog last: a crash in between leaves orphan blobs (swept by gc), never a catalog
         # row that points at a missing blob (see imgest.storage.once).
@@ -273,7 +276,7 @@ class IngestService:
             raise NoEmbedding(
                 f"Model {scorer.model.name} has no embedding output: it cannot compare images."
             )
-        rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
+        rendered = await self.renderer.run(self._render, upload.data)
         scored = await scorer.score_embedded(rendered.inputs, rendered.rendition.aggregate)
         assert scored.embedding is not None
         return scored.embedding
@@ -294,7 +297,8 @@ class IngestService:
         """Decode + pipeline + encode (in a worker thread), timed for /metrics."""
         started = time.perf_counter()
         try:
-            return render(data, self.pipeline, self.limits, intermediate=self.intermediate)
+            r = self.renderer
+            return render(data, self.pipeline, r.limits, intermediate=r.intermediate)
         finally:
             self.metrics.render_seconds.observe(time.perf_counter() - started)
 
