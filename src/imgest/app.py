@@ -30,6 +30,7 @@ from imgest.duplicates import GroupCache, LiveGroups
 from imgest.errors import ConfigError
 from imgest.ingest import IngestService
 from imgest.metrics import Gauges
+from imgest.rendering import Renderer
 from imgest.runtime import Resources, Runtime
 from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
@@ -123,8 +124,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     cpu_threads = settings.workers or os.cpu_count() or 1
     scoring = await runtime.scoring(opened.registry, model)
     scorers, pipeline = scoring.scorers, scoring.pipeline
-    limits = runtime.limits
-    cpu = CapacityLimiter(cpu_threads)
+    renderer = Renderer(runtime.limits, CapacityLimiter(cpu_threads), runtime.intermediate)
     app.state.store = store
     app.state.catalog = catalog
     app.state.scorers = scorers
@@ -138,8 +138,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
         catalog=catalog,
         scorers=scorers,
         pipeline=pipeline,
-        limits=limits,
-        cpu=cpu,
+        renderer=renderer,
         metrics=app.state.metrics,
         similar=similar,
         near=NearDuplicatePolicy(
@@ -147,7 +146,6 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
             settings.near_duplicate_threshold,
             settings.near_duplicates_max,
         ),
-        intermediate=runtime.intermediate,
     )
     app.state.idempotency = IdempotencyGate(
         IdempotencyKeys(
@@ -159,14 +157,12 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     app.state.keys = KeyStore(catalog)
     admission = from_settings(AdmissionLimits, settings).resolved(cpu_threads)
     app.state.admission = Admission(admission)
-    app.state.metrics.gauges = live_gauges(app.state.admission, app.state.ingest, scorers)
+    app.state.metrics.gauges = live_gauges(app.state.admission, renderer, scorers)
     app.state.corpus = Corpus(
         store=store,
         catalog=catalog,
         pipelines=scoring.pipelines,
-        limits=limits,
-        cpu=cpu,
-        intermediate=runtime.intermediate,
+        renderer=renderer,
         signed_url_ttl=timedelta(seconds=settings.signed_url_ttl_s),
     )
     scorer = app.state.batcher.model
@@ -184,7 +180,7 @@ async def serving(app: FastAPI, runtime: Runtime, opened: Resources, model: Mode
     )
 
 
-def live_gauges(admission: Admission, ingest: IngestService, scorers: Scorers) -> Gauges:
+def live_gauges(admission: Admission, renderer: Renderer, scorers: Scorers) -> Gauges:
     """What /metrics reads at scrape time from the running services."""
 
     def batch_sizes() -> Counter[int]:
@@ -197,8 +193,8 @@ def live_gauges(admission: Admission, ingest: IngestService, scorers: Scorers) -
         active_uploads=lambda: admission.active,
         queued_uploads=lambda: admission.queued,
         inflight_bytes=lambda: admission.inflight_bytes,
-        cpu_busy=lambda: int(ingest.cpu.borrowed_tokens),
-        cpu_waiting=lambda: ingest.cpu.statistics().tasks_waiting,
+        cpu_busy=lambda: int(renderer.cpu.borrowed_tokens),
+        cpu_waiting=lambda: renderer.cpu.statistics().tasks_waiting,
         scoring_queue=lambda: sum(s.queued for s in scorers.batch_stats().values()),
         batch_sizes=batch_sizes,
     )

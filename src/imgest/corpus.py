@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import anyio.from_thread
 import anyio.to_thread
-from anyio import CapacityLimiter
 from sqlalchemy.exc import IntegrityError
 
 from imgest.catalog.records import ImageRecord, RenditionRecord
@@ -22,10 +21,9 @@ from imgest.errors import (
     StorageUnavailable,
 )
 from imgest.imaging.intermediate import NAME as INTERMEDIATE
-from imgest.imaging.intermediate import Intermediate, Source
-from imgest.imaging.limits import ImageLimits
+from imgest.imaging.intermediate import Source
 from imgest.imaging.pipeline import Pipeline
-from imgest.rendering import render, rendition_record_of
+from imgest.rendering import Renderer, render, rendition_record_of
 from imgest.storage.base import (
     BlobNotFoundError,
     BlobReader,
@@ -56,18 +54,14 @@ class Corpus:
         store: BlobStore,
         catalog: Catalog,
         pipelines: Mapping[str, Pipeline],
-        limits: ImageLimits,
-        cpu: CapacityLimiter,
-        intermediate: Intermediate | None = None,
+        renderer: Renderer,
         signed_url_ttl: timedelta = timedelta(minutes=5),
     ):
         self.store = store
         self.catalog = catalog
         self.pipelines = pipelines  # the configured ones: renditions are made on demand
-        self.limits = limits
-        self.cpu = cpu  # shared with ingest: on-demand rendering competes for the same cores
+        self.renderer = renderer  # shared with ingest; renditions start from its intermediates
         self.signed_url_ttl = signed_url_ttl
-        self.intermediate = intermediate  # renditions start from it where it is large enough
 
     async def get(self, image_id: str) -> ImageRecord:
         """The image, or ImageNotFound."""
@@ -119,11 +113,11 @@ class Corpus:
     async def _render(self, record: ImageRecord, pipeline: Pipeline) -> RenditionRecord:
         source, source_path = self.source_of(record, pipeline)
         data = await (await self._open(source_path, record.id)).read()
-        rendered = await anyio.to_thread.run_sync(
+        limits = self.renderer.limits
+        rendered = await self.renderer.run(
             lambda: render(
-                data, pipeline, self.limits, source=source, original=(record.width, record.height)
-            ),
-            limiter=self.cpu,
+                data, pipeline, limits, source=source, original=(record.width, record.height)
+            )
         )
         path = rendition_path(pipeline.name, pipeline.version, record.id, "jpg")
         rendition = rendition_record_of(pipeline, path, rendered, source)
@@ -141,7 +135,7 @@ class Corpus:
 
     def source_of(self, record: ImageRecord, pipeline: Pipeline) -> tuple[Source, str]:
         """What `pipeline` renders `record` from (see Intermediate.source_for), and its path."""
-        spec = self.intermediate
+        spec = self.renderer.intermediate
         stored = record.rendition(INTERMEDIATE, spec.version) if spec is not None else None
         if spec is None or stored is None:
             return "original", record.original_path

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -19,11 +19,15 @@ from anyio import CapacityLimiter
 from imgest.catalog.records import Additions, Applied, ImageRecord, PredictionRecord
 from imgest.catalog.repo import Catalog
 from imgest.errors import ClientError, ModelPipelineMismatch, NearDuplicate, NoEmbedding
-from imgest.imaging.intermediate import Intermediate
-from imgest.imaging.limits import ImageLimits
 from imgest.imaging.pipeline import Pipeline
 from imgest.metrics import Metrics
-from imgest.rendering import Rendered, intermediate_record_of, render, rendition_record_of
+from imgest.rendering import (
+    Rendered,
+    Renderer,
+    intermediate_record_of,
+    render,
+    rendition_record_of,
+)
 from imgest.scoring.batcher import MicroBatcher
 from imgest.scoring.model import Model
 from imgest.scoring.scorers import Scorers
@@ -74,37 +78,24 @@ class IngestCounters:
     created: int = 0  # images recorded by this process
 
 
+@dataclass(kw_only=True, eq=False)  # a service: equal to itself only, hashable
 class IngestService:
     """Turns uploaded bytes into a stored, scored, catalogued image."""
 
-    def __init__(
-        self,
-        *,
-        store: BlobStore,
-        catalog: Catalog,
-        scorers: Scorers,
-        pipeline: Pipeline,
-        limits: ImageLimits,
-        cpu: CapacityLimiter,
-        metrics: Metrics | None = None,
-        similar: SimilarImages | None = None,
-        near: NearDuplicatePolicy | None = None,
-        intermediate: Intermediate | None = None,
-    ) -> None:
-        self.metrics = metrics or Metrics()
-        self.similar = similar  # None: no near-duplicate search, embeddings still recorded
-        self.near = near or NearDuplicatePolicy()
-        self.store = store
-        self.catalog = catalog
-        self.scorers = scorers
-        self.pipeline = pipeline
-        self.limits = limits
-        self.cpu = cpu
-        self.intermediate = intermediate  # stored with each new image larger than it
-        self.counters = IngestCounters()
-        # Catalog writes wait on the image's lock (on SQLite, the database's): writers
-        # waiting on it must not fill the whole thread pool.
-        self.catalog_writers = CapacityLimiter(CATALOG_WRITERS)
+    store: BlobStore
+    catalog: Catalog
+    scorers: Scorers
+    pipeline: Pipeline
+    renderer: Renderer  # shared with on-demand renditions (Corpus)
+    metrics: Metrics = field(default_factory=Metrics)
+    similar: SimilarImages | None = None  # None: no near-duplicate search, embeddings recorded
+    near: NearDuplicatePolicy = field(default_factory=NearDuplicatePolicy)
+    counters: IngestCounters = field(default_factory=IngestCounters, init=False)
+    # Catalog writes wait on the image's lock (on SQLite, the database's): writers
+    # waiting on it must not fill the whole thread pool.
+    catalog_writers: CapacityLimiter = field(
+        default_factory=lambda: CapacityLimiter(CATALOG_WRITERS), init=False
+    )
 
     async def scorer(self, model: str | None = None) -> MicroBatcher:
         """The batcher of `model` (NAME[@VERSION]; None: the active model), checked against
@@ -169,7 +160,7 @@ class IngestService:
             # deleted since we looked: store it anew below
         self.counters.renders += 1
         try:
-            rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
+            rendered = await self.renderer.run(self._render, upload.data)
         except ClientError as exc:
             return self._rejected(upload, exc)
 
@@ -179,11 +170,12 @@ class IngestService:
         )
         blobs = {original: upload.data, rendition: rendered.encoded}
         renditions = [rendition_record_of(self.pipeline, rendition, rendered)]
-        if rendered.intermediate is not None and self.intermediate is not None:
+        spec = self.renderer.intermediate  # stored with each new image larger than it
+        if rendered.intermediate is not None and spec is not None:
             reduced = rendered.intermediate
-            path = self.intermediate.path(upload.sha256)
+            path = spec.path(upload.sha256)
             blobs[path] = reduced.encoded
-            renditions.append(intermediate_record_of(self.intermediate, path, reduced))
+            renditions.append(intermediate_record_of(spec, path, reduced))
         # Score first: a refused score (queue full, 503) leaves nothing behind. Then blobs,
         # catalog last: a crash in between leaves orphan blobs (swept by gc), never a catalog
         # row that points at a missing blob (see imgest.storage.once).
@@ -284,7 +276,7 @@ class IngestService:
             raise NoEmbedding(
                 f"Model {scorer.model.name} has no embedding output: it cannot compare images."
             )
-        rendered = await anyio.to_thread.run_sync(self._render, upload.data, limiter=self.cpu)
+        rendered = await self.renderer.run(self._render, upload.data)
         scored = await scorer.score_embedded(rendered.inputs, rendered.rendition.aggregate)
         assert scored.embedding is not None
         return scored.embedding
@@ -305,7 +297,8 @@ class IngestService:
         """Decode + pipeline + encode (in a worker thread), timed for /metrics."""
         started = time.perf_counter()
         try:
-            return render(data, self.pipeline, self.limits, intermediate=self.intermediate)
+            r = self.renderer
+            return render(data, self.pipeline, r.limits, intermediate=r.intermediate)
         finally:
             self.metrics.render_seconds.observe(time.perf_counter() - started)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -98,55 +99,43 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.gauges: Gauges | None = None
         r = self.registry
-        self.requests = Counter(
+        # Every metric lives in this app's registry; every histogram times in _SECONDS.
+        counter = partial(Counter, registry=r)
+        histogram = partial(Histogram, buckets=_SECONDS, registry=r)
+        self.requests = counter(
             "imgest_http_requests",
             "HTTP requests by method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or other), "
             "route template and status.",
             ["method", "route", "status"],
-            registry=r,
         )
-        self.latency = Histogram(
+        self.latency = histogram(
             "imgest_http_request_duration_seconds",
             "HTTP request latency by method and route template.",
             ["method", "route"],
-            buckets=_SECONDS,
-            registry=r,
         )
-        self.problems = Counter(
+        self.problems = counter(
             "imgest_problems",
             "Requests refused with a problem+json answer, by problem code.",
             ["code"],
-            registry=r,
         )
-        self.files = Counter(
+        self.files = counter(
             "imgest_upload_files",
             "Uploaded files by outcome (created, existing, rejected) and code (rejections).",
             ["status", "code"],
-            registry=r,
         )
-        self.body_bytes = Counter(
-            "imgest_upload_body_bytes", "Upload request body bytes received.", registry=r
-        )
-        self.ingested_bytes = Counter(
-            "imgest_ingested_bytes", "Bytes of originals newly stored.", registry=r
-        )
-        self.render_seconds = Histogram(
+        self.body_bytes = counter("imgest_upload_body_bytes", "Upload request body bytes received.")
+        self.ingested_bytes = counter("imgest_ingested_bytes", "Bytes of originals newly stored.")
+        self.render_seconds = histogram(
             "imgest_render_seconds",
             "Sniff, decode, normalize, render and encode time per image (CPU worker).",
-            buckets=_SECONDS,
-            registry=r,
         )
-        self.score_seconds = Histogram(
+        self.score_seconds = histogram(
             "imgest_score_seconds",
             "Wait plus inference time per image in the micro-batcher.",
-            buckets=_SECONDS,
-            registry=r,
         )
-        self.store_seconds = Histogram(
+        self.store_seconds = histogram(
             "imgest_store_seconds",
             "Time to store an image: blob lease, original and rendition writes, catalog record.",
-            buckets=_SECONDS,
-            registry=r,
         )
         r.register(_LiveCollector(lambda: self.gauges))
 

@@ -1,15 +1,19 @@
 """Original bytes -> one pipeline's rendition (and, at ingest, the image's intermediate from the
-same decode): probe, limits, decode, steps, JPEG encode."""
+same decode): probe, limits, decode, steps, JPEG encode; and the server's `Renderer`, which runs
+that work in worker threads under one CPU limiter."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar, TypeVarTuple
 
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
+from anyio import CapacityLimiter
 from PIL import Image
 
 from imgest.catalog.records import RenditionRecord
@@ -24,6 +28,9 @@ from imgest.imaging.pipeline import Pipeline, Rendition
 from imgest.imaging.sniff import ImageInfo, probe
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,22 @@ class Rendered:
     encoded: bytes
     inputs: list[npt.NDArray[np.uint8]]
     intermediate: Reduced | None = None  # asked for, and the original is larger than it
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """What the server's renders share: the decode limits, how intermediates are made (None:
+    off) and one CPU limiter, so that uploads and on-demand renditions compete for the same
+    cores."""
+
+    limits: ImageLimits
+    cpu: CapacityLimiter
+    intermediate: Intermediate | None = None
+
+    async def run(self, work: Callable[[*_Args], _T], *args: *_Args) -> _T:
+        """`work(*args)` (CPU-bound: decode, steps, encode) in a worker thread, within the
+        CPU limiter."""
+        return await anyio.to_thread.run_sync(work, *args, limiter=self.cpu)
 
 
 @contextmanager

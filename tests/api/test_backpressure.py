@@ -23,6 +23,14 @@ def test_active_uploads_default_to_twice_the_decode_threads(
     assert fixed.app.state.admission.limits.max_active_uploads == 5  # type: ignore[attr-defined]
 
 
+def test_uploads_and_on_demand_renditions_share_one_renderer(
+    make_client: Callable[..., TestClient],
+) -> None:
+    state = make_client(workers=3).app.state  # type: ignore[attr-defined]
+    assert state.corpus.renderer is state.ingest.renderer
+    assert state.ingest.renderer.cpu.total_tokens == 3
+
+
 def test_uploads_give_their_slot_back(client: TestClient, read: Callable[[str], bytes]) -> None:
     admission = client.app.state.admission  # type: ignore[attr-defined]
     ok = client.post("/v1/images", files=[("file", ("a.jpg", read("cat.jpg"), "image/jpeg"))])

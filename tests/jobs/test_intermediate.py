@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -261,7 +262,8 @@ def test_backfill_is_resumable(
     # What the backfill stored is what on-demand renditions then start from.
     drop_originals(settings, [rec.id for rec in done if rec.width > LONG_SIDE])
     big = next(rec.id for rec in done if any(r.pipeline == INTERMEDIATE for r in rec.renditions))
-    corpus.client.app.state.corpus.intermediate = Runtime(settings).intermediate  # type: ignore[attr-defined]
+    served = corpus.client.app.state.corpus  # type: ignore[attr-defined]
+    served.renderer = replace(served.renderer, intermediate=Runtime(settings).intermediate)
     assert corpus.client.get(f"/v1/images/{big}/renditions/wide").status_code == 200
 
 

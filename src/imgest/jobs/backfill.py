@@ -29,6 +29,7 @@ from imgest.imaging.limits import ImageLimits
 from imgest.jobs.pool import run_spawned
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.runleases import RunLeases, stop_if_down
+from imgest.jobs.summary import summary_lines
 from imgest.rendering import intermediate_record_of, reduce
 from imgest.runtime import Runtime
 from imgest.storage.base import BlobNotFoundError, BlobStore, StoreError, timed_out
@@ -70,14 +71,18 @@ class BackfillSummary:
     def lines(self) -> list[str]:
         """A human summary, one fact per line."""
         what = f"intermediate@{self.version} (long side {self.long_side})"
-        if self.pending == 0:
-            return [f"nothing to do: all {self.matched} matching images have {what} or need none"]
-        lines = [
+        facts = [
             f"made {self.made}, failed {len(self.failed)} of {self.pending} images without {what}",
             f"elapsed {self.elapsed:.1f} s"
             + (f", {self.made / self.elapsed:.1f} images/s" if self.elapsed > 0 else ""),
         ]
-        return lines + [f"failed {image_id}: {reason}" for image_id, reason in self.failed]
+        return summary_lines(
+            matched=self.matched,
+            pending=self.pending,
+            have=f"{what} or need none",
+            facts=facts,
+            failed=self.failed,
+        )
 
 
 def run(

@@ -55,6 +55,7 @@ from imgest.jobs.exportdir import (
 )
 from imgest.jobs.progress import progress_bar
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
+from imgest.jobs.summary import failed_lines
 from imgest.labels import MIN_SCORE, Vocabulary
 from imgest.rendering import render, rendition_record_of
 from imgest.runtime import Runtime
@@ -114,7 +115,7 @@ class ExportSummary:
             f"model's class names), {self.sources['prediction']} predicted; "
             f"{self.rendered} renditions made; {self.elapsed:.1f} s",
         ]
-        return lines + [f"failed {i}: {reason}" for i, reason in self.failed]
+        return lines + failed_lines(self.failed)
 
 
 def run(

@@ -42,6 +42,7 @@ from imgest.jobs.raydata import RayEngine, require_ray
 from imgest.jobs.resolve import resolve_model, resolve_pipeline
 from imgest.jobs.runleases import RunLeases, stop_if_down
 from imgest.jobs.scorer import BatchScorer, Outcome, ScorerSpec, WorkItem
+from imgest.jobs.summary import summary_lines
 from imgest.runtime import Runtime
 from imgest.scoring.model import Model
 from imgest.similarity.vectors import STORED
@@ -109,9 +110,7 @@ class RescoreSummary:
         """A human summary, one fact per line."""
         key = self.key
         what = f"{key.model}@{key.model_version[:12]} through {key.pipeline}@{key.pipeline_version}"
-        if self.pending == 0:
-            return [f"nothing to do: all {self.matched} matching images have {what}"]
-        lines = [
+        facts = [
             f"rescore {what} on {self.engine} ({self.workers} workers)",
             f"scored {self.scored}, skipped {self.skipped}, failed {len(self.failed)} "
             f"of {self.matched} matching images",
@@ -119,8 +118,9 @@ class RescoreSummary:
             f"{self.rate:.1f} images/s"
             + (f", {self.steady_rate:.1f}/s from 10% to 90%" if self.steady_rate else ""),
         ]
-        lines += [f"failed {image_id}: {reason}" for image_id, reason in self.failed]
-        return lines
+        return summary_lines(
+            matched=self.matched, pending=self.pending, have=what, facts=facts, failed=self.failed
+        )
 
 
 def run(
