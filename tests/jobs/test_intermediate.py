@@ -280,10 +280,10 @@ def test_an_older_recipes_intermediate_is_pending_and_not_rendered_from(
     new = Runtime(settings).intermediate
     assert new is not None and new.version != old.version
     assert len(intermediate_blobs(settings)) == len(corpus.ids)
-    corpus.client.app.state.corpus.intermediate = new  # type: ignore[attr-defined]
+    client = corpus_of([]).client  # a server of the same store and catalog, current recipe
     first, second = corpus.ids[:2]
-    assert corpus.client.get(f"/v1/images/{first}/renditions/wide").status_code == 200
-    body = corpus.client.get(f"/v1/images/{first}").json()
+    assert client.get(f"/v1/images/{first}/renditions/wide").status_code == 200
+    body = client.get(f"/v1/images/{first}").json()
     assert body["renditions"]["wide"]["source"] == "original"
 
     summary = backfill.run(settings, workers=0)
@@ -293,10 +293,11 @@ def test_an_older_recipes_intermediate_is_pending_and_not_rendered_from(
                 if r.pipeline == INTERMEDIATE}  # fmt: skip
     assert versions == {old.version, new.version}
     drop_originals(settings, [second])
-    assert corpus.client.get(f"/v1/images/{second}/renditions/wide").status_code == 200
-    body = corpus.client.get(f"/v1/images/{second}").json()
+    assert client.get(f"/v1/images/{second}/renditions/wide").status_code == 200
+    body = client.get(f"/v1/images/{second}").json()
     assert body["renditions"]["wide"]["source"] == "intermediate"
-    blob = corpus.client.get(body["renditions"][INTERMEDIATE]["url"])
+    assert body["renditions"][INTERMEDIATE]["pipeline_version"] == new.version
+    blob = client.get(body["renditions"][INTERMEDIATE]["url"])
     with Image.open(io.BytesIO(blob.content)) as im:
         assert isinstance(im, JpegImagePlugin.JpegImageFile)
         assert JpegImagePlugin.get_sampling(im) == {"4:4:4": 0, "4:2:0": 2}[new.subsampling]
