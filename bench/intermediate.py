@@ -15,12 +15,16 @@ content and pixel-level grain. The wheel is found at --wheel, $IMGEST_SKIMAGE_WH
 ~/.cache/imgest-export or /opt/pypi/files, else fetched with
 `pip download scikit-image==0.26.0 --no-deps`.
 
-For every image and each intermediate candidate (long side and JPEG quality):
+For every image and each intermediate candidate (long side, JPEG quality, chroma subsampling
+"4:4:4" or "4:2:0" (on this corpus of 4:2:0 originals, "match", 4:2:0 when the original is
+4:2:0, would be 4:2:0 byte for byte), and optimised Huffman tables or not):
 - fidelity: the 224 rendition (pipeline `default`, centre crop) and a new tiled pipeline
   (`pair`: two 224 px tiles side by side) rendered from the intermediate vs from the original:
   PSNR of the pixels, and top-1 agreement of the bundled model on them (with its Wilson 95 %
   interval);
 - storage: the intermediate's bytes over the original's;
+- per candidate, CPU ms per image: encoding the intermediate (what it adds to ingest besides
+  the larger decode) and a new pipeline's decode + render from it;
 - speed, per core (this process, one onnxruntime thread, CPU time): a new pipeline's decode +
   render from the original vs from the intermediate, and the same with scoring (the rescore
   worker's loop on bytes in memory: storage reads left out); an on-demand rendition (decode,
@@ -42,20 +46,21 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import simplejpeg
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from imgest.imaging.decode import decode_exact  # noqa: E402
+from imgest.imaging.decode import Decoded, decode_exact  # noqa: E402
 from imgest.imaging.intermediate import NAME as INTERMEDIATE  # noqa: E402
 from imgest.imaging.intermediate import Intermediate, upright  # noqa: E402
 from imgest.imaging.intermediate import decode as decode_intermediate  # noqa: E402
@@ -73,11 +78,25 @@ PHOTOS = (
     "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
     "brick.png", "grass.png", "gravel.png", "coins.png", "moon.png",
 )  # fmt: skip
-# (least long side, JPEG quality): 720 keeps the 1/4 decode of 2880-5759 px originals (12 MP
-# phones: 1008 x 756); 360 the 1/8 one of those over 2880 px.
-CANDIDATES = ((720, 95), (720, 90), (720, 93), (360, 95))
-CHOSEN = (720, 95)  # the documented IMGEST_INTERMEDIATE and DEFAULT_QUALITY
-CONTROL = (0, 0)  # key of the control: the original decoded whole
+# Least long side 720 keeps the 1/4 decode of 2880-5759 px originals (12 MP phones:
+# 1008 x 756); 360 the 1/8 one of those over 2880 px. The first is the recipe before issue
+# 18's storage work (q95 4:4:4), the second the chosen one; --quick runs the first three.
+CANDIDATES = (
+    Intermediate(720, 95, subsampling="4:4:4"),
+    Intermediate(),  # CHOSEN
+    Intermediate(720, 95, subsampling="4:2:0"),
+    Intermediate(720, 93, subsampling="4:2:0"),
+    Intermediate(720, 93, subsampling="4:2:0", optimize=True),
+    Intermediate(720, 92, subsampling="4:2:0"),
+    Intermediate(720, 90, subsampling="4:2:0"),
+    Intermediate(720, 90, subsampling="4:4:4"),
+    Intermediate(720, 90, subsampling="4:4:4", optimize=True),
+    Intermediate(720, 89, subsampling="4:4:4"),
+    Intermediate(360, 95, subsampling="4:4:4"),
+)
+CHOSEN = Intermediate()  # what IMGEST_INTERMEDIATE=720 makes: q88 4:4:4 (the defaults)
+CONTROL = None  # key of the control: the original decoded whole
+Key = Intermediate | None
 MARGIN = 0.05  # "sure": the original's top-1 leads its top-2 by this much probability
 TARGET_AGREEMENT = 0.995
 TARGET_PSNR = 40.0
@@ -189,27 +208,33 @@ def cpu_ms(fn: Callable[[], object], repeats: int = 1) -> float:
     return statistics.median(times)
 
 
+def label(spec: Intermediate) -> str:
+    """A candidate as the tables name it: "720 px q95 4:4:4", "... 4:2:0", "... optimize"."""
+    return (f"{spec.long_side} px q{spec.quality} {spec.subsampling}"
+            + (" optimize" if spec.optimize else ""))  # fmt: skip
+
+
 def fidelity(
     images: list[bytes], model: Model, specs: list[Intermediate]
-) -> dict[tuple[int, int], dict[str, Any]]:
+) -> dict[Key, dict[str, Any]]:
     """Renditions from each spec's intermediates vs from the originals, per pipeline: PSNR,
     top-1 agreement (all images; and where the original's top two classes are at least
     MARGIN apart), storage; and the control: the original decoded whole instead of
     DCT-scaled, a rendering just as valid, against the same reference."""
-    out: dict[tuple[int, int], dict[str, Any]] = {}
-    keys = [(s.long_side, s.quality) for s in specs]
-    for key in [*keys, CONTROL]:
+    out: dict[Key, dict[str, Any]] = {}
+    for key in [*specs, CONTROL]:
         out[key] = {"psnr": {}, "agree": {}, "sure": {}, "served": {}, "overhead": []}
     for name, pipeline in pipelines().items():
-        tally: dict[tuple[int, int], dict[str, list[float]]] = {
+        tally: dict[Key, dict[str, list[float]]] = {
             k: {"psnr": [], "agree": [], "sure": []} for k in out
         }
         for data in images:
             original = render(data, pipeline, LIMITS, encode=False)
             control = pipeline.render(data, original.info, scaled_decode=False)
-            candidates: dict[tuple[int, int], Any] = {CONTROL: control}
+            candidates: dict[Key, Any] = {CONTROL: control}
             catalogued = (original.info.width, original.info.height)
-            for key, spec in zip(keys, specs, strict=True):
+            for spec in specs:
+                key = spec
                 reduced = reduce(data, spec, LIMITS)
                 assert reduced is not None
                 if name == "default":
@@ -329,6 +354,62 @@ def wilson(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def chroma_of(data: bytes) -> str:
+    """A JPEG's chroma subsampling as Pillow names it ("4:2:0", ...; "other" if unnamed)."""
+    with Image.open(io.BytesIO(data)) as im:
+        assert isinstance(im, JpegImagePlugin.JpegImageFile)
+        return {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(JpegImagePlugin.get_sampling(im), "other")
+
+
+def candidate_costs(
+    images: list[bytes], specs: list[Intermediate], repeats: int
+) -> dict[Intermediate, dict[str, float]]:
+    """Per candidate, CPU ms per image (median of `repeats`, interleaved): its JPEG encode
+    from the 1/k decode, and a new pipeline's (`pair`) decode + render from it."""
+    pair = pipelines()["pair"]
+    made = []
+    for data in images:
+        info = probe(data)
+        size = CHOSEN.size_of(info)
+        assert size is not None and info.orientation == 1
+        pixels = simplejpeg.decode_jpeg(data, min_width=size[0], min_height=size[1])
+        made.append((Image.fromarray(pixels), info))
+    inters = {s: [reduce(d, s, LIMITS) for d in images] for s in specs}
+    serves = {  # whether `pair` renders from it (not from the 360 px one: it needs 1/4)
+        s: all(
+            r is not None
+            and s.source_for(pair, (i.width, i.height), (r.width, r.height)) == "intermediate"
+            for r, i in zip(inters[s], map(probe, images), strict=True)
+        )
+        for s in specs
+    }
+    times: dict[Intermediate, dict[str, list[float]]] = {
+        s: {"encode": [], "render": []} for s in specs
+    }
+    for _ in range(repeats):
+        for spec in specs:
+
+            def encode(spec: Intermediate = spec) -> None:
+                for image, info in made:
+                    spec.encode(spec.make(Decoded(image, (0, 0, *image.size)),
+                                          info.oriented_size))  # fmt: skip
+
+            def renders(spec: Intermediate = spec) -> None:
+                for data, r in zip(images, inters[spec], strict=True):
+                    assert r is not None
+                    info = probe(data)
+                    render(r.encoded, pair, LIMITS, encode=False, source=INTERMEDIATE,
+                           original=(info.width, info.height))  # fmt: skip
+
+            times[spec]["encode"].append(cpu_ms(encode) / len(images))
+            if serves[spec]:
+                times[spec]["render"].append(cpu_ms(renders) / len(images))
+    return {
+        s: {k: statistics.median(v) if v else float("nan") for k, v in t.items()}
+        for s, t in times.items()
+    }
+
+
 def ingest_cost(repeats: int) -> dict[str, float]:
     """CPU ms to render one 12 MP upload, with and without the intermediate, and to decode it."""
     import normalize
@@ -339,9 +420,8 @@ def ingest_cost(repeats: int) -> dict[str, float]:
         "decode_floor": lambda: simplejpeg.decode_jpeg(data, min_width=342, min_height=256),
         "render": lambda: render(data, default, LIMITS),
     }
-    for long_side, quality in CANDIDATES:
-        spec = Intermediate(long_side=long_side, quality=quality)
-        cases[f"render+{long_side}q{quality}"] = lambda s=spec: render(
+    for spec in CANDIDATES:
+        cases[f"render + {label(spec)}"] = lambda s=spec: render(
             data, default, LIMITS, intermediate=s
         )
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -354,24 +434,27 @@ def ingest_cost(repeats: int) -> dict[str, float]:
 def run(
     repeats: int = 15, images: int | None = None, quick: bool = False, wheel: Path | None = None
 ) -> dict[str, Any]:
-    """Every measurement above; `quick`: 40 images, two candidates, fewer repeats."""
+    """Every measurement above; `quick`: 40 images, three candidates, fewer repeats."""
     n = images or (40 if quick else 200)
     data = corpus(n, find_wheel(wheel))
     model = Model.bundled(threads=1)
-    candidates = CANDIDATES[:2] if quick else CANDIDATES
-    gate = fidelity(data, model, [Intermediate(long_side=s, quality=q) for s, q in candidates])
-    chosen = Intermediate(long_side=CHOSEN[0], quality=CHOSEN[1])
+    candidates = list(CANDIDATES[:3] if quick else CANDIDATES)
+    gate = fidelity(data, model, candidates)
     speed_images = data[: 16 if quick else 48]
-    fast = speed(speed_images, model, chosen, 1 if quick else 3)
+    fast = speed(speed_images, model, CHOSEN, 1 if quick else 3)
+    costs = candidate_costs(speed_images, candidates, 1 if quick else 3)
     ingest = ingest_cost(3 if quick else max(5, repeats // 3))
-    return report(n, gate, fast, ingest, quick)
+    chroma = Counter(chroma_of(d) for d in data)
+    return report(n, gate, fast, costs, ingest, chroma, quick)
 
 
 def report(
     n: int,
-    gate: dict[tuple[int, int], dict[str, Any]],
+    gate: dict[Key, dict[str, Any]],
     fast: dict[str, float],
+    costs: dict[Intermediate, dict[str, float]],
     ingest: dict[str, float],
+    chroma: Counter[str],
     quick: bool,
 ) -> dict[str, Any]:
     g = gate[CHOSEN]
@@ -380,7 +463,7 @@ def report(
     control = gate[CONTROL]
     rescore_ratio = fast["rescore_original"] / fast["rescore_intermediate"]
     render_ratio = fast["render_original"] / fast["render_intermediate"]
-    chosen = f"{CHOSEN[0]} px q{CHOSEN[1]}"
+    chosen = label(CHOSEN)
     targets = [
         {
             "what": f"intermediate ({chosen}): top-1 agreement, from it vs from the original",
@@ -431,16 +514,28 @@ def report(
         "encoding; top-1 of the bundled model). 'served': images whose intermediate holds "
         "what the pipeline needs (the others render from the original). 'margin': the "
         "original's top-1 probability minus its top-2's. The control row is the original "
-        "itself decoded whole (not DCT-scaled) against the same reference.",
+        "itself decoded whole (not DCT-scaled) against the same reference. The originals' "
+        "chroma: "
+        + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(chroma.items()))
+        + " (so 'match', 4:2:0 for a 4:2:0 original and else 4:4:4, is 4:2:0 here, byte for "
+        "byte). Encode and render: CPU ms "
+        f"per image over {min(n, 16 if quick else 48)} images: the "
+        "intermediate's JPEG encode from the 1/k decode (ingest and backfill), and `pair`'s "
+        "decode + render from it.",
         "",
         "| intermediate | storage vs original | default: PSNR mean (worst) | default: top-1 "
         f"agree [95% CI] (where margin >= {MARGIN}) | pair: PSNR mean (worst) | pair: top-1 "
-        "agree [95% CI] (where margin >=) of served |",
-        "|---|---:|---:|---:|---:|---:|",
+        "agree [95% CI] (where margin >=) of served | encode ms | pair decode + render ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (side, quality), r in gate.items():
-        what = "control: original decoded whole" if side == 0 else f"{side} px q{quality} 4:4:4"
+    for key, r in gate.items():
+        what = "control: original decoded whole" if key is None else label(key)
+        if key == CHOSEN:
+            what = f"**{what} (chosen)**"
         stored = f"{statistics.fmean(r['overhead']):.1%}" if r["overhead"] else "-"
+        cost = costs.get(key) if key is not None else None
+        spent = f"{cost['encode']:.1f} | {cost['render']:.1f}" if cost else "- | -"
+        spent = spent.replace("nan", "-")
         lines.append(
             f"| {what} | {stored} | "
             f"{r['psnr']['default']:.1f} ({r['psnr_min']['default']:.1f}) dB | "
@@ -448,7 +543,7 @@ def report(
             f"({r['sure']['default'][0]:.1%}) | "
             f"{r['psnr']['pair']:.1f} ({r['psnr_min']['pair']:.1f}) dB | "
             f"{r['agree']['pair']:.1%} {ci(r['agree']['pair'], r['served']['pair'])} "
-            f"({r['sure']['pair'][0]:.1%}) of {r['served']['pair']} |"
+            f"({r['sure']['pair'][0]:.1%}) of {r['served']['pair']} | {spent} |"
         )
     lines += [
         "",
@@ -458,13 +553,13 @@ def report(
         "| case | from the original | from the intermediate | ratio |",
         "|---|---:|---:|---:|",
     ]
-    for key, label in (
+    for key, case in (
         ("render", "decode + render"),
         ("rescore", "decode + render + score (rescore worker)"),
         ("on_demand", "on-demand rendition"),
     ):
         a, b = fast[f"{key}_original"], fast[f"{key}_intermediate"]
-        lines.append(f"| {label} | {a:.1f} | {b:.1f} | {a / b:.1f}x |")
+        lines.append(f"| {case} | {a:.1f} | {b:.1f} | {a / b:.1f}x |")
     lines += [
         "",
         "On-demand renditions against thumbor are measured over HTTP in the same run by the "
@@ -511,7 +606,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="40 images, 2 candidates")
+    parser.add_argument("--quick", action="store_true", help="40 images, 3 candidates")
     parser.add_argument("--images", type=int, help="corpus size (default 200; quick 40)")
     parser.add_argument("--wheel", type=Path, help="a scikit-image 0.26.0 wheel")
     args = parser.parse_args()

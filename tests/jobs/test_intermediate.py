@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from typer.testing import CliRunner
 
 from imgest.catalog.records import ImageRecord
@@ -20,6 +20,7 @@ from imgest.catalog.repo import Catalog
 from imgest.cli import app
 from imgest.config import Settings
 from imgest.errors import JobError
+from imgest.imaging.intermediate import Intermediate
 from imgest.jobs import backfill, rescore
 from imgest.runtime import Runtime
 from imgest.storage.paths import INTERMEDIATE, original_path
@@ -265,6 +266,43 @@ def test_backfill_is_resumable(
     served = corpus.client.app.state.corpus  # type: ignore[attr-defined]
     served.renderer = replace(served.renderer, intermediate=Runtime(settings).intermediate)
     assert corpus.client.get(f"/v1/images/{big}/renditions/wide").status_code == 200
+
+
+def test_an_older_recipes_intermediate_is_pending_and_not_rendered_from(
+    corpus_of: Callable[..., Corpus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images ingested under another recipe (q95 4:4:4, before the default changed) hold an
+    intermediate of another version: renditions come from the original, backfill makes the
+    current recipe's, and renditions then start from that."""
+    old = Intermediate(long_side=LONG_SIDE, quality=95, subsampling="4:4:4")
+    with monkeypatch.context() as m:
+        m.setattr(Runtime, "intermediate", property(lambda self: old))
+        corpus = corpus_of()
+    settings = corpus.settings
+    new = Runtime(settings).intermediate
+    assert new is not None and new.version != old.version
+    assert len(intermediate_blobs(settings)) == len(corpus.ids)
+    client = corpus_of([]).client  # a server of the same store and catalog, current recipe
+    first, second = corpus.ids[:2]
+    assert client.get(f"/v1/images/{first}/renditions/wide").status_code == 200
+    body = client.get(f"/v1/images/{first}").json()
+    assert body["renditions"]["wide"]["source"] == "original"
+
+    summary = backfill.run(settings, workers=0)
+    assert (summary.pending, summary.made, summary.failed) == (len(corpus.ids),) * 2 + ([],)
+    assert backfill.run(settings, workers=0).pending == 0
+    versions = {r.pipeline_version for rec in records(settings) for r in rec.renditions
+                if r.pipeline == INTERMEDIATE}  # fmt: skip
+    assert versions == {old.version, new.version}
+    drop_originals(settings, [second])
+    assert client.get(f"/v1/images/{second}/renditions/wide").status_code == 200
+    body = client.get(f"/v1/images/{second}").json()
+    assert body["renditions"]["wide"]["source"] == "intermediate"
+    assert body["renditions"][INTERMEDIATE]["pipeline_version"] == new.version
+    blob = client.get(body["renditions"][INTERMEDIATE]["url"])
+    with Image.open(io.BytesIO(blob.content)) as im:
+        assert isinstance(im, JpegImagePlugin.JpegImageFile)
+        assert JpegImagePlugin.get_sampling(im) == {"4:4:4": 0, "4:2:0": 2}[new.subsampling]
 
 
 def env(settings: Settings, **extra: str) -> dict[str, str]:

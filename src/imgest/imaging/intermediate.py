@@ -3,8 +3,8 @@
 A 12 MP original costs ~25 ms of entropy decoding whatever the output size; its intermediate
 decodes in a few ms. The intermediate is the original's own DCT-scaled decode at 1/k (k = 8,
 4 or 2: the largest that leaves a long side of at least `long_side`), not resampled, stored as
-JPEG q`quality` 4:4:4, upright, sRGB, without metadata: for a 4032 x 3024 photo and
-`long_side` 720 that is its 1/4 decode, 1008 x 756.
+JPEG q`quality` `subsampling` (q88 4:4:4), upright, sRGB, without metadata: for a 4032 x 3024
+photo and `long_side` 720 that is its 1/4 decode, 1008 x 756.
 
 Rendering from it replays what the original's decode would have done (`decode`): a pipeline
 whose decode of the original is at M/8 (`decode.dct_eighths`) decodes the intermediate at
@@ -41,40 +41,61 @@ from imgest.storage.paths import INTERMEDIATE, intermediate_path
 Size = tuple[int, int]
 RGB = tuple[int, int, int]
 Source = Literal["original", "intermediate"]
+Subsampling = Literal["4:4:4", "4:2:0"]
 
 NAME = INTERMEDIATE  # the reserved pipeline name of intermediate rendition rows
 # Bump when the way an intermediate is made changes (resampling, colour): a new version.
 # 2: the original's DCT-scaled JPEG decode at 1/k, not resampled (1: bilinear to `long_side`).
 REVISION = 2
 FACTORS = (8, 4, 2)  # the reductions an intermediate may be (DCT scales 1/8, 1/4, 1/2)
-SUBSAMPLING = "4:4:4"  # chroma at full resolution: pipelines may crop and tile it further
 DEFAULT_LONG_SIDE = 720
-DEFAULT_QUALITY = 95
+# q88 4:4:4: 9.4% of the original's bytes (issue 18: <= 10%), the 224 rendition from it
+# 48.8 dB (worst 42.3) from the original's; q95 was 15.5% at 50.6 dB. 4:2:0 is no cheaper
+# per dB: the original's 1/k decode rebuilds its chroma at the intermediate's full
+# resolution (its chroma plane, half the original's size, is larger than the intermediate),
+# so 4:2:0 halves real detail (q93 4:2:0: 10.0% at 47.1 dB, worst 38.0). Measured by
+# bench/intermediate.py; the table is in docs/intermediate.md.
+DEFAULT_QUALITY = 88
+DEFAULT_SUBSAMPLING: Subsampling = "4:4:4"
 
 
 @dataclass(frozen=True)
 class Intermediate:
-    """How intermediates are made: the long side in pixels and the JPEG quality."""
+    """How intermediates are made: the long side in pixels, the JPEG quality and chroma
+    subsampling, and whether its Huffman tables are optimised (smaller, slower to encode)."""
 
     long_side: int = DEFAULT_LONG_SIDE
     quality: int = DEFAULT_QUALITY
     background: RGB = (255, 255, 255)  # what transparent pixels were composited onto
+    subsampling: Subsampling = DEFAULT_SUBSAMPLING
+    optimize: bool = False
 
     def __post_init__(self) -> None:
         if not 64 <= self.long_side <= 8192:
             raise ValueError("intermediate long side must be in 64..8192")
         if not 1 <= self.quality <= 100:
             raise ValueError("intermediate quality must be in 1..100")
+        if self.subsampling not in ("4:4:4", "4:2:0"):
+            raise ValueError("intermediate subsampling must be 4:4:4 or 4:2:0")
 
     @property
     def spec(self) -> dict[str, Any]:
-        """Everything that determines an intermediate's bytes, as plain JSON-able data."""
+        """Everything that determines an intermediate's bytes, as plain JSON-able data
+        (`optimize` only when on: the spec, and so the version, of the recipe without it are
+        those it had before the knob existed)."""
+        output: dict[str, Any] = {
+            "format": "jpeg",
+            "quality": self.quality,
+            "subsampling": self.subsampling,
+        }
+        if self.optimize:
+            output["optimize"] = True
         return {
             "revision": REVISION,
             "long_side": self.long_side,
             "background": list(self.background),
             "reduction": {"factors": list(FACTORS), "of": "jpeg-dct", "sides": "multiple-of-8"},
-            "output": {"format": "jpeg", "quality": self.quality, "subsampling": SUBSAMPLING},
+            "output": output,
         }
 
     @property
@@ -141,9 +162,10 @@ class Intermediate:
         return intermediate_path(self.version, image_id)
 
     def encode(self, image: Image.Image) -> bytes:
-        """The intermediate as a baseline JPEG, 4:4:4, without metadata."""
+        """The intermediate as a baseline JPEG without metadata."""
         out = io.BytesIO()
-        image.save(out, "JPEG", quality=self.quality, subsampling=SUBSAMPLING)
+        image.save(out, "JPEG", quality=self.quality, subsampling=self.subsampling,
+                   optimize=self.optimize)  # fmt: skip
         return out.getvalue()
 
 
