@@ -82,19 +82,19 @@ PHOTOS = (
 # 1008 x 756); 360 the 1/8 one of those over 2880 px. The first is the recipe before issue
 # 18's storage work (q95 4:4:4), the second the chosen one; --quick runs the first three.
 CANDIDATES = (
-    Intermediate(720, 95, subsampling="4:4:4"),
+    Intermediate(720, 95, subsampling="4:4:4", optimize=False),
     Intermediate(),  # CHOSEN
-    Intermediate(720, 95, subsampling="4:2:0"),
-    Intermediate(720, 93, subsampling="4:2:0"),
+    Intermediate(720, 90, subsampling="4:4:4", optimize=False),
+    Intermediate(720, 89, subsampling="4:4:4", optimize=False),
+    Intermediate(720, 88, subsampling="4:4:4", optimize=False),
+    Intermediate(720, 95, subsampling="4:2:0", optimize=False),
+    Intermediate(720, 93, subsampling="4:2:0", optimize=False),
     Intermediate(720, 93, subsampling="4:2:0", optimize=True),
-    Intermediate(720, 92, subsampling="4:2:0"),
-    Intermediate(720, 90, subsampling="4:2:0"),
-    Intermediate(720, 90, subsampling="4:4:4"),
-    Intermediate(720, 90, subsampling="4:4:4", optimize=True),
-    Intermediate(720, 89, subsampling="4:4:4"),
-    Intermediate(360, 95, subsampling="4:4:4"),
+    Intermediate(720, 92, subsampling="4:2:0", optimize=False),
+    Intermediate(720, 90, subsampling="4:2:0", optimize=False),
+    Intermediate(360, 95, subsampling="4:4:4", optimize=False),
 )
-CHOSEN = Intermediate()  # what IMGEST_INTERMEDIATE=720 makes: q88 4:4:4 (the defaults)
+CHOSEN = Intermediate()  # what IMGEST_INTERMEDIATE=720 makes: q90 4:4:4 optimised (defaults)
 CONTROL = None  # key of the control: the original decoded whole
 Key = Intermediate | None
 MARGIN = 0.05  # "sure": the original's top-1 leads its top-2 by this much probability

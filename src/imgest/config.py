@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         le=8192,
         description="Least long side in pixels of the intermediate stored with each new "
         "upload at least twice that size: the upload's own DCT-scaled decode at 1/8, 1/4 or "
-        "1/2 (the smallest that keeps this long side), as one JPEG q88 4:4:4, upright sRGB. "
+        "1/2 (the smallest that keeps this long side), as one JPEG q90 4:4:4, upright sRGB. "
         "On-demand renditions and rescore render from it where the original's decode for "
         "the pipeline would be no larger; off (or 0) stores none. 720 (12 MP photos: "
         "1008 x 756) is what docs/intermediate.md measures; `imgest backfill` stores them "

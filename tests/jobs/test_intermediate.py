@@ -274,7 +274,7 @@ def test_an_older_recipes_intermediate_is_pending_and_not_rendered_from(
     """Images ingested under another recipe (q95 4:4:4, before the default changed) hold an
     intermediate of another version: renditions come from the original, backfill makes the
     current recipe's, and renditions then start from that."""
-    old = Intermediate(long_side=LONG_SIDE, quality=95, subsampling="4:4:4")
+    old = Intermediate(long_side=LONG_SIDE, quality=95, subsampling="4:4:4", optimize=False)
     with monkeypatch.context() as m:
         m.setattr(Runtime, "intermediate", property(lambda self: old))
         corpus = corpus_of()
