@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from bench.normalize import interleaved  # noqa: E402
 from imgest.catalog.records import ImageRecord  # noqa: E402
 from imgest.catalog.repo import Catalog  # noqa: E402
 from imgest.imaging.limits import ImageLimits  # noqa: E402
@@ -82,21 +82,6 @@ def record(n: int) -> ImageRecord:
         original_path=f"originals/{image_id}",
         created_at=datetime.now(UTC),
     )
-
-
-def interleaved(fns: dict[str, Any], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median CPU ms (this process, every thread) of each function, called in turn round
-    after round: the cost of an upload, whatever else the machine runs meanwhile."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.process_time()
-            fn()
-            samples[name].append(time.process_time() - start)
-    return {name: statistics.median(s) * 1000.0 for name, s in samples.items()}
 
 
 def run(repeats: int = 15, indexed: int = INDEXED) -> dict[str, Any]:
@@ -177,7 +162,9 @@ def run(repeats: int = 15, indexed: int = INDEXED) -> dict[str, Any]:
                 upload_searched
             ),
         }
-        medians = interleaved(cases, repeats)
+        # median CPU ms (this process, every thread): the cost of an upload, whatever else
+        # the machine runs meanwhile
+        medians = interleaved(cases, repeats, clock=time.process_time)
         catalog.close()
     names = list(cases)
     score_ratio = medians[names[1]] / medians[names[0]]

@@ -80,19 +80,26 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 2,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    per_call: int = 1,
 ) -> dict[str, float]:
-    """Median ms of each function, called in turn round after round (a loaded machine slows
-    them alike, so their ratios hold better than with one timed block after another)."""
+    """Median ms of each function (per unit, where a call does `per_call` units), called in
+    turn round after round (a loaded machine slows them alike, so their ratios hold better
+    than with one timed block after another). `clock`: wall time by default;
+    `time.process_time` for the CPU time of this process (every thread)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append((clock() - start) / per_call)
     return {name: statistics.median(s) * 1000.0 for name, s in samples.items()}
 
 

@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from bench.fidelity import print_table  # noqa: E402  (the same Markdown lines and targets)
-from bench.normalize import photo  # noqa: E402
+from bench.normalize import interleaved, photo  # noqa: E402
 from bench.photoset import photos  # noqa: E402
 from imgest.imaging.limits import ImageLimits, check  # noqa: E402
 from imgest.imaging.pipeline import builtin_pipelines  # noqa: E402
@@ -61,21 +61,6 @@ def quantizer() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def cpu_ms(fns: dict[str, Callable[[], object]], rounds: int, per_call: int) -> dict[str, float]:
-    """Median process CPU ms per unit of each function (a call does `per_call` units), called
-    in turn round after round after one warm-up call each (bench/normalize.py's `interleaved`
-    with CPU time, not wall time: the machine is shared)."""
-    for fn in fns.values():
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.process_time()
-            fn()
-            samples[name].append((time.process_time() - start) * 1000 / per_call)
-    return {name: float(np.median(s)) for name, s in samples.items()}
 
 
 def fidelity(
@@ -140,14 +125,20 @@ def run(repeats: int = 15, quick: bool = False) -> dict[str, Any]:
         inputs = q.model_inputs(chosen, float_model)
         f = fidelity(float_model, int8, inputs, [p.labels for p in chosen])
         batch = inputs[:CPU_RUN_INPUTS]
-        infer = cpu_ms(
+        # process CPU ms per unit, one warm-up call each: the machine is shared
+        infer = interleaved(
             {"float": lambda: float_model.predict(batch), "int8": lambda: int8.predict(batch)},
             rounds * 4,
-            len(batch),
+            1,
+            clock=time.process_time,
+            per_call=len(batch),
         )
         data = photo()
-        upload = cpu_ms(
-            {"float": upload_path(float_model, data), "int8": upload_path(int8, data)}, rounds, 1
+        upload = interleaved(
+            {"float": upload_path(float_model, data), "int8": upload_path(int8, data)},
+            rounds,
+            1,
+            clock=time.process_time,
         )
     speedup = infer["float"] / infer["int8"]
     float_size = (BUNDLED_DIR / "model.onnx").stat().st_size
