@@ -203,6 +203,10 @@ def test_rejected_file_is_reported_in_words(
 
 
 def test_keyboard_only_upload(page: Page, server: Server, data_dir: Path, artifacts: Path) -> None:
+    # Playwright turns file-chooser interception on when a listener is added, without waiting
+    # for the browser to confirm; added only inside expect_file_chooser, it can lose the race
+    # with the key press (a chooser that opens unintercepted: a timeout). Listen from the start.
+    page.on("filechooser", lambda chooser: None)
     page.goto(server.base + "/")
     file_input = page.get_by_label("choose files")
     expect(file_input).to_have_attribute("type", "file")
