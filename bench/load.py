@@ -46,6 +46,7 @@ class LoadResult:
     elapsed: float = 0.0
     acked: dict[str, bytes] = field(default_factory=dict)  # id -> bytes, when keep_acked
     server_cpu_s: float = 0.0  # CPU time the server used meanwhile, when the caller measures it
+    loop_cpu_s: float = 0.0  # of it, its event loop's thread (the main thread), likewise
     client: str = "httpx"  # the load generator: "httpx" (run_load) or "wrk" (run_wrk)
     percentiles: dict[float, float] = field(default_factory=dict)  # q -> s, from wrk
 
@@ -63,6 +64,12 @@ class LoadResult:
     def cpu_ms_per_request(self) -> float:
         """Server CPU milliseconds per 2xx answer: steadier than rates on a shared machine."""
         return 1000 * self.server_cpu_s / self.ok if self.ok else float("nan")
+
+    @property
+    def loop_cpu_ms_per_request(self) -> float:
+        """CPU milliseconds of the server's event-loop thread per 2xx answer: one thread, so
+        1000 / this bounds the rate however many cores are free."""
+        return 1000 * self.loop_cpu_s / self.ok if self.ok else float("nan")
 
     def percentile_ms(self, q: float) -> float:
         """The q-quantile (0..1) of 2xx latencies, in milliseconds (nearest rank)."""
@@ -238,9 +245,11 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
     raise RuntimeError(f"no {key} for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as fh:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time a process (or its `thread`, by id: the main thread's is the
+    pid) has used so far (from /proc/<pid>/stat or /proc/<pid>/task/<thread>/stat)."""
+    where = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(where) as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

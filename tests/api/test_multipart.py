@@ -70,6 +70,25 @@ async def test_files_and_fields_in_order_with_hashes(size: int) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_reused_chunk_buffer_does_not_change_a_part() -> None:
+    # The reader keeps whole chunks of part data by reference, which is safe only for
+    # immutable bytes: a caller that hands in one buffer and refills it must not corrupt a part.
+    data = bytes(range(256)) * 64
+    raw = body(part("file", data, "a.jpg"))
+
+    async def reused(size: int = 4096) -> AsyncIterator[bytes]:
+        buffer = bytearray()
+        for i in range(0, len(raw), size):
+            buffer[:] = raw[i : i + size]
+            yield buffer  # type: ignore[misc]
+            buffer[:] = b"\0" * len(buffer)
+
+    form = await read_form(CT, str(len(raw)), reused(), UploadLimits())
+    assert form.files[0].data == data
+    assert form.files[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("ct", "error"),
     [
