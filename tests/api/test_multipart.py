@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
 
-from imgest.api.multipart import UploadLimits, clean_filename, read_form
+from imgest.api.multipart import KEEP_BYTES, UploadLimits, clean_filename, read_form
 from imgest.errors import (
     ClientError,
     EmptyFile,
@@ -73,10 +74,10 @@ async def test_files_and_fields_in_order_with_hashes(size: int) -> None:
 async def test_a_reused_chunk_buffer_does_not_change_a_part() -> None:
     # The reader keeps whole chunks of part data by reference, which is safe only for
     # immutable bytes: a caller that hands in one buffer and refills it must not corrupt a part.
-    data = bytes(range(256)) * 64
+    data = bytes(range(256)) * 2048  # 512 KiB: whole chunks of it are big enough to keep
     raw = body(part("file", data, "a.jpg"))
 
-    async def reused(size: int = 4096) -> AsyncIterator[bytes]:
+    async def reused(size: int = 2 * KEEP_BYTES) -> AsyncIterator[bytes]:
         buffer = bytearray()
         for i in range(0, len(raw), size):
             buffer[:] = raw[i : i + size]
@@ -86,6 +87,22 @@ async def test_a_reused_chunk_buffer_does_not_change_a_part() -> None:
     form = await read_form(CT, str(len(raw)), reused(), UploadLimits())
     assert form.files[0].data == data
     assert form.files[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_a_body_in_tiny_pieces_holds_no_more_than_its_bytes() -> None:
+    # One-byte chunks (a client writing byte by byte) must not become one object each while
+    # the part is read: that would hold ~40 times the part's size.
+    data = bytes(range(256)) * 128  # 32 KiB
+    raw = body(part("file", data, "a.jpg"))
+    tracemalloc.start()
+    try:
+        form = await parse(raw, size=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert form.files[0].data == data
+    assert peak < 6 * len(data), f"peak {peak} bytes for a part of {len(data)}"
 
 
 @pytest.mark.anyio
